@@ -1,0 +1,170 @@
+import CKernels
+
+// Transformer pieces as forward/backward pairs on 2-D views (rows N = batch * tokens, width C).
+// A forward returns its output and a cache of what its backward needs. A backward ACCUMULATES
+// into the caller's input gradient `dx` and, when `grads` is non-nil, into parameter gradients;
+// pass nil for frozen weights so that only the input gradient is paid for.
+
+// MARK: - Linear
+
+/// y = x W^T + b, with W stored [Out, In] as PyTorch does.
+public struct Linear: Sendable {
+    public var weight: Tensor  // Out, In
+    public var bias: Tensor?   // Out
+
+    public init(weight: Tensor, bias: Tensor?) {
+        precondition(weight.rank == 2, "Linear weight must be 2-D, got \(weight.shape)")
+        if let bias { precondition(bias.shape == [weight.shape[0]], "Linear bias \(bias.shape) vs weight \(weight.shape)") }
+        self.weight = weight
+        self.bias = bias
+    }
+
+    public var inFeatures: Int { weight.shape[1] }
+    public var outFeatures: Int { weight.shape[0] }
+
+    public struct Grads: Sendable {
+        public var weight: Tensor
+        public var bias: Tensor?
+        public init(zerosLike l: Linear) {
+            weight = Tensor(zeros: l.weight.shape)
+            bias = l.bias.map { Tensor(zeros: $0.shape) }
+        }
+    }
+
+    // x: N, In -> N, Out
+    public func forward(_ x: Tensor) -> Tensor {
+        let n = x.rows
+        precondition(x.lastDim == inFeatures, "Linear: input width \(x.lastDim), expected \(inFeatures)")
+        var y = Tensor(zeros: Array(x.shape.dropLast()) + [outFeatures])
+        y.withMutablePointer { py in
+            if let bias { bias.withPointer { pb in pt_broadcast_rows(py, pb, n, outFeatures) } }
+            x.withPointer { px in weight.withPointer { pw in
+                gemm(transB: true, m: n, n: outFeatures, k: inFeatures, a: px, lda: inFeatures,
+                     b: pw, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: py, ldc: outFeatures)
+            } }
+        }
+        return y
+    }
+
+    // dy: N, Out; x: the forward input N, In; dx: N, In (accumulated).
+    public func backward(_ dy: Tensor, input x: Tensor, dx: inout Tensor, grads: inout Grads?) {
+        let n = x.rows
+        dy.withPointer { pdy in
+            dx.withMutablePointer { pdx in weight.withPointer { pw in
+                gemm(m: n, n: inFeatures, k: outFeatures, a: pdy, lda: outFeatures, b: pw, ldb: inFeatures,
+                     beta: 1, c: pdx, ldc: inFeatures)
+            } }
+            guard grads != nil else { return }
+            x.withPointer { px in grads!.weight.withMutablePointer { pgw in
+                gemm(transA: true, m: outFeatures, n: inFeatures, k: n, a: pdy, lda: outFeatures,
+                     b: px, ldb: inFeatures, beta: 1, c: pgw, ldc: inFeatures)
+            } }
+            if grads!.bias != nil {
+                grads!.bias!.withMutablePointer { pgb in pt_colsum_accumulate(pgb, pdy, n, outFeatures) }
+            }
+        }
+    }
+}
+
+// MARK: - LayerNorm
+
+public struct LayerNorm: Sendable {
+    public var weight: Tensor  // C
+    public var bias: Tensor    // C
+    public var eps: Float
+
+    public init(weight: Tensor, bias: Tensor, eps: Float = 1e-5) {
+        precondition(weight.shape == bias.shape && weight.rank == 1, "LayerNorm weight \(weight.shape) / bias \(bias.shape)")
+        self.weight = weight
+        self.bias = bias
+        self.eps = eps
+    }
+
+    public struct Cache: Sendable {
+        public var input: Tensor
+        public var mean: [Float]
+        public var rstd: [Float]
+    }
+
+    public struct Grads: Sendable {
+        public var weight: Tensor
+        public var bias: Tensor
+        public init(zerosLike l: LayerNorm) {
+            weight = Tensor(zeros: l.weight.shape)
+            bias = Tensor(zeros: l.bias.shape)
+        }
+    }
+
+    // x: N, C -> N, C
+    public func forward(_ x: Tensor) -> (Tensor, Cache) {
+        let (n, c) = (x.rows, x.lastDim)
+        precondition(c == weight.count, "LayerNorm: input width \(c), expected \(weight.count)")
+        var y = Tensor(zeros: x.shape)
+        var mean = [Float](repeating: 0, count: n), rstd = [Float](repeating: 0, count: n)
+        y.withMutablePointer { py in x.withPointer { px in weight.withPointer { pw in bias.withPointer { pb in
+            pt_layernorm_forward(py, &mean, &rstd, px, pw, pb, n, c, eps)
+        } } } }
+        return (y, Cache(input: x, mean: mean, rstd: rstd))
+    }
+
+    public func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, grads: inout Grads?) {
+        let (n, c) = (dy.rows, dy.lastDim)
+        let hasGrads = grads != nil
+        var gw = grads?.weight ?? Tensor(zeros: [0]), gb = grads?.bias ?? Tensor(zeros: [0])
+        dx.withMutablePointer { pdx in dy.withPointer { pdy in cache.input.withPointer { px in
+            weight.withPointer { pw in gw.withMutablePointer { pgw in gb.withMutablePointer { pgb in
+                pt_layernorm_backward(pdx, hasGrads ? pgw : nil, hasGrads ? pgb : nil, pdy, px, pw,
+                                      cache.mean, cache.rstd, n, c)
+            } } }
+        } } }
+        if hasGrads { grads!.weight = gw; grads!.bias = gb }
+    }
+}
+
+// MARK: - QuickGELU
+
+public enum QuickGELU {
+    public static func forward(_ x: Tensor) -> Tensor {
+        var y = Tensor(zeros: x.shape)
+        y.withMutablePointer { py in x.withPointer { px in pt_quickgelu_forward(py, px, x.count) } }
+        return y
+    }
+
+    public static func backward(_ dy: Tensor, input x: Tensor, dx: inout Tensor) {
+        dx.withMutablePointer { pdx in x.withPointer { px in dy.withPointer { pdy in
+            pt_quickgelu_backward(pdx, px, pdy, x.count)
+        } } }
+    }
+}
+
+// MARK: - Element-wise helpers
+
+extension Tensor {
+    /// self += other (same element count).
+    public mutating func accumulate(_ other: Tensor) {
+        let n = count
+        precondition(n == other.count, "accumulate: \(shape) += \(other.shape)")
+        withMutablePointer { p in other.withPointer { q in pt_accumulate(p, q, n) } }
+    }
+}
+
+/// Row-wise L2 normalisation, forward and backward.
+public enum L2Normalize {
+    public struct Cache: Sendable {
+        public var output: Tensor
+        public var norms: [Float]
+    }
+
+    public static func forward(_ x: Tensor) -> (Tensor, Cache) {
+        var y = Tensor(zeros: x.shape)
+        var norms = [Float](repeating: 0, count: x.rows)
+        y.withMutablePointer { py in x.withPointer { px in pt_l2norm_forward(py, &norms, px, x.rows, x.lastDim) } }
+        return (y, Cache(output: y, norms: norms))
+    }
+
+    public static func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor) {
+        dx.withMutablePointer { pdx in dy.withPointer { pdy in cache.output.withPointer { py in
+            pt_l2norm_backward(pdx, pdy, py, cache.norms, dy.rows, dy.lastDim)
+        } } }
+    }
+}

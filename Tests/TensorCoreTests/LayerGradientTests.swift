@@ -1,0 +1,148 @@
+import TensorCore
+import XCTest
+
+/// Finite-difference checks of every forward/backward pair on tiny shapes.
+final class LayerGradientTests: XCTestCase {
+    var rng = SeededGenerator(seed: 42)
+
+    func randomLinear(_ out: Int, _ inp: Int, bias: Bool = true) -> Linear {
+        Linear(weight: .randomNormal([out, inp], std: 0.5, using: &rng),
+               bias: bias ? .randomNormal([out], std: 0.5, using: &rng) : nil)
+    }
+
+    func randomLayerNorm(_ c: Int) -> LayerNorm {
+        LayerNorm(weight: .randomUniform([c], 0.5, 1.5, using: &rng), bias: .randomNormal([c], std: 0.2, using: &rng))
+    }
+
+    func randomBlock(width c: Int, heads: Int) -> ResidualBlock {
+        ResidualBlock(ln1: randomLayerNorm(c),
+                      attention: MultiheadAttention(inProj: randomLinear(3 * c, c), outProj: randomLinear(c, c), heads: heads),
+                      ln2: randomLayerNorm(c), fc: randomLinear(4 * c, c), proj: randomLinear(c, 4 * c))
+    }
+
+    func testLinear() {
+        let lin = randomLinear(5, 7)
+        let x = Tensor.randomNormal([3, 7], using: &rng), r = Tensor.randomNormal([3, 5], using: &rng)
+        var dx = Tensor(zeros: x.shape)
+        var grads: Linear.Grads? = .init(zerosLike: lin)
+        lin.backward(r, input: x, dx: &dx, grads: &grads)
+        checkGradient("linear dx", at: x, analytic: dx) { project(lin.forward($0), r) }
+        checkGradient("linear dW", at: lin.weight, analytic: grads!.weight) {
+            project(Linear(weight: $0, bias: lin.bias).forward(x), r)
+        }
+        checkGradient("linear db", at: lin.bias!, analytic: grads!.bias!) {
+            project(Linear(weight: lin.weight, bias: $0).forward(x), r)
+        }
+    }
+
+    func testBackwardAccumulatesAndSkipsFrozenWeights() {
+        let lin = randomLinear(4, 6)
+        let x = Tensor.randomNormal([2, 6], using: &rng), r = Tensor.randomNormal([2, 4], using: &rng)
+        var dxOnce = Tensor(zeros: x.shape)
+        var none: Linear.Grads? = nil
+        lin.backward(r, input: x, dx: &dxOnce, grads: &none)
+        XCTAssertNil(none)
+        var dxTwice = Tensor(zeros: x.shape)
+        var grads: Linear.Grads? = .init(zerosLike: lin)
+        lin.backward(r, input: x, dx: &dxTwice, grads: &grads)
+        lin.backward(r, input: x, dx: &dxTwice, grads: &grads)
+        assertClose(dxTwice, dxOnce * 2, atol: 1e-5, "dx accumulates")
+        var gradsOnce: Linear.Grads? = .init(zerosLike: lin)
+        var scratch = Tensor(zeros: x.shape)
+        lin.backward(r, input: x, dx: &scratch, grads: &gradsOnce)
+        assertClose(grads!.weight, gradsOnce!.weight * 2, atol: 1e-5, "dW accumulates")
+    }
+
+    func testLayerNorm() {
+        let ln = randomLayerNorm(19)
+        let x = Tensor.randomNormal([4, 19], std: 2, using: &rng), r = Tensor.randomNormal([4, 19], using: &rng)
+        let (_, cache) = ln.forward(x)
+        var dx = Tensor(zeros: x.shape)
+        var grads: LayerNorm.Grads? = .init(zerosLike: ln)
+        ln.backward(r, cache: cache, dx: &dx, grads: &grads)
+        checkGradient("layernorm dx", at: x, analytic: dx) { project(ln.forward($0).0, r) }
+        checkGradient("layernorm dw", at: ln.weight, analytic: grads!.weight) {
+            project(LayerNorm(weight: $0, bias: ln.bias).forward(x).0, r)
+        }
+        checkGradient("layernorm db", at: ln.bias, analytic: grads!.bias) {
+            project(LayerNorm(weight: ln.weight, bias: $0).forward(x).0, r)
+        }
+    }
+
+    func testQuickGELU() {
+        let x = Tensor.randomNormal([3, 21], std: 2, using: &rng), r = Tensor.randomNormal([3, 21], using: &rng)
+        var dx = Tensor(zeros: x.shape)
+        QuickGELU.backward(r, input: x, dx: &dx)
+        checkGradient("quickgelu", at: x, analytic: dx) { project(QuickGELU.forward($0), r) }
+    }
+
+    func testL2Normalize() {
+        let x = Tensor.randomNormal([3, 17], using: &rng), r = Tensor.randomNormal([3, 17], using: &rng)
+        let (_, cache) = L2Normalize.forward(x)
+        var dx = Tensor(zeros: x.shape)
+        L2Normalize.backward(r, cache: cache, dx: &dx)
+        checkGradient("l2 normalize", at: x, analytic: dx, eps: 3e-3) { project(L2Normalize.forward($0).0, r) }
+    }
+
+    func testAttentionCausalAndFull() {
+        let (b, t, c, h) = (2, 5, 8, 2)
+        let attn = MultiheadAttention(inProj: randomLinear(3 * c, c), outProj: randomLinear(c, c), heads: h)
+        let x = Tensor.randomNormal([b * t, c], using: &rng), r = Tensor.randomNormal([b * t, c], using: &rng)
+        for causal in [true, false] {
+            let (_, cache) = attn.forward(x, batch: b, tokens: t, causal: causal)
+            var dx = Tensor(zeros: x.shape)
+            var grads: MultiheadAttention.Grads? = .init(zerosLike: attn)
+            attn.backward(r, cache: cache, dx: &dx, grads: &grads)
+            checkGradient("attention dx causal=\(causal)", at: x, analytic: dx) {
+                project(attn.forward($0, batch: b, tokens: t, causal: causal).0, r)
+            }
+            checkGradient("attention dW_in causal=\(causal)", at: attn.inProj.weight, analytic: grads!.inProj.weight) {
+                var a = attn; a.inProj.weight = $0
+                return project(a.forward(x, batch: b, tokens: t, causal: causal).0, r)
+            }
+            checkGradient("attention db_out causal=\(causal)", at: attn.outProj.bias!, analytic: grads!.outProj.bias!) {
+                var a = attn; a.outProj.bias = $0
+                return project(a.forward(x, batch: b, tokens: t, causal: causal).0, r)
+            }
+        }
+    }
+
+    func testCausalAttentionIgnoresTheFuture() {
+        let (t, c) = (6, 8)
+        let attn = MultiheadAttention(inProj: randomLinear(3 * c, c), outProj: randomLinear(c, c), heads: 2)
+        let x = Tensor.randomNormal([t, c], using: &rng)
+        var x2 = x
+        for j in 0..<c { x2[(t - 1) * c + j] += 5 }  // change only the last token
+        let y1 = attn.forward(x, batch: 1, tokens: t, causal: true).0
+        let y2 = attn.forward(x2, batch: 1, tokens: t, causal: true).0
+        XCTAssertEqual(Array(y1.data.prefix((t - 1) * c)), Array(y2.data.prefix((t - 1) * c)))
+        // Rows cut after a position give the same outputs for the rows kept.
+        let cut = attn.forward(x.slice(rows: 0..<4), batch: 1, tokens: 4, causal: true).0
+        assertClose(cut, y1.slice(rows: 0..<4), atol: 1e-6, "rows cut")
+    }
+
+    func testResidualBlockAndTransformer() {
+        let (b, t, c) = (2, 4, 8)
+        let blocks = [randomBlock(width: c, heads: 2), randomBlock(width: c, heads: 2)]
+        let model = Transformer(blocks: blocks)
+        let x = Tensor.randomNormal([b * t, c], using: &rng), r = Tensor.randomNormal([b * t, c], using: &rng)
+        let (_, trace) = model.forward(x, batch: b, tokens: t, causal: true, keepCaches: true)
+        var grads: [ResidualBlock.Grads]? = blocks.map { .init(zerosLike: $0) }
+        let dx = model.backward(r, trace: trace, grads: &grads)
+        checkGradient("transformer dx", at: x, analytic: dx) {
+            project(model.forward($0, batch: b, tokens: t, causal: true).0, r)
+        }
+        checkGradient("block 0 c_fc weight", at: blocks[0].fc.weight, analytic: grads![0].fc.weight) {
+            var m = model; m.blocks[0].fc.weight = $0
+            return project(m.forward(x, batch: b, tokens: t, causal: true).0, r)
+        }
+        checkGradient("block 1 ln_1 weight", at: blocks[1].ln1.weight, analytic: grads![1].ln1.weight) {
+            var m = model; m.blocks[1].ln1.weight = $0
+            return project(m.forward(x, batch: b, tokens: t, causal: true).0, r)
+        }
+        // Frozen weights: the input gradient is the same without weight gradients.
+        var noGrads: [ResidualBlock.Grads]? = nil
+        let dxFrozen = model.backward(r, trace: trace, grads: &noGrads)
+        assertClose(dxFrozen, dx, atol: 1e-6, "frozen dx")
+    }
+}
