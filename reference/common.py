@@ -64,8 +64,24 @@ def build_random_clip(config, seed):
     """openai's CLIP with seeded random weights, every weight rounded to an fp16 value so that the
     fp16 TorchScript archive and the fp32 formats hold exactly the same numbers."""
     torch.manual_seed(seed)
-    model = clip_model_module().CLIP(**CONFIGS[config]).float().eval()
+    cfg = CONFIGS[config]
+    model = clip_model_module().CLIP(**cfg).float().eval()
     with torch.no_grad():
+        # The packaged openai code leaves some tensors at torch.empty (positional_embedding,
+        # text_projection) and LayerNorms/biases at 1/0, which would hide a swapped weight and bias
+        # in a parity test. Give every tensor non-trivial values at CLIP-like scales.
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.02)
+            elif "ln_" in name:  # LayerNorm weights (ln_pre, ln_1, ln_2, ln_post, ln_final)
+                p.normal_(1, 0.1)
+            elif name == "positional_embedding":
+                p.normal_(0, 0.01)
+            elif name == "text_projection":
+                p.normal_(0, cfg["transformer_width"] ** -0.5)
+            elif name == "logit_scale":
+                p.fill_(4.6052)  # log(100), the value trained CLIP models end at
         for p in model.parameters():
+            assert torch.isfinite(p).all()
             p.copy_(p.half().float())
     return model

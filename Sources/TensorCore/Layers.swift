@@ -168,3 +168,16 @@ public enum L2Normalize {
         } } }
     }
 }
+
+extension Tensor {
+    /// Adds `block` (shape [T, C]) to each consecutive block of T rows: B*T, C += broadcast(T, C).
+    /// Positional embeddings are added this way.
+    public mutating func addToEachBlock(_ block: Tensor) {
+        let n = block.count
+        precondition(n > 0 && count % n == 0, "addToEachBlock: \(shape) is not a whole number of \(block.shape) blocks")
+        let blocks = count / n
+        withMutablePointer { p in block.withPointer { q in
+            for i in 0..<blocks { pt_accumulate(p + i * n, q, n) }
+        } }
+    }
+}

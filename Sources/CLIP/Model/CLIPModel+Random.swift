@@ -1,0 +1,60 @@
+import Foundation
+import TensorCore
+
+extension CLIPModel {
+    /// A CLIP of the given architecture with seeded random weights at CLIP-like scales, for
+    /// benchmarks and tests that need no checkpoint.
+    public static func random(config c: CLIPConfig, seed: UInt64) -> CLIPModel {
+        var rng = SeededGenerator(seed: seed)
+        func normal(_ shape: [Int], _ std: Float) -> Tensor { .randomNormal(shape, std: std, using: &rng) }
+        func ln(_ w: Int) -> LayerNorm { LayerNorm(weight: normal([w], 0.1) + Tensor(shape: [w], data: .init(repeating: 1, count: w)), bias: normal([w], 0.02)) }
+        func linear(_ out: Int, _ inp: Int, std: Float) -> Linear { Linear(weight: normal([out, inp], std), bias: normal([out], 0.02)) }
+        func blocks(_ layers: Int, _ w: Int, _ heads: Int) -> Transformer {
+            let std = 1 / Float(w).squareRoot()
+            return Transformer(blocks: (0..<layers).map { _ in
+                ResidualBlock(ln1: ln(w),
+                              attention: MultiheadAttention(inProj: linear(3 * w, w, std: std),
+                                                            outProj: linear(w, w, std: std / Float(2 * layers).squareRoot()),
+                                                            heads: heads),
+                              ln2: ln(w), fc: linear(4 * w, w, std: 1 / Float(2 * w).squareRoot()),
+                              proj: linear(w, 4 * w, std: std / Float(2 * layers).squareRoot()))
+            })
+        }
+        let (vw, p) = (c.visionWidth, c.patchSize)
+        let vstd = 1 / Float(vw).squareRoot()
+        let image = ImageTower(
+            patchEmbedding: Linear(weight: normal([vw, 3 * p * p], 1 / Float(3 * p * p).squareRoot()), bias: nil),
+            classEmbedding: normal([vw], vstd), positionalEmbedding: normal([c.visionTokens, vw], vstd),
+            lnPre: ln(vw), transformer: blocks(c.visionLayers, vw, c.visionHeads), lnPost: ln(vw),
+            projection: normal([vw, c.embedDim], vstd), patchSize: p)
+        let tw = c.textWidth
+        let text = TextTower(
+            tokenEmbedding: normal([c.vocabSize, tw], 0.02), positionalEmbedding: normal([c.contextLength, tw], 0.01),
+            transformer: blocks(c.textLayers, tw, c.textHeads), lnFinal: ln(tw),
+            projection: normal([tw, c.embedDim], 1 / Float(tw).squareRoot()))
+        return CLIPModel(config: c, text: text, image: image, logScale: log(100))
+    }
+}
+
+/// Floating-point operations of the forward passes (multiply-add = 2), for GFLOP/s reports.
+public enum FLOPs {
+    /// A transformer of `layers` blocks over `batch` sequences of `tokens` tokens of width `w`.
+    public static func transformer(layers: Int, batch: Int, tokens: Int, width w: Int) -> Double {
+        let rows = Double(batch * tokens), w = Double(w), t = Double(tokens)
+        let linear = 2 * rows * w * (3 * w + w + 4 * w + 4 * w)
+        let attention = 2 * 2 * Double(batch) * t * t * w
+        return Double(layers) * (linear + attention)
+    }
+
+    public static func textForward(_ c: CLIPConfig, batch: Int, tokens: Int) -> Double {
+        transformer(layers: c.textLayers, batch: batch, tokens: tokens, width: c.textWidth)
+            + 2 * Double(batch * c.textWidth * c.embedDim)
+    }
+
+    public static func imageForward(_ c: CLIPConfig, batch: Int) -> Double {
+        let patches = Double(batch * (c.visionTokens - 1))
+        return 2 * patches * Double(3 * c.patchSize * c.patchSize * c.visionWidth)
+            + transformer(layers: c.visionLayers, batch: batch, tokens: c.visionTokens, width: c.visionWidth)
+            + 2 * Double(batch * c.visionWidth * c.embedDim)
+    }
+}

@@ -1,0 +1,159 @@
+import ArgumentParser
+import CKernels
+import CLIP
+import Foundation
+import TensorCore
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks that print their ratio against PyTorch measured in the same run.",
+        subcommands: [Encoders.self])
+}
+
+/// Options every benchmark shares.
+struct BenchOptions: ParsableArguments {
+    @Option(help: "Threads for OpenBLAS and for the PyTorch reference.")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Timed runs after one warm-up; the best is reported.")
+    var `repeat`: Int = 1
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    @Flag(name: .customLong("no-reference"), help: "Skip the PyTorch reference even if it is importable.")
+    var noReference = false
+
+    @Option(help: "Python interpreter that runs the reference script.")
+    var python = "python3"
+
+    func validate() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+        guard `repeat` >= 1 else { throw ValidationError("--repeat must be at least 1 (got \(`repeat`))") }
+    }
+
+    /// Best wall time of `repeat` runs after a warm-up.
+    func time(_ body: () -> Void) -> Double {
+        body()
+        var best = Double.infinity
+        for _ in 0..<`repeat` {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            body()
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+        return best
+    }
+
+    /// Runs `reference/<script>` with PyTorch and returns its JSON, or why it did not run.
+    func runReference(_ script: String, _ arguments: [String]) -> Result<[String: Any], ReferenceUnavailable> {
+        if noReference { return .failure(.init(reason: "skipped (--no-reference)")) }
+        guard let path = ReferenceScripts.locate(script) else {
+            return .failure(.init(reason: "reference/\(script) not found (run from the repository root or set PROMPTTUNE_REFERENCE_DIR)"))
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [python, path, "--json", "--threads", String(threads), "--repeat", String(`repeat`)] + arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        do { try process.run() } catch {
+            return .failure(.init(reason: "could not start \(python): \(error.localizedDescription)"))
+        }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            let last = errText.split(separator: "\n").last.map(String.init) ?? "exit \(process.terminationStatus)"
+            return .failure(.init(reason: "PyTorch reference unavailable: \(last)"))
+        }
+        let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            return .failure(.init(reason: "reference printed no JSON: \(line.prefix(200))"))
+        }
+        return .success(obj)
+    }
+}
+
+struct ReferenceUnavailable: Error { var reason: String }
+
+enum ReferenceScripts {
+    /// reference/<name> under $PROMPTTUNE_REFERENCE_DIR, the working directory, or this checkout.
+    static func locate(_ name: String) -> String? {
+        var dirs: [String] = []
+        if let env = ProcessInfo.processInfo.environment["PROMPTTUNE_REFERENCE_DIR"] { dirs.append(env) }
+        dirs.append(FileManager.default.currentDirectoryPath + "/reference")
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        dirs.append(repo.appendingPathComponent("reference").path)
+        return dirs.map { $0 + "/" + name }.first { FileManager.default.fileExists(atPath: $0) }
+    }
+}
+
+/// Prints `rows` as an aligned two-column table.
+func printTable(_ title: String, _ rows: [(String, String)]) {
+    print(title)
+    let width = rows.map(\.0.count).max() ?? 0
+    for (k, v) in rows { print("  " + k.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + v) }
+}
+
+func jsonLine(_ object: [String: Any]) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+extension Bench {
+    struct Encoders: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "ViT-B/16 text tower (100 CoOp-layout prompts) and image tower (32 images), random weights.")
+
+        @OptionGroup var bench: BenchOptions
+        @Option(help: "Prompts in the text batch.") var prompts = 100
+        @Option(help: "Images in the image batch.") var images = 32
+
+        /// SOS + 16 context vectors + a 1-5 token class name + "." + EOT, as CoOp lays prompts out.
+        static func coopLayout(prompts: Int) -> (eot: [Int], tokens: Int) {
+            let eot = (0..<prompts).map { 1 + 16 + (1 + $0 % 5) + 1 }
+            return (eot, (eot.max() ?? 0) + 1)
+        }
+
+        func run() throws {
+            Compute.threads = bench.threads
+            let config = CLIPConfig.vitB16
+            let model = CLIPModel.random(config: config, seed: 0)
+            var rng = SeededGenerator(seed: 1)
+            let (eot, tokens) = Self.coopLayout(prompts: prompts)
+            let x = Tensor.randomNormal([prompts, tokens, config.textWidth], std: 0.02, using: &rng)
+            let pixels = Tensor.randomNormal([images, 3, 224, 224], using: &rng)
+
+            let textS = bench.time { _ = model.text.forward(embeddings: x, eot: eot) }
+            let imageS = bench.time { _ = model.image.forward(pixels: pixels) }
+            let textGF = FLOPs.textForward(config, batch: prompts, tokens: tokens) / textS / 1e9
+            let imageGF = FLOPs.imageForward(config, batch: images) / imageS / 1e9
+
+            var result: [String: Any] = [
+                "text_forward_s": textS, "image_forward_s": imageS, "text_gflops": textGF, "image_gflops": imageGF,
+                "threads": bench.threads, "prompts": prompts, "tokens": tokens, "images": images,
+                "kernels": pt_kernels_isa() == 1 ? "avx512" : "portable",
+            ]
+            var rows: [(String, String)] = [
+                ("text forward", String(format: "%.3f s  %6.1f GFLOP/s  (%d prompts x %d tokens)", textS, textGF, prompts, tokens)),
+                ("image forward", String(format: "%.3f s  %6.1f GFLOP/s  (%d images)", imageS, imageGF, images)),
+            ]
+            switch bench.runReference("bench_encoders.py", ["--prompts", String(prompts), "--images", String(images)]) {
+            case .success(let ref):
+                let rt = (ref["text_forward_s"] as? Double) ?? .nan, ri = (ref["image_forward_s"] as? Double) ?? .nan
+                result["reference"] = ref
+                result["text_ratio"] = rt / textS
+                result["image_ratio"] = ri / imageS
+                rows += [("PyTorch text", String(format: "%.3f s  ratio %.2fx", rt, rt / textS)),
+                         ("PyTorch image", String(format: "%.3f s  ratio %.2fx", ri, ri / imageS))]
+            case .failure(let why):
+                result["reference"] = ["unavailable": why.reason]
+                rows.append(("PyTorch", why.reason))
+            }
+            if bench.json { print(jsonLine(result)) } else {
+                printTable("bench encoders: ViT-B/16, \(bench.threads) threads, \(result["kernels"]!) kernels (ratio = PyTorch time / ours)", rows)
+            }
+        }
+    }
+}

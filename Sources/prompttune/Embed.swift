@@ -1,0 +1,50 @@
+import ArgumentParser
+import CLIP
+import Foundation
+import Imaging
+import TensorCore
+
+struct Embed: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Unit-norm CLIP embeddings of texts and images, as one JSON object.",
+        discussion: #"Prints {"text": [[...]], "image": [[...]], "logit_scale": S} with embeddings in input order."#)
+
+    @OptionGroup var model: ModelOptions
+    @Option(name: .customLong("text"), help: "A text to embed (repeatable).") var texts: [String] = []
+    @Option(name: .customLong("image"), help: "A PNG image to embed (repeatable).") var images: [String] = []
+    @Option(help: "Threads for OpenBLAS.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func validate() throws {
+        if texts.isEmpty && images.isEmpty { throw ValidationError("give at least one --text or --image") }
+        if threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+    }
+
+    func run() throws {
+        Compute.threads = threads
+        // Decode images first so a bad file fails before the model is loaded.
+        let decoded = try images.map { try decodePNG(path: $0) }
+        let clip = try CLIPModel.load(path: model.model)
+        let result = try embed(clip, texts: texts, images: decoded)
+        print(jsonLine(["text": result.text, "image": result.image, "logit_scale": Double(clip.logitScale)]))
+    }
+}
+
+/// Unit-norm embeddings, one row per input, as Double for JSON.
+func embed(_ clip: CLIPModel, texts: [String], images: [RGBImage]) throws -> (text: [[Double]], image: [[Double]]) {
+    func rows(_ t: Tensor) -> [[Double]] {
+        let n = L2Normalize.forward(t).0
+        return (0..<n.rows).map { r in (0..<n.lastDim).map { Double(n[r * n.lastDim + $0]) } }
+    }
+    var text: [[Double]] = [], image: [[Double]] = []
+    if !texts.isEmpty {
+        let tokenizer = try CLIPTokenizer()
+        let ids = tokenizer.tokenize(texts, contextLength: clip.config.contextLength).map { $0.map(Int.init) }
+        text = rows(clip.encodeText(ids))
+    }
+    if !images.isEmpty {
+        let r = clip.config.imageResolution
+        let pixels = images.flatMap { clipPreprocess($0, resolution: r).data }
+        image = rows(clip.encodeImage(Tensor(shape: [images.count, 3, r, r], data: pixels)))
+    }
+    return (text, image)
+}

@@ -1,0 +1,17 @@
+import ArgumentParser
+
+@main
+struct PromptTune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prompttune",
+        abstract: "Prompt tuning for CLIP: exact to the reference, fast on a CPU.",
+        subcommands: [Info.self, Embed.self, Bench.self])
+}
+
+/// The checkpoint option every model command shares.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "CLIP checkpoint: OpenAI TorchScript .pt, torch.save state dict, open_clip .safetensors, or a Hugging Face model directory / model.safetensors.",
+        valueName: "path"))
+    var model: String
+}
