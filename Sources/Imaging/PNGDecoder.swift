@@ -1,0 +1,315 @@
+import CPNG
+import Foundation
+
+/// How 16-bit grayscale PNGs become 8-bit RGB.
+public enum Gray16Conversion: Sendable, Equatable {
+    /// Keep the high byte (`v >> 8`), as Pillow does for 16-bit RGB, RGBA and gray+alpha. The default.
+    case highByte
+    /// Pillow's `Image.open(p).convert("RGB")` for mode "I;16": `min(v, 255)`. That saturates an
+    /// ordinary 16-bit photo to white, so it is not the default; use it for bit-exact parity with a
+    /// Python pipeline that feeds such files through PIL.
+    case clampLikePillow
+}
+
+/// Why a PNG could not be decoded. `description` names the file and says what is wrong.
+public struct PNGDecodingError: Error, Equatable, CustomStringConvertible, LocalizedError {
+    public enum Kind: String, Sendable, Equatable {
+        case fileNotFound = "file not found"
+        case unreadable = "file could not be read"
+        case notPNG = "not a PNG file"
+        case truncated = "truncated PNG data"
+        case corrupt = "corrupt PNG data"
+        case tooLarge = "image too large"
+    }
+
+    /// The path, or the name given to the in-memory decoder.
+    public let source: String
+    public let kind: Kind
+    /// Detail, e.g. libpng's message.
+    public let detail: String
+
+    public var description: String {
+        "cannot decode PNG '\(source)': \(kind.rawValue)" + (detail.isEmpty ? "" : " (\(detail))")
+    }
+    public var errorDescription: String? { description }
+}
+
+/// PNG decoding through libpng, giving what Pillow's `Image.open(p).convert("RGB")` gives.
+///
+/// Conversion rules (all bit-exact with Pillow 13, checked by `ImagingTests` on fixtures of every kind):
+/// - gray (1, 2, 4, 8 bits) is replicated to R = G = B (low depths scaled by bit replication);
+/// - palette images are looked up in PLTE; tRNS is ignored;
+/// - alpha (gray+alpha, RGBA, tRNS) is dropped, not composited: a fully transparent pixel keeps its colour;
+/// - 16-bit RGB, RGBA and gray+alpha keep the high byte of each sample;
+/// - 16-bit gray keeps the high byte too (``Gray16Conversion/highByte``), a deliberate deviation from
+///   Pillow, which clamps mode "I;16" to 255 on `convert("RGB")`; ``Gray16Conversion/clampLikePillow``
+///   reproduces Pillow;
+/// - colour-management chunks (gAMA, cHRM, sRGB, iCCP, cICP) are ignored, as Pillow ignores them;
+/// - Adam7 interlacing is handled.
+///
+/// How: libpng reports errors by longjmp, which Swift cannot catch, so every file first goes through
+/// libpng's simplified API (`png_image_*`, which catches its own errors). Before that the chunk
+/// stream is checked and the colour-management chunks are removed, so that the simplified API applies
+/// no gamma correction. Files of 8 bits or fewer per sample are decoded by that pass (to RGBA, alpha
+/// then dropped). 16-bit files need raw samples, which the simplified API does not give (it
+/// premultiplies 16-bit alpha and rounds rather than truncates to 8 bits), so after the simplified
+/// pass has read the whole image without error, the same bytes are read again with libpng's row API
+/// and no transformations. That second pass reads exactly the data the first one validated, so the
+/// libpng error handler it installs (which cannot return) is not reached.
+public enum PNGDecoder {
+    /// Pillow's decompression-bomb limit (2 x `Image.MAX_IMAGE_PIXELS`): larger images are refused.
+    public static let maxPixels = 2 * 89_478_485
+
+    public static func decode(path: String, gray16: Gray16Conversion = .highByte) throws -> RGBImage {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw PNGDecodingError(source: path, kind: .fileNotFound, detail: "")
+        }
+        if isDir.boolValue {
+            throw PNGDecodingError(source: path, kind: .unreadable, detail: "it is a directory")
+        }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw PNGDecodingError(source: path, kind: .unreadable, detail: error.localizedDescription)
+        }
+        return try decode(data: data, name: path, gray16: gray16)
+    }
+
+    public static func decode(data: Data, name: String = "<memory>",
+                              gray16: Gray16Conversion = .highByte) throws -> RGBImage {
+        try decode(bytes: [UInt8](data), name: name, gray16: gray16)
+    }
+
+    public static func decode(bytes: [UInt8], name: String = "<memory>",
+                              gray16: Gray16Conversion = .highByte) throws -> RGBImage {
+        let scan = try PNGChunkScan(bytes, name: name)
+        let stream = scan.strippedBytes ?? bytes
+        return try stream.withUnsafeBufferPointer { buf in
+            try decodeStream(buf, scan: scan, name: name, gray16: gray16)
+        }
+    }
+
+    // MARK: - Simplified API pass
+
+    private static func decodeStream(_ buf: UnsafeBufferPointer<UInt8>, scan: PNGChunkScan, name: String,
+                                     gray16: Gray16Conversion) throws -> RGBImage {
+        var image = png_image()
+        image.version = png_uint_32(PNG_IMAGE_VERSION)
+        image.opaque = nil
+        guard png_image_begin_read_from_memory(&image, buf.baseAddress, buf.count) != 0 else {
+            throw libpngError(message(of: &image), scan: scan, name: name)
+        }
+        let width = Int(image.width), height = Int(image.height)
+        let sixteenBit = image.format & png_uint_32(PNG_FORMAT_FLAG_LINEAR) != 0
+        guard width > 0, height > 0, width * height <= maxPixels else {  // both < 2^31: no overflow
+            png_image_free(&image)
+            throw PNGDecodingError(source: name, kind: .tooLarge,
+                                   detail: "\(width)x\(height) exceeds \(maxPixels) pixels")
+        }
+        image.format = png_uint_32(PNG_FORMAT_FLAG_COLOR | PNG_FORMAT_FLAG_ALPHA)  // PNG_FORMAT_RGBA
+        // For 16-bit files this pass only validates; sRGB-tagging them spares libpng a gamma conversion.
+        if sixteenBit { image.flags |= png_uint_32(PNG_IMAGE_FLAG_16BIT_sRGB) }
+        var rgba = [UInt8](repeating: 0, count: width * height * 4)
+        let ok = rgba.withUnsafeMutableBytes { out in
+            png_image_finish_read(&image, nil, out.baseAddress, 0, nil)  // frees `image` either way
+        }
+        guard ok != 0 else { throw libpngError(message(of: &image), scan: scan, name: name) }
+
+        if sixteenBit {
+            return readRaw16(buf, width: width, height: height, gray16: gray16)
+        }
+        var rgb = [UInt8](repeating: 0, count: width * height * 3)
+        rgba.withUnsafeBufferPointer { src in
+            rgb.withUnsafeMutableBufferPointer { dst in
+                for i in 0 ..< width * height {
+                    dst[3 * i] = src[4 * i]
+                    dst[3 * i + 1] = src[4 * i + 1]
+                    dst[3 * i + 2] = src[4 * i + 2]
+                }
+            }
+        }
+        return RGBImage(width: width, height: height, pixels: rgb)
+    }
+
+    private static func message(of image: inout png_image) -> String {
+        withUnsafeBytes(of: &image.message) { raw in
+            let bytes = raw.prefix { $0 != 0 }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
+    private static func libpngError(_ msg: String, scan: PNGChunkScan, name: String) -> PNGDecodingError {
+        let libpng = msg.isEmpty ? "libpng gave no message" : "libpng: \(msg)"
+        // libpng's memory reader says this when the data runs out.
+        if msg.contains("read beyond end of data") {
+            let detail = scan.truncation.map { "\($0); \(libpng)" } ?? libpng
+            return PNGDecodingError(source: name, kind: .truncated, detail: detail)
+        }
+        return PNGDecodingError(source: name, kind: .corrupt, detail: libpng)
+    }
+
+    // MARK: - Row API pass for 16-bit files (runs only after the simplified pass succeeded)
+
+    private struct MemoryReader {
+        var base: UnsafePointer<UInt8>
+        var count: Int
+        var offset: Int
+    }
+
+    private static func readRaw16(_ buf: UnsafeBufferPointer<UInt8>, width: Int, height: Int,
+                                  gray16: Gray16Conversion) -> RGBImage {
+        // libpng must not return from an error callback; this pass reads only data that the
+        // simplified pass has just read without error, so these are not reached.
+        let onError: png_error_ptr = { _, msg in
+            fatalError("libpng error on a stream it had already decoded: \(msg.map { String(cString: $0) } ?? "?")")
+        }
+        let onWarning: png_error_ptr = { _, _ in }
+        let readFn: png_rw_ptr = { png, out, length in
+            let reader = png_get_io_ptr(png)!.assumingMemoryBound(to: MemoryReader.self)
+            guard let out, reader.pointee.offset + length <= reader.pointee.count else {
+                png_error(png, "read beyond end of data")
+            }
+            out.update(from: reader.pointee.base + reader.pointee.offset, count: length)
+            reader.pointee.offset += length
+        }
+
+        var png: png_structp? = png_create_read_struct(PNG_LIBPNG_VER_STRING, nil, onError, onWarning)
+        precondition(png != nil, "png_create_read_struct failed (out of memory)")
+        var info: png_infop? = png_create_info_struct(png)
+        defer { png_destroy_read_struct(&png, &info, nil) }
+        precondition(info != nil, "png_create_info_struct failed (out of memory)")
+
+        var reader = MemoryReader(base: buf.baseAddress!, count: buf.count, offset: 0)
+        return withUnsafeMutablePointer(to: &reader) { readerPtr in
+            // Same settings as the simplified pass: benign errors are warnings, and after the header
+            // the chunks it does not use are skipped.
+            png_set_benign_errors(png, 1)
+            png_set_read_fn(png, readerPtr, readFn)
+            png_read_info(png, info)
+            png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, nil, -1)
+            let used: [UInt8] = Array("bKGD\0cHRM\0gAMA\0iCCP\0sBIT\0sRGB\0".utf8)
+            png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_AS_DEFAULT, used, Int32(used.count / 5))
+            let passes = Int(png_set_interlace_handling(png))
+            png_read_update_info(png, info)
+
+            let colorType = Int32(png_get_color_type(png, info))
+            let channels = Int(png_get_channels(png, info))
+            let rowBytes = Int(png_get_rowbytes(png, info))
+            precondition(Int(png_get_bit_depth(png, info)) == 16 && rowBytes == width * channels * 2
+                && Int(png_get_image_width(png, info)) == width && Int(png_get_image_height(png, info)) == height,
+                "PNG row API disagrees with the simplified API about the image layout")
+
+            var raw = [UInt8](repeating: 0, count: rowBytes * height)
+            raw.withUnsafeMutableBufferPointer { rows in
+                for _ in 0 ..< passes {
+                    for y in 0 ..< height { png_read_row(png, rows.baseAddress! + y * rowBytes, nil) }
+                }
+            }
+
+            var rgb = [UInt8](repeating: 0, count: width * height * 3)
+            raw.withUnsafeBufferPointer { src in
+                rgb.withUnsafeMutableBufferPointer { dst in
+                    let n = width * height
+                    switch colorType {
+                    case PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA:  // big-endian samples: keep the high bytes
+                        for i in 0 ..< n {
+                            let s = i * channels * 2
+                            dst[3 * i] = src[s]; dst[3 * i + 1] = src[s + 2]; dst[3 * i + 2] = src[s + 4]
+                        }
+                    default:  // gray, gray+alpha
+                        for i in 0 ..< n {
+                            let s = i * channels * 2
+                            let v: UInt8
+                            if colorType == PNG_COLOR_TYPE_GRAY && gray16 == .clampLikePillow {
+                                v = src[s] == 0 ? src[s + 1] : 255
+                            } else {
+                                v = src[s]
+                            }
+                            dst[3 * i] = v; dst[3 * i + 1] = v; dst[3 * i + 2] = v
+                        }
+                    }
+                }
+            }
+            return RGBImage(width: width, height: height, pixels: rgb)
+        }
+    }
+}
+
+/// Decodes the PNG file at `path` to RGB exactly as Pillow's `Image.open(path).convert("RGB")`
+/// (see ``PNGDecoder`` for the rules and the one opt-out deviation). Throws ``PNGDecodingError``.
+public func decodePNG(path: String, gray16: Gray16Conversion = .highByte) throws -> RGBImage {
+    try PNGDecoder.decode(path: path, gray16: gray16)
+}
+
+/// Decodes PNG bytes; `name` appears in error messages.
+public func decodePNG(data: Data, name: String = "<memory>", gray16: Gray16Conversion = .highByte) throws -> RGBImage {
+    try PNGDecoder.decode(data: data, name: name, gray16: gray16)
+}
+
+/// Decodes PNG bytes; `name` appears in error messages.
+public func decodePNG(bytes: [UInt8], name: String = "<memory>", gray16: Gray16Conversion = .highByte) throws -> RGBImage {
+    try PNGDecoder.decode(bytes: bytes, name: name, gray16: gray16)
+}
+
+// MARK: - Chunk stream check
+
+/// A pass over the chunk stream: checks the signature, notes truncation, and drops colour-management
+/// chunks (which Pillow ignores but libpng's simplified API would act on).
+struct PNGChunkScan {
+    static let signature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
+    static let dropped: Set<String> = ["gAMA", "cHRM", "sRGB", "iCCP", "cICP"]
+
+    /// The stream without the dropped chunks, or nil if nothing was dropped.
+    var strippedBytes: [UInt8]?
+    /// Set when the stream ends inside a chunk or before IEND.
+    var truncation: String?
+
+    init(_ bytes: [UInt8], name: String) throws {
+        let sig = Self.signature
+        if bytes.isEmpty {
+            throw PNGDecodingError(source: name, kind: .notPNG, detail: "the file is empty")
+        }
+        guard bytes.count >= sig.count, Array(bytes[0 ..< sig.count]) == sig else {
+            if bytes.count < sig.count && Array(sig[0 ..< bytes.count]) == bytes {
+                throw PNGDecodingError(source: name, kind: .truncated,
+                                       detail: "only \(bytes.count) bytes, less than the 8-byte signature")
+            }
+            let head = bytes.prefix(8).map { String(format: "%02x", $0) }.joined(separator: " ")
+            throw PNGDecodingError(source: name, kind: .notPNG,
+                                   detail: "starts with \(head), not the PNG signature 89 50 4e 47 0d 0a 1a 0a")
+        }
+        var out: [UInt8]? = nil
+        var pos = sig.count
+        var sawIEND = false
+        while pos < bytes.count {
+            guard bytes.count - pos >= 8 else {
+                truncation = "the file ends inside a chunk header at byte \(pos) of \(bytes.count)"
+                break
+            }
+            let length = Int(bytes[pos]) << 24 | Int(bytes[pos + 1]) << 16 | Int(bytes[pos + 2]) << 8 | Int(bytes[pos + 3])
+            let typeBytes = bytes[pos + 4 ..< pos + 8]
+            let type = String(decoding: typeBytes, as: UTF8.self)
+            let end = pos + 12 + length
+            if end > bytes.count {
+                let named = typeBytes.allSatisfy { (65 ... 90).contains($0) || (97 ... 122).contains($0) }
+                    ? "the \(type) chunk" : "a chunk"
+                truncation = "the file ends inside \(named) at byte \(pos) (\(bytes.count) bytes, the chunk needs \(end))"
+                break
+            }
+            if Self.dropped.contains(type) {
+                if out == nil { out = Array(bytes[0 ..< pos]) }
+            } else {
+                out?.append(contentsOf: bytes[pos ..< end])
+            }
+            pos = end
+            if type == "IEND" { sawIEND = true; break }
+        }
+        if truncation == nil && !sawIEND {
+            truncation = "no IEND chunk: the file ends after \(bytes.count) bytes"
+        }
+        if pos < bytes.count { out?.append(contentsOf: bytes[pos...]) }
+        strippedBytes = out
+    }
+}
