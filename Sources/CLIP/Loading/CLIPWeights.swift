@@ -1,0 +1,255 @@
+import Foundation
+import TensorCore
+import TensorIO
+
+/// A CLIP checkpoint's weights under OpenAI's state-dict names (`visual.conv1.weight`,
+/// `transformer.resblocks.0.attn.in_proj_weight`, `text_projection`, `logit_scale`, ...), all Float32,
+/// with the architecture inferred from their shapes.
+public struct CLIPWeights {
+    public var config: CLIPConfig
+    public var format: CheckpointFormat
+    /// Exactly the tensors `expectedCLIPTensorShapes(config)` lists, with those shapes
+    /// (`logit_scale` is a scalar, shape []).
+    public var tensors: [String: Tensor]
+    /// The file or directory they were read from.
+    public var path: String
+    /// The activation a Hugging Face config.json names (`quick_gelu` for OpenAI's models, `gelu` for
+    /// some LAION conversions); nil when the checkpoint does not say (OpenAI formats use QuickGELU).
+    public var hiddenAct: String?
+
+    public init(config: CLIPConfig, format: CheckpointFormat, tensors: [String: Tensor], path: String, hiddenAct: String? = nil) {
+        self.config = config; self.format = format; self.tensors = tensors; self.path = path; self.hiddenAct = hiddenAct
+    }
+
+    /// The tensor called `name`, or an error naming it.
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let t = tensors[name] else {
+            throw CLIPCheckpointError(.missingTensor, path: path, "tensor '\(name)' is not among the loaded CLIP weights.")
+        }
+        return t
+    }
+}
+
+/// Reads a CLIP (ViT) checkpoint in any of the supported formats: an OpenAI TorchScript `.pt`, a
+/// `torch.save` state dict, an open_clip `.safetensors`, or a Hugging Face model directory (or its
+/// `model.safetensors`). The format is detected from the content, the names are mapped to OpenAI's
+/// (see `sanitize`), the architecture is inferred from the shapes as openai's `build_model` does
+/// (heads from config.json when there is one, else width / 64), and every expected tensor is checked
+/// for presence and shape before anything is converted. Extra tensors are ignored.
+///
+/// Throws `TensorIOError` for file-level problems and `CLIPCheckpointError` for CLIP-level ones.
+public func loadCLIPWeights(path: String) throws -> CLIPWeights {
+    var opened = try openCheckpoint(path: path)
+    let sanitized = sanitize(opened.tensors)
+    if opened.hfConfig == nil, sanitized.usesHuggingFaceNames, let sibling = opened.siblingConfigPath {
+        opened.hfConfig = try HFConfigFile.read(sibling)
+    }
+    let format = checkpointFormat(opened, sanitized)
+    let describe = "\(path) (\(format))"
+    let recipes = sanitized.recipes
+
+    // Architectures PromptTune does not implement.
+    let names = Array(recipes.keys)
+    if names.contains(where: { $0.hasPrefix("visual.layer1.") || $0.hasPrefix("visual.attnpool.") }) {
+        throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
+                                  "a ResNet CLIP checkpoint (RN50, RN101, ...): only Vision Transformer CLIP models (ViT-B/32, ViT-B/16, ViT-L/14, ...) are supported.")
+    }
+    if opened.tensors.keys.contains(where: { $0.contains("visual.trunk.") || $0.hasPrefix("text.transformer.") }) {
+        throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
+                                  "an open_clip model with a timm image tower or a Hugging Face text tower: only OpenAI-style ViT CLIP models are supported.")
+    }
+
+    // Architecture.
+    let shapes = recipes.compactMapValues(\.shape)
+    var (config, provenance) = try inferArchitecture(shapes: shapes, names: names, path: describe) { name in
+        missingTensorNote(name, sanitized: sanitized)
+    }
+    if let hf = opened.hfConfig { try apply(hf, to: &config, weightsPath: describe) }
+    for (tower, width, heads) in [("vision", config.visionWidth, config.visionHeads), ("text", config.textWidth, config.textHeads)]
+    where heads <= 0 || width % heads != 0 {
+        throw CLIPCheckpointError(.invalidConfig, path: path, "the \(tower) width \(width) is not divisible by \(heads) attention heads.")
+    }
+
+    // Every expected tensor, with its shape.
+    let expected = expectedCLIPTensorShapes(config)
+    var missing: [String] = []
+    var wrong: [String] = []
+    for (name, shape) in expected {
+        guard let recipe = recipes[name] else {
+            missing.append("tensor '\(name)' is missing\(missingTensorNote(name, sanitized: sanitized))")
+            continue
+        }
+        if case .incomplete(let parts) = recipe {
+            missing.append("tensor '\(name)' is missing: the checkpoint lacks \(parts.map { "'\($0)'" }.joined(separator: ", "))")
+            continue
+        }
+        guard let found = recipe.shape else {
+            wrong.append("tensor '\(name)' cannot be assembled from \(recipe.origin): the parts' shapes do not fit together")
+            continue
+        }
+        if found != shape {
+            wrong.append("tensor '\(name)' has shape \(found), expected \(shape)\(recipe.isDirect ? "" : " (from \(recipe.origin))")")
+        }
+    }
+    if !missing.isEmpty || !wrong.isEmpty {
+        let problems = missing + wrong
+        let list = problems.count == 1 ? problems[0] : "\(problems.count) problems:\n  - " + problems.prefix(20).joined(separator: "\n  - ")
+            + (problems.count > 20 ? "\n  - ... and \(problems.count - 20) more" : "")
+        throw CLIPCheckpointError(missing.isEmpty ? .shapeMismatch : .missingTensor, path: describe,
+                                  "\(list).\nExpected shapes follow from the architecture inferred from the checkpoint (\(provenance)). "
+                                  + "The checkpoint is incomplete, damaged, or not a ViT CLIP model of this architecture; download it again or check its origin.")
+    }
+
+    // Convert.
+    var tensors: [String: Tensor] = [:]
+    tensors.reserveCapacity(expected.count)
+    for (name, _) in expected {
+        guard let recipe = recipes[name] else { continue }
+        do {
+            tensors[name] = try recipe.materialize()
+        } catch let e as CLIPCheckpointError {
+            throw CLIPCheckpointError(e.kind, path: describe, "tensor '\(name)': \(e.message)")
+        }
+    }
+    let hiddenAct = (opened.hfConfig?.vision["hidden_act"] as? String) ?? (opened.hfConfig?.text["hidden_act"] as? String)
+    return CLIPWeights(config: config, format: format, tensors: tensors, path: path,
+                       hiddenAct: opened.hfConfig == nil ? nil : (hiddenAct ?? "quick_gelu"))
+}
+
+/// " (the checkpoint would store it as 'vision_model.post_layernorm.weight')" for renamed formats, else "".
+private func missingTensorNote(_ name: String, sanitized: SanitizedTensors) -> String {
+    let stored = checkpointNames(forOpenAIName: name, in: sanitized)
+    if stored == [name] { return "" }
+    return " (the checkpoint would store it as \(stored.map { "'\($0)'" }.joined(separator: " + ")))"
+}
+
+/// Tensor names and shapes of a ViT CLIP model, in OpenAI's naming, in a fixed order.
+public func expectedCLIPTensorShapes(_ c: CLIPConfig) -> [(name: String, shape: [Int])] {
+    var out: [(name: String, shape: [Int])] = []
+    func blocks(_ prefix: String, layers: Int, width w: Int) {
+        for i in 0..<layers {
+            let b = "\(prefix)\(i)."
+            out += [
+                (b + "attn.in_proj_weight", [3 * w, w]), (b + "attn.in_proj_bias", [3 * w]),
+                (b + "attn.out_proj.weight", [w, w]), (b + "attn.out_proj.bias", [w]),
+                (b + "ln_1.weight", [w]), (b + "ln_1.bias", [w]),
+                (b + "mlp.c_fc.weight", [4 * w, w]), (b + "mlp.c_fc.bias", [4 * w]),
+                (b + "mlp.c_proj.weight", [w, 4 * w]), (b + "mlp.c_proj.bias", [w]),
+                (b + "ln_2.weight", [w]), (b + "ln_2.bias", [w]),
+            ]
+        }
+    }
+    let (vw, p, g) = (c.visionWidth, c.patchSize, c.gridSize)
+    out += [
+        ("visual.conv1.weight", [vw, 3, p, p]),
+        ("visual.class_embedding", [vw]),
+        ("visual.positional_embedding", [g * g + 1, vw]),
+        ("visual.ln_pre.weight", [vw]), ("visual.ln_pre.bias", [vw]),
+    ]
+    blocks("visual.transformer.resblocks.", layers: c.visionLayers, width: vw)
+    out += [
+        ("visual.ln_post.weight", [vw]), ("visual.ln_post.bias", [vw]),
+        ("visual.proj", [vw, c.embedDim]),
+    ]
+    let tw = c.textWidth
+    out += [
+        ("token_embedding.weight", [c.vocabSize, tw]),
+        ("positional_embedding", [c.contextLength, tw]),
+    ]
+    blocks("transformer.resblocks.", layers: c.textLayers, width: tw)
+    out += [
+        ("ln_final.weight", [tw]), ("ln_final.bias", [tw]),
+        ("text_projection", [tw, c.embedDim]),
+        ("logit_scale", []),
+    ]
+    return out
+}
+
+/// The architecture of a ViT CLIP model from its OpenAI-named tensor shapes, as openai's
+/// `build_model` infers it (heads = width / 64).
+public func inferCLIPConfig(shapes: [String: [Int]], source: String = "checkpoint") throws -> CLIPConfig {
+    try inferArchitecture(shapes: shapes, names: Array(shapes.keys), path: source) { _ in "" }.config
+}
+
+/// Largest dimension the loader accepts from a file (guards the arithmetic on inferred sizes).
+private let maxDimension = 1 << 24
+
+private func inferArchitecture(shapes: [String: [Int]], names: [String], path: String,
+                               note: (String) -> String) throws -> (config: CLIPConfig, provenance: String) {
+    func shape(_ name: String, rank: Int, _ what: String) throws -> [Int] {
+        guard let s = shapes[name] else {
+            throw CLIPCheckpointError(.missingTensor, path: path,
+                                      "tensor '\(name)' is missing\(note(name)); it is needed to infer \(what). "
+                                      + "The checkpoint is incomplete or not a ViT CLIP model.")
+        }
+        guard s.count == rank, s.allSatisfy({ $0 > 0 && $0 <= maxDimension }) else {
+            throw CLIPCheckpointError(.shapeMismatch, path: path,
+                                      "tensor '\(name)' has shape \(s), expected a \(rank)-D shape of sizes between 1 and \(maxDimension) (it gives \(what)).")
+        }
+        return s
+    }
+    let conv = try shape("visual.conv1.weight", rank: 4, "the vision width and patch size")
+    guard conv[1] == 3, conv[2] == conv[3] else {
+        throw CLIPCheckpointError(.shapeMismatch, path: path,
+                                  "tensor 'visual.conv1.weight' has shape \(conv), expected [width, 3, patch, patch].")
+    }
+    let visionWidth = conv[0], patch = conv[3]
+    let visualPos = try shape("visual.positional_embedding", rank: 2, "the image resolution")
+    let grid = Int(Double(visualPos[0] - 1).squareRoot().rounded())
+    guard grid > 0, grid * grid + 1 == visualPos[0] else {
+        throw CLIPCheckpointError(.shapeMismatch, path: path,
+                                  "tensor 'visual.positional_embedding' has \(visualPos[0]) rows, expected grid*grid + 1 (a class token plus a square grid of patches).")
+    }
+    let textProjection = try shape("text_projection", rank: 2, "the embedding width")
+    let positional = try shape("positional_embedding", rank: 2, "the context length")
+    let tokens = try shape("token_embedding.weight", rank: 2, "the vocabulary size")
+    let lnFinal = try shape("ln_final.weight", rank: 1, "the text width")
+    let visionLayers = layerCount(in: names, prefix: "visual.transformer.resblocks.")
+    let textLayers = layerCount(in: names, prefix: "transformer.resblocks.")
+    guard visionLayers > 0 else {
+        throw CLIPCheckpointError(.missingTensor, path: path,
+                                  "no image transformer blocks: tensor 'visual.transformer.resblocks.0.attn.in_proj_weight' is missing\(note("visual.transformer.resblocks.0.attn.in_proj_weight")).")
+    }
+    guard textLayers > 0 else {
+        throw CLIPCheckpointError(.missingTensor, path: path,
+                                  "no text transformer blocks: tensor 'transformer.resblocks.0.attn.in_proj_weight' is missing\(note("transformer.resblocks.0.attn.in_proj_weight")).")
+    }
+    let textWidth = lnFinal[0]
+    let config = CLIPConfig(embedDim: textProjection[1], imageResolution: patch * grid, patchSize: patch,
+                            visionWidth: visionWidth, visionLayers: visionLayers, visionHeads: max(1, visionWidth / 64),
+                            contextLength: positional[0], vocabSize: tokens[0], textWidth: textWidth,
+                            textLayers: textLayers, textHeads: max(1, textWidth / 64))
+    let provenance = "embed dim \(config.embedDim) from text_projection \(textProjection); "
+        + "vision width \(visionWidth) and patch \(patch) from visual.conv1.weight \(conv); "
+        + "resolution \(config.imageResolution) from visual.positional_embedding \(visualPos); "
+        + "\(visionLayers) vision and \(textLayers) text blocks; "
+        + "context \(config.contextLength), vocab \(config.vocabSize), text width \(textWidth) from positional_embedding, "
+        + "token_embedding.weight and ln_final.weight"
+    return (config, provenance)
+}
+
+/// Heads from a Hugging Face config.json, and a check that it agrees with the weights.
+private func apply(_ hf: HFConfigFile, to config: inout CLIPConfig, weightsPath: String) throws {
+    var conflicts: [String] = []
+    func check(_ section: [String: Any], _ sectionName: String, _ key: String, _ value: Int) {
+        if let v = hf.int(section, key), v != value {
+            conflicts.append("\(sectionName)\(key) is \(v) but the weights have \(value)")
+        }
+    }
+    check(hf.vision, "vision_config.", "hidden_size", config.visionWidth)
+    check(hf.vision, "vision_config.", "num_hidden_layers", config.visionLayers)
+    check(hf.vision, "vision_config.", "patch_size", config.patchSize)
+    check(hf.vision, "vision_config.", "image_size", config.imageResolution)
+    check(hf.text, "text_config.", "hidden_size", config.textWidth)
+    check(hf.text, "text_config.", "num_hidden_layers", config.textLayers)
+    check(hf.text, "text_config.", "vocab_size", config.vocabSize)
+    check(hf.text, "text_config.", "max_position_embeddings", config.contextLength)
+    check(hf.top, "", "projection_dim", config.embedDim)
+    if !conflicts.isEmpty {
+        throw CLIPCheckpointError(.invalidConfig, path: hf.path,
+                                  "does not match the weights in \(weightsPath): \(conflicts.joined(separator: "; ")). "
+                                  + "Use the config.json that belongs to these weights.")
+    }
+    if let h = hf.int(hf.vision, "num_attention_heads") { config.visionHeads = h }
+    if let h = hf.int(hf.text, "num_attention_heads") { config.textHeads = h }
+}
