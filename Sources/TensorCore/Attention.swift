@@ -1,6 +1,29 @@
 import CKernels
 import Foundation
 
+/// How the rows of a packed activation split into sequences: sequence s is `lengths[s]` rows
+/// starting at row `rowOffsets[s]`. Sequences of different lengths share one GEMM in every
+/// linear layer; attention runs per sequence. Cutting each text row after its own EOT is exact
+/// under the causal mask, so no padding row is ever computed.
+public struct SequenceLayout: Sendable, Equatable {
+    public let lengths: [Int]
+    public let rowOffsets: [Int]
+    public let rows: Int
+
+    public init(lengths: [Int]) {
+        precondition(lengths.allSatisfy { $0 > 0 }, "SequenceLayout: empty sequence in \(lengths)")
+        var offsets: [Int] = [], r = 0
+        for t in lengths { offsets.append(r); r += t }
+        self.lengths = lengths
+        self.rowOffsets = offsets
+        self.rows = r
+    }
+
+    public static func uniform(batch: Int, tokens: Int) -> SequenceLayout {
+        SequenceLayout(lengths: Array(repeating: tokens, count: batch))
+    }
+}
+
 /// Multi-head self-attention with a fused in-projection, as `nn.MultiheadAttention` in CLIP:
 /// qkv = x W_in^T + b_in; per head softmax(q k^T / sqrt(d) [+ causal mask]) v; then out-projection.
 /// Heads are read straight out of the fused qkv rows through GEMM leading dimensions, so no
@@ -22,12 +45,11 @@ public struct MultiheadAttention: Sendable {
     public var width: Int { outProj.outFeatures }
 
     public struct Cache: Sendable {
-        public var input: Tensor   // B*T, C
-        public var qkv: Tensor     // B*T, 3C
-        public var probs: Tensor   // B, H, T, T (attention weights after softmax)
-        public var context: Tensor // B*T, C (heads concatenated, before the out-projection)
-        public var batch: Int
-        public var tokens: Int
+        public var input: Tensor   // R, C (R = rows of all sequences)
+        public var qkv: Tensor     // R, 3C
+        public var probs: [Float]  // per sequence s and head: T_s x T_s attention weights
+        public var context: Tensor // R, C (heads concatenated, before the out-projection)
+        public var layout: SequenceLayout
     }
 
     public struct Grads: Sendable {
@@ -39,71 +61,100 @@ public struct MultiheadAttention: Sendable {
         }
     }
 
-    // x: B*T, C -> B*T, C
-    public func forward(_ x: Tensor, batch: Int, tokens: Int, causal: Bool) -> (Tensor, Cache) {
-        let (c, h, t) = (width, heads, tokens)
+    /// Offsets of each sequence's block of attention weights (H blocks of T_s x T_s).
+    func probOffsets(_ layout: SequenceLayout) -> (offsets: [Int], total: Int) {
+        var offsets: [Int] = [], total = 0
+        for t in layout.lengths { offsets.append(total); total += heads * t * t }
+        return (offsets, total)
+    }
+
+    // x: R, C -> R, C, where the rows hold the sequences of `layout` one after another.
+    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool) -> (Tensor, Cache) {
+        let (c, h) = (width, heads)
         let d = c / h
-        precondition(x.rows == batch * tokens && x.lastDim == c, "attention input \(x.shape) vs B=\(batch) T=\(tokens) C=\(c)")
+        precondition(x.rows == layout.rows && x.lastDim == c, "attention input \(x.shape) vs \(layout.rows) rows of width \(c)")
         let qkv = inProj.forward(x)
-        var probs = Tensor(zeros: [batch, h, t, t])
-        var context = Tensor(zeros: [batch * t, c])
+        let (offsets, total) = probOffsets(layout)
+        var probs = [Float](repeating: 0, count: total)
+        var context = Tensor(zeros: [layout.rows, c])
         let scale = 1 / Float(d).squareRoot()
-        qkv.withPointer { pqkv in probs.withMutablePointer { pp in context.withMutablePointer { pctx in
+        qkv.withPointer { pqkv in probs.withUnsafeMutableBufferPointer { pbuf in context.withMutablePointer { pctx in
+            let pp = pbuf.baseAddress!
             let ldq = 3 * c
-            for b in 0..<batch {
-                for head in 0..<h {
-                    let q = pqkv + b * t * ldq + head * d
-                    let p = pp + (b * h + head) * t * t
-                    // scores = q k^T / sqrt(d): T x T
-                    gemm(transB: true, m: t, n: t, k: d, alpha: scale, a: q, lda: ldq, b: q + c, ldb: ldq,
-                         c: p, ldc: t)
-                    pt_softmax_rows(p, t, t, causal ? 0 : -1)
-                    // context = p v: T x d, written into this head's columns
-                    gemm(m: t, n: d, k: t, a: p, lda: t, b: q + 2 * c, ldb: ldq,
-                         c: pctx + b * t * c + head * d, ldc: c)
-                }
+            parallelOverHeads(layout.lengths.count * h) { item, _ in
+                let (s, head) = (item / h, item % h)
+                let t = layout.lengths[s], r0 = layout.rowOffsets[s]
+                let q = pqkv + r0 * ldq + head * d
+                let p = pp + offsets[s] + head * t * t
+                // scores = q k^T / sqrt(d): T x T
+                gemm(transB: true, m: t, n: t, k: d, alpha: scale, a: q, lda: ldq, b: q + c, ldb: ldq, c: p, ldc: t)
+                pt_softmax_rows(p, t, t, causal ? 0 : -1)
+                // context = p v: T x d, written into this head's columns
+                gemm(m: t, n: d, k: t, a: p, lda: t, b: q + 2 * c, ldb: ldq, c: pctx + r0 * c + head * d, ldc: c)
             }
         } } }
         let y = outProj.forward(context)
-        return (y, Cache(input: x, qkv: qkv, probs: probs, context: context, batch: batch, tokens: tokens))
+        return (y, Cache(input: x, qkv: qkv, probs: probs, context: context, layout: layout))
     }
 
     public func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, grads: inout Grads?) {
-        let (c, h, t) = (width, heads, cache.tokens)
+        let (c, h) = (width, heads)
         let d = c / h
         let scale = 1 / Float(d).squareRoot()
+        let layout = cache.layout
         var dContext = Tensor(zeros: cache.context.shape)
         var outGrads = grads?.outProj
         outProj.backward(dy, input: cache.context, dx: &dContext, grads: &outGrads)
         var dqkv = Tensor(zeros: cache.qkv.shape)
-        var dScores = [Float](repeating: 0, count: t * t)
-        cache.qkv.withPointer { pqkv in cache.probs.withPointer { pp in dContext.withPointer { pdctx in
-            dqkv.withMutablePointer { pdqkv in dScores.withUnsafeMutableBufferPointer { dsBuf in
-                let ds = dsBuf.baseAddress!
+        let (offsets, _) = probOffsets(layout)
+        let longest = layout.lengths.max() ?? 0
+        var scratch = [Float](repeating: 0, count: Self.workers * longest * longest)
+        cache.qkv.withPointer { pqkv in cache.probs.withUnsafeBufferPointer { pbuf in dContext.withPointer { pdctx in
+            dqkv.withMutablePointer { pdqkv in scratch.withUnsafeMutableBufferPointer { sbuf in
+                let pp = pbuf.baseAddress!
                 let ldq = 3 * c
-                for b in 0..<cache.batch {
-                    for head in 0..<h {
-                        let off = b * t * ldq + head * d
-                        let (q, k, v) = (pqkv + off, pqkv + off + c, pqkv + off + 2 * c)
-                        let (dq, dk, dv) = (pdqkv + off, pdqkv + off + c, pdqkv + off + 2 * c)
-                        let p = pp + (b * h + head) * t * t
-                        let dctx = pdctx + b * t * c + head * d
-                        // dP = dctx v^T; dv = p^T dctx
-                        gemm(transB: true, m: t, n: t, k: d, a: dctx, lda: c, b: v, ldb: ldq, c: ds, ldc: t)
-                        gemm(transA: true, m: t, n: d, k: t, a: p, lda: t, b: dctx, ldb: c, c: dv, ldc: ldq)
-                        // dS = softmax backward (masked entries have p = 0, so their gradient is 0)
-                        pt_softmax_backward(ds, ds, p, t, t)
-                        // dq = scale dS k; dk = scale dS^T q
-                        gemm(m: t, n: d, k: t, alpha: scale, a: ds, lda: t, b: k, ldb: ldq, c: dq, ldc: ldq)
-                        gemm(transA: true, m: t, n: d, k: t, alpha: scale, a: ds, lda: t, b: q, ldb: ldq,
-                             c: dk, ldc: ldq)
-                    }
+                parallelOverHeads(layout.lengths.count * h) { item, worker in
+                    let (s, head) = (item / h, item % h)
+                    let t = layout.lengths[s], r0 = layout.rowOffsets[s]
+                    let ds = sbuf.baseAddress! + worker * longest * longest
+                    let off = r0 * ldq + head * d
+                    let (q, k, v) = (pqkv + off, pqkv + off + c, pqkv + off + 2 * c)
+                    let (dq, dk, dv) = (pdqkv + off, pdqkv + off + c, pdqkv + off + 2 * c)
+                    let p = pp + offsets[s] + head * t * t
+                    let dctx = pdctx + r0 * c + head * d
+                    // dP = dctx v^T; dv = p^T dctx
+                    gemm(transB: true, m: t, n: t, k: d, a: dctx, lda: c, b: v, ldb: ldq, c: ds, ldc: t)
+                    gemm(transA: true, m: t, n: d, k: t, a: p, lda: t, b: dctx, ldb: c, c: dv, ldc: ldq)
+                    // dS = softmax backward (masked entries have p = 0, so their gradient is 0)
+                    pt_softmax_backward(ds, ds, p, t, t)
+                    // dq = scale dS k; dk = scale dS^T q
+                    gemm(m: t, n: d, k: t, alpha: scale, a: ds, lda: t, b: k, ldb: ldq, c: dq, ldc: ldq)
+                    gemm(transA: true, m: t, n: d, k: t, alpha: scale, a: ds, lda: t, b: q, ldb: ldq, c: dk, ldc: ldq)
                 }
             } }
         } } }
         var inGrads = grads?.inProj
         inProj.backward(dqkv, input: cache.input, dx: &dx, grads: &inGrads)
         if grads != nil { grads!.outProj = outGrads!; grads!.inProj = inGrads! }
+    }
+
+    /// Threads that share the per-head loops. Each runs single-threaded GEMMs on its own heads,
+    /// which beats one multi-threaded GEMM per head at these small sizes.
+    static var workers: Int { max(1, Compute.threads) }
+
+    /// Runs body(item, worker) for items 0..<count, split across `workers` threads.
+    func parallelOverHeads(_ count: Int, _ body: (Int, Int) -> Void) {
+        let workers = min(Self.workers, count)
+        if workers <= 1 {
+            for i in 0..<count { body(i, 0) }
+            return
+        }
+        Compute.withSingleThreadedGEMM {
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                var i = w
+                while i < count { body(i, w); i += workers }
+            }
+        }
     }
 }
 
@@ -143,10 +194,10 @@ public struct ResidualBlock: Sendable {
         }
     }
 
-    // x: B*T, C -> B*T, C
-    public func forward(_ x: Tensor, batch: Int, tokens: Int, causal: Bool) -> (Tensor, Cache) {
+    // x: R, C -> R, C
+    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool) -> (Tensor, Cache) {
         let (a, ln1Cache) = ln1.forward(x)
-        var (h, attnCache) = attention.forward(a, batch: batch, tokens: tokens, causal: causal)
+        var (h, attnCache) = attention.forward(a, layout: layout, causal: causal)
         h.accumulate(x)
         let (b, ln2Cache) = ln2.forward(h)
         let hidden = fc.forward(b)
@@ -194,18 +245,24 @@ public struct Transformer: Sendable {
         public var hiddenStates: [Tensor] = []
     }
 
-    // x: B*T, C -> B*T, C
-    public func forward(_ x: Tensor, batch: Int, tokens: Int, causal: Bool,
+    // x: R, C -> R, C
+    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool,
                         keepCaches: Bool = false, keepHiddenStates: Bool = false) -> (Tensor, Trace) {
         var h = x
         var trace = Trace()
         for blk in blocks {
-            let (y, cache) = blk.forward(h, batch: batch, tokens: tokens, causal: causal)
+            let (y, cache) = blk.forward(h, layout: layout, causal: causal)
             if keepCaches { trace.caches.append(cache) }
             if keepHiddenStates { trace.hiddenStates.append(y) }
             h = y
         }
         return (h, trace)
+    }
+
+    public func forward(_ x: Tensor, batch: Int, tokens: Int, causal: Bool,
+                        keepCaches: Bool = false, keepHiddenStates: Bool = false) -> (Tensor, Trace) {
+        forward(x, layout: .uniform(batch: batch, tokens: tokens), causal: causal,
+                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
     }
 
     /// dy: gradient of the last block's output; returns the gradient of the first block's input.
@@ -221,5 +278,40 @@ public struct Transformer: Sendable {
             d = dx
         }
         return d
+    }
+}
+
+extension Tensor {
+    /// self: B, T, C -> R, C with the first `layout.lengths[i]` rows of each sequence i, one after
+    /// another, plus `addend` (rows 0..<length of a [>=T, C] tensor, e.g. positional embeddings).
+    public func packed(_ layout: SequenceLayout, adding addend: Tensor? = nil) -> Tensor {
+        precondition(rank == 3 && shape[0] == layout.lengths.count, "packed: \(shape) vs \(layout.lengths.count) sequences")
+        let (t, c) = (shape[1], shape[2])
+        precondition(layout.lengths.allSatisfy { $0 <= t }, "packed: a sequence is longer than \(t) rows")
+        var out = Tensor(zeros: [layout.rows, c])
+        out.withMutablePointer { po in withPointer { px in
+            for (i, n) in layout.lengths.enumerated() {
+                let dst = po + layout.rowOffsets[i] * c, src = px + i * t * c
+                if let addend {
+                    addend.withPointer { pa in pt_add(dst, src, pa, n * c) }
+                } else {
+                    dst.update(from: src, count: n * c)
+                }
+            }
+        } }
+        return out
+    }
+
+    /// The inverse of `packed`: R, C -> B, T, C with zeros after each sequence's rows.
+    public func unpacked(_ layout: SequenceLayout, tokens t: Int) -> Tensor {
+        let c = lastDim
+        precondition(rows == layout.rows, "unpacked: \(rows) rows vs layout of \(layout.rows)")
+        var out = Tensor(zeros: [layout.lengths.count, t, c])
+        out.withMutablePointer { po in withPointer { px in
+            for (i, n) in layout.lengths.enumerated() {
+                (po + i * t * c).update(from: px + layout.rowOffsets[i] * c, count: n * c)
+            }
+        } }
+        return out
     }
 }

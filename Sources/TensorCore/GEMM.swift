@@ -10,10 +10,22 @@ public enum GEMMBackend: String, Sendable, CaseIterable {
 public enum Compute {
     nonisolated(unsafe) public static var gemmBackend: GEMMBackend = .openBLAS
 
-    /// Threads OpenBLAS may use (our own kernels are single-threaded per call).
+    /// Threads for compute: OpenBLAS's pool, and the workers of the per-head attention loops.
     public static var threads: Int {
-        get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+        get { configuredThreads }
+        set {
+            configuredThreads = max(1, newValue)
+            openblas_set_num_threads(Int32(configuredThreads))
+        }
+    }
+    nonisolated(unsafe) private static var configuredThreads = Int(openblas_get_num_threads())
+
+    /// Runs `body` with OpenBLAS limited to one thread, for loops that parallelise over many
+    /// small GEMMs themselves.
+    public static func withSingleThreadedGEMM<R>(_ body: () throws -> R) rethrows -> R {
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(configuredThreads)) }
+        return try body()
     }
 }
 

@@ -53,8 +53,10 @@ final class CLIPParityTests: XCTestCase {
         XCTAssertEqual(emb, g["text_embeddings"]!, "token embedding lookup is exact")
         let (features, trace) = model.text.forward(embeddings: emb, eot: meta.eot, keepHiddenStates: true)
         XCTAssertEqual(eotPositions(meta.tokens), meta.eot)
+        // Hidden states come packed (each row cut after its EOT); compare those positions.
         for (i, h) in trace.blocks.hiddenStates.enumerated() {
-            assertAgrees(h, g["text_block_\(i)"]!, atol: 1e-4, rtol: 1e-4, "text block \(i)")
+            let want = g["text_block_\(i)"]!.packed(trace.layout)
+            assertAgrees(h, want, atol: 1e-4, rtol: 1e-4, "text block \(i)")
         }
         assertAgrees(trace.pooled, g["text_pooled"]!, atol: 1e-4, rtol: 1e-4, "text pooled")
         assertAgrees(features, g["text_features"]!, atol: atol, rtol: rtol, "text features")
@@ -112,6 +114,11 @@ final class CLIPParityTests: XCTestCase {
         let dExtra = model.image.backwardToExtraTokens(dImf, trace: itrace)
         let wantEmb = g["grad_text_embeddings"]!, wantExtra = g["grad_extra_tokens"]!
         assertAgrees(dEmb, wantEmb, atol: 1e-4 * wantEmb.maxAbs, rtol: 1e-3, "grad text embeddings")
+        // After each EOT the reference gradient is exactly zero, as ours is by construction.
+        for (i, e) in meta.eot.enumerated() {
+            let c = wantEmb.shape[2], t = wantEmb.shape[1]
+            XCTAssertEqual(wantEmb.data[(i * t + e + 1) * c ..< (i + 1) * t * c].map(abs).max(), 0)
+        }
         assertAgrees(dExtra, wantExtra, atol: 1e-4 * wantExtra.maxAbs, rtol: 1e-3, "grad extra image tokens")
     }
 }

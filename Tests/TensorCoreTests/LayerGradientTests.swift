@@ -89,20 +89,20 @@ final class LayerGradientTests: XCTestCase {
         let attn = MultiheadAttention(inProj: randomLinear(3 * c, c), outProj: randomLinear(c, c), heads: h)
         let x = Tensor.randomNormal([b * t, c], using: &rng), r = Tensor.randomNormal([b * t, c], using: &rng)
         for causal in [true, false] {
-            let (_, cache) = attn.forward(x, batch: b, tokens: t, causal: causal)
+            let (_, cache) = attn.forward(x, layout: .uniform(batch: b, tokens: t), causal: causal)
             var dx = Tensor(zeros: x.shape)
             var grads: MultiheadAttention.Grads? = .init(zerosLike: attn)
             attn.backward(r, cache: cache, dx: &dx, grads: &grads)
             checkGradient("attention dx causal=\(causal)", at: x, analytic: dx) {
-                project(attn.forward($0, batch: b, tokens: t, causal: causal).0, r)
+                project(attn.forward($0, layout: .uniform(batch: b, tokens: t), causal: causal).0, r)
             }
             checkGradient("attention dW_in causal=\(causal)", at: attn.inProj.weight, analytic: grads!.inProj.weight) {
                 var a = attn; a.inProj.weight = $0
-                return project(a.forward(x, batch: b, tokens: t, causal: causal).0, r)
+                return project(a.forward(x, layout: .uniform(batch: b, tokens: t), causal: causal).0, r)
             }
             checkGradient("attention db_out causal=\(causal)", at: attn.outProj.bias!, analytic: grads!.outProj.bias!) {
                 var a = attn; a.outProj.bias = $0
-                return project(a.forward(x, batch: b, tokens: t, causal: causal).0, r)
+                return project(a.forward(x, layout: .uniform(batch: b, tokens: t), causal: causal).0, r)
             }
         }
     }
@@ -113,11 +113,11 @@ final class LayerGradientTests: XCTestCase {
         let x = Tensor.randomNormal([t, c], using: &rng)
         var x2 = x
         for j in 0..<c { x2[(t - 1) * c + j] += 5 }  // change only the last token
-        let y1 = attn.forward(x, batch: 1, tokens: t, causal: true).0
-        let y2 = attn.forward(x2, batch: 1, tokens: t, causal: true).0
+        let y1 = attn.forward(x, layout: .uniform(batch: 1, tokens: t), causal: true).0
+        let y2 = attn.forward(x2, layout: .uniform(batch: 1, tokens: t), causal: true).0
         XCTAssertEqual(Array(y1.data.prefix((t - 1) * c)), Array(y2.data.prefix((t - 1) * c)))
         // Rows cut after a position give the same outputs for the rows kept.
-        let cut = attn.forward(x.slice(rows: 0..<4), batch: 1, tokens: 4, causal: true).0
+        let cut = attn.forward(x.slice(rows: 0..<4), layout: .uniform(batch: 1, tokens: 4), causal: true).0
         assertClose(cut, y1.slice(rows: 0..<4), atol: 1e-6, "rows cut")
     }
 
@@ -144,5 +144,51 @@ final class LayerGradientTests: XCTestCase {
         var noGrads: [ResidualBlock.Grads]? = nil
         let dxFrozen = model.backward(r, trace: trace, grads: &noGrads)
         assertClose(dxFrozen, dx, atol: 1e-6, "frozen dx")
+    }
+}
+
+/// Sequences of different lengths packed into one activation behave as if run one by one.
+final class SequenceLayoutTests: XCTestCase {
+    func testPackedSequencesEqualSeparateRunsForwardAndBackward() {
+        var rng = SeededGenerator(seed: 9)
+        let c = 8
+        func lin(_ o: Int, _ i: Int) -> Linear { Linear(weight: .randomNormal([o, i], std: 0.4, using: &rng), bias: .randomNormal([o], std: 0.1, using: &rng)) }
+        func ln() -> LayerNorm { LayerNorm(weight: .randomUniform([c], 0.5, 1.5, using: &rng), bias: .randomNormal([c], std: 0.1, using: &rng)) }
+        let blocks = (0..<2).map { _ in
+            ResidualBlock(ln1: ln(), attention: MultiheadAttention(inProj: lin(3 * c, c), outProj: lin(c, c), heads: 2),
+                          ln2: ln(), fc: lin(4 * c, c), proj: lin(c, 4 * c))
+        }
+        let model = Transformer(blocks: blocks)
+        let lengths = [3, 6, 1, 4]
+        let layout = SequenceLayout(lengths: lengths)
+        let x = Tensor.randomNormal([layout.rows, c], using: &rng), r = Tensor.randomNormal([layout.rows, c], using: &rng)
+        for causal in [true, false] {
+            let (y, trace) = model.forward(x, layout: layout, causal: causal, keepCaches: true)
+            var none: [ResidualBlock.Grads]? = nil
+            let dx = model.backward(r, trace: trace, grads: &none)
+            for (s, t) in lengths.enumerated() {
+                let rows = layout.rowOffsets[s]..<(layout.rowOffsets[s] + t)
+                let (ys, ts) = model.forward(x.slice(rows: rows), batch: 1, tokens: t, causal: causal, keepCaches: true)
+                assertClose(y.slice(rows: rows), ys, atol: 1e-5, "sequence \(s) output causal=\(causal)")
+                let dxs = model.backward(r.slice(rows: rows), trace: ts, grads: &none)
+                assertClose(dx.slice(rows: rows), dxs, atol: 1e-5, "sequence \(s) input gradient causal=\(causal)")
+            }
+        }
+    }
+
+    func testThreadCountDoesNotChangeResults() {
+        var rng = SeededGenerator(seed: 10)
+        let c = 16
+        let attn = MultiheadAttention(inProj: Linear(weight: .randomNormal([3 * c, c], std: 0.3, using: &rng), bias: nil),
+                                      outProj: Linear(weight: .randomNormal([c, c], std: 0.3, using: &rng), bias: nil), heads: 4)
+        let layout = SequenceLayout(lengths: [5, 7, 2])
+        let x = Tensor.randomNormal([layout.rows, c], using: &rng)
+        let saved = Compute.threads
+        defer { Compute.threads = saved }
+        Compute.threads = 1
+        let one = attn.forward(x, layout: layout, causal: true).0
+        Compute.threads = 2
+        let two = attn.forward(x, layout: layout, causal: true).0
+        XCTAssertEqual(one, two)
     }
 }

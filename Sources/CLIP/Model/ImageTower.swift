@@ -96,7 +96,7 @@ public struct ImageTower: Sendable {
             h = y
         }
         let t = 1 + n + gg
-        let (out, blocks) = transformer.forward(h, batch: b, tokens: t, causal: false,
+        let (out, blocks) = transformer.forward(h, layout: .uniform(batch: b, tokens: t), causal: false,
                                                 keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
         let (pooled, lnCache) = lnPost.forward(out.gatherRows((0..<b).map { $0 * t }))
         let features = matmul(pooled, projection)

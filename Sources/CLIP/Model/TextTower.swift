@@ -31,41 +31,46 @@ public struct TextTower: Sendable {
         public var lnFinal: LayerNorm.Cache
         public var pooled: Tensor  // B, C (after ln_final, at EOT)
         public var eot: [Int]
-        public var batch: Int
-        public var tokens: Int
+        public var tokens: Int     // T of the input
+        public var layout: SequenceLayout
     }
 
     /// embeddings: B, T, C with T <= context length; eot: B positions -> features B, E (not normalised).
-    /// Rows after the last EOT may be cut off beforehand: the causal mask makes that exact.
+    ///
+    /// Each row is cut after its own EOT before the transformer: under the causal mask the feature
+    /// at the EOT never sees later positions, so this is exact, and the rows are packed so that no
+    /// padding is computed. Hidden states (when kept) are in that packed layout: row i's positions
+    /// 0...eot[i] one after another.
     public func forward(embeddings x: Tensor, eot: [Int], keepCaches: Bool = false,
                         keepHiddenStates: Bool = false) -> (Tensor, Trace) {
         precondition(x.rank == 3 && x.shape[2] == width, "text tower input \(x.shape), expected [B, T, \(width)]")
-        let (b, t, c) = (x.shape[0], x.shape[1], width)
+        let (b, t) = (x.shape[0], x.shape[1])
         precondition(t <= contextLength, "text tower: \(t) tokens exceed the context length \(contextLength)")
         precondition(eot.count == b && eot.allSatisfy { $0 >= 0 && $0 < t }, "text tower: EOT positions \(eot) for \(b) rows of \(t) tokens")
-        var h = x.reshaped([b * t, c])
-        h.addToEachBlock(positionalEmbedding.slice(rows: 0..<t))
-        let (out, blocks) = transformer.forward(h, batch: b, tokens: t, causal: true,
+        let layout = SequenceLayout(lengths: eot.map { $0 + 1 })
+        let h = x.packed(layout, adding: positionalEmbedding)
+        let (out, blocks) = transformer.forward(h, layout: layout, causal: true,
                                                 keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
-        let gathered = out.gatherRows((0..<b).map { $0 * t + eot[$0] })
+        let gathered = out.gatherRows((0..<b).map { layout.rowOffsets[$0] + eot[$0] })
         let (pooled, lnCache) = lnFinal.forward(gathered)
         let features = matmul(pooled, projection)
-        return (features, Trace(blocks: blocks, lnFinal: lnCache, pooled: pooled, eot: eot, batch: b, tokens: t))
+        return (features, Trace(blocks: blocks, lnFinal: lnCache, pooled: pooled, eot: eot, tokens: t, layout: layout))
     }
 
-    /// dFeatures: B, E -> gradient w.r.t. the input embeddings, B, T, C. Weights stay frozen.
+    /// dFeatures: B, E -> gradient w.r.t. the input embeddings, B, T, C (zero after each EOT).
+    /// Weights stay frozen.
     public func backward(_ dFeatures: Tensor, trace: Trace) -> Tensor {
-        let (b, t, c) = (trace.batch, trace.tokens, width)
+        let (b, c, layout) = (trace.eot.count, width, trace.layout)
         let dPooled = matmul(dFeatures, projection, transB: true)
         var dGathered = Tensor(zeros: [b, c])
         var noGrads: LayerNorm.Grads? = nil
         lnFinal.backward(dPooled, cache: trace.lnFinal, dx: &dGathered, grads: &noGrads)
-        var dOut = Tensor(zeros: [b * t, c])
+        var dOut = Tensor(zeros: [layout.rows, c])
         for i in 0..<b {
-            for j in 0..<c { dOut[(i * t + trace.eot[i]) * c + j] = dGathered[i * c + j] }
+            for j in 0..<c { dOut[(layout.rowOffsets[i] + trace.eot[i]) * c + j] = dGathered[i * c + j] }
         }
         var none: [ResidualBlock.Grads]? = nil
-        return transformer.backward(dOut, trace: trace.blocks, grads: &none).reshaped([b, t, c])
+        return transformer.backward(dOut, trace: trace.blocks, grads: &none).unpacked(layout, tokens: trace.tokens)
     }
 }
 
