@@ -7,32 +7,47 @@ let package = Package(
         .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "TensorIO", targets: ["TensorIO"]),
         .library(name: "CLIP", targets: ["CLIP"]),
+        .library(name: "PromptLearning", targets: ["PromptLearning"]),
         .library(name: "Imaging", targets: ["Imaging"]),
+        .library(name: "Datasets", targets: ["Datasets"]),
+        .library(name: "Features", targets: ["Features"]),
         .executable(name: "prompttune", targets: ["prompttune"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // MARK: Public targets (one-way: TensorCore <- TensorIO <- CLIP; Imaging beside; CLI on top)
+        // MARK: Public targets. One-way: TensorCore <- TensorIO <- CLIP <- PromptLearning (methods);
+        // Imaging <- Datasets beside them; Features (the image-feature cache) joins CLIP and data;
+        // the CLI on top.
         .target(name: "TensorCore", dependencies: ["COpenBLAS", "CKernels"]),
         .target(name: "TensorIO", dependencies: ["TensorCore"]),
         .target(name: "CLIP", dependencies: ["TensorCore", "TensorIO"], resources: [.copy("Resources/bpe_simple_vocab_16e6.txt")]),
-        .target(name: "Imaging", dependencies: ["TensorCore", "CPNG"]),
+        .target(name: "PromptLearning", dependencies: ["TensorCore", "TensorIO", "CLIP"]),
+        .target(name: "Imaging", dependencies: ["TensorCore", "CPNG", "CJPEG", "CCodecs"]),
+        .target(name: "Datasets", dependencies: ["TensorCore", "TensorIO", "Imaging", "CZlib"]),
+        .target(name: "Features", dependencies: ["TensorCore", "TensorIO", "CLIP", "Imaging", "Datasets"]),
         .executableTarget(name: "prompttune", dependencies: [
-            "TensorCore", "TensorIO", "CLIP", "Imaging",
+            "TensorCore", "TensorIO", "CLIP", "PromptLearning", "Imaging", "Datasets", "Features",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // MARK: Implementation details: C libraries and kernels
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
+        .target(name: "CCodecs", dependencies: ["CJPEG", "CPNG"]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "CKernels"),
 
         // MARK: Tests mirror the library targets
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "TensorIOTests", dependencies: ["TensorIO", "TensorCore"]),
         .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TensorCore"]),
+        .testTarget(name: "PromptLearningTests", dependencies: ["PromptLearning", "CLIP", "TensorIO", "TensorCore"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "TensorCore"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorIO", "TensorCore"]),
+        .testTarget(name: "FeaturesTests", dependencies: ["Features", "Datasets", "CLIP", "TensorIO", "TensorCore"]),
+        .testTarget(name: "prompttuneTests", dependencies: ["prompttune"]),
     ]
 )
