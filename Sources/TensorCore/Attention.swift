@@ -5,15 +5,22 @@ import Foundation
 /// starting at row `rowOffsets[s]`. Sequences of different lengths share one GEMM in every
 /// linear layer; attention runs per sequence. Cutting each text row after its own EOT is exact
 /// under the causal mask, so no padding row is ever computed.
+///
+/// With `prefix` > 0 (causal attention only), the first `prefix` rows are a shared beginning of
+/// every sequence: computed once, attended to by each sequence's rows before their own, and
+/// receiving the sum of every sequence's gradient in the backward. This is CoOp's shared context
+/// (SOS + M context vectors, identical for all classes) done once instead of K times.
 public struct SequenceLayout: Sendable, Equatable {
+    public let prefix: Int
     public let lengths: [Int]
     public let rowOffsets: [Int]
     public let rows: Int
 
-    public init(lengths: [Int]) {
-        precondition(lengths.allSatisfy { $0 > 0 }, "SequenceLayout: empty sequence in \(lengths)")
-        var offsets: [Int] = [], r = 0
+    public init(prefix: Int = 0, lengths: [Int]) {
+        precondition(prefix >= 0 && lengths.allSatisfy { $0 > 0 }, "SequenceLayout: bad prefix \(prefix) or empty sequence in \(lengths)")
+        var offsets: [Int] = [], r = prefix
         for t in lengths { offsets.append(r); r += t }
+        self.prefix = prefix
         self.lengths = lengths
         self.rowOffsets = offsets
         self.rows = r
@@ -61,36 +68,52 @@ public struct MultiheadAttention: Sendable {
         }
     }
 
-    /// Offsets of each sequence's block of attention weights (H blocks of T_s x T_s).
-    func probOffsets(_ layout: SequenceLayout) -> (offsets: [Int], total: Int) {
-        var offsets: [Int] = [], total = 0
-        for t in layout.lengths { offsets.append(total); total += heads * t * t }
-        return (offsets, total)
+    /// Where each block of attention weights lives: the prefix's (H blocks of P x P) first, then
+    /// each sequence's (H blocks of T_s x (P + T_s)).
+    func probOffsets(_ layout: SequenceLayout) -> (prefix: Int, sequences: [Int], total: Int) {
+        let p = layout.prefix
+        var offsets: [Int] = [], total = heads * p * p
+        for t in layout.lengths { offsets.append(total); total += heads * t * (p + t) }
+        return (0, offsets, total)
     }
 
-    // x: R, C -> R, C, where the rows hold the sequences of `layout` one after another.
+    // x: R, C -> R, C, where the rows hold the (prefix and) sequences of `layout`.
     public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool) -> (Tensor, Cache) {
         let (c, h) = (width, heads)
         let d = c / h
         precondition(x.rows == layout.rows && x.lastDim == c, "attention input \(x.shape) vs \(layout.rows) rows of width \(c)")
+        precondition(layout.prefix == 0 || causal, "a shared prefix needs causal attention")
         let qkv = inProj.forward(x)
-        let (offsets, total) = probOffsets(layout)
-        var probs = [Float](repeating: 0, count: total)
+        let offsets = probOffsets(layout)
+        var probs = [Float](repeating: 0, count: offsets.total)
         var context = Tensor(zeros: [layout.rows, c])
         let scale = 1 / Float(d).squareRoot()
+        let p = layout.prefix
         qkv.withPointer { pqkv in probs.withUnsafeMutableBufferPointer { pbuf in context.withMutablePointer { pctx in
             let pp = pbuf.baseAddress!
             let ldq = 3 * c
-            parallelOverHeads(layout.lengths.count * h) { item, _ in
-                let (s, head) = (item / h, item % h)
-                let t = layout.lengths[s], r0 = layout.rowOffsets[s]
-                let q = pqkv + r0 * ldq + head * d
-                let p = pp + offsets[s] + head * t * t
-                // scores = q k^T / sqrt(d): T x T
-                gemm(transB: true, m: t, n: t, k: d, alpha: scale, a: q, lda: ldq, b: q + c, ldb: ldq, c: p, ldc: t)
-                pt_softmax_rows(p, t, t, causal ? 0 : -1)
-                // context = p v: T x d, written into this head's columns
-                gemm(m: t, n: d, k: t, a: p, lda: t, b: q + 2 * c, ldb: ldq, c: pctx + r0 * c + head * d, ldc: c)
+            parallelOverHeads { head in
+                let kp = pqkv + head * d + c, vp = pqkv + head * d + 2 * c  // prefix keys / values
+                if p > 0 {
+                    let s = pp + offsets.prefix + head * p * p
+                    gemm(transB: true, m: p, n: p, k: d, alpha: scale, a: pqkv + head * d, lda: ldq, b: kp, ldb: ldq, c: s, ldc: p)
+                    pt_softmax_rows(s, p, p, 0)
+                    gemm(m: p, n: d, k: p, a: s, lda: p, b: vp, ldb: ldq, c: pctx + head * d, ldc: c)
+                }
+                for (i, t) in layout.lengths.enumerated() {
+                    let r0 = layout.rowOffsets[i]
+                    let q = pqkv + r0 * ldq + head * d
+                    let n = p + t  // keys: the prefix's, then this sequence's
+                    let s = pp + offsets.sequences[i] + head * t * n
+                    // scores = q [k_prefix; k]^T / sqrt(d): T x (P + T)
+                    if p > 0 { gemm(transB: true, m: t, n: p, k: d, alpha: scale, a: q, lda: ldq, b: kp, ldb: ldq, c: s, ldc: n) }
+                    gemm(transB: true, m: t, n: t, k: d, alpha: scale, a: q, lda: ldq, b: q + c, ldb: ldq, c: s + p, ldc: n)
+                    pt_softmax_rows(s, t, n, causal ? p : -1)
+                    // context = s [v_prefix; v]: T x d, written into this head's columns
+                    let out = pctx + r0 * c + head * d
+                    if p > 0 { gemm(m: t, n: d, k: p, a: s, lda: n, b: vp, ldb: ldq, c: out, ldc: c) }
+                    gemm(m: t, n: d, k: t, a: s + p, lda: n, b: q + 2 * c, ldb: ldq, beta: p > 0 ? 1 : 0, c: out, ldc: c)
+                }
             }
         } } }
         let y = outProj.forward(context)
@@ -102,34 +125,58 @@ public struct MultiheadAttention: Sendable {
         let d = c / h
         let scale = 1 / Float(d).squareRoot()
         let layout = cache.layout
+        let p = layout.prefix
         var dContext = Tensor(zeros: cache.context.shape)
         var outGrads = grads?.outProj
         outProj.backward(dy, input: cache.context, dx: &dContext, grads: &outGrads)
         var dqkv = Tensor(zeros: cache.qkv.shape)
-        let (offsets, _) = probOffsets(layout)
-        let longest = layout.lengths.max() ?? 0
-        var scratch = [Float](repeating: 0, count: Self.workers * longest * longest)
+        let offsets = probOffsets(layout)
+        let longest = max(p * p, layout.lengths.map { $0 * (p + $0) }.max() ?? 0)
+        let workers = min(Self.workers, h)
+        var scratch = [Float](repeating: 0, count: workers * longest)
         cache.qkv.withPointer { pqkv in cache.probs.withUnsafeBufferPointer { pbuf in dContext.withPointer { pdctx in
             dqkv.withMutablePointer { pdqkv in scratch.withUnsafeMutableBufferPointer { sbuf in
                 let pp = pbuf.baseAddress!
                 let ldq = 3 * c
-                parallelOverHeads(layout.lengths.count * h) { item, worker in
-                    let (s, head) = (item / h, item % h)
-                    let t = layout.lengths[s], r0 = layout.rowOffsets[s]
-                    let ds = sbuf.baseAddress! + worker * longest * longest
-                    let off = r0 * ldq + head * d
-                    let (q, k, v) = (pqkv + off, pqkv + off + c, pqkv + off + 2 * c)
-                    let (dq, dk, dv) = (pdqkv + off, pdqkv + off + c, pdqkv + off + 2 * c)
-                    let p = pp + offsets[s] + head * t * t
-                    let dctx = pdctx + r0 * c + head * d
-                    // dP = dctx v^T; dv = p^T dctx
-                    gemm(transB: true, m: t, n: t, k: d, a: dctx, lda: c, b: v, ldb: ldq, c: ds, ldc: t)
-                    gemm(transA: true, m: t, n: d, k: t, a: p, lda: t, b: dctx, ldb: c, c: dv, ldc: ldq)
-                    // dS = softmax backward (masked entries have p = 0, so their gradient is 0)
-                    pt_softmax_backward(ds, ds, p, t, t)
-                    // dq = scale dS k; dk = scale dS^T q
-                    gemm(m: t, n: d, k: t, alpha: scale, a: ds, lda: t, b: k, ldb: ldq, c: dq, ldc: ldq)
-                    gemm(transA: true, m: t, n: d, k: t, alpha: scale, a: ds, lda: t, b: q, ldb: ldq, c: dk, ldc: ldq)
+                parallelOverHeads { head in
+                    let ds = sbuf.baseAddress! + (head % workers) * longest
+                    let (qp, kp, vp) = (pqkv + head * d, pqkv + head * d + c, pqkv + head * d + 2 * c)
+                    let (dqp, dkp, dvp) = (pdqkv + head * d, pdqkv + head * d + c, pdqkv + head * d + 2 * c)
+                    for (i, t) in layout.lengths.enumerated() {
+                        let r0 = layout.rowOffsets[i]
+                        let n = p + t
+                        let off = r0 * ldq + head * d
+                        let (q, k, v) = (pqkv + off, pqkv + off + c, pqkv + off + 2 * c)
+                        let (dq, dk, dv) = (pdqkv + off, pdqkv + off + c, pdqkv + off + 2 * c)
+                        let s = pp + offsets.sequences[i] + head * t * n
+                        let dctx = pdctx + r0 * c + head * d
+                        // dS = dctx [v_prefix; v]^T; dv = s^T dctx (the prefix's part accumulates over sequences)
+                        if p > 0 {
+                            gemm(transB: true, m: t, n: p, k: d, a: dctx, lda: c, b: vp, ldb: ldq, c: ds, ldc: n)
+                            gemm(transA: true, m: p, n: d, k: t, a: s, lda: n, b: dctx, ldb: c, beta: 1, c: dvp, ldc: ldq)
+                        }
+                        gemm(transB: true, m: t, n: t, k: d, a: dctx, lda: c, b: v, ldb: ldq, c: ds + p, ldc: n)
+                        gemm(transA: true, m: t, n: d, k: t, a: s + p, lda: n, b: dctx, ldb: c, c: dv, ldc: ldq)
+                        // softmax backward (masked entries have s = 0, so their gradient is 0)
+                        pt_softmax_backward(ds, ds, s, t, n)
+                        // dq = scale dS [k_prefix; k]; dk = scale dS^T q (prefix part accumulates)
+                        if p > 0 {
+                            gemm(m: t, n: d, k: p, alpha: scale, a: ds, lda: n, b: kp, ldb: ldq, c: dq, ldc: ldq)
+                            gemm(transA: true, m: p, n: d, k: t, alpha: scale, a: ds, lda: n, b: q, ldb: ldq, beta: 1, c: dkp, ldc: ldq)
+                        }
+                        gemm(m: t, n: d, k: t, alpha: scale, a: ds + p, lda: n, b: k, ldb: ldq, beta: p > 0 ? 1 : 0, c: dq, ldc: ldq)
+                        gemm(transA: true, m: t, n: d, k: t, alpha: scale, a: ds + p, lda: n, b: q, ldb: ldq, c: dk, ldc: ldq)
+                    }
+                    if p > 0 {
+                        // The prefix's own causal self-attention; its gradients add to what the sequences gave.
+                        let s = pp + offsets.prefix + head * p * p
+                        let dctx = pdctx + head * d
+                        gemm(transB: true, m: p, n: p, k: d, a: dctx, lda: c, b: vp, ldb: ldq, c: ds, ldc: p)
+                        gemm(transA: true, m: p, n: d, k: p, a: s, lda: p, b: dctx, ldb: c, beta: 1, c: dvp, ldc: ldq)
+                        pt_softmax_backward(ds, ds, s, p, p)
+                        gemm(m: p, n: d, k: p, alpha: scale, a: ds, lda: p, b: kp, ldb: ldq, beta: 1, c: dqp, ldc: ldq)
+                        gemm(transA: true, m: p, n: d, k: p, alpha: scale, a: ds, lda: p, b: qp, ldb: ldq, beta: 1, c: dkp, ldc: ldq)
+                    }
                 }
             } }
         } } }
@@ -138,21 +185,21 @@ public struct MultiheadAttention: Sendable {
         if grads != nil { grads!.outProj = outGrads!; grads!.inProj = inGrads! }
     }
 
-    /// Threads that share the per-head loops. Each runs single-threaded GEMMs on its own heads,
-    /// which beats one multi-threaded GEMM per head at these small sizes.
+    /// Threads that share the per-head loops. Each runs single-threaded GEMMs on its own heads
+    /// (all sequences of a head stay on one thread, so the shared prefix's gradient has one writer).
     static var workers: Int { max(1, Compute.threads) }
 
-    /// Runs body(item, worker) for items 0..<count, split across `workers` threads.
-    func parallelOverHeads(_ count: Int, _ body: (Int, Int) -> Void) {
-        let workers = min(Self.workers, count)
+    /// Runs body(head) for every head, heads split across `workers` threads.
+    func parallelOverHeads(_ body: (Int) -> Void) {
+        let workers = min(Self.workers, heads)
         if workers <= 1 {
-            for i in 0..<count { body(i, 0) }
+            for head in 0..<heads { body(head) }
             return
         }
         Compute.withSingleThreadedGEMM {
             DispatchQueue.concurrentPerform(iterations: workers) { w in
-                var i = w
-                while i < count { body(i, w); i += workers }
+                var head = w
+                while head < heads { body(head); head += workers }
             }
         }
     }

@@ -192,3 +192,49 @@ final class SequenceLayoutTests: XCTestCase {
         XCTAssertEqual(one, two)
     }
 }
+
+/// A shared causal prefix computed once equals the prefix repeated in front of every sequence:
+/// same outputs for every sequence's rows, and the prefix's gradient is the sum over sequences.
+final class SharedPrefixTests: XCTestCase {
+    func testSharedPrefixEqualsRepeatedPrefix() {
+        var rng = SeededGenerator(seed: 11)
+        let c = 8
+        func lin(_ o: Int, _ i: Int) -> Linear { Linear(weight: .randomNormal([o, i], std: 0.4, using: &rng), bias: .randomNormal([o], std: 0.1, using: &rng)) }
+        func ln() -> LayerNorm { LayerNorm(weight: .randomUniform([c], 0.5, 1.5, using: &rng), bias: .randomNormal([c], std: 0.1, using: &rng)) }
+        let model = Transformer(blocks: (0..<2).map { _ in
+            ResidualBlock(ln1: ln(), attention: MultiheadAttention(inProj: lin(3 * c, c), outProj: lin(c, c), heads: 2),
+                          ln2: ln(), fc: lin(4 * c, c), proj: lin(c, 4 * c))
+        })
+        let (p, lengths) = (3, [2, 4, 1])
+        let shared = SequenceLayout(prefix: p, lengths: lengths)
+        let x = Tensor.randomNormal([shared.rows, c], using: &rng), r = Tensor.randomNormal([shared.rows, c], using: &rng)
+        // The same rows with the prefix repeated: each sequence is prefix + its rows.
+        let full = SequenceLayout(lengths: lengths.map { $0 + p })
+        var xf: [Float] = [], rf: [Float] = []
+        for (i, t) in lengths.enumerated() {
+            xf += x.data[0..<(p * c)] + x.data[(shared.rowOffsets[i] * c)..<((shared.rowOffsets[i] + t) * c)]
+            // Only the sequence rows carry a loss; the repeated prefix rows' own outputs do not
+            // (in the shared layout the prefix outputs carry their loss once, added below).
+            rf += [Float](repeating: 0, count: p * c) + r.data[(shared.rowOffsets[i] * c)..<((shared.rowOffsets[i] + t) * c)]
+        }
+        var rShared = r
+        for j in 0..<(p * c) { rShared[j] = 0 }
+        let (y, trace) = model.forward(x, layout: shared, causal: true, keepCaches: true)
+        let (yf, tracef) = model.forward(Tensor(shape: [full.rows, c], data: xf), layout: full, causal: true, keepCaches: true)
+        var none: [ResidualBlock.Grads]? = nil
+        let dx = model.backward(rShared, trace: trace, grads: &none)
+        let dxf = model.backward(Tensor(shape: [full.rows, c], data: rf), trace: tracef, grads: &none)
+        var prefixGrad = Tensor(zeros: [p, c])
+        for (i, t) in lengths.enumerated() {
+            let rows = shared.rowOffsets[i]..<(shared.rowOffsets[i] + t)
+            let rowsFull = (full.rowOffsets[i] + p)..<(full.rowOffsets[i] + p + t)
+            assertClose(y.slice(rows: rows), yf.slice(rows: rowsFull), atol: 1e-5, "sequence \(i) output")
+            assertClose(y.slice(rows: 0..<p), yf.slice(rows: full.rowOffsets[i]..<(full.rowOffsets[i] + p)), atol: 1e-5, "prefix output")
+            assertClose(dx.slice(rows: rows), dxf.slice(rows: rowsFull), atol: 1e-5, "sequence \(i) gradient")
+            prefixGrad.accumulate(dxf.slice(rows: full.rowOffsets[i]..<(full.rowOffsets[i] + p)))
+        }
+        assertClose(dx.slice(rows: 0..<p), prefixGrad, atol: 1e-5, "prefix gradient summed over sequences")
+        // And a finite-difference check of the shared path itself.
+        checkGradient("shared prefix dx", at: x, analytic: dx) { project(model.forward($0, layout: shared, causal: true).0, rShared) }
+    }
+}
