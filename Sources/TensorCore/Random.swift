@@ -7,6 +7,10 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 
     public init(seed: UInt64) { state = seed }
 
+    /// The whole state: saving it and restoring it with `init(state:)` resumes the stream exactly.
+    public var currentState: UInt64 { state }
+    public init(state: UInt64) { self.state = state }
+
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state

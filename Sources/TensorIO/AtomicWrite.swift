@@ -9,7 +9,7 @@ import Darwin
 
 /// Writes a file atomically: `body` writes to a temporary file in the destination folder, which is
 /// then renamed over `url`. On any failure the temporary file is removed and `url` is untouched.
-func writeAtomically(to url: URL, _ body: (FileHandle) throws -> Void) throws {
+public func writeAtomically(to url: URL, _ body: (FileHandle) throws -> Void) throws {
     let path = url.path
     let directory = url.deletingLastPathComponent()
     let temp = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))")

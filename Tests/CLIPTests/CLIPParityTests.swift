@@ -53,6 +53,7 @@ final class CLIPParityTests: XCTestCase {
         XCTAssertEqual(emb, g["text_embeddings"]!, "token embedding lookup is exact")
         let (features, trace) = model.text.forward(embeddings: emb, eot: meta.eot, keepHiddenStates: true)
         XCTAssertEqual(eotPositions(meta.tokens), meta.eot)
+        XCTAssertEqual(trace.outputRows.count, meta.eot.count)
         // Hidden states come packed (each row cut after its EOT); compare those positions.
         for (i, h) in trace.blocks.hiddenStates.enumerated() {
             let want = g["text_block_\(i)"]!.packed(trace.layout)
@@ -110,7 +111,7 @@ final class CLIPParityTests: XCTestCase {
         var dImf = Tensor(zeros: imf.shape), dTf = Tensor(zeros: tf.shape)
         L2Normalize.backward(matmul(dLogits, tn) * s, cache: icache, dx: &dImf)
         L2Normalize.backward(matmul(dLogits, imn, transA: true) * s, cache: tcache, dx: &dTf)
-        let dEmb = model.text.backward(dTf, trace: ttrace)
+        let dEmb = model.text.backward(dTf, trace: ttrace, tokens: g["text_embeddings"]!.shape[1])
         let dExtra = model.image.backwardToExtraTokens(dImf, trace: itrace)
         let wantEmb = g["grad_text_embeddings"]!, wantExtra = g["grad_extra_tokens"]!
         assertAgrees(dEmb, wantEmb, atol: 1e-4 * wantEmb.maxAbs, rtol: 1e-3, "grad text embeddings")

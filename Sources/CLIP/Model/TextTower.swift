@@ -29,10 +29,9 @@ public struct TextTower: Sendable {
     public struct Trace: Sendable {
         public var blocks: Transformer.Trace
         public var lnFinal: LayerNorm.Cache
-        public var pooled: Tensor  // B, C (after ln_final, at EOT)
-        public var eot: [Int]
-        public var tokens: Int     // T of the input
+        public var pooled: Tensor       // B, C (after ln_final, at the output rows)
         public var layout: SequenceLayout
+        public var outputRows: [Int]    // packed row of each sequence's EOT
     }
 
     /// embeddings: B, T, C with T <= context length; eot: B positions -> features B, E (not normalised).
@@ -48,29 +47,42 @@ public struct TextTower: Sendable {
         precondition(t <= contextLength, "text tower: \(t) tokens exceed the context length \(contextLength)")
         precondition(eot.count == b && eot.allSatisfy { $0 >= 0 && $0 < t }, "text tower: EOT positions \(eot) for \(b) rows of \(t) tokens")
         let layout = SequenceLayout(lengths: eot.map { $0 + 1 })
-        let h = x.packed(layout, adding: positionalEmbedding)
-        let (out, blocks) = transformer.forward(h, layout: layout, causal: true,
-                                                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
-        let gathered = out.gatherRows((0..<b).map { layout.rowOffsets[$0] + eot[$0] })
-        let (pooled, lnCache) = lnFinal.forward(gathered)
-        let features = matmul(pooled, projection)
-        return (features, Trace(blocks: blocks, lnFinal: lnCache, pooled: pooled, eot: eot, tokens: t, layout: layout))
+        return forward(packed: x.packed(layout, adding: positionalEmbedding), layout: layout,
+                       keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
     }
 
-    /// dFeatures: B, E -> gradient w.r.t. the input embeddings, B, T, C (zero after each EOT).
-    /// Weights stay frozen.
-    public func backward(_ dFeatures: Tensor, trace: Trace) -> Tensor {
-        let (b, c, layout) = (trace.eot.count, width, trace.layout)
+    /// The transformer on packed rows that already include positional embeddings; the feature of
+    /// each sequence is taken at its last row (its EOT). With `layout.prefix` > 0, the prefix rows are
+    /// the shared beginning of every sequence (CoOp's shared context).
+    public func forward(packed h: Tensor, layout: SequenceLayout, keepCaches: Bool = false,
+                        keepHiddenStates: Bool = false) -> (Tensor, Trace) {
+        let (out, blocks) = transformer.forward(h, layout: layout, causal: true,
+                                                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
+        let rows = layout.lengths.indices.map { layout.rowOffsets[$0] + layout.lengths[$0] - 1 }
+        let (pooled, lnCache) = lnFinal.forward(out.gatherRows(rows))
+        let features = matmul(pooled, projection)
+        return (features, Trace(blocks: blocks, lnFinal: lnCache, pooled: pooled, layout: layout, outputRows: rows))
+    }
+
+    /// dFeatures: B, E -> gradient w.r.t. the packed input rows (R, C). Weights stay frozen.
+    public func backwardPacked(_ dFeatures: Tensor, trace: Trace) -> Tensor {
+        let (b, c) = (trace.outputRows.count, width)
         let dPooled = matmul(dFeatures, projection, transB: true)
         var dGathered = Tensor(zeros: [b, c])
         var noGrads: LayerNorm.Grads? = nil
         lnFinal.backward(dPooled, cache: trace.lnFinal, dx: &dGathered, grads: &noGrads)
-        var dOut = Tensor(zeros: [layout.rows, c])
-        for i in 0..<b {
-            for j in 0..<c { dOut[(layout.rowOffsets[i] + trace.eot[i]) * c + j] = dGathered[i * c + j] }
+        var dOut = Tensor(zeros: [trace.layout.rows, c])
+        for (i, r) in trace.outputRows.enumerated() {
+            for j in 0..<c { dOut[r * c + j] = dGathered[i * c + j] }
         }
         var none: [ResidualBlock.Grads]? = nil
-        return transformer.backward(dOut, trace: trace.blocks, grads: &none).unpacked(layout, tokens: trace.tokens)
+        return transformer.backward(dOut, trace: trace.blocks, grads: &none)
+    }
+
+    /// dFeatures: B, E -> gradient w.r.t. the input embeddings of `forward(embeddings:eot:)`,
+    /// B, T, C (zero after each EOT).
+    public func backward(_ dFeatures: Tensor, trace: Trace, tokens t: Int) -> Tensor {
+        backwardPacked(dFeatures, trace: trace).unpacked(trace.layout, tokens: t)
     }
 }
 

@@ -1,0 +1,149 @@
+import CLIP
+import Foundation
+import TensorCore
+
+/// Where the class name goes relative to the learned context (CoOp's CLASS_TOKEN_POSITION).
+public enum ClassTokenPosition: String, Codable, Sendable, CaseIterable {
+    case end, middle, front
+}
+
+/// The text prompt of a method: M learned context vectors around each class name.
+public struct PromptConfig: Codable, Equatable, Sendable {
+    /// M, the number of context vectors. With `initText` it must equal the text's token count.
+    public var contextLength: Int
+    /// One context per class (CSC) instead of one shared by all classes.
+    public var classSpecific: Bool
+    public var position: ClassTokenPosition
+    /// Initialise the context from this text's token embeddings (e.g. "a photo of a") instead of N(0, 0.02).
+    public var initText: String?
+
+    public init(contextLength: Int = 16, classSpecific: Bool = false, position: ClassTokenPosition = .end,
+                initText: String? = nil) {
+        self.contextLength = contextLength; self.classSpecific = classSpecific
+        self.position = position; self.initText = initText
+    }
+
+    /// Shared context with the class at the end: positions 0...M are the same for every class,
+    /// so the text encoder computes them once.
+    public var sharesPrefix: Bool { !classSpecific && position == .end }
+}
+
+public struct PromptError: Error, CustomStringConvertible, LocalizedError {
+    public var description: String
+    public var errorDescription: String? { description }
+    public init(_ d: String) { description = d }
+}
+
+/// CoOp's prompt learner: the learnable context plus the frozen token embeddings around it.
+///
+/// Each class's prompt is the tokenisation of "X X ... X <name>." (or "<init text> <name>."):
+/// [SOS][ctx_1..ctx_M][name tokens][.][EOT]. Only `context` is trained.
+public struct PromptLearner: Sendable {
+    public let config: PromptConfig
+    public let classNames: [String]
+    /// M, D (shared) or K, M, D (class-specific).
+    public var context: Tensor
+    /// Token ids of each class's prompt cut after its EOT (the frozen parts come from these).
+    public let tokens: [[Int]]
+    public let eot: [Int]
+    public let nameLengths: [Int]
+    /// Frozen token embeddings of each prompt: K rows of [T_k = eot_k + 1, D]; the context rows are ignored.
+    let embeddings: [Tensor]
+
+    public var classCount: Int { classNames.count }
+    public var width: Int { context.lastDim }
+
+    /// Builds the prompts for `classNames`. The context is drawn from `rng` (N(0, 0.02)) unless
+    /// `config.initText` is given or an explicit `context` is passed (resume, parity tests).
+    public init(config: PromptConfig, classNames: [String], text: TextTower, tokenizer: CLIPTokenizer,
+                context: Tensor? = nil, rng: inout SeededGenerator) throws {
+        guard !classNames.isEmpty else { throw PromptError("no class names given") }
+        guard config.contextLength >= 1 else { throw PromptError("the context needs at least 1 vector (got \(config.contextLength))") }
+        let m = config.contextLength, d = text.width, k = classNames.count
+        let names = classNames.map { $0.replacingOccurrences(of: "_", with: " ") }
+        var prefixText = Array(repeating: "X", count: m).joined(separator: " ")
+        var initContext: Tensor? = nil
+        if let initText = config.initText {
+            let cleaned = initText.replacingOccurrences(of: "_", with: " ")
+            let ids = tokenizer.encode(cleaned)
+            let words = cleaned.split(separator: " ").count
+            guard ids.count == words else {
+                throw PromptError("--ctx-init '\(initText)' has \(words) words but \(ids.count) tokens; CoOp takes one token per word, so use words that are single tokens (e.g. \"a photo of a\")")
+            }
+            guard ids.count == m else {
+                throw PromptError("--ctx-init '\(initText)' is \(ids.count) tokens but the context length is \(m); pass --n-ctx \(ids.count) or leave --n-ctx out")
+            }
+            prefixText = cleaned
+            let shared = text.tokenEmbedding.gatherRows(ids)  // M, D
+            initContext = config.classSpecific
+                ? Tensor(shape: [k, m, d], data: Array((0..<k).map { _ in shared.data }.joined()))
+                : shared
+        }
+        let expected = config.classSpecific ? [k, m, d] : [m, d]
+        if let context {
+            guard context.shape == expected else {
+                throw PromptError("context has shape \(context.shape), expected \(expected) for \(config.classSpecific ? "class-specific" : "shared") context of \(m) vectors of width \(d)")
+            }
+            self.context = context
+        } else if let initContext {
+            self.context = initContext
+        } else {
+            self.context = .randomNormal(expected, std: 0.02, using: &rng)
+        }
+        let prompts = names.map { "\(prefixText) \($0)." }
+        if let bad = prompts.firstIndex(where: { tokenizer.encode($0).count + 2 > text.contextLength }) {
+            throw PromptError("class name '\(classNames[bad])' is too long: its prompt exceeds the \(text.contextLength)-token context")
+        }
+        let rows = tokenizer.tokenize(prompts, contextLength: text.contextLength).map { $0.map(Int.init) }
+        let eot = eotPositions(rows)
+        self.config = config
+        self.classNames = classNames
+        self.eot = eot
+        self.tokens = zip(rows, eot).map { Array($0.0.prefix($0.1 + 1)) }
+        self.nameLengths = names.map { tokenizer.encode($0).count }
+        self.embeddings = self.tokens.map { text.tokenEmbedding.gatherRows($0) }
+    }
+
+    /// Rows of class k's prompt (before positional embeddings) for the given context: T_k, D.
+    func promptRows(_ k: Int, context ctx: Tensor) -> Tensor {
+        let (m, d) = (config.contextLength, width)
+        let e = embeddings[k]
+        let c = config.classSpecific ? ctx.slice(rows: k..<(k + 1)).reshaped([m, d]) : ctx
+        var out = e
+        let n = nameLengths[k]
+        // Row index of context vector j, by class-token position (CoOp's layouts).
+        for j in 0..<m {
+            let row: Int
+            switch config.position {
+            case .end: row = 1 + j
+            case .front: row = 1 + n + j
+            case .middle: row = j < m / 2 ? 1 + j : 1 + n + j
+            }
+            for x in 0..<d { out[row * d + x] = c[j * d + x] }
+        }
+        if config.position != .end {
+            // The class-name tokens move: front -> right after SOS; middle -> after the first half.
+            let at = config.position == .front ? 1 : 1 + m / 2
+            for t in 0..<n { for x in 0..<d { out[(at + t) * d + x] = e[(1 + m + t) * d + x] } }
+        }
+        return out
+    }
+
+    /// Where context vector j of class k sits in its prompt.
+    func contextRow(_ j: Int, classIndex k: Int) -> Int {
+        let m = config.contextLength, n = nameLengths[k]
+        switch config.position {
+        case .end: return 1 + j
+        case .front: return 1 + n + j
+        case .middle: return j < m / 2 ? 1 + j : 1 + n + j
+        }
+    }
+
+    /// Frozen rows after the shared prefix for class k (name, ".", EOT): T_k - 1 - M, D.
+    func suffixRows(_ k: Int) -> Tensor {
+        embeddings[k].slice(rows: (1 + config.contextLength)..<embeddings[k].rows)
+    }
+
+    /// The SOS embedding row: 1, D.
+    var sosRow: Tensor { embeddings[0].slice(rows: 0..<1) }
+}
