@@ -120,9 +120,13 @@ public final class PromptTrainer {
             let terms = value.terms.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
             throw TrainingError(description: "the loss became \(value.total) at epoch \(epochsDone + 1), step \(steps + 1) (\(terms)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower --lr.")
         }
-        var ctx = learner.context
-        sgdStep(&ctx, gradient: grad, momentumBuffer: &momentum, lr: lr, config: config.optimizer)
+        var ctx = learner.context, buffer = momentum
+        sgdStep(&ctx, gradient: grad, momentumBuffer: &buffer, lr: lr, config: config.optimizer)
+        guard ctx.data.allSatisfy({ $0.isFinite }) else {
+            throw TrainingError(description: "the update at epoch \(epochsDone + 1), step \(steps + 1) made the prompt non-finite (learning rate \(lr)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower --lr.")
+        }
         learner.context = ctx
+        momentum = buffer
         steps += 1
         return value
     }

@@ -7,7 +7,7 @@ import TensorCore
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print their ratio against PyTorch measured in the same run.",
-        subcommands: [Encoders.self])
+        subcommands: [Encoders.self, CoopStep.self])
 }
 
 /// Options every benchmark shares.
