@@ -280,6 +280,55 @@ INLINE float pt_dot_impl(const float *a, const float *b, long n) {
 }
 DISPATCH(float, pt_dot, (const float *a, const float *b, long n), (a, b, n))
 
+// ---------------------------------------------------------------------------- Small GEMM
+
+INLINE void pt_gemm_small_impl(int transA, int transB, long m, long n, long k, float alpha, const float *A,
+                               long lda, const float *B, long ldb, float beta, float *C, long ldc) {
+    for (long i = 0; i < m; i++) {
+        float *c = C + i * ldc;
+        if (beta == 0.0f) memset(c, 0, (size_t)n * sizeof(float));
+        else if (beta != 1.0f) for (long j = 0; j < n; j++) c[j] *= beta;
+    }
+    if (!transB) {
+        // C[i, :] += alpha * A[i, p] * B[p, :], vectorised along the row of B.
+        for (long i = 0; i < m; i++) {
+            float *c = C + i * ldc;
+            for (long p = 0; p < k; p++) {
+                float a = alpha * (transA ? A[p * lda + i] : A[i * lda + p]);
+                const float *b = B + p * ldb;
+                long j = 0;
+                for (; j + VW <= n; j += VW) vstore(c + j, vload(c + j) + a * vload(b + j));
+                for (; j < n; j++) c[j] += a * b[j];
+            }
+        }
+    } else if (!transA) {
+        // C[i, j] += alpha * <A[i, :], B[j, :]>: a dot product along k.
+        for (long i = 0; i < m; i++) {
+            const float *a = A + i * lda;
+            for (long j = 0; j < n; j++) {
+                const float *b = B + j * ldb;
+                vf acc = vsplat(0);
+                long p = 0;
+                for (; p + VW <= k; p += VW) acc += vload(a + p) * vload(b + p);
+                float s = vsum(acc);
+                for (; p < k; p++) s += a[p] * b[p];
+                C[i * ldc + j] += alpha * s;
+            }
+        }
+    } else {
+        for (long i = 0; i < m; i++)
+            for (long j = 0; j < n; j++) {
+                float s = 0;
+                for (long p = 0; p < k; p++) s += A[p * lda + i] * B[j * ldb + p];
+                C[i * ldc + j] += alpha * s;
+            }
+    }
+}
+DISPATCH(void, pt_gemm_small,
+         (int transA, int transB, long m, long n, long k, float alpha, const float *A, long lda, const float *B,
+          long ldb, float beta, float *C, long ldc),
+         (transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc))
+
 // ---------------------------------------------------------------------------- L2 normalise
 
 void pt_l2norm_forward(float *out, float *norms, const float *inp, long N, long C) {

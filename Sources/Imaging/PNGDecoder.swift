@@ -1,3 +1,4 @@
+import CCodecs
 import CPNG
 import Foundation
 
@@ -54,8 +55,9 @@ public struct PNGDecodingError: Error, Equatable, CustomStringConvertible, Local
 /// then dropped). 16-bit files need raw samples, which the simplified API does not give (it
 /// premultiplies 16-bit alpha and rounds rather than truncates to 8 bits), so after the simplified
 /// pass has read the whole image without error, the same bytes are read again with libpng's row API
-/// and no transformations. That second pass reads exactly the data the first one validated, so the
-/// libpng error handler it installs (which cannot return) is not reached.
+/// and no transformations. That second pass runs in C behind a setjmp (`pt_png_read_raw16` in
+/// Sources/CCodecs), because libpng's error handler cannot return; it reads exactly the data the
+/// first one validated, and should it still fail, the failure is thrown as a ``PNGDecodingError``.
 public enum PNGDecoder {
     /// Pillow's decompression-bomb limit (2 x `Image.MAX_IMAGE_PIXELS`): larger images are refused.
     public static let maxPixels = 2 * 89_478_485
@@ -118,7 +120,7 @@ public enum PNGDecoder {
         guard ok != 0 else { throw libpngError(message(of: &image), scan: scan, name: name) }
 
         if sixteenBit {
-            return readRaw16(buf, width: width, height: height, gray16: gray16)
+            return try readRaw16(buf, width: width, height: height, gray16: gray16, name: name)
         }
         var rgb = [UInt8](repeating: 0, count: width * height * 3)
         rgba.withUnsafeBufferPointer { src in
@@ -152,88 +154,50 @@ public enum PNGDecoder {
 
     // MARK: - Row API pass for 16-bit files (runs only after the simplified pass succeeded)
 
-    private struct MemoryReader {
-        var base: UnsafePointer<UInt8>
-        var count: Int
-        var offset: Int
-    }
-
+    /// Raw 16-bit samples through libpng's row API, wrapped in C (`pt_png_read_raw16`) because
+    /// libpng's error callback must longjmp, which Swift cannot catch. The stream has just been
+    /// decoded without error by the simplified pass, so a failure here is not expected; if one
+    /// happens it is thrown like any other libpng error.
     private static func readRaw16(_ buf: UnsafeBufferPointer<UInt8>, width: Int, height: Int,
-                                  gray16: Gray16Conversion) -> RGBImage {
-        // libpng must not return from an error callback; this pass reads only data that the
-        // simplified pass has just read without error, so these are not reached.
-        let onError: png_error_ptr = { _, msg in
-            fatalError("libpng error on a stream it had already decoded: \(msg.map { String(cString: $0) } ?? "?")")
+                                  gray16: Gray16Conversion, name: String) throws -> RGBImage {
+        var raw = [UInt8](repeating: 0, count: width * height * 8)
+        var channels: Int32 = 0, colorType: Int32 = 0
+        var message = [CChar](repeating: 0, count: Int(PT_CODEC_MESSAGE_MAX))
+        let status = raw.withUnsafeMutableBufferPointer { out in
+            pt_png_read_raw16(buf.baseAddress, buf.count, Int32(width), Int32(height),
+                              out.baseAddress, out.count, &channels, &colorType, &message)
         }
-        let onWarning: png_error_ptr = { _, _ in }
-        let readFn: png_rw_ptr = { png, out, length in
-            let reader = png_get_io_ptr(png)!.assumingMemoryBound(to: MemoryReader.self)
-            guard let out, reader.pointee.offset + length <= reader.pointee.count else {
-                png_error(png, "read beyond end of data")
-            }
-            out.update(from: reader.pointee.base + reader.pointee.offset, count: length)
-            reader.pointee.offset += length
+        guard status == PT_CODEC_OK else {
+            let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let kind: PNGDecodingError.Kind = status == PT_CODEC_TRUNCATED ? .truncated : .corrupt
+            throw PNGDecodingError(source: name, kind: kind, detail: "16-bit row pass: \(text)")
         }
-
-        var png: png_structp? = png_create_read_struct(PNG_LIBPNG_VER_STRING, nil, onError, onWarning)
-        precondition(png != nil, "png_create_read_struct failed (out of memory)")
-        var info: png_infop? = png_create_info_struct(png)
-        defer { png_destroy_read_struct(&png, &info, nil) }
-        precondition(info != nil, "png_create_info_struct failed (out of memory)")
-
-        var reader = MemoryReader(base: buf.baseAddress!, count: buf.count, offset: 0)
-        return withUnsafeMutablePointer(to: &reader) { readerPtr in
-            // Same settings as the simplified pass: benign errors are warnings, and after the header
-            // the chunks it does not use are skipped.
-            png_set_benign_errors(png, 1)
-            png_set_read_fn(png, readerPtr, readFn)
-            png_read_info(png, info)
-            png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, nil, -1)
-            let used: [UInt8] = Array("bKGD\0cHRM\0gAMA\0iCCP\0sBIT\0sRGB\0".utf8)
-            png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_AS_DEFAULT, used, Int32(used.count / 5))
-            let passes = Int(png_set_interlace_handling(png))
-            png_read_update_info(png, info)
-
-            let colorType = Int32(png_get_color_type(png, info))
-            let channels = Int(png_get_channels(png, info))
-            let rowBytes = Int(png_get_rowbytes(png, info))
-            precondition(Int(png_get_bit_depth(png, info)) == 16 && rowBytes == width * channels * 2
-                && Int(png_get_image_width(png, info)) == width && Int(png_get_image_height(png, info)) == height,
-                "PNG row API disagrees with the simplified API about the image layout")
-
-            var raw = [UInt8](repeating: 0, count: rowBytes * height)
-            raw.withUnsafeMutableBufferPointer { rows in
-                for _ in 0 ..< passes {
-                    for y in 0 ..< height { png_read_row(png, rows.baseAddress! + y * rowBytes, nil) }
-                }
-            }
-
-            var rgb = [UInt8](repeating: 0, count: width * height * 3)
-            raw.withUnsafeBufferPointer { src in
-                rgb.withUnsafeMutableBufferPointer { dst in
-                    let n = width * height
-                    switch colorType {
-                    case PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA:  // big-endian samples: keep the high bytes
-                        for i in 0 ..< n {
-                            let s = i * channels * 2
-                            dst[3 * i] = src[s]; dst[3 * i + 1] = src[s + 2]; dst[3 * i + 2] = src[s + 4]
+        let channelCount = Int(channels)
+        var rgb = [UInt8](repeating: 0, count: width * height * 3)
+        raw.withUnsafeBufferPointer { src in
+            rgb.withUnsafeMutableBufferPointer { dst in
+                let n = width * height
+                switch colorType {
+                case PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA:  // big-endian samples: keep the high bytes
+                    for i in 0 ..< n {
+                        let s = i * channelCount * 2
+                        dst[3 * i] = src[s]; dst[3 * i + 1] = src[s + 2]; dst[3 * i + 2] = src[s + 4]
+                    }
+                default:  // gray, gray+alpha
+                    for i in 0 ..< n {
+                        let s = i * channelCount * 2
+                        let v: UInt8
+                        if colorType == PNG_COLOR_TYPE_GRAY && gray16 == .clampLikePillow {
+                            v = src[s] == 0 ? src[s + 1] : 255
+                        } else {
+                            v = src[s]
                         }
-                    default:  // gray, gray+alpha
-                        for i in 0 ..< n {
-                            let s = i * channels * 2
-                            let v: UInt8
-                            if colorType == PNG_COLOR_TYPE_GRAY && gray16 == .clampLikePillow {
-                                v = src[s] == 0 ? src[s + 1] : 255
-                            } else {
-                                v = src[s]
-                            }
-                            dst[3 * i] = v; dst[3 * i + 1] = v; dst[3 * i + 2] = v
-                        }
+                        dst[3 * i] = v; dst[3 * i + 1] = v; dst[3 * i + 2] = v
                     }
                 }
             }
-            return RGBImage(width: width, height: height, pixels: rgb)
         }
+        return RGBImage(width: width, height: height, pixels: rgb)
     }
 }
 

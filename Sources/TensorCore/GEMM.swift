@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 
 /// Which matrix multiply runs: OpenBLAS, or the naive loops kept as reference and fallback.
@@ -39,6 +40,10 @@ public func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: 
                  backend: GEMMBackend = Compute.gemmBackend) {
     if m == 0 || n == 0 { return }
     switch backend {
+    case .openBLAS where m * n * k <= smallGEMMLimit:
+        // A BLAS call costs microseconds before any arithmetic; attention over a few tokens makes
+        // tens of thousands of such products per step, so they run in a plain vectorised loop.
+        pt_gemm_small(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     case .openBLAS:
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -65,6 +70,9 @@ public func naiveGEMM(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha:
         }
     }
 }
+
+/// Products of at most this many multiply-adds skip OpenBLAS (see `gemm`).
+public let smallGEMMLimit = 48 * 48 * 64
 
 /// `batch` independent products whose operands sit at fixed strides (elements) from each other.
 @inlinable

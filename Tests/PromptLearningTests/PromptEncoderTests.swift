@@ -37,7 +37,7 @@ final class PromptEncoderTests: XCTestCase {
         var rng = SeededGenerator(seed: 2)
         let r = Tensor.randomNormal(f.shape, using: &rng)
         let g = encoder.backward(r, trace: trace, learner: shared)
-        checkGradient("shared context", at: shared.context, analytic: g, eps: 1e-3, atol: 2e-3) { ctx in
+        checkGradient("shared context", at: shared.context, analytic: g, eps: 3e-3, atol: 3e-3) { ctx in
             let out = encoder.forward(shared, context: ctx, keepCaches: false).0
             return zip(out.data, r.data).reduce(0) { $0 + Double($1.0) * Double($1.1) }
         }
@@ -66,7 +66,7 @@ final class PromptEncoderTests: XCTestCase {
             let (f, trace) = encoder.forward(l, context: l.context)
             let r = Tensor.randomNormal(f.shape, using: &rng)
             let g = encoder.backward(r, trace: trace, learner: l)
-            checkGradient("\(position) context", at: l.context, analytic: g, eps: 1e-3, atol: 2e-3) { ctx in
+            checkGradient("\(position) context", at: l.context, analytic: g, eps: 3e-3, atol: 3e-3) { ctx in
                 let out = encoder.forward(l, context: ctx, keepCaches: false).0
                 return zip(out.data, r.data).reduce(0) { $0 + Double($1.0) * Double($1.1) }
             }

@@ -4,8 +4,16 @@ import XCTest
 final class GEMMTests: XCTestCase {
     /// All four transpose cases, padded leading dimensions, alpha and beta: OpenBLAS equals the naive loops.
     func testAllTransposeCasesWithStridesMatchNaive() {
+        // Small (the vectorised loop) and large (OpenBLAS) products, with vector remainders.
+        checkTransposeCases(m: 7, n: 5, k: 9)
+        checkTransposeCases(m: 3, n: 37, k: 21)
+        checkTransposeCases(m: 70, n: 50, k: 90)
+        XCTAssertGreaterThan(70 * 50 * 90, smallGEMMLimit)
+        XCTAssertLessThan(3 * 37 * 21, smallGEMMLimit)
+    }
+
+    func checkTransposeCases(m: Int, n: Int, k: Int) {
         var rng = SeededGenerator(seed: 1)
-        let (m, n, k) = (7, 5, 9)
         for transA in [false, true] {
             for transB in [false, true] {
                 let (ar, ac) = transA ? (k, m) : (m, k)
@@ -23,7 +31,7 @@ final class GEMMTests: XCTestCase {
                     } } }
                     results.append(c)
                 }
-                assertClose(results[0], results[1], atol: 1e-5, rtol: 1e-5, "transA=\(transA) transB=\(transB)")
+                assertClose(results[0], results[1], atol: 1e-4, rtol: 1e-5, "\(m)x\(n)x\(k) transA=\(transA) transB=\(transB)")
                 // Padding columns of C are untouched.
                 for i in 0..<m { for j in n..<ldc { XCTAssertEqual(results[0][i * ldc + j], c0[i * ldc + j]) } }
             }

@@ -48,6 +48,11 @@ void pt_colsum_accumulate(float *acc, const float *x, long N, long C);
 // dot product.
 float pt_dot(const float *a, const float *b, long n);
 
+// C = alpha * op(A) op(B) + beta * C, row-major with leading dimensions, for small products
+// (attention blocks of a few tokens) where a BLAS call's fixed cost dominates. No packing.
+void pt_gemm_small(int transA, int transB, long m, long n, long k, float alpha, const float *A, long lda,
+                   const float *B, long ldb, float beta, float *C, long ldc);
+
 // L2 normalisation of each row: out = x / ||x||; norms: N (kept for the backward).
 void pt_l2norm_forward(float *out, float *norms, const float *inp, long N, long C);
 // dinp += (dout - y * <dout, y>) / norm, with y the forward output.

@@ -1,2 +1,0 @@
-#include "CCodecs.h"
-int pt_codecs_version(void) { return 1; }

@@ -1,0 +1,144 @@
+import Foundation
+
+/// Reads CoOp's `classnames.txt`: `<wnid> <class name>` per line, in file order (CoOp's
+/// `ImageNet.read_classnames`).
+public func readImageNetClassNames(_ file: URL) throws -> [(wnid: String, name: String)] {
+    var out: [(wnid: String, name: String)] = []
+    for (i, raw) in try DatasetFiles.readLines(file).enumerated() {
+        let line = raw.trimmingCharacters(in: .whitespaces)
+        if line.isEmpty { continue }
+        let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+            throw DatasetError(.malformedFile, "\(file.path):\(i + 1): '\(raw)' is not '<wnid> <class name>'")
+        }
+        out.append((String(parts[0]), String(parts[1])))
+    }
+    if out.isEmpty { throw DatasetError(.malformedFile, "\(file.path) lists no classes; expected '<wnid> <class name>' per line") }
+    return out
+}
+
+func classNamesFile(_ name: DatasetName, dir: URL) throws -> [(wnid: String, name: String)] {
+    let file = dir.appendingPathComponent("classnames.txt")
+    guard DatasetFiles.isFile(file) else {
+        throw DatasetError(.missingFile, "missing \(file.path); \(DatasetError.layoutNote(name, dir: dir)). \(name.downloadHint!)")
+    }
+    return try readImageNetClassNames(file)
+}
+
+/// The images of class folders `folders` (relative to `imageRoot`), labelled by position.
+private func listClassFolders(_ folders: [(folder: String, className: String)], in base: String,
+                              imageRoot: URL) throws -> [Datum] {
+    var items: [Datum] = []
+    for (label, entry) in folders.enumerated() {
+        let rel = base.isEmpty ? entry.folder : base + "/" + entry.folder
+        for file in try DatasetFiles.listFiles(imageRoot.appendingPathComponent(rel)) {
+            items.append(Datum(path: rel + "/" + file, label: label, className: entry.className))
+        }
+    }
+    return items
+}
+
+// MARK: - ImageNet
+
+/// ImageNet as CoOp reads it: `images/train/<wnid>/` for train, `images/val/<wnid>/` for test, the
+/// test set doubling as val ("follow standard practice to perform evaluation on the val set"). Labels
+/// are positions in the sorted folder list; names come from `classnames.txt`. Files within a class
+/// are sorted by name. CoOp keeps `os.listdir` order and caches it in `imagenet/preprocessed.pkl`;
+/// that file is not read (through TensorIO's generic unpickler its 1.3 million Dassl `Datum`s take
+/// ~15 s and ~2.9 GB), so a few-shot draw at a seed CoOp has not cached (`split_fewshot/`) picks
+/// other images than CoOp did on the machine that wrote it. Only one of `train/` and `val/` may
+/// exist (e.g. val alone for zero-shot evaluation); the other split is then empty.
+func readImageNet(dir: URL, imageRoot: URL) throws -> DatasetSplits {
+    let name = DatasetName.imageNet
+    let names = Dictionary(try classNamesFile(name, dir: dir).map { ($0.wnid, $0.name) }, uniquingKeysWith: { a, _ in a })
+    let trainDir = imageRoot.appendingPathComponent("train"), valDir = imageRoot.appendingPathComponent("val")
+    let trainFolders = DatasetFiles.isDirectory(trainDir) ? try DatasetFiles.listFolders(trainDir) : nil
+    let valFolders = DatasetFiles.isDirectory(valDir) ? try DatasetFiles.listFolders(valDir) : nil
+    guard let folders = trainFolders ?? valFolders, !folders.isEmpty else {
+        throw DatasetError(.missingFolder, "no class folders in \(trainDir.path) or \(valDir.path); \(DatasetError.layoutNote(name, dir: dir))")
+    }
+    if let t = trainFolders, let v = valFolders, t != v {
+        let onlyTrain = Set(t).subtracting(v).sorted(), onlyVal = Set(v).subtracting(t).sorted()
+        throw DatasetError(.inconsistent, "\(trainDir.path) has \(t.count) class folders and \(valDir.path) \(v.count); they must be the same (CoOp labels each by its sorted position). Only in train: \(onlyTrain.prefix(5).joined(separator: ", "))\(onlyTrain.isEmpty ? "none" : ""); only in val: \(onlyVal.prefix(5).joined(separator: ", "))\(onlyVal.isEmpty ? "none" : "")")
+    }
+    let classes = try folders.map { folder -> (folder: String, className: String) in
+        guard let n = names[folder] else {
+            throw DatasetError(.inconsistent, "class folder '\(folder)' of \(imageRoot.path) is not in \(dir.appendingPathComponent("classnames.txt").path)")
+        }
+        return (folder, n)
+    }
+    let train = trainFolders == nil ? [] : try listClassFolders(classes, in: "train", imageRoot: imageRoot)
+    let test = valFolders == nil ? [] : try listClassFolders(classes, in: "val", imageRoot: imageRoot)
+    return DatasetSplits(name: name.displayName, imageRoot: imageRoot, train: train, val: test, test: test,
+                         classNames: classes.map(\.className), template: name.template)
+}
+
+// MARK: - ImageNet variants
+
+/// ImageNetV2 / -Sketch / -A / -R as CoOp reads them (test sets only: CoOp passes the same list as
+/// train_x and test; here train and val are empty). V2's folders are `0`...`999`, labelled by
+/// number and named by `classnames.txt` line order; the others have `<wnid>` folders, labelled by
+/// sorted position (200 for A and R) and named by `classnames.txt`.
+func readImageNetVariant(_ name: DatasetName, dir: URL, imageRoot: URL) throws -> DatasetSplits {
+    let table = try classNamesFile(name, dir: dir)
+    let classes: [(folder: String, className: String)]
+    if name == .imageNetV2 {
+        classes = table.enumerated().map { (String($0.offset), $0.element.name) }
+        let absent = classes.filter { !DatasetFiles.isDirectory(imageRoot.appendingPathComponent($0.folder)) }.map(\.folder)
+        if !absent.isEmpty {
+            throw DatasetError(.missingFolder, "\(imageRoot.path) lacks \(absent.count) of the \(classes.count) class folders 0...\(classes.count - 1) (first: \(absent.prefix(5).joined(separator: ", "))); \(DatasetError.layoutNote(name, dir: dir))")
+        }
+    } else {
+        let names = Dictionary(table.map { ($0.wnid, $0.name) }, uniquingKeysWith: { a, _ in a })
+        let folders = try DatasetFiles.listFolders(imageRoot)
+        guard !folders.isEmpty else {
+            throw DatasetError(.missingFolder, "no class folders in \(imageRoot.path); \(DatasetError.layoutNote(name, dir: dir))")
+        }
+        classes = try folders.map { folder in
+            guard let n = names[folder] else {
+                throw DatasetError(.inconsistent, "class folder '\(folder)' of \(imageRoot.path) is not in \(dir.appendingPathComponent("classnames.txt").path) (it should be a copy of imagenet/classnames.txt)")
+            }
+            return (folder, n)
+        }
+    }
+    let test = try listClassFolders(classes, in: "", imageRoot: imageRoot)
+    return DatasetSplits(name: name.displayName, imageRoot: imageRoot, train: [], val: [], test: test,
+                         classNames: classes.map(\.className), template: name.template)
+}
+
+// MARK: - FGVCAircraft
+
+/// FGVCAircraft as CoOp reads it: class names in `variants.txt` order; `images_variant_<split>.txt`
+/// lines `<image id> <variant name>`, the image being `images/<id>.jpg`.
+func readFGVCAircraft(dir: URL, imageRoot: URL) throws -> DatasetSplits {
+    let name = DatasetName.fgvcAircraft
+    let variantsFile = dir.appendingPathComponent("variants.txt")
+    func missing(_ file: URL) -> DatasetError {
+        DatasetError(.missingFile, "missing \(file.path); \(DatasetError.layoutNote(name, dir: dir)). \(name.downloadHint!)")
+    }
+    guard DatasetFiles.isFile(variantsFile) else { throw missing(variantsFile) }
+    let classNames = try DatasetFiles.readLines(variantsFile).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    var labelOf: [String: Int] = [:]
+    for (i, c) in classNames.enumerated() where labelOf[c] == nil { labelOf[c] = i }
+    func read(_ split: String) throws -> [Datum] {
+        let file = dir.appendingPathComponent("images_variant_\(split).txt")
+        guard DatasetFiles.isFile(file) else { throw missing(file) }
+        var out: [Datum] = []
+        for (i, raw) in try DatasetFiles.readLines(file).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty { continue }
+            let parts = line.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2 else {
+                throw DatasetError(.malformedFile, "\(file.path):\(i + 1): '\(raw)' is not '<image id> <variant>'")
+            }
+            let variant = String(parts[1])
+            guard let label = labelOf[variant] else {
+                throw DatasetError(.inconsistent, "\(file.path):\(i + 1): variant '\(variant)' is not in \(variantsFile.path)")
+            }
+            out.append(Datum(path: parts[0] + ".jpg", label: label, className: variant))
+        }
+        return out
+    }
+    return DatasetSplits(name: name.displayName, imageRoot: imageRoot, train: try read("train"), val: try read("val"),
+                         test: try read("test"), classNames: classNames, template: name.template)
+}
