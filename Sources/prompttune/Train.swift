@@ -91,7 +91,8 @@ struct Train: ParsableCommand {
     @Option(help: "Base learning rate.") var lr: Double = 0.002
     @Option(name: .customLong("batch-size"), help: "Batch size.") var batchSize: Int = 32
     @Option(help: "Seed for the context draw, shuffling and view choice.") var seed: UInt64 = 1
-    @Option(help: "Hand template for zero-shot features, {} = class name.") var template: String = "a photo of a {}."
+    @Option(help: "Hand template for zero-shot features, {} = class name (default: the dataset's, recorded in the features file).")
+    var template: String?
     @Flag(help: "Continue from <out>/prompt.ptprompt.") var resume = false
     @Option(help: "Threads for OpenBLAS.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Print the final result as JSON.") var json = false
@@ -113,7 +114,8 @@ struct Train: ParsableCommand {
         let tokenizer = try CLIPTokenizer()
         var optimizer = OptimizerConfig()
         optimizer.learningRate = lr
-        let config = TrainConfig(method: method, optimizer: optimizer, epochs: epochs, batchSize: batchSize, seed: seed, template: template)
+        let config = TrainConfig(method: method, optimizer: optimizer, epochs: epochs, batchSize: batchSize, seed: seed,
+                                 template: template ?? set.provenance["template"] ?? "a photo of a {}.")
         let trainer = try PromptTrainer(model: clip, tokenizer: tokenizer, features: set, config: config,
                                         modelDigest: digest, featuresDigest: try contentDigest(path: features))
         for w in trainer.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }

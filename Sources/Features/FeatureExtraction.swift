@@ -1,0 +1,176 @@
+import CLIP
+import Datasets
+import Foundation
+import Imaging
+import TensorCore
+import TensorIO
+
+/// Everything that decides the numbers in a features file. Two runs with equal plans produce
+/// the same features; a file or a partial run made under another plan is never reused.
+public struct ExtractionPlan: Codable, Equatable, Sendable {
+    public var modelDigest: String
+    public var imagesDigest: String
+    public var count: Int
+    /// "test" (resize, centre crop) or "train" (RandomResizedCrop + flip, seeded per image and view).
+    public var transform: String
+    public var views: Int
+    public var resolution: Int
+    public var seed: UInt64
+
+    public init(modelDigest: String, items: [Datum], transform: String, views: Int, resolution: Int, seed: UInt64) {
+        self.modelDigest = modelDigest
+        let list = items.map { "\($0.path)\t\($0.label)\t\($0.className)" }.joined(separator: "\n")
+        self.imagesDigest = Data(list.utf8).withUnsafeBytes { contentDigest($0) }
+        self.count = items.count
+        self.transform = transform
+        self.views = views
+        self.resolution = resolution
+        self.seed = seed
+    }
+
+    var asJSON: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}
+
+public struct ExtractionError: Error, CustomStringConvertible, LocalizedError {
+    public var description: String
+    public var errorDescription: String? { description }
+}
+
+/// An image that could not be read, and why. Extraction reports it and goes on.
+public struct SkippedImage: Sendable, Equatable {
+    public var path: String
+    public var reason: String
+}
+
+public struct ExtractionResult: Sendable {
+    public var features: FeatureSet
+    public var skipped: [SkippedImage]
+    /// True when an existing file with the same plan was returned without any work.
+    public var reused: Bool
+}
+
+/// Encodes `items` through the frozen image tower into a features file at `output`.
+///
+/// Work is done in chunks; each chunk is written atomically into `<output>.partial/` with the plan,
+/// so an interrupted run resumes at the first missing chunk. Decoding and preprocessing of a chunk
+/// run on all threads; the image tower uses OpenBLAS's. Unreadable images are reported and left out.
+/// `stopAfterChunks` ends the run early as an interruption would (for tests).
+public func extractFeatures(model: CLIPModel, plan: ExtractionPlan, items: [Datum], classNames: [String],
+                            source: any ImageSource, provenance: [String: String], output: URL, chunk: Int = 64,
+                            stopAfterChunks: Int? = nil,
+                            progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> ExtractionResult {
+    let fm = FileManager.default
+    if fm.fileExists(atPath: output.path) {
+        let existing = try FeatureSet.read(path: output.path)
+        guard existing.provenance["plan"] == plan.asJSON else {
+            throw ExtractionError(description: "\(output.path) exists but was made with another model, image list or transform (its plan differs); delete it or choose another --out")
+        }
+        return ExtractionResult(features: existing, skipped: [], reused: true)
+    }
+    let partial = URL(fileURLWithPath: output.path + ".partial")
+    let manifest = partial.appendingPathComponent("plan.json")
+    if fm.fileExists(atPath: manifest.path) {
+        let recorded = (try? String(contentsOf: manifest, encoding: .utf8)) ?? ""
+        guard recorded == plan.asJSON else {
+            throw ExtractionError(description: "\(partial.path) holds an interrupted extraction made under another plan (model, image list or transform); delete that folder to start over")
+        }
+    } else {
+        try fm.createDirectory(at: partial, withIntermediateDirectories: true)
+        try Data(plan.asJSON.utf8).write(to: manifest, options: .atomic)
+    }
+    let d = model.config.embedDim, r = model.config.imageResolution
+    let chunks = stride(from: 0, to: items.count, by: chunk).map { $0..<min(items.count, $0 + chunk) }
+    var done = 0
+    for (c, range) in chunks.enumerated() {
+        let file = partial.appendingPathComponent(String(format: "chunk-%06d.safetensors", c))
+        if fm.fileExists(atPath: file.path) {
+            done += range.count
+            progress(done, items.count)
+            continue
+        }
+        // Decode + preprocess in parallel: one slot per (view, image).
+        let n = range.count
+        var pixels = [Float](repeating: 0, count: plan.views * n * 3 * r * r)
+        var failures = [String?](repeating: nil, count: n)
+        pixels.withUnsafeMutableBufferPointer { px in failures.withUnsafeMutableBufferPointer { fail in
+            let pxBase = px.baseAddress!, failBase = fail.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: n) { i in
+                let index = range.lowerBound + i
+                do {
+                    let image = try source.image(for: items[index])
+                    for v in 0..<plan.views {
+                        let t: Tensor
+                        if plan.transform == "train" {
+                            var rng = SeededGenerator(seed: viewSeed(plan.seed, index: index, view: v))
+                            t = clipTrainPreprocess(image, resolution: r, rng: &rng)
+                        } else {
+                            t = clipPreprocess(image, resolution: r)
+                        }
+                        t.withPointer { (pxBase + (v * n + i) * 3 * r * r).update(from: $0, count: 3 * r * r) }
+                    }
+                } catch {
+                    failBase[i] = "\(error)"
+                }
+            }
+        } }
+        var rows: [Float] = []
+        rows.reserveCapacity(plan.views * n * d)
+        for v in 0..<plan.views {
+            let batch = Tensor(shape: [n, 3, r, r], data: Array(pixels[(v * n * 3 * r * r)..<((v + 1) * n * 3 * r * r)]))
+            rows += model.image.forward(pixels: batch).0.data
+        }
+        let valid = failures.map { $0 == nil ? Float(1) : 0 }
+        var meta: [String: String] = [:]
+        for (i, f) in failures.enumerated() { if let f { meta["skip.\(range.lowerBound + i)"] = f } }
+        try Safetensors.write(tensors: ["features": Tensor(shape: [plan.views, n, d], data: rows),
+                                        "valid": Tensor(shape: [n], data: valid)], metadata: meta, to: file)
+        done += n
+        progress(done, items.count)
+        if let stop = stopAfterChunks, c + 1 >= stop, c + 1 < chunks.count {
+            throw ExtractionError(description: "stopped after \(c + 1) chunks (as asked); run again to resume")
+        }
+    }
+    // Assemble, leaving out unreadable images.
+    var perView = [[Float]](repeating: [], count: plan.views)
+    var labels: [Int] = []
+    var skipped: [SkippedImage] = []
+    for (c, range) in chunks.enumerated() {
+        let (t, meta) = try Safetensors.read(path: partial.appendingPathComponent(String(format: "chunk-%06d.safetensors", c)).path)
+        guard let f = t["features"], let valid = t["valid"], f.shape == [plan.views, range.count, d] else {
+            throw ExtractionError(description: "\(partial.path): chunk \(c) is damaged; delete that folder to start over")
+        }
+        for (i, index) in range.enumerated() {
+            guard valid[i] == 1 else {
+                skipped.append(SkippedImage(path: items[index].path, reason: meta["skip.\(index)"] ?? "unreadable"))
+                continue
+            }
+            labels.append(items[index].label)
+            for v in 0..<plan.views { perView[v] += f.data[((v * range.count + i) * d)..<((v * range.count + i + 1) * d)] }
+        }
+    }
+    guard !labels.isEmpty else {
+        throw ExtractionError(description: "none of the \(items.count) images could be read (first: \(skipped.first.map { "\($0.path): \($0.reason)" } ?? "-"))")
+    }
+    var meta = provenance
+    meta["plan"] = plan.asJSON
+    meta["model_digest"] = plan.modelDigest
+    meta["images_digest"] = plan.imagesDigest
+    meta["transform"] = plan.transform
+    meta["views"] = String(plan.views)
+    if !skipped.isEmpty { meta["skipped"] = skipped.map(\.path).joined(separator: "\n") }
+    let set = FeatureSet(features: Tensor(shape: [plan.views, labels.count, d], data: Array(perView.joined())),
+                         labels: labels, classNames: classNames, provenance: meta)
+    try set.write(to: output)
+    try? fm.removeItem(at: partial)
+    return ExtractionResult(features: set, skipped: skipped, reused: false)
+}
+
+/// The seed of one augmented view of one image: independent of chunking and thread order.
+func viewSeed(_ seed: UInt64, index: Int, view: Int) -> UInt64 {
+    var g = SeededGenerator(seed: seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(view) &* 0xC2B2_AE3D_27D4_EB4F))
+    return g.next()
+}
