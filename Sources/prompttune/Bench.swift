@@ -7,7 +7,7 @@ import TensorCore
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print their ratio against PyTorch measured in the same run.",
-        subcommands: [Encoders.self, CoopStep.self])
+        subcommands: [Encoders.self, CoopStep.self, Pipeline.self])
 }
 
 /// Options every benchmark shares.
@@ -97,7 +97,7 @@ func printTable(_ title: String, _ rows: [(String, String)]) {
 }
 
 func jsonLine(_ object: [String: Any]) -> String {
-    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self)
 }
 
