@@ -127,7 +127,7 @@ extension Bench {
 
             let textS = bench.time { _ = model.text.forward(embeddings: x, eot: eot) }
             let imageS = bench.time { _ = model.image.forward(pixels: pixels) }
-            let textGF = FLOPs.textForward(config, batch: prompts, tokens: tokens) / textS / 1e9
+            let textGF = FLOPs.textForward(config, lengths: eot.map { $0 + 1 }) / textS / 1e9
             let imageGF = FLOPs.imageForward(config, batch: images) / imageS / 1e9
 
             var result: [String: Any] = [
@@ -136,7 +136,7 @@ extension Bench {
                 "kernels": pt_kernels_isa() == 1 ? "avx512" : "portable",
             ]
             var rows: [(String, String)] = [
-                ("text forward", String(format: "%.3f s  %6.1f GFLOP/s  (%d prompts x %d tokens)", textS, textGF, prompts, tokens)),
+                ("text forward", String(format: "%.3f s  %6.1f GFLOP/s  (%d prompts, rows cut after each EOT, at most %d tokens)", textS, textGF, prompts, tokens)),
                 ("image forward", String(format: "%.3f s  %6.1f GFLOP/s  (%d images)", imageS, imageGF, images)),
             ]
             switch bench.runReference("bench_encoders.py", ["--prompts", String(prompts), "--images", String(images)]) {

@@ -46,9 +46,10 @@ public enum FLOPs {
         return Double(layers) * (linear + attention)
     }
 
-    public static func textForward(_ c: CLIPConfig, batch: Int, tokens: Int) -> Double {
-        transformer(layers: c.textLayers, batch: batch, tokens: tokens, width: c.textWidth)
-            + 2 * Double(batch * c.textWidth * c.embedDim)
+    /// The text tower on sequences of the given lengths (each row cut after its own EOT).
+    public static func textForward(_ c: CLIPConfig, lengths: [Int]) -> Double {
+        lengths.reduce(0) { $0 + transformer(layers: c.textLayers, batch: 1, tokens: $1, width: c.textWidth) }
+            + 2 * Double(lengths.count * c.textWidth * c.embedDim)
     }
 
     public static func imageForward(_ c: CLIPConfig, batch: Int) -> Double {
