@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -22,17 +21,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 M = 16
-
-
-def build(context_length):
-    cfg = dict(common.CONFIGS["vit-b-16"], context_length=context_length)
-    torch.manual_seed(0)
-    model = common.clip_model_module().CLIP(**cfg).float().eval()
-    for p in model.parameters():
-        if not torch.isfinite(p).all():
-            p.data.normal_(0, 0.02)
-        p.requires_grad_(False)
-    return model
 
 
 def main():
@@ -53,7 +41,7 @@ def main():
     labels = torch.randint(0, args.classes, (args.batch,))
 
     def run(context_length):
-        model = build(context_length)
+        model = common.random_vitb16(context_length)
         with torch.no_grad():
             emb = model.token_embedding(tokens[:, :context_length])
         prefix, suffix = emb[:, :1], emb[:, 1 + M:]
@@ -72,13 +60,7 @@ def main():
             loss.backward()
             opt.step()
 
-        step()  # warm-up
-        best = float("inf")
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            step()
-            best = min(best, time.perf_counter() - t0)
-        return best
+        return common.best_time(step, args.repeat)
 
     out = {"full_step_s": run(77), "cut_step_s": run(cut), "cut_positions": cut, "classes": args.classes,
            "threads": args.threads, "torch": torch.__version__}

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import torch
 
@@ -42,11 +41,7 @@ def main():
     torch.manual_seed(0)
 
     eot, tokens = coop_layout(args.prompts)
-    cfg = dict(common.CONFIGS["vit-b-16"], context_length=tokens)
-    model = common.clip_model_module().CLIP(**cfg).float().eval()
-    for p in model.parameters():
-        if not torch.isfinite(p).all():
-            p.data.normal_(0, 0.02)
+    model = common.random_vitb16(context_length=tokens)
 
     x = torch.randn(args.prompts, tokens, 512) * 0.02
     eot_t = torch.tensor(eot)
@@ -60,18 +55,9 @@ def main():
     def image():
         return model.encode_image(pixels)
 
-    def best(fn):
-        fn()  # warm-up
-        times = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
     with torch.inference_mode():
-        t_text = best(text)
-        t_image = best(image)
+        t_text = common.best_time(text, args.repeat)
+        t_image = common.best_time(image, args.repeat)
     out = {"text_forward_s": t_text, "image_forward_s": t_image, "threads": args.threads,
            "prompts": args.prompts, "tokens": tokens, "images": args.images, "torch": torch.__version__}
     print(json.dumps(out) if args.json else out)

@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import sys
-import time
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -30,8 +28,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 N_PX = 224
-MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
-STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
@@ -48,20 +44,6 @@ def list_images(folder, limit=None):
     return [os.path.join(folder, n) for n in names]
 
 
-def clip_transform(img, n_px=N_PX):
-    """openai's _transform(n_px) on an RGB PIL image, step for step as torchvision runs it."""
-    w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = n_px, int(n_px * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    img = img.resize((new_w, new_h), Image.BICUBIC)
-    top, left = int(round((new_h - n_px) / 2.0)), int(round((new_w - n_px) / 2.0))
-    img = img.crop((left, top, left + n_px, top + n_px)).convert("RGB")
-    t = torch.from_numpy(np.array(img, np.uint8, copy=True)).view(n_px, n_px, 3)
-    t = t.permute(2, 0, 1).contiguous().to(torch.float32).div(255)  # ToTensor
-    return t.sub(MEAN).div(STD)  # Normalize
-
-
 class ImagePaths(Dataset):
     def __init__(self, paths):
         self.paths = paths
@@ -70,7 +52,7 @@ class ImagePaths(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        return clip_transform(Image.open(self.paths[i]).convert("RGB"))
+        return common.clip_transform(Image.open(self.paths[i]).convert("RGB"), N_PX)
 
 
 def main():
@@ -91,10 +73,7 @@ def main():
     def loader():
         return DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.threads)
 
-    model = common.clip_model_module().CLIP(**common.CONFIGS["vit-b-16"]).float().eval()
-    for p in model.parameters():
-        if not torch.isfinite(p).all():
-            p.data.normal_(0, 0.02)
+    model = common.random_vitb16()
 
     def preprocess():
         for batch in loader():
@@ -104,18 +83,9 @@ def main():
         for batch in loader():
             model.encode_image(batch)
 
-    def best(fn):
-        fn()  # warm-up
-        times = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
     with torch.inference_mode():
-        t_pre = best(preprocess)
-        t_enc = best(encode)
+        t_pre = common.best_time(preprocess, args.repeat)
+        t_enc = common.best_time(encode, args.repeat)
     n = len(paths)
     out = {"preprocess_images_per_s": n / t_pre, "encode_images_per_s": n / t_enc,
            "preprocess_s": t_pre, "encode_s": t_enc, "images": n, "batch": args.batch,

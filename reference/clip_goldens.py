@@ -31,8 +31,6 @@ import common  # noqa: E402
 
 TEXTS = ["a photo of a cat.", "A photo of a Yorkshire Terrier, a type of pet.", "sunflower"]
 EMBED_TEXTS = ["a photo of a cat.", "a diagram"]
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def encode_text_from_embeddings(model, x, eot, hidden=None):
@@ -69,18 +67,7 @@ def encode_image_with_tokens(model, pixels, extra=None, hidden=None):
 
 
 def clip_preprocess(path, n_px):
-    """openai's _transform without torchvision: Resize(n_px, BICUBIC), CenterCrop, RGB, ToTensor, Normalize."""
-    img = Image.open(path)
-    w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = n_px, int(n_px * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    img = img.resize((new_w, new_h), Image.BICUBIC)
-    top, left = int(round((new_h - n_px) / 2.0)), int(round((new_w - n_px) / 2.0))
-    img = img.crop((left, top, left + n_px, top + n_px)).convert("RGB")
-    a = np.asarray(img, dtype=np.float32) / 255.0
-    a = (a - np.array(MEAN, dtype=np.float32)) / np.array(STD, dtype=np.float32)
-    return torch.from_numpy(a.transpose(2, 0, 1).copy())
+    return common.clip_transform(Image.open(path), n_px)
 
 
 def write_pngs(out, seed):

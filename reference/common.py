@@ -85,3 +85,50 @@ def build_random_clip(config, seed):
             assert torch.isfinite(p).all()
             p.copy_(p.half().float())
     return model
+
+
+def random_vitb16(context_length=77, frozen=True, seed=0):
+    """ViT-B/16-sized CLIP with random weights for the benchmarks (the packaged code leaves some
+    tensors at torch.empty; those get N(0, 0.02)). `context_length` sizes the causal mask, so a
+    benchmark can run rows cut after the last EOT."""
+    torch.manual_seed(seed)
+    model = clip_model_module().CLIP(**dict(CONFIGS["vit-b-16"], context_length=context_length)).float().eval()
+    for p in model.parameters():
+        if not torch.isfinite(p).all():
+            p.data.normal_(0, 0.02)
+        if frozen:
+            p.requires_grad_(False)
+    return model
+
+
+def best_time(fn, repeat):
+    """Best wall time of `repeat` runs of fn after one warm-up."""
+    import time
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_transform(img, n_px):
+    """openai's _transform(n_px) on a PIL image, without torchvision: Resize(n_px, BICUBIC) of the
+    shorter side, CenterCrop(n_px), convert("RGB"), ToTensor, Normalize. Returns a 3 x n x n tensor."""
+    import numpy as np
+    from PIL import Image
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = n_px, int(n_px * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    img = img.resize((new_w, new_h), Image.BICUBIC)
+    top, left = int(round((new_h - n_px) / 2.0)), int(round((new_w - n_px) / 2.0))
+    img = img.crop((left, top, left + n_px, top + n_px)).convert("RGB")
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    a = (a - np.array(MEAN, dtype=np.float32)) / np.array(STD, dtype=np.float32)
+    return torch.from_numpy(a.transpose(2, 0, 1).copy())

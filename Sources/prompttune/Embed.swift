@@ -11,7 +11,7 @@ struct Embed: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @Option(name: .customLong("text"), help: "A text to embed (repeatable).") var texts: [String] = []
-    @Option(name: .customLong("image"), help: "A PNG image to embed (repeatable).") var images: [String] = []
+    @Option(name: .customLong("image"), help: "A PNG or JPEG image to embed (repeatable).") var images: [String] = []
     @Option(help: "Threads for OpenBLAS.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     func validate() throws {
@@ -22,7 +22,7 @@ struct Embed: ParsableCommand {
     func run() throws {
         Compute.threads = threads
         // Decode images first so a bad file fails before the model is loaded.
-        let decoded = try images.map { try decodePNG(path: $0) }
+        let decoded = try images.map { try decodeImage(path: $0) }
         let clip = try CLIPModel.load(path: model.model)
         let result = try embed(clip, texts: texts, images: decoded)
         print(jsonLine(["text": result.text, "image": result.image, "logit_scale": Double(clip.logitScale)]))
