@@ -36,33 +36,45 @@ struct FixtureIndex: Decodable {
     let fixtures: [Fixture]
 }
 
-enum Fixtures {
-    /// Repository root: two directories up from this file's folder (Tests/ImagingTests/..).
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-    static let directory = root.appendingPathComponent("Goldens/preprocess")
+/// A folder of golden files written by one reference script.
+struct GoldenFolder {
+    let directory: URL
+    let script: String
 
-    static func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+    func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 
-    static func index() throws -> FixtureIndex {
+    func index<T: Decodable>(_ type: T.Type) throws -> T {
         let url = directory.appendingPathComponent("index.json")
         guard FileManager.default.fileExists(atPath: url.path) else {
-            throw XCTSkip("\(url.path) missing: run python3 reference/preprocess_goldens.py")
+            throw XCTSkip("\(url.path) missing: run python3 reference/\(script)")
         }
-        return try JSONDecoder().decode(FixtureIndex.self, from: Data(contentsOf: url))
+        return try JSONDecoder().decode(T.self, from: Data(contentsOf: url))
     }
 
-    static func bytes(_ name: String) throws -> [UInt8] {
+    func bytes(_ name: String) throws -> [UInt8] {
         [UInt8](try Data(contentsOf: directory.appendingPathComponent(name)))
     }
 
-    static func floats(_ name: String) throws -> [Float] {
+    func floats(_ name: String) throws -> [Float] {
         let raw = try Data(contentsOf: directory.appendingPathComponent(name))
         precondition(raw.count % 4 == 0)
         return raw.withUnsafeBytes { buf in
             (0 ..< raw.count / 4).map { Float(bitPattern: UInt32(littleEndian: buf.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
         }
     }
+}
+
+enum Fixtures {
+    /// Repository root: two directories up from this file's folder (Tests/ImagingTests/..).
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+    static let folder = GoldenFolder(directory: root.appendingPathComponent("Goldens/preprocess"), script: "preprocess_goldens.py")
+    static var directory: URL { folder.directory }
+
+    static func path(_ name: String) -> String { folder.path(name) }
+    static func index() throws -> FixtureIndex { try folder.index(FixtureIndex.self) }
+    static func bytes(_ name: String) throws -> [UInt8] { try folder.bytes(name) }
+    static func floats(_ name: String) throws -> [Float] { try folder.floats(name) }
 
     /// A fresh temporary directory, removed at the end of the test.
     static func temporaryDirectory(_ test: XCTestCase) throws -> URL {

@@ -52,29 +52,13 @@ struct JPEGFixtureIndex: Decodable {
 }
 
 enum JPEGFixtures {
-    static let directory = Fixtures.root.appendingPathComponent("Goldens/jpeg")
+    static let folder = GoldenFolder(directory: Fixtures.root.appendingPathComponent("Goldens/jpeg"), script: "jpeg_goldens.py")
+    static var directory: URL { folder.directory }
 
-    static func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
-
-    static func index() throws -> JPEGFixtureIndex {
-        let url = directory.appendingPathComponent("index.json")
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            throw XCTSkip("\(url.path) missing: run python3 reference/jpeg_goldens.py")
-        }
-        return try JSONDecoder().decode(JPEGFixtureIndex.self, from: Data(contentsOf: url))
-    }
-
-    static func bytes(_ name: String) throws -> [UInt8] {
-        [UInt8](try Data(contentsOf: directory.appendingPathComponent(name)))
-    }
-
-    static func floats(_ name: String) throws -> [Float] {
-        let raw = try Data(contentsOf: directory.appendingPathComponent(name))
-        precondition(raw.count % 4 == 0)
-        return raw.withUnsafeBytes { buf in
-            (0 ..< raw.count / 4).map { Float(bitPattern: UInt32(littleEndian: buf.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
-        }
-    }
+    static func path(_ name: String) -> String { folder.path(name) }
+    static func index() throws -> JPEGFixtureIndex { try folder.index(JPEGFixtureIndex.self) }
+    static func bytes(_ name: String) throws -> [UInt8] { try folder.bytes(name) }
+    static func floats(_ name: String) throws -> [Float] { try folder.floats(name) }
 }
 
 /// How many values differ and by at most how much.
