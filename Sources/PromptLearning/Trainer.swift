@@ -52,6 +52,9 @@ public final class PromptTrainer {
             throw PromptError("the features have dimension \(features.dimension) but the model's embedding is \(model.config.embedDim): the features file was made with another model; run `prompttune features` with this --model")
         }
         guard features.count > 0 else { throw PromptError("the features file holds no images") }
+        if config.method.anchors != nil && features.classNames.count < 2 {
+            throw PromptError("NPT's anchors need at least 2 classes; the features file has \(features.classNames.count)")
+        }
         self.config = config
         self.model = model
         self.encoder = PromptEncoder(text: model.text)

@@ -86,6 +86,13 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(failed, "a learning rate of 1e30 must stop training")
     }
 
+    func testNPTWithOneClassIsRefused() throws {
+        let one = FeatureSet(features: Tensor(zeros: [1, 2, Self.model.config.embedDim]), labels: [0, 0], classNames: ["a"])
+        XCTAssertThrowsError(try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: one, config: config(try Method.named("npt")))) {
+            XCTAssertTrue("\($0)".contains("at least 2 classes"), "\($0)")
+        }
+    }
+
     func testFeaturesFromAnotherModelAreRefused() throws {
         let wrong = FeatureSet(features: Tensor(zeros: [1, 2, 7]), labels: [0, 1], classNames: ["a", "b"])
         XCTAssertThrowsError(try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: wrong, config: config(.coop))) {
