@@ -57,6 +57,7 @@ public struct MultiheadAttention: Sendable {
         public var probs: [Float]  // per sequence s and head: T_s x T_s attention weights
         public var context: Tensor // R, C (heads concatenated, before the out-projection)
         public var layout: SequenceLayout
+        public var outputRows: [Int]?
     }
 
     public struct Grads: Sendable {
@@ -77,8 +78,9 @@ public struct MultiheadAttention: Sendable {
         return (0, offsets, total)
     }
 
-    // x: R, C -> R, C, where the rows hold the (prefix and) sequences of `layout`.
-    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool) -> (Tensor, Cache) {
+    // x: R, C -> R, C, where the rows hold the (prefix and) sequences of `layout`; with
+    // `outputRows`, only those rows leave the out-projection: S, C.
+    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil) -> (Tensor, Cache) {
         let (c, h) = (width, heads)
         let d = c / h
         precondition(x.rows == layout.rows && x.lastDim == c, "attention input \(x.shape) vs \(layout.rows) rows of width \(c)")
@@ -116,8 +118,8 @@ public struct MultiheadAttention: Sendable {
                 }
             }
         } } }
-        let y = outProj.forward(context)
-        return (y, Cache(input: x, qkv: qkv, probs: probs, context: context, layout: layout))
+        let y = outProj.forward(outputRows.map { context.gatherRows($0) } ?? context)
+        return (y, Cache(input: x, qkv: qkv, probs: probs, context: context, layout: layout, outputRows: outputRows))
     }
 
     public func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, grads: inout Grads?) {
@@ -128,7 +130,13 @@ public struct MultiheadAttention: Sendable {
         let p = layout.prefix
         var dContext = Tensor(zeros: cache.context.shape)
         var outGrads = grads?.outProj
-        outProj.backward(dy, input: cache.context, dx: &dContext, grads: &outGrads)
+        if let rows = cache.outputRows {
+            var dRows = Tensor(zeros: [rows.count, width])
+            outProj.backward(dy, input: cache.context.gatherRows(rows), dx: &dRows, grads: &outGrads)
+            dContext.addRows(dRows, at: rows)
+        } else {
+            outProj.backward(dy, input: cache.context, dx: &dContext, grads: &outGrads)
+        }
         var dqkv = Tensor(zeros: cache.qkv.shape)
         let offsets = probOffsets(layout)
         let longest = max(p * p, layout.lengths.map { $0 * (p + $0) }.max() ?? 0)
@@ -241,11 +249,12 @@ public struct ResidualBlock: Sendable {
         }
     }
 
-    // x: R, C -> R, C
-    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool) -> (Tensor, Cache) {
+    // x: R, C -> R, C; with `outputRows`, S, C: after attention (which every row's keys and values
+    // feed) only those rows go on through the out-projection, the residuals and the MLP.
+    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil) -> (Tensor, Cache) {
         let (a, ln1Cache) = ln1.forward(x)
-        var (h, attnCache) = attention.forward(a, layout: layout, causal: causal)
-        h.accumulate(x)
+        var (h, attnCache) = attention.forward(a, layout: layout, causal: causal, outputRows: outputRows)
+        h.accumulate(outputRows.map { x.gatherRows($0) } ?? x)
         let (b, ln2Cache) = ln2.forward(h)
         let hidden = fc.forward(b)
         let g = QuickGELU.forward(hidden)
@@ -270,7 +279,7 @@ public struct ResidualBlock: Sendable {
         var attnGrads = grads?.attention, ln1Grads = grads?.ln1
         var dA = Tensor(zeros: cache.ln1Out.shape)
         attention.backward(dh, cache: cache.attention, dx: &dA, grads: &attnGrads)
-        dx.accumulate(dh)
+        if let rows = cache.attention.outputRows { dx.addRows(dh, at: rows) } else { dx.accumulate(dh) }
         ln1.backward(dA, cache: cache.ln1, dx: &dx, grads: &ln1Grads)
         if grads != nil {
             grads!.proj = projGrads!; grads!.fc = fcGrads!; grads!.ln2 = ln2Grads!
@@ -290,15 +299,18 @@ public struct Transformer: Sendable {
         public var caches: [ResidualBlock.Cache] = []
         /// Every block's output, when asked for (parity checks).
         public var hiddenStates: [Tensor] = []
+        /// The rows the last block was restricted to (nil: all rows).
+        public var outputRows: [Int]? { caches.last?.attention.outputRows }
     }
 
-    // x: R, C -> R, C
-    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool,
+    // x: R, C -> R, C, or S, C with `outputRows`: the rows the caller reads (e.g. each sequence's
+    // EOT or class token). The last block then computes only those rows after its attention.
+    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil,
                         keepCaches: Bool = false, keepHiddenStates: Bool = false) -> (Tensor, Trace) {
         var h = x
         var trace = Trace()
-        for blk in blocks {
-            let (y, cache) = blk.forward(h, layout: layout, causal: causal)
+        for (i, blk) in blocks.enumerated() {
+            let (y, cache) = blk.forward(h, layout: layout, causal: causal, outputRows: i == blocks.count - 1 ? outputRows : nil)
             if keepCaches { trace.caches.append(cache) }
             if keepHiddenStates { trace.hiddenStates.append(y) }
             h = y
@@ -318,7 +330,7 @@ public struct Transformer: Sendable {
         precondition(trace.caches.count == blocks.count, "Transformer.backward needs the forward run with keepCaches")
         var d = dy
         for i in blocks.indices.reversed() {
-            var dx = Tensor(zeros: d.shape)
+            var dx = Tensor(zeros: trace.caches[i].ln1.input.shape)
             var g = grads?[i]
             blocks[i].backward(d, cache: trace.caches[i], dx: &dx, grads: &g)
             if let g { grads![i] = g }
@@ -360,5 +372,16 @@ extension Tensor {
             }
         } }
         return out
+    }
+}
+
+extension Tensor {
+    /// self[rows[i], :] += src[i, :] (a scatter-add of S rows into a 2-D tensor).
+    public mutating func addRows(_ src: Tensor, at rows: [Int]) {
+        let c = lastDim
+        precondition(src.rows == rows.count && src.lastDim == c, "addRows: \(src.shape) into rows \(rows.count) of width \(c)")
+        withMutablePointer { p in src.withPointer { q in
+            for (i, r) in rows.enumerated() { pt_accumulate(p + r * c, q + i * c, c) }
+        } }
     }
 }

@@ -238,3 +238,38 @@ final class SharedPrefixTests: XCTestCase {
         checkGradient("shared prefix dx", at: x, analytic: dx) { project(model.forward($0, layout: shared, causal: true).0, rShared) }
     }
 }
+
+/// Restricting the last block to some rows gives those rows of the full computation, and the same
+/// input gradient for a loss on them.
+final class OutputRowsTests: XCTestCase {
+    func testLastBlockOnSelectedRowsEqualsFullComputation() {
+        var rng = SeededGenerator(seed: 12)
+        let c = 8
+        func lin(_ o: Int, _ i: Int) -> Linear { Linear(weight: .randomNormal([o, i], std: 0.4, using: &rng), bias: .randomNormal([o], std: 0.1, using: &rng)) }
+        func ln() -> LayerNorm { LayerNorm(weight: .randomUniform([c], 0.5, 1.5, using: &rng), bias: .randomNormal([c], std: 0.1, using: &rng)) }
+        let model = Transformer(blocks: (0..<2).map { _ in
+            ResidualBlock(ln1: ln(), attention: MultiheadAttention(inProj: lin(3 * c, c), outProj: lin(c, c), heads: 2),
+                          ln2: ln(), fc: lin(4 * c, c), proj: lin(c, 4 * c))
+        })
+        for (layout, causal) in [(SequenceLayout(prefix: 2, lengths: [3, 1, 4]), true), (SequenceLayout(lengths: [5, 2, 3]), false)] {
+            let rows = layout.lengths.indices.map { layout.rowOffsets[$0] + (causal ? layout.lengths[$0] - 1 : 0) }
+            let x = Tensor.randomNormal([layout.rows, c], using: &rng)
+            let r = Tensor.randomNormal([rows.count, c], using: &rng)
+            let (full, fullTrace) = model.forward(x, layout: layout, causal: causal, keepCaches: true)
+            let (some, someTrace) = model.forward(x, layout: layout, causal: causal, outputRows: rows, keepCaches: true)
+            XCTAssertEqual(someTrace.outputRows, rows)
+            assertClose(some, full.gatherRows(rows), atol: 1e-5, "selected rows, causal=\(causal)")
+            var none: [ResidualBlock.Grads]? = nil
+            var rFull = Tensor(zeros: full.shape)
+            rFull.addRows(r, at: rows)
+            let dFull = model.backward(rFull, trace: fullTrace, grads: &none)
+            let dSome = model.backward(r, trace: someTrace, grads: &none)
+            assertClose(dSome, dFull, atol: 1e-5, "input gradient, causal=\(causal)")
+            var grads: [ResidualBlock.Grads]? = model.blocks.map { .init(zerosLike: $0) }
+            var gradsFull: [ResidualBlock.Grads]? = model.blocks.map { .init(zerosLike: $0) }
+            _ = model.backward(r, trace: someTrace, grads: &grads)
+            _ = model.backward(rFull, trace: fullTrace, grads: &gradsFull)
+            assertClose(grads![1].fc.weight, gradsFull![1].fc.weight, atol: 1e-5, "weight gradient of the last block")
+        }
+    }
+}

@@ -96,9 +96,12 @@ public struct ImageTower: Sendable {
             h = y
         }
         let t = 1 + n + gg
+        // Only the class tokens are read: the last block computes just those after its attention.
+        let classRows = (0..<b).map { $0 * t }
         let (out, blocks) = transformer.forward(h, layout: .uniform(batch: b, tokens: t), causal: false,
+                                                outputRows: keepHiddenStates ? nil : classRows,
                                                 keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
-        let (pooled, lnCache) = lnPost.forward(out.gatherRows((0..<b).map { $0 * t }))
+        let (pooled, lnCache) = lnPost.forward(keepHiddenStates ? out.gatherRows(classRows) : out)
         let features = matmul(pooled, projection)
         return (features, Trace(blocks: blocks, lnPost: lnCache, batch: b, tokens: t, extraTokens: n, sharedExtra: shared))
     }
@@ -111,8 +114,11 @@ public struct ImageTower: Sendable {
         var dClass = Tensor(zeros: [b, w])
         var noGrads: LayerNorm.Grads? = nil
         lnPost.backward(dPooled, cache: trace.lnPost, dx: &dClass, grads: &noGrads)
-        var dOut = Tensor(zeros: [b * t, w])
-        for i in 0..<b { for j in 0..<w { dOut[i * t * w + j] = dClass[i * w + j] } }
+        var dOut = dClass
+        if trace.blocks.outputRows == nil {
+            dOut = Tensor(zeros: [b * t, w])
+            dOut.addRows(dClass, at: (0..<b).map { $0 * t })
+        }
         var none: [ResidualBlock.Grads]? = nil
         let dIn = transformer.backward(dOut, trace: trace.blocks, grads: &none)
         var dExtra = Tensor(zeros: trace.sharedExtra ? [n, w] : [b, n, w])

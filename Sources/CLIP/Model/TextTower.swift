@@ -56,10 +56,12 @@ public struct TextTower: Sendable {
     /// the shared beginning of every sequence (CoOp's shared context).
     public func forward(packed h: Tensor, layout: SequenceLayout, keepCaches: Bool = false,
                         keepHiddenStates: Bool = false) -> (Tensor, Trace) {
-        let (out, blocks) = transformer.forward(h, layout: layout, causal: true,
-                                                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
         let rows = layout.lengths.indices.map { layout.rowOffsets[$0] + layout.lengths[$0] - 1 }
-        let (pooled, lnCache) = lnFinal.forward(out.gatherRows(rows))
+        // Only the EOT rows are read, so the last block computes just those after its attention
+        // (all of them when hidden states are kept for inspection).
+        let (out, blocks) = transformer.forward(h, layout: layout, causal: true, outputRows: keepHiddenStates ? nil : rows,
+                                                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
+        let (pooled, lnCache) = lnFinal.forward(keepHiddenStates ? out.gatherRows(rows) : out)
         let features = matmul(pooled, projection)
         return (features, Trace(blocks: blocks, lnFinal: lnCache, pooled: pooled, layout: layout, outputRows: rows))
     }
@@ -71,9 +73,10 @@ public struct TextTower: Sendable {
         var dGathered = Tensor(zeros: [b, c])
         var noGrads: LayerNorm.Grads? = nil
         lnFinal.backward(dPooled, cache: trace.lnFinal, dx: &dGathered, grads: &noGrads)
-        var dOut = Tensor(zeros: [trace.layout.rows, c])
-        for (i, r) in trace.outputRows.enumerated() {
-            for j in 0..<c { dOut[r * c + j] = dGathered[i * c + j] }
+        var dOut = dGathered
+        if trace.blocks.outputRows == nil {
+            dOut = Tensor(zeros: [trace.layout.rows, c])
+            dOut.addRows(dGathered, at: trace.outputRows)
         }
         var none: [ResidualBlock.Grads]? = nil
         return transformer.backward(dOut, trace: trace.blocks, grads: &none)
