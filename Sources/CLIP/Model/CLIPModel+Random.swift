@@ -36,26 +36,29 @@ extension CLIPModel {
     }
 }
 
-/// Floating-point operations of the forward passes (multiply-add = 2), for GFLOP/s reports.
+/// Floating-point operations of the forward passes as PromptTune runs them (multiply-add = 2),
+/// for GFLOP/s reports: the last block computes only the rows that are read after its attention.
 public enum FLOPs {
-    /// A transformer of `layers` blocks over `batch` sequences of `tokens` tokens of width `w`.
-    public static func transformer(layers: Int, batch: Int, tokens: Int, width w: Int) -> Double {
-        let rows = Double(batch * tokens), w = Double(w), t = Double(tokens)
-        let linear = 2 * rows * w * (3 * w + w + 4 * w + 4 * w)
-        let attention = 2 * 2 * Double(batch) * t * t * w
-        return Double(layers) * (linear + attention)
+    /// A transformer of `layers` blocks over sequences of the given lengths, width `w`, reading
+    /// `outputsPerSequence` rows of each from the last block.
+    public static func transformer(layers: Int, lengths: [Int], width w: Int, outputsPerSequence: Int = 1) -> Double {
+        let rows = Double(lengths.reduce(0, +)), w = Double(w)
+        let outputs = Double(lengths.count * outputsPerSequence)
+        let attention = lengths.reduce(0.0) { $0 + 4 * Double($1 * $1) * w }
+        let full = 2 * rows * w * (3 * w + w + 4 * w + 4 * w) + attention
+        let last = 2 * rows * w * 3 * w + attention + 2 * outputs * w * (w + 4 * w + 4 * w)
+        return Double(layers - 1) * full + last
     }
 
     /// The text tower on sequences of the given lengths (each row cut after its own EOT).
     public static func textForward(_ c: CLIPConfig, lengths: [Int]) -> Double {
-        lengths.reduce(0) { $0 + transformer(layers: c.textLayers, batch: 1, tokens: $1, width: c.textWidth) }
-            + 2 * Double(lengths.count * c.textWidth * c.embedDim)
+        transformer(layers: c.textLayers, lengths: lengths, width: c.textWidth) + 2 * Double(lengths.count * c.textWidth * c.embedDim)
     }
 
     public static func imageForward(_ c: CLIPConfig, batch: Int) -> Double {
         let patches = Double(batch * (c.visionTokens - 1))
         return 2 * patches * Double(3 * c.patchSize * c.patchSize * c.visionWidth)
-            + transformer(layers: c.visionLayers, batch: batch, tokens: c.visionTokens, width: c.visionWidth)
+            + transformer(layers: c.visionLayers, lengths: Array(repeating: c.visionTokens, count: batch), width: c.visionWidth)
             + 2 * Double(batch * c.visionWidth * c.embedDim)
     }
 }
