@@ -152,13 +152,7 @@ final class SequenceLayoutTests: XCTestCase {
     func testPackedSequencesEqualSeparateRunsForwardAndBackward() {
         var rng = SeededGenerator(seed: 9)
         let c = 8
-        func lin(_ o: Int, _ i: Int) -> Linear { Linear(weight: .randomNormal([o, i], std: 0.4, using: &rng), bias: .randomNormal([o], std: 0.1, using: &rng)) }
-        func ln() -> LayerNorm { LayerNorm(weight: .randomUniform([c], 0.5, 1.5, using: &rng), bias: .randomNormal([c], std: 0.1, using: &rng)) }
-        let blocks = (0..<2).map { _ in
-            ResidualBlock(ln1: ln(), attention: MultiheadAttention(inProj: lin(3 * c, c), outProj: lin(c, c), heads: 2),
-                          ln2: ln(), fc: lin(4 * c, c), proj: lin(c, 4 * c))
-        }
-        let model = Transformer(blocks: blocks)
+        let model = randomTransformer(width: c, using: &rng)
         let lengths = [3, 6, 1, 4]
         let layout = SequenceLayout(lengths: lengths)
         let x = Tensor.randomNormal([layout.rows, c], using: &rng), r = Tensor.randomNormal([layout.rows, c], using: &rng)
@@ -199,12 +193,7 @@ final class SharedPrefixTests: XCTestCase {
     func testSharedPrefixEqualsRepeatedPrefix() {
         var rng = SeededGenerator(seed: 11)
         let c = 8
-        func lin(_ o: Int, _ i: Int) -> Linear { Linear(weight: .randomNormal([o, i], std: 0.4, using: &rng), bias: .randomNormal([o], std: 0.1, using: &rng)) }
-        func ln() -> LayerNorm { LayerNorm(weight: .randomUniform([c], 0.5, 1.5, using: &rng), bias: .randomNormal([c], std: 0.1, using: &rng)) }
-        let model = Transformer(blocks: (0..<2).map { _ in
-            ResidualBlock(ln1: ln(), attention: MultiheadAttention(inProj: lin(3 * c, c), outProj: lin(c, c), heads: 2),
-                          ln2: ln(), fc: lin(4 * c, c), proj: lin(c, 4 * c))
-        })
+        let model = randomTransformer(width: c, using: &rng)
         let (p, lengths) = (3, [2, 4, 1])
         let shared = SequenceLayout(prefix: p, lengths: lengths)
         let x = Tensor.randomNormal([shared.rows, c], using: &rng), r = Tensor.randomNormal([shared.rows, c], using: &rng)
@@ -245,12 +234,7 @@ final class OutputRowsTests: XCTestCase {
     func testLastBlockOnSelectedRowsEqualsFullComputation() {
         var rng = SeededGenerator(seed: 12)
         let c = 8
-        func lin(_ o: Int, _ i: Int) -> Linear { Linear(weight: .randomNormal([o, i], std: 0.4, using: &rng), bias: .randomNormal([o], std: 0.1, using: &rng)) }
-        func ln() -> LayerNorm { LayerNorm(weight: .randomUniform([c], 0.5, 1.5, using: &rng), bias: .randomNormal([c], std: 0.1, using: &rng)) }
-        let model = Transformer(blocks: (0..<2).map { _ in
-            ResidualBlock(ln1: ln(), attention: MultiheadAttention(inProj: lin(3 * c, c), outProj: lin(c, c), heads: 2),
-                          ln2: ln(), fc: lin(4 * c, c), proj: lin(c, 4 * c))
-        })
+        let model = randomTransformer(width: c, using: &rng)
         for (layout, causal) in [(SequenceLayout(prefix: 2, lengths: [3, 1, 4]), true), (SequenceLayout(lengths: [5, 2, 3]), false)] {
             let rows = layout.lengths.indices.map { layout.rowOffsets[$0] + (causal ? layout.lengths[$0] - 1 : 0) }
             let x = Tensor.randomNormal([layout.rows, c], using: &rng)
