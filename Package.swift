@@ -44,10 +44,10 @@ let package = Package(
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "TensorIOTests", dependencies: ["TensorIO", "TensorCore"]),
         .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TensorCore"]),
-        .testTarget(name: "PromptLearningTests", dependencies: ["PromptLearning", "CLIP", "TensorIO", "TensorCore"]),
+        .testTarget(name: "PromptLearningTests", dependencies: ["PromptLearning", "CLIP", "TensorIO", "TensorCore", "Features"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "TensorCore"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorIO", "TensorCore"]),
         .testTarget(name: "FeaturesTests", dependencies: ["Features", "Datasets", "CLIP", "TensorIO", "TensorCore"]),
-        .testTarget(name: "prompttuneTests", dependencies: ["prompttune"]),
+        .testTarget(name: "prompttuneTests", dependencies: ["prompttune", "Features"]),
     ]
 )

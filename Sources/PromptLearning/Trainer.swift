@@ -44,7 +44,7 @@ public final class PromptTrainer {
 
     /// - features: training image features (any number of cached views).
     /// - initialContext: start from this context instead of drawing one (parity tests).
-    public init(model: CLIPModel, tokenizer: CLIPTokenizer, features: FeatureSet, config: TrainConfig,
+    public init(model: CLIPModel, tokenizer: CLIPTokenizer, features: LabeledFeatures, config: TrainConfig,
                 initialContext: Tensor? = nil, modelDigest: String = "", featuresDigest: String = "") throws {
         guard config.epochs >= 1 else { throw PromptError("--epochs must be at least 1 (got \(config.epochs))") }
         guard config.batchSize >= 1 else { throw PromptError("--batch-size must be at least 1 (got \(config.batchSize))") }

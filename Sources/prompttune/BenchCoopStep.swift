@@ -31,7 +31,7 @@ extension Bench {
             var rng = SeededGenerator(seed: 3)
             let images = Tensor.randomNormal([batch, 512], using: &rng)
             let labels = (0..<batch).map { _ in Int(rng.next() % UInt64(classes)) }
-            let features = FeatureSet(features: images.reshaped([1, batch, 512]), labels: labels, classNames: names)
+            let features = LabeledFeatures(features: images.reshaped([1, batch, 512]), labels: labels, classNames: names)
             var optimizer = OptimizerConfig()
             optimizer.warmupEpochs = 0
             let config = TrainConfig(method: .coop, optimizer: optimizer, epochs: 1, batchSize: batch, seed: 1)

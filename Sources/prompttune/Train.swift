@@ -1,5 +1,6 @@
 import ArgumentParser
 import CLIP
+import Features
 import Foundation
 import PromptLearning
 import TensorCore
@@ -116,7 +117,7 @@ struct Train: ParsableCommand {
         optimizer.learningRate = lr
         let config = TrainConfig(method: method, optimizer: optimizer, epochs: epochs, batchSize: batchSize, seed: seed,
                                  template: template ?? set.provenance["template"] ?? "a photo of a {}.")
-        let trainer = try PromptTrainer(model: clip, tokenizer: tokenizer, features: set, config: config,
+        let trainer = try PromptTrainer(model: clip, tokenizer: tokenizer, features: set.labeled, config: config,
                                         modelDigest: digest, featuresDigest: try contentDigest(path: features))
         for w in trainer.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
         let dir = URL(fileURLWithPath: out)

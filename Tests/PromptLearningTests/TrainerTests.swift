@@ -1,3 +1,4 @@
+import Features
 import CLIP
 import Foundation
 import PromptLearning
@@ -7,7 +8,7 @@ import XCTest
 
 final class TrainerTests: XCTestCase {
     static let model = try! CLIPModel.load(path: repoRoot.appendingPathComponent("Goldens/tiny/checkpoints/state_dict.pt").path)
-    static let features = try! FeatureSet.read(path: repoRoot.appendingPathComponent("Goldens/engine/features.safetensors").path)
+    static let features = try! FeatureSet.read(path: repoRoot.appendingPathComponent("Goldens/engine/features.safetensors").path).labeled
 
     func config(_ method: Method, epochs: Int = 4) -> TrainConfig {
         var o = OptimizerConfig()
@@ -87,14 +88,14 @@ final class TrainerTests: XCTestCase {
     }
 
     func testNPTWithOneClassIsRefused() throws {
-        let one = FeatureSet(features: Tensor(zeros: [1, 2, Self.model.config.embedDim]), labels: [0, 0], classNames: ["a"])
+        let one = LabeledFeatures(features: Tensor(zeros: [1, 2, Self.model.config.embedDim]), labels: [0, 0], classNames: ["a"])
         XCTAssertThrowsError(try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: one, config: config(try Method.named("npt")))) {
             XCTAssertTrue("\($0)".contains("at least 2 classes"), "\($0)")
         }
     }
 
     func testFeaturesFromAnotherModelAreRefused() throws {
-        let wrong = FeatureSet(features: Tensor(zeros: [1, 2, 7]), labels: [0, 1], classNames: ["a", "b"])
+        let wrong = LabeledFeatures(features: Tensor(zeros: [1, 2, 7]), labels: [0, 1], classNames: ["a", "b"])
         XCTAssertThrowsError(try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: wrong, config: config(.coop))) {
             XCTAssertTrue("\($0)".contains("made with another model"), "\($0)")
         }

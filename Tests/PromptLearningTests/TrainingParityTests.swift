@@ -1,3 +1,4 @@
+import Features
 import CLIP
 import Foundation
 import PromptLearning
@@ -28,7 +29,7 @@ final class TrainingParityTests: XCTestCase {
 
     static let dir = repoRoot.appendingPathComponent("Goldens/engine")
     static let model = try! CLIPModel.load(path: repoRoot.appendingPathComponent("Goldens/tiny/checkpoints/state_dict.pt").path)
-    static let features = try! FeatureSet.read(path: dir.appendingPathComponent("features.safetensors").path)
+    static let features = try! FeatureSet.read(path: dir.appendingPathComponent("features.safetensors").path).labeled
 
     func method(_ c: Golden.Config) -> Method {
         var terms: [LossTerm] = []

@@ -2,6 +2,7 @@ import ArgumentParser
 import CLIP
 import Foundation
 import Imaging
+import Features
 import TensorIO
 import XCTest
 @testable import prompttune

@@ -1,5 +1,6 @@
 import Foundation
 import TensorCore
+import TensorIO
 
 /// Image features with labels, class names and provenance: what the feature cache writes and the
 /// trainer reads. Stored as safetensors: tensor `features` [V, N, D] (V augmented views of N images;
@@ -10,26 +11,27 @@ public struct FeatureSet: Sendable, Equatable {
     public static let formatName = "prompttune.features"
     public static let version = 1
 
-    public var features: Tensor        // V, N, D
-    public var labels: [Int]           // N
-    public var classNames: [String]    // K
+    /// The features, labels and class names the trainer and the analysis read.
+    public var labeled: LabeledFeatures
     public var provenance: [String: String]
 
     public init(features: Tensor, labels: [Int], classNames: [String], provenance: [String: String] = [:]) {
-        precondition(features.rank == 3 && features.shape[1] == labels.count,
-                     "FeatureSet: features \(features.shape) must be [views, \(labels.count), dim]")
-        self.features = features
-        self.labels = labels
-        self.classNames = classNames
+        self.labeled = LabeledFeatures(features: features, labels: labels, classNames: classNames)
         self.provenance = provenance
     }
 
-    public var views: Int { features.shape[0] }
-    public var count: Int { features.shape[1] }
-    public var dimension: Int { features.shape[2] }
+    public var features: Tensor { labeled.features }
+    public var labels: [Int] { labeled.labels }
+    public var classNames: [String] {
+        get { labeled.classNames }
+        set { labeled.classNames = newValue }
+    }
+    public var views: Int { labeled.views }
+    public var count: Int { labeled.count }
+    public var dimension: Int { labeled.dimension }
 
     /// Features of one view: N, D.
-    public func view(_ v: Int) -> Tensor { features.slice(rows: v..<(v + 1)).reshaped([count, dimension]) }
+    public func view(_ v: Int) -> Tensor { labeled.view(v) }
 
     public func write(to url: URL) throws {
         guard labels.allSatisfy({ $0 >= 0 && $0 < classNames.count && $0 < (1 << 24) }) else {
@@ -67,17 +69,4 @@ public struct FeatureSet: Sendable, Equatable {
         for k in ["format", "version", "classnames"] { provenance[k] = nil }
         return FeatureSet(features: features, labels: ints, classNames: names, provenance: provenance)
     }
-}
-
-/// A 64-bit FNV-1a digest of a file's bytes (hex), to recognise the same checkpoint or image list
-/// again. Not cryptographic: it identifies caches, it does not protect them.
-public func contentDigest(path: String) throws -> String {
-    let file = try MappedFile(path: path)
-    return file.withBytes(offset: 0, length: file.count) { contentDigest($0) } ?? contentDigest(UnsafeRawBufferPointer(start: nil, count: 0))
-}
-
-public func contentDigest(_ bytes: UnsafeRawBufferPointer) -> String {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-    return String(format: "%016llx", h)
 }

@@ -1,6 +1,7 @@
 import Foundation
 import TensorCore
 import TensorIO
+@testable import Features
 import XCTest
 
 final class FeatureSetTests: XCTestCase {
