@@ -28,6 +28,11 @@ bytes, hex):
                   _classname; protocol HIGHEST, as CoOp), `cache.json` with the image root and what
                   each file contains (relative path, label, class name), and malformed files
                   (`bad_*.pkl`) for the error tests.
+  coop_cache/imagenet/  A tiny ImageNet tree in CoOp's layout (`layout.json`: classnames.txt lines,
+                  train/val file names per class in a stand-in `os.listdir` order) and CoOp's cached
+                  draw on it, `shot_2-seed_1.pkl` (CoOp's `ImageNet.read_data` + Dassl's
+                  `generate_fewshot_dataset` after `random.seed(1)`, train only), with the draw on
+                  sorted listings (PromptTune's order) for comparison.
 
 Rerun (from the repository root; needs only the standard library, CPython 3.11):
     python3 reference/sampling_goldens.py
@@ -426,6 +431,47 @@ def make_cache(datasets):
     dump(os.path.join("coop_cache", "cache.json"), expected)
 
 
+IMAGENET_ROOT = "/data/coop/imagenet/images"
+
+
+def make_imagenet_cache():
+    """CoOp's ImageNet few-shot cache on a tiny tree whose files are listed in a non-sorted order."""
+    Datum = register_dassl_datum()
+    d = os.path.join(OUT, "coop_cache", "imagenet")
+    os.makedirs(d, exist_ok=True)
+    names = ["tench", "goldfish", "great white shark", "tiger shark", "caf\u00e9 au lait"]
+    wnids = [f"n0{k + 1}000000" for k in range(len(names))]
+    train_files, val_files = {}, {}
+    for k, w in enumerate(wnids):
+        files = [f"{w}_{j:04d}.JPEG" for j in range(6 + k % 2)]
+        random.Random(100 + k).shuffle(files)  # stands in for os.listdir order
+        train_files[w] = files
+        val_files[w] = [f"ILSVRC2012_val_{k:03d}{j}.JPEG" for j in range(2)]
+
+    def read_data(order):
+        items = []
+        for label, w in enumerate(sorted(wnids)):
+            for f in order(train_files[w]):
+                items.append(Datum(impath=f"{IMAGENET_ROOT}/train/{w}/{f}", label=label, classname=names[wnids.index(w)]))
+        return items
+
+    def rel(x):
+        return [x._impath[len(IMAGENET_ROOT) + 1:], x._label, x._classname]
+
+    shots, seed = 2, 1
+    random.seed(seed)
+    coop = generate_fewshot_dataset(read_data(list), num_shots=shots)
+    random.seed(seed)
+    ours = generate_fewshot_dataset(read_data(sorted), num_shots=shots)
+    assert [rel(x) for x in coop] != [rel(x) for x in ours], "the listdir order should change the draw"
+    with open(os.path.join(d, f"shot_{shots}-seed_{seed}.pkl"), "wb") as f:
+        pickle.dump({"train": coop}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    dump(os.path.join("coop_cache", "imagenet", "layout.json"), {
+        "image_root": IMAGENET_ROOT, "classnames": [[w, names[k]] for k, w in enumerate(wnids)],
+        "train": train_files, "val": val_files, "shots": shots, "seed": seed, "file": f"shot_{shots}-seed_{seed}.pkl",
+        "coop_train": [rel(x) for x in coop], "sorted_train": [rel(x) for x in ours]})
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     make_random()
@@ -434,6 +480,7 @@ def main():
     make_imbalance(datasets)
     make_subsample(datasets)
     make_cache(datasets)
+    make_imagenet_cache()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Class-imbalance tau in (0, 1]; the head classes keep --shots images.") var imbalance: Double?
     @Flag(help: "Only the base classes (the first half of the sorted labels), relabelled from 0.") var base = false
     @Flag(help: "Only the novel classes (the second half), relabelled from 0.") var novel = false
+    @Flag(name: .customLong("no-coop-cache"), help: "Draw the few-shot images anew even when the dataset folder holds CoOp's cached draw (split_fewshot/shot_K-seed_S.pkl).")
+    var noCoopCache = false
 
     func validate() throws {
         if base && novel { throw ValidationError("--base and --novel exclude each other") }
@@ -32,11 +34,15 @@ struct DataOptions: ParsableArguments {
         URL(fileURLWithPath: root ?? ProcessInfo.processInfo.environment["DATA"] ?? FileManager.default.currentDirectoryPath)
     }
     var subset: ClassSubset { base ? .base : novel ? .novel : .all }
-    var selection: SelectionOptions { SelectionOptions(shots: shots, seed: seed, imbalance: imbalance, subset: subset) }
+    var selection: SelectionOptions {
+        SelectionOptions(shots: shots, seed: seed, imbalance: imbalance, subset: subset, useCoOpCache: !noCoopCache)
+    }
 
     func load() throws -> (LoadedDataset, Selection) {
         let loaded = try openDataset(dataset, root: rootURL)
-        return (loaded, try select(loaded.splits, dataset: dataset, options: selection))
+        let s = try select(loaded.splits, dataset: dataset, options: selection)
+        if let cache = s.coopCache { FileHandle.standardError.write(Data("using CoOp's cached draw \(cache)\n".utf8)) }
+        return (loaded, s)
     }
 }
 
@@ -103,6 +109,7 @@ struct FeaturesCommand: ParsableCommand {
                           "model_config": config, "template": s.template, "created_by": "prompttune features"]
         if let k = data.shots { provenance["shots"] = String(k) }
         if let t = data.imbalance { provenance["imbalance"] = String(t) }
+        if let cache = s.coopCache { provenance["coop_cache"] = cache }
         let output = URL(fileURLWithPath: out ?? defaultName)
         let bar = ProgressBar(total: items.count, label: "features \(data.dataset.rawValue)/\(split.rawValue)", unit: "img")
         let result = try extractFeatures(model: clip, plan: plan, items: items, classNames: s.classNames, source: loaded.images,

@@ -1,9 +1,11 @@
 import Foundation
 
 /// Reads CoOp's `classnames.txt`: `<wnid> <class name>` per line, in file order (CoOp's
-/// `ImageNet.read_classnames`).
+/// `ImageNet.read_classnames`). Blank lines are skipped. A wnid listed twice is refused with both
+/// line numbers (CoOp would keep the last name, silently; which one is meant cannot be told).
 public func readImageNetClassNames(_ file: URL) throws -> [(wnid: String, name: String)] {
     var out: [(wnid: String, name: String)] = []
+    var lineOf: [String: Int] = [:]
     for (i, raw) in try DatasetFiles.readLines(file).enumerated() {
         let line = raw.trimmingCharacters(in: .whitespaces)
         if line.isEmpty { continue }
@@ -11,7 +13,12 @@ public func readImageNetClassNames(_ file: URL) throws -> [(wnid: String, name: 
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw DatasetError(.malformedFile, "\(file.path):\(i + 1): '\(raw)' is not '<wnid> <class name>'")
         }
-        out.append((String(parts[0]), String(parts[1])))
+        let wnid = String(parts[0])
+        if let first = lineOf[wnid] {
+            throw DatasetError(.malformedFile, "\(file.path):\(i + 1): wnid \(wnid) is listed again (first at line \(first)); each wnid must appear once. Remove one of the two lines (CoOp's classnames.txt lists each of the 1000 wnids once)")
+        }
+        lineOf[wnid] = i + 1
+        out.append((wnid, String(parts[1])))
     }
     if out.isEmpty { throw DatasetError(.malformedFile, "\(file.path) lists no classes; expected '<wnid> <class name>' per line") }
     return out
@@ -50,7 +57,7 @@ private func listClassFolders(_ folders: [(folder: String, className: String)], 
 /// exist (e.g. val alone for zero-shot evaluation); the other split is then empty.
 func readImageNet(dir: URL, imageRoot: URL) throws -> DatasetSplits {
     let name = DatasetName.imageNet
-    let names = Dictionary(try classNamesFile(name, dir: dir).map { ($0.wnid, $0.name) }, uniquingKeysWith: { a, _ in a })
+    let names = Dictionary(uniqueKeysWithValues: try classNamesFile(name, dir: dir).map { ($0.wnid, $0.name) })
     let trainDir = imageRoot.appendingPathComponent("train"), valDir = imageRoot.appendingPathComponent("val")
     let trainFolders = DatasetFiles.isDirectory(trainDir) ? try DatasetFiles.listFolders(trainDir) : nil
     let valFolders = DatasetFiles.isDirectory(valDir) ? try DatasetFiles.listFolders(valDir) : nil
@@ -78,18 +85,20 @@ func readImageNet(dir: URL, imageRoot: URL) throws -> DatasetSplits {
 /// ImageNetV2 / -Sketch / -A / -R as CoOp reads them (test sets only: CoOp passes the same list as
 /// train_x and test; here train and val are empty). V2's folders are `0`...`999`, labelled by
 /// number and named by `classnames.txt` line order; the others have `<wnid>` folders, labelled by
-/// sorted position (200 for A and R) and named by `classnames.txt`.
+/// sorted position (200 for A and R) and named by `classnames.txt`. Each class's ImageNet label
+/// (its wnid's position among the sorted wnids of `classnames.txt`, a copy of ImageNet's) is
+/// recorded in ``DatasetSplits/imageNetClasses`` for base/novel selection.
 func readImageNetVariant(_ name: DatasetName, dir: URL, imageRoot: URL) throws -> DatasetSplits {
     let table = try classNamesFile(name, dir: dir)
-    let classes: [(folder: String, className: String)]
+    let classes: [(folder: String, wnid: String, className: String)]
     if name == .imageNetV2 {
-        classes = table.enumerated().map { (String($0.offset), $0.element.name) }
+        classes = table.enumerated().map { (String($0.offset), $0.element.wnid, $0.element.name) }
         let absent = classes.filter { !DatasetFiles.isDirectory(imageRoot.appendingPathComponent($0.folder)) }.map(\.folder)
         if !absent.isEmpty {
             throw DatasetError(.missingFolder, "\(imageRoot.path) lacks \(absent.count) of the \(classes.count) class folders 0...\(classes.count - 1) (first: \(absent.prefix(5).joined(separator: ", "))); \(DatasetError.layoutNote(name, dir: dir))")
         }
     } else {
-        let names = Dictionary(table.map { ($0.wnid, $0.name) }, uniquingKeysWith: { a, _ in a })
+        let names = Dictionary(uniqueKeysWithValues: table.map { ($0.wnid, $0.name) })
         let folders = try DatasetFiles.listFolders(imageRoot)
         guard !folders.isEmpty else {
             throw DatasetError(.missingFolder, "no class folders in \(imageRoot.path); \(DatasetError.layoutNote(name, dir: dir))")
@@ -98,12 +107,15 @@ func readImageNetVariant(_ name: DatasetName, dir: URL, imageRoot: URL) throws -
             guard let n = names[folder] else {
                 throw DatasetError(.inconsistent, "class folder '\(folder)' of \(imageRoot.path) is not in \(dir.appendingPathComponent("classnames.txt").path) (it should be a copy of imagenet/classnames.txt)")
             }
-            return (folder, n)
+            return (folder, folder, n)
         }
     }
-    let test = try listClassFolders(classes, in: "", imageRoot: imageRoot)
+    let test = try listClassFolders(classes.map { ($0.folder, $0.className) }, in: "", imageRoot: imageRoot)
+    let sortedWnids = table.map(\.wnid).sorted(by: DatasetFiles.pythonOrder)
+    let imageNetLabel = Dictionary(uniqueKeysWithValues: sortedWnids.enumerated().map { ($1, $0) })
     return DatasetSplits(name: name.displayName, imageRoot: imageRoot, train: [], val: [], test: test,
-                         classNames: classes.map(\.className), template: name.template)
+                         classNames: classes.map(\.className), template: name.template,
+                         imageNetClasses: ImageNetClassMap(count: table.count, labels: classes.map { imageNetLabel[$0.wnid]! }))
 }
 
 // MARK: - FGVCAircraft
@@ -117,9 +129,22 @@ func readFGVCAircraft(dir: URL, imageRoot: URL) throws -> DatasetSplits {
         DatasetError(.missingFile, "missing \(file.path); \(DatasetError.layoutNote(name, dir: dir)). \(name.downloadHint!)")
     }
     guard DatasetFiles.isFile(variantsFile) else { throw missing(variantsFile) }
-    let classNames = try DatasetFiles.readLines(variantsFile).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    // One variant per line, labelled by line. Blank lines at the end are ignored; a blank line
+    // before another variant (CoOp would make it an empty class and shift the labels after it) and
+    // a variant listed twice are refused with the line.
+    var lines = try DatasetFiles.readLines(variantsFile).map { $0.trimmingCharacters(in: .whitespaces) }
+    while lines.last?.isEmpty == true { lines.removeLast() }
     var labelOf: [String: Int] = [:]
-    for (i, c) in classNames.enumerated() where labelOf[c] == nil { labelOf[c] = i }
+    for (i, c) in lines.enumerated() {
+        if c.isEmpty {
+            throw DatasetError(.malformedFile, "\(variantsFile.path):\(i + 1): blank line among the variants; variants.txt lists one variant per line and a variant's label is its line, so remove the blank line (or fix the line if a variant was lost)")
+        }
+        if let first = labelOf[c] {
+            throw DatasetError(.malformedFile, "\(variantsFile.path):\(i + 1): variant '\(c)' is listed again (first at line \(first + 1)); each variant must appear once")
+        }
+        labelOf[c] = i
+    }
+    let classNames = lines
     func read(_ split: String) throws -> [Datum] {
         let file = dir.appendingPathComponent("images_variant_\(split).txt")
         guard DatasetFiles.isFile(file) else { throw missing(file) }

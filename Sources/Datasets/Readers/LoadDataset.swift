@@ -147,18 +147,37 @@ enum DatasetFiles {
         a.utf8.lexicographicallyPrecedes(b.utf8)
     }
 
-    /// Reads a text file as UTF-8 lines (a trailing newline gives no empty last line).
+    /// Reads a text file as UTF-8 lines, the way Python's text mode (universal newlines) does: a
+    /// line ends at LF, CRLF or a lone CR; a UTF-8 byte-order mark at the start is dropped; a last
+    /// line without a line end is kept, and a line end at the very end gives no empty last line.
+    /// Blank lines are kept (callers decide what they mean), so `lines[i]` is line `i + 1` of the
+    /// file. Every text file the readers take (`classnames.txt`, FGVCAircraft's `variants.txt` and
+    /// `images_variant_*.txt`) is read through here.
     static func readLines(_ url: URL) throws -> [String] {
         guard DatasetFiles.isFile(url) else { throw DatasetError(.missingFile, "missing file \(url.path)") }
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw DatasetError(.unreadable, "cannot read \(url.path)")
         }
-        var text = String(decoding: data, as: UTF8.self)
-        if text.hasPrefix("\u{FEFF}") { text.removeFirst() }
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map {
-            $0.hasSuffix("\r") ? String($0.dropLast()) : String($0)
+        return splitLines([UInt8](data))
+    }
+
+    /// The lines of UTF-8 `bytes` (see ``readLines(_:)``). Splits on bytes, not `Character`s: in
+    /// Swift "\r\n" is one `Character`, so splitting a `String` on "\n" leaves CRLF text whole.
+    static func splitLines(_ bytes: [UInt8]) -> [String] {
+        var start = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
+        var lines: [String] = []
+        var i = start
+        while i < bytes.count {
+            let b = bytes[i]
+            if b == 0x0A || b == 0x0D {
+                lines.append(String(decoding: bytes[start..<i], as: UTF8.self))
+                i += (b == 0x0D && i + 1 < bytes.count && bytes[i + 1] == 0x0A) ? 2 : 1
+                start = i
+            } else {
+                i += 1
+            }
         }
-        if lines.last == "" { lines.removeLast() }
+        if start < bytes.count { lines.append(String(decoding: bytes[start...], as: UTF8.self)) }
         return lines
     }
 }
