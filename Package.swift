@@ -41,13 +41,17 @@ let package = Package(
         .target(name: "CKernels"),
 
         // MARK: Tests mirror the library targets
-        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
-        .testTarget(name: "TensorIOTests", dependencies: ["TensorIO", "TensorCore"]),
-        .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TensorCore"]),
-        .testTarget(name: "PromptLearningTests", dependencies: ["PromptLearning", "CLIP", "TensorIO", "TensorCore", "Features"]),
-        .testTarget(name: "ImagingTests", dependencies: ["Imaging", "TensorCore"]),
+        // Helpers shared by the test targets (repoRoot, temporary folders, gradient checks,
+        // assertions). A plain target because test targets cannot depend on each other; no product
+        // exposes it.
+        .target(name: "TestSupport", dependencies: ["TensorCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
+        .testTarget(name: "TensorIOTests", dependencies: ["TensorIO", "TensorCore", "TestSupport"]),
+        .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TensorCore", "TestSupport"]),
+        .testTarget(name: "PromptLearningTests", dependencies: ["PromptLearning", "CLIP", "TensorIO", "TensorCore", "Features", "TestSupport"]),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging", "TensorCore", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorIO", "TensorCore"]),
-        .testTarget(name: "FeaturesTests", dependencies: ["Features", "Datasets", "CLIP", "TensorIO", "TensorCore"]),
-        .testTarget(name: "prompttuneTests", dependencies: ["prompttune", "Features"]),
+        .testTarget(name: "FeaturesTests", dependencies: ["Features", "Datasets", "CLIP", "TensorIO", "TensorCore", "TestSupport"]),
+        .testTarget(name: "prompttuneTests", dependencies: ["prompttune", "Features", "TestSupport"]),
     ]
 )

@@ -67,7 +67,7 @@ public func extractFeatures(model: CLIPModel, plan: ExtractionPlan, items: [Datu
     if fm.fileExists(atPath: output.path) {
         let existing = try FeatureSet.read(path: output.path)
         guard existing.provenance["plan"] == plan.asJSON else {
-            throw ExtractionError(description: "\(output.path) exists but was made with another model, image list or transform (its plan differs); delete it or choose another --out")
+            throw ExtractionError(description: "\(output.path) exists but was made with another model, image list or transform (its plan differs); delete it or write to another file")
         }
         return ExtractionResult(features: existing, skipped: [], reused: true)
     }

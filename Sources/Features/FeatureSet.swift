@@ -48,7 +48,7 @@ public struct FeatureSet: Sendable, Equatable {
     public static func read(path: String) throws -> FeatureSet {
         let (tensors, meta) = try Safetensors.read(path: path)
         func fail(_ why: String) -> TensorIOError {
-            TensorIOError(.corrupt, path: path, "not a PromptTune features file: \(why). Make one with `prompttune features`.")
+            TensorIOError(.corrupt, path: path, "not a PromptTune features file: \(why). Features files are written by feature extraction (FeatureSet.write).")
         }
         guard meta["format"] == formatName else { throw fail("metadata 'format' is \(meta["format"].map { "'\($0)'" } ?? "missing")") }
         guard let v = meta["version"].flatMap(Int.init), v <= version else {

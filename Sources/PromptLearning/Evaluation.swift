@@ -6,7 +6,12 @@ import TensorIO
 public struct EvaluationResult: Codable, Equatable, Sendable {
     public var count: Int
     public var accuracy: Double
+    /// The mean of the per-class F1 over the classes present in the labels (Dassl's evaluator:
+    /// sklearn's `f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))`). A class
+    /// that is predicted but never a label does not enter the mean (its F1 would be 0); the images
+    /// wrongly given to it still lower the recall, and so the F1, of their true classes.
     public var macroF1: Double
+    /// Accuracy (recall) of each class present in the labels.
     public var perClassAccuracy: [String: Double]
 }
 
@@ -24,9 +29,10 @@ public func evaluate(images: Tensor, labels: [Int], text: Tensor, classNames: [S
         if best == y { tp[y] += 1 }
     }
     let correct = tp.reduce(0, +)
-    // Macro-F1 over classes present in the labels or the predictions (sklearn's convention).
+    // Macro-F1 over the classes present in the labels, as Dassl's evaluator computes it
+    // (`labels=np.unique(y_true)`): F1_c = 2 TP_c / (|labelled c| + |predicted c|).
     var f1s: [Double] = []
-    for c in 0..<k where actual[c] + predicted[c] > 0 {
+    for c in 0..<k where actual[c] > 0 {
         f1s.append(2 * Double(tp[c]) / Double(actual[c] + predicted[c]))
     }
     var perClass: [String: Double] = [:]

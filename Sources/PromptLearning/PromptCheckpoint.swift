@@ -77,7 +77,7 @@ public struct PromptCheckpoint: Equatable, Sendable {
             PromptError("\(path): \(why)")
         }
         guard FileManager.default.fileExists(atPath: path) else {
-            throw fail("no such prompt checkpoint; `prompttune train` writes one (prompt.ptprompt in its output folder)")
+            throw fail("no such prompt checkpoint (training writes one, prompt.ptprompt in its output folder)")
         }
         guard let data = FileManager.default.contents(atPath: path) else { throw fail("cannot read the file") }
         let bytes = [UInt8](data)

@@ -68,10 +68,10 @@ public struct PromptLearner: Sendable {
             let ids = tokenizer.encode(cleaned)
             let words = cleaned.split(separator: " ").count
             guard ids.count == words else {
-                throw PromptError("--ctx-init '\(initText)' has \(words) words but \(ids.count) tokens; CoOp takes one token per word, so use words that are single tokens (e.g. \"a photo of a\")")
+                throw PromptError("the context initialisation '\(initText)' has \(words) words but \(ids.count) tokens; CoOp takes one token per word, so use words that are single tokens (e.g. \"a photo of a\")")
             }
             guard ids.count == m else {
-                throw PromptError("--ctx-init '\(initText)' is \(ids.count) tokens but the context length is \(m); pass --n-ctx \(ids.count) or leave --n-ctx out")
+                throw PromptError("the context initialisation '\(initText)' is \(ids.count) tokens but the context length is \(m); make the context length \(ids.count)")
             }
             prefixText = cleaned
             let shared = text.tokenEmbedding.gatherRows(ids)  // M, D

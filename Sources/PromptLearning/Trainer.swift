@@ -46,10 +46,10 @@ public final class PromptTrainer {
     /// - initialContext: start from this context instead of drawing one (parity tests).
     public init(model: CLIPModel, tokenizer: CLIPTokenizer, features: LabeledFeatures, config: TrainConfig,
                 initialContext: Tensor? = nil, modelDigest: String = "", featuresDigest: String = "") throws {
-        guard config.epochs >= 1 else { throw PromptError("--epochs must be at least 1 (got \(config.epochs))") }
-        guard config.batchSize >= 1 else { throw PromptError("--batch-size must be at least 1 (got \(config.batchSize))") }
+        guard config.epochs >= 1 else { throw PromptError("epochs must be at least 1 (got \(config.epochs))") }
+        guard config.batchSize >= 1 else { throw PromptError("the batch size must be at least 1 (got \(config.batchSize))") }
         guard features.dimension == model.config.embedDim else {
-            throw PromptError("the features have dimension \(features.dimension) but the model's embedding is \(model.config.embedDim): the features file was made with another model; run `prompttune features` with this --model")
+            throw PromptError("the features have dimension \(features.dimension) but the model's embedding is \(model.config.embedDim): the features were made with another model; encode them again with this model")
         }
         guard features.count > 0 else { throw PromptError("the features file holds no images") }
         if config.method.anchors != nil && features.classNames.count < 2 {
@@ -121,12 +121,12 @@ public final class PromptTrainer {
         let (value, grad) = evaluateBatch(batch, views: views)
         guard value.total.isFinite, grad.data.allSatisfy({ $0.isFinite }) else {
             let terms = value.terms.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
-            throw TrainingError(description: "the loss became \(value.total) at epoch \(epochsDone + 1), step \(steps + 1) (\(terms)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower --lr.")
+            throw TrainingError(description: "the loss became \(value.total) at epoch \(epochsDone + 1), step \(steps + 1) (\(terms)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate (this step's was \(lr)).")
         }
         var ctx = learner.context, buffer = momentum
         sgdStep(&ctx, gradient: grad, momentumBuffer: &buffer, lr: lr, config: config.optimizer)
         guard ctx.data.allSatisfy({ $0.isFinite }) else {
-            throw TrainingError(description: "the update at epoch \(epochsDone + 1), step \(steps + 1) made the prompt non-finite (learning rate \(lr)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower --lr.")
+            throw TrainingError(description: "the update at epoch \(epochsDone + 1), step \(steps + 1) made the prompt non-finite (learning rate \(lr)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate.")
         }
         learner.context = ctx
         momentum = buffer
@@ -174,7 +174,7 @@ public final class PromptTrainer {
     public func restore(_ c: PromptCheckpoint) throws {
         let h = c.header
         func mismatch(_ what: String) -> PromptError {
-            PromptError("cannot resume: the checkpoint was made with \(what); start a new run (without --resume) or use the same settings")
+            PromptError("cannot resume: the checkpoint was made with \(what); start a new run instead of resuming, or use the same settings")
         }
         guard h.config == config else { throw mismatch("other training settings") }
         guard h.classNames == learner.classNames else { throw mismatch("other class names") }

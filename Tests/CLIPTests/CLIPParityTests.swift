@@ -2,6 +2,7 @@ import CLIP
 import Foundation
 import TensorCore
 import TensorIO
+import TestSupport
 import XCTest
 
 /// Every stage of the Swift CLIP against openai's PyTorch code (reference/clip_goldens.py).

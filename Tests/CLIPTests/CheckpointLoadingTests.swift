@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 import TensorCore
 import TensorIO
@@ -7,34 +8,12 @@ import TensorIO
 /// Loads the tiny CLIP goldens written by `reference/write_checkpoints.py` in all four formats, and
 /// damaged copies of them made on the fly.
 final class CheckpointLoadingTests: XCTestCase {
-    /// The repository root: two folders up from this file's folder (Tests/CLIPTests).
-    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let goldens = repoRoot.appendingPathComponent("Goldens/tiny/checkpoints")
 
     let tinyConfig = CLIPConfig(embedDim: 32, imageResolution: 32, patchSize: 8, visionWidth: 128, visionLayers: 2,
                                 visionHeads: 2, contextLength: 77, vocabSize: 49408, textWidth: 64, textLayers: 2, textHeads: 1)
 
     func golden(_ name: String) -> String { Self.goldens.appendingPathComponent(name).path }
-
-    func tempDir() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("clip-ckpt-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir
-    }
-
-    func assertThrows<T>(_ body: @autoclosure () throws -> T, contains fragments: [String],
-                         file: StaticString = #filePath, line: UInt = #line) {
-        do {
-            _ = try body()
-            XCTFail("expected an error containing \(fragments)", file: file, line: line)
-        } catch {
-            let message = String(describing: error)
-            for f in fragments where !message.contains(f) {
-                XCTFail("error message lacks '\(f)':\n\(message)", file: file, line: line)
-            }
-        }
-    }
 
     func assertBitIdentical(_ a: CLIPWeights, _ b: CLIPWeights, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(Set(a.tensors.keys), Set(b.tensors.keys), "\(a.format) vs \(b.format)", file: file, line: line)
@@ -81,7 +60,7 @@ final class CheckpointLoadingTests: XCTestCase {
 
     func testWrappedStateDictsAreUnwrapped() throws {
         let base = try loadCLIPWeights(path: golden("open_clip_model.safetensors"))
-        let dir = try tempDir()
+        let dir = try makeTempDir(self, prefix: "clip-ckpt-tests")
         for prefix in ["module.", "state_dict.", "state_dict.module.", "model."] {
             var renamed: [String: Tensor] = [:]
             for (k, v) in base.tensors { renamed[prefix + k] = v }
@@ -106,7 +85,7 @@ final class CheckpointLoadingTests: XCTestCase {
         let root = PickleDict()
         root.set(.string("epoch"), .int(3))
         root.set(.string("state_dict"), .dict(state))
-        let url = try tempDir().appendingPathComponent("epoch_3.pt")
+        let url = try makeTempDir(self, prefix: "clip-ckpt-tests").appendingPathComponent("epoch_3.pt")
         try writer.write(root: .dict(root), to: url, archiveName: "epoch_3")
         let w = try loadCLIPWeights(path: url.path)
         XCTAssertEqual(w.format, .stateDict)
@@ -122,7 +101,7 @@ final class CheckpointLoadingTests: XCTestCase {
     }
 
     func testRandomBytes() throws {
-        let dir = try tempDir()
+        let dir = try makeTempDir(self, prefix: "clip-ckpt-tests")
         var rng = SystemRandomNumberGenerator()
         _ = rng.next()
         var state: UInt64 = 0x9e37_79b9_7f4a_7c15
@@ -137,7 +116,7 @@ final class CheckpointLoadingTests: XCTestCase {
     }
 
     func testTruncatedZip() throws {
-        let dir = try tempDir()
+        let dir = try makeTempDir(self, prefix: "clip-ckpt-tests")
         let data = try Data(contentsOf: Self.goldens.appendingPathComponent("openai.pt"))
         let url = dir.appendingPathComponent("openai.pt")
         try data.prefix(data.count / 2).write(to: url)
@@ -145,7 +124,7 @@ final class CheckpointLoadingTests: XCTestCase {
     }
 
     func testTruncatedSafetensors() throws {
-        let dir = try tempDir()
+        let dir = try makeTempDir(self, prefix: "clip-ckpt-tests")
         let data = try Data(contentsOf: Self.goldens.appendingPathComponent("open_clip_model.safetensors"))
         let url = dir.appendingPathComponent("open_clip_model.safetensors")
         try data.prefix(data.count / 2).write(to: url)
@@ -157,7 +136,7 @@ final class CheckpointLoadingTests: XCTestCase {
     }
 
     func testMissingTensorIsNamed() throws {
-        let dir = try tempDir()
+        let dir = try makeTempDir(self, prefix: "clip-ckpt-tests")
         var (tensors, metadata) = try Safetensors.read(path: golden("open_clip_model.safetensors"))
         XCTAssertNotNil(tensors.removeValue(forKey: "visual.ln_post.weight"))
         let url = dir.appendingPathComponent("missing.safetensors")
@@ -171,7 +150,7 @@ final class CheckpointLoadingTests: XCTestCase {
     }
 
     func testWrongShapeIsNamed() throws {
-        let dir = try tempDir()
+        let dir = try makeTempDir(self, prefix: "clip-ckpt-tests")
         var (tensors, _) = try Safetensors.read(path: golden("open_clip_model.safetensors"))
         tensors["visual.transformer.resblocks.1.mlp.c_fc.bias"] = Tensor(zeros: [500])
         let url = dir.appendingPathComponent("wrong.safetensors")
@@ -181,7 +160,7 @@ final class CheckpointLoadingTests: XCTestCase {
     }
 
     func testHuggingFaceErrors() throws {
-        let dir = try tempDir()
+        let dir = try makeTempDir(self, prefix: "clip-ckpt-tests")
         // A model directory without model.safetensors.
         let hf = dir.appendingPathComponent("hf")
         try FileManager.default.createDirectory(at: hf, withIntermediateDirectories: true)

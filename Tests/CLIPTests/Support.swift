@@ -2,10 +2,6 @@ import Foundation
 import TensorCore
 import XCTest
 
-/// The repository root, found from this file's path (Tests/CLIPTests/...).
-let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent()
-
 /// Agreement between a computed tensor and its reference.
 struct Agreement: CustomStringConvertible {
     var maxAbs: Float = 0        // max |got - want|

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import CLIP
 
@@ -14,16 +15,13 @@ final class TokenizerTests: XCTestCase {
         let decoded_prefix: String
     }
 
-    static let repoRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
     // Loaded once: the vocabulary takes a moment to parse in debug builds.
     static let shared = Result { try CLIPTokenizer() }
 
     func tokenizer() throws -> CLIPTokenizer { try Self.shared.get() }
 
     func goldens() throws -> [Golden] {
-        let url = Self.repoRoot.appendingPathComponent("Goldens/tokenizer.json")
+        let url = repoRoot.appendingPathComponent("Goldens/tokenizer.json")
         let goldens = try JSONDecoder().decode([Golden].self, from: Data(contentsOf: url))
         XCTAssertGreaterThan(goldens.count, 100)
         return goldens
@@ -84,7 +82,7 @@ final class TokenizerTests: XCTestCase {
     }
 
     func testExplicitVocabularyPathMatchesBundle() throws {
-        let url = Self.repoRoot.appendingPathComponent("Sources/CLIP/Resources/bpe_simple_vocab_16e6.txt")
+        let url = repoRoot.appendingPathComponent("Sources/CLIP/Resources/bpe_simple_vocab_16e6.txt")
         let explicit = try CLIPTokenizer(vocabularyURL: url)
         XCTAssertEqual(explicit.encode("Crème brûlée 🐱 &amp; 2012"), try tokenizer().encode("Crème brûlée 🐱 &amp; 2012"))
     }
@@ -99,10 +97,8 @@ final class TokenizerTests: XCTestCase {
     }
 
     func testMalformedVocabularyNamesThePath() throws {
-        let url = FileManager.default.temporaryDirectory
-            .appendingPathComponent("prompttune-bad-vocab-\(UUID().uuidString).txt")
+        let url = try makeTempDir(self).appendingPathComponent("bad-vocab.txt")
         try "#version: 0.2\ni n\nt h\n".write(to: url, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(at: url) }
         XCTAssertThrowsError(try CLIPTokenizer(vocabularyURL: url)) { error in
             guard case .malformedVocabulary(let path, _)? = error as? CLIPTokenizerError else {
                 return XCTFail("unexpected error \(error)")

@@ -4,11 +4,10 @@ import Features
 import Foundation
 import TensorCore
 import TensorIO
+import TestSupport
 import XCTest
 
 final class FeatureExtractionTests: XCTestCase {
-    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
     static let model = try! CLIPModel.load(path: repoRoot.appendingPathComponent("Goldens/tiny/checkpoints/openai.pt").path)
 
     var dir: URL!
@@ -16,21 +15,19 @@ final class FeatureExtractionTests: XCTestCase {
 
     /// An image folder made from the committed PNG/JPEG fixtures, plus one corrupt file.
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("ptfx-\(UUID().uuidString)")
+        dir = try makeTempDir(self, prefix: "ptfx")
         let fm = FileManager.default
-        let sources = try fm.contentsOfDirectory(atPath: Self.repoRoot.appendingPathComponent("Goldens/preprocess").path)
+        let sources = try fm.contentsOfDirectory(atPath: repoRoot.appendingPathComponent("Goldens/preprocess").path)
             .filter { $0.hasSuffix(".png") }.sorted().prefix(7)
         for (i, name) in sources.enumerated() {
             let cls = "class\(i % 3)"
             try fm.createDirectory(at: dir.appendingPathComponent(cls), withIntermediateDirectories: true)
-            try fm.copyItem(at: Self.repoRoot.appendingPathComponent("Goldens/preprocess/\(name)"), to: dir.appendingPathComponent("\(cls)/\(name)"))
+            try fm.copyItem(at: repoRoot.appendingPathComponent("Goldens/preprocess/\(name)"), to: dir.appendingPathComponent("\(cls)/\(name)"))
             items.append(Datum(path: "\(cls)/\(name)", label: i % 3, className: cls))
         }
         try Data("this is not an image".utf8).write(to: dir.appendingPathComponent("class1/broken.png"))
         items.insert(Datum(path: "class1/broken.png", label: 1, className: "class1"), at: 3)
     }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
 
     func plan(views: Int = 2, seed: UInt64 = 5, digest: String = "model-a") -> ExtractionPlan {
         ExtractionPlan(modelDigest: digest, items: items, transform: views > 1 ? "train" : "test", views: views,

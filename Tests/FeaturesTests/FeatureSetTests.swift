@@ -2,19 +2,15 @@ import Foundation
 import TensorCore
 import TensorIO
 @testable import Features
+import TestSupport
 import XCTest
 
 final class FeatureSetTests: XCTestCase {
-    func temp(_ name: String) -> URL {
-        FileManager.default.temporaryDirectory.appendingPathComponent("ptfs-\(UUID().uuidString)-\(name)")
-    }
-
     func testRoundTripKeepsEverything() throws {
         var rng = SeededGenerator(seed: 1)
         let set = FeatureSet(features: .randomNormal([2, 5, 4], using: &rng), labels: [0, 2, 1, 2, 0],
                              classNames: ["cat", "dog \"quoted\"", "café"], provenance: ["model_digest": "abc", "split": "train"])
-        let url = temp("a.safetensors")
-        defer { try? FileManager.default.removeItem(at: url) }
+        let url = try makeTempDir(self).appendingPathComponent("a.safetensors")
         try set.write(to: url)
         let back = try FeatureSet.read(path: url.path)
         XCTAssertEqual(back, set)
@@ -23,18 +19,19 @@ final class FeatureSetTests: XCTestCase {
     }
 
     func testRejectsOtherSafetensorsWithAHint() throws {
-        let url = temp("b.safetensors")
-        defer { try? FileManager.default.removeItem(at: url) }
+        let url = try makeTempDir(self).appendingPathComponent("b.safetensors")
         try Safetensors.write(tensors: ["x": Tensor(zeros: [2])], to: url)
         XCTAssertThrowsError(try FeatureSet.read(path: url.path)) { error in
             let text = "\(error)"
-            XCTAssertTrue(text.contains(url.path) && text.contains("prompttune features"), text)
+            XCTAssertTrue(text.contains(url.path) && text.contains("not a PromptTune features file") && text.contains("written by feature extraction"), text)
         }
     }
 
-    func testLabelsOutOfRangeAreRefusedOnWrite() {
+    func testLabelsOutOfRangeAreRefusedOnWrite() throws {
         let set = FeatureSet(features: Tensor(zeros: [1, 2, 3]), labels: [0, 5], classNames: ["a", "b"])
-        XCTAssertThrowsError(try set.write(to: temp("c.safetensors")))
+        let url = try makeTempDir(self).appendingPathComponent("c.safetensors")
+        XCTAssertThrowsError(try set.write(to: url)) { XCTAssertTrue("\($0)".contains("labels must lie in 0..<2"), "\($0)") }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: url.path), "nothing is written")
     }
 
     func testDigestDistinguishesContent() {

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 /// Goldens/preprocess/index.json, written by reference/preprocess_goldens.py.
@@ -65,25 +66,13 @@ struct GoldenFolder {
 }
 
 enum Fixtures {
-    /// Repository root: two directories up from this file's folder (Tests/ImagingTests/..).
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-    static let folder = GoldenFolder(directory: root.appendingPathComponent("Goldens/preprocess"), script: "preprocess_goldens.py")
+    static let folder = GoldenFolder(directory: repoRoot.appendingPathComponent("Goldens/preprocess"), script: "preprocess_goldens.py")
     static var directory: URL { folder.directory }
 
     static func path(_ name: String) -> String { folder.path(name) }
     static func index() throws -> FixtureIndex { try folder.index(FixtureIndex.self) }
     static func bytes(_ name: String) throws -> [UInt8] { try folder.bytes(name) }
     static func floats(_ name: String) throws -> [Float] { try folder.floats(name) }
-
-    /// A fresh temporary directory, removed at the end of the test.
-    static func temporaryDirectory(_ test: XCTestCase) throws -> URL {
-        let dir = FileManager.default.temporaryDirectory
-            .appendingPathComponent("ImagingTests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir
-    }
 }
 
 /// CRC-32 as PNG chunks use it (for tests that corrupt chunk payloads but keep their CRCs valid).

@@ -1,6 +1,7 @@
 import Foundation
 import Imaging
 import TensorCore
+import TestSupport
 import XCTest
 
 final class JPEGDecoderTests: XCTestCase {
@@ -54,6 +55,9 @@ final class JPEGDecoderTests: XCTestCase {
         XCTAssertEqual(image.height, index.photo.height)
         XCTAssertEqual(image.pixels.reduce(0) { $0 + Int($1) }, index.photo.rgb_sum)
         XCTAssertEqual(crc32(image.pixels[...]), index.photo.rgb_crc32)
+        // The in-memory and format-sniffing entry points give the same pixels.
+        XCTAssertEqual(try decodeJPEG(bytes: JPEGFixtures.bytes(index.photo.file)), image)
+        XCTAssertEqual(try decodeImage(path: JPEGFixtures.path(index.photo.file)), image)
     }
 
     /// Pillow reads every 4-component JPEG as inverted ("Adobe") CMYK whether or not the APP14
@@ -106,45 +110,10 @@ final class JPEGDecoderTests: XCTestCase {
         for k in 0 ..< names.count * 4 { XCTAssertEqual(results[k], expected[k % names.count], names[k % names.count]) }
     }
 
-    /// Timing (printed, not asserted): decode the 500x375 JPEG, then CLIP's inference preprocessing
-    /// at 224, and CoOp's train transform. Meaningful in release builds:
-    /// `swift build -c release --scratch-path .build-jpg --product PromptTunePackageTests`.
-    func testDecodeAndPreprocessTiming() throws {
-        let path = JPEGFixtures.path("photo_500x375.jpg")
-        let bytes = try JPEGFixtures.bytes("photo_500x375.jpg")
-        #if DEBUG
-        let iterations = 5
-        let build = "debug"
-        #else
-        let iterations = 50
-        let build = "release"
-        #endif
-        func median(_ body: () throws -> Void) rethrows -> Double {
-            var times: [Double] = []
-            for _ in 0 ..< iterations {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                try body()
-                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-            }
-            return times.sorted()[times.count / 2]
-        }
-        let image = try decodeJPEG(path: path)
-        var rng = SeededGenerator(seed: 1)
-        let train = CoOpTrainTransform()
-        let decode = try median { _ = try decodeJPEG(bytes: bytes) }
-        let decodeFile = try median { _ = try decodeJPEG(path: path) }
-        let preprocess = median { _ = clipPreprocess(image, resolution: 224) }
-        let both = try median { _ = clipPreprocess(try decodeImage(path: path), resolution: 224) }
-        let augment = median { _ = train(image, rng: &rng) }
-        print(String(format: "timing (%@, median of %d): 500x375 JPEG decode %.2f ms (from file %.2f), "
-                     + "clipPreprocess(224) %.2f ms, decodeImage + clipPreprocess %.2f ms, CoOp train transform %.2f ms",
-                     build, iterations, decode, decodeFile, preprocess, both, augment))
-    }
-
     // MARK: Errors: each names the file and says what is wrong; nothing crashes.
 
     func testMissingFile() throws {
-        let path = try Fixtures.temporaryDirectory(self).appendingPathComponent("no-such-image.jpg").path
+        let path = try makeTempDir(self, prefix: "ImagingTests").appendingPathComponent("no-such-image.jpg").path
         XCTAssertThrowsError(try decodeJPEG(path: path)) { error in
             let e = error as! JPEGDecodingError
             XCTAssertEqual(e.kind, .fileNotFound)
@@ -160,7 +129,7 @@ final class JPEGDecoderTests: XCTestCase {
     }
 
     func testDirectory() throws {
-        let dir = try Fixtures.temporaryDirectory(self).path
+        let dir = try makeTempDir(self, prefix: "ImagingTests").path
         XCTAssertThrowsError(try decodeJPEG(path: dir)) { error in
             XCTAssertEqual((error as! JPEGDecodingError).kind, .unreadable)
         }
@@ -174,7 +143,7 @@ final class JPEGDecoderTests: XCTestCase {
     /// gray padding. Also cut just before EOI and after the SOI marker.
     func testTruncatedFiles() throws {
         let index = try JPEGFixtures.index()
-        let dir = try Fixtures.temporaryDirectory(self)
+        let dir = try makeTempDir(self, prefix: "ImagingTests")
         for f in index.fixtures {
             XCTAssertTrue(f.pil_half.hasPrefix("OSError"), "\(f.name): Pillow gave \(f.pil_half)")
             let bytes = try JPEGFixtures.bytes(f.file)
@@ -199,7 +168,7 @@ final class JPEGDecoderTests: XCTestCase {
     }
 
     func testGarbageAndTextFiles() throws {
-        let dir = try Fixtures.temporaryDirectory(self)
+        let dir = try makeTempDir(self, prefix: "ImagingTests")
         var rng = SystemRandomNumberGenerator()
         let garbage = (0 ..< 4096).map { _ in UInt8.random(in: 0 ... 255, using: &rng) }
         let cases: [(String, [UInt8])] = [
@@ -249,7 +218,7 @@ final class JPEGDecoderTests: XCTestCase {
     }
 
     func testGIFMagic() throws {
-        let url = try Fixtures.temporaryDirectory(self).appendingPathComponent("anim.jpg")
+        let url = try makeTempDir(self, prefix: "ImagingTests").appendingPathComponent("anim.jpg")
         try Data(Array("GIF89a".utf8) + [0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00] + Array(repeating: 0, count: 30)).write(to: url)
         XCTAssertThrowsError(try decodeImage(path: url.path)) { error in
             let e = error as! ImageFileError
@@ -286,7 +255,7 @@ final class JPEGDecoderTests: XCTestCase {
 
     /// The decoder is chosen by content, not by extension.
     func testDecodeImageDispatchesOnMagicBytes() throws {
-        let dir = try Fixtures.temporaryDirectory(self)
+        let dir = try makeTempDir(self, prefix: "ImagingTests")
         let png = try Fixtures.bytes("rgb8_100x80.png")
         let pngAsJpg = dir.appendingPathComponent("really-a-png.jpg")
         try Data(png).write(to: pngAsJpg)

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 /// Goldens/jpeg/index.json, written by reference/jpeg_goldens.py.
@@ -52,7 +53,7 @@ struct JPEGFixtureIndex: Decodable {
 }
 
 enum JPEGFixtures {
-    static let folder = GoldenFolder(directory: Fixtures.root.appendingPathComponent("Goldens/jpeg"), script: "jpeg_goldens.py")
+    static let folder = GoldenFolder(directory: repoRoot.appendingPathComponent("Goldens/jpeg"), script: "jpeg_goldens.py")
     static var directory: URL { folder.directory }
 
     static func path(_ name: String) -> String { folder.path(name) }

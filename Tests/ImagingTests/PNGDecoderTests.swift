@@ -1,5 +1,6 @@
 import Foundation
 import Imaging
+import TestSupport
 import XCTest
 
 final class PNGDecoderTests: XCTestCase {
@@ -49,7 +50,7 @@ final class PNGDecoderTests: XCTestCase {
     // MARK: Errors: each names the file and says what is wrong; nothing crashes.
 
     func testMissingFile() throws {
-        let path = try Fixtures.temporaryDirectory(self).appendingPathComponent("no-such-image.png").path
+        let path = try makeTempDir(self, prefix: "ImagingTests").appendingPathComponent("no-such-image.png").path
         XCTAssertThrowsError(try decodePNG(path: path)) { error in
             let e = error as! PNGDecodingError
             XCTAssertEqual(e.kind, .fileNotFound)
@@ -60,7 +61,7 @@ final class PNGDecoderTests: XCTestCase {
     }
 
     func testTextFileRenamedPNG() throws {
-        let url = try Fixtures.temporaryDirectory(self).appendingPathComponent("notes.png")
+        let url = try makeTempDir(self, prefix: "ImagingTests").appendingPathComponent("notes.png")
         try Data("hello, this is not an image\n".utf8).write(to: url)
         XCTAssertThrowsError(try decodePNG(path: url.path)) { error in
             let e = error as! PNGDecodingError
@@ -71,7 +72,7 @@ final class PNGDecoderTests: XCTestCase {
     }
 
     func testTruncatedAtHalf() throws {
-        let dir = try Fixtures.temporaryDirectory(self)
+        let dir = try makeTempDir(self, prefix: "ImagingTests")
         for name in ["rgb8_500x375.png", "rgb16_64x48.png", "rgba16_interlaced_61x47.png", "palette8_trns_120x90.png"] {
             let bytes = try Fixtures.bytes(name)
             let url = dir.appendingPathComponent("half-" + name)
@@ -86,7 +87,7 @@ final class PNGDecoderTests: XCTestCase {
     }
 
     func testEmptyFileAndDirectory() throws {
-        let dir = try Fixtures.temporaryDirectory(self)
+        let dir = try makeTempDir(self, prefix: "ImagingTests")
         let empty = dir.appendingPathComponent("empty.png")
         try Data().write(to: empty)
         XCTAssertThrowsError(try decodePNG(path: empty.path)) { error in

@@ -129,19 +129,4 @@ final class PreprocessTests: XCTestCase {
             }
         }
     }
-
-    /// Timing of the 500x375 -> 224 path (decode excluded). Release builds take a few milliseconds.
-    func testPreprocessSpeed() throws {
-        let image = RGBImage(width: 500, height: 375, pixels: try Fixtures.bytes("rgb8_500x375.rgb.bin"))
-        _ = clipPreprocess(image, resolution: 224)
-        let clock = ContinuousClock()
-        let runs = 5
-        let elapsed = clock.measure { for _ in 0 ..< runs { _ = clipPreprocess(image, resolution: 224) } }
-        let ms = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3
-        print(String(format: "clipPreprocess 500x375 -> 224: %.2f ms per image", ms / Double(runs)))
-        let png = try Fixtures.bytes("rgb8_500x375.png")
-        let decodeTime = clock.measure { for _ in 0 ..< runs { _ = try? decodePNG(bytes: png) } }
-        let dms = Double(decodeTime.components.attoseconds) / 1e15 + Double(decodeTime.components.seconds) * 1e3
-        print(String(format: "decodePNG 500x375 RGB: %.2f ms per image", dms / Double(runs)))
-    }
 }

@@ -4,6 +4,7 @@ import Foundation
 import PromptLearning
 import TensorCore
 import TensorIO
+import TestSupport
 import XCTest
 
 /// 25 steps of CoOp, CoOp-CSC, CoOp with the class in the middle / front, KgCoOp, NPT and DAPT's

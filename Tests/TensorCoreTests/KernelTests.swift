@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import TensorCore
+import TestSupport
 import XCTest
 
 /// The vectorised kernels against plain Double loops, in both the AVX-512 and portable builds.

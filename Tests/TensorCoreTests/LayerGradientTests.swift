@@ -1,4 +1,5 @@
 import TensorCore
+import TestSupport
 import XCTest
 
 /// Finite-difference checks of every forward/backward pair on tiny shapes.

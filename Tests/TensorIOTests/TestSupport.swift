@@ -1,32 +1,9 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import TensorIO
 
-/// The repository root: two folders up from this file's folder (Tests/TensorIOTests).
-let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 let goldenCheckpoints = repoRoot.appendingPathComponent("Goldens/tiny/checkpoints")
-
-/// A fresh temporary folder, removed at the end of the test.
-func makeTempDir(_ test: XCTestCase) throws -> URL {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tensorio-tests-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-    return dir
-}
-
-/// Asserts that `body` throws an error whose message contains every fragment.
-func assertThrows<T>(_ body: @autoclosure () throws -> T, contains fragments: [String],
-                     file: StaticString = #filePath, line: UInt = #line) {
-    do {
-        _ = try body()
-        XCTFail("expected an error containing \(fragments)", file: file, line: line)
-    } catch {
-        let message = String(describing: error)
-        for f in fragments where !message.contains(f) {
-            XCTFail("error message lacks '\(f)':\n\(message)", file: file, line: line)
-        }
-    }
-}
 
 // MARK: - Little-endian byte building
 

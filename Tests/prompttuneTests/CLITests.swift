@@ -4,16 +4,15 @@ import Foundation
 import Imaging
 import Features
 import TensorIO
+import TestSupport
 import XCTest
 @testable import prompttune
 
 final class CLITests: XCTestCase {
-    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
     static let tiny = repoRoot.appendingPathComponent("Goldens/tiny/checkpoints/openai.pt").path
 
     func testEmbedMatchesPyTorchGoldens() throws {
-        let gold = Self.repoRoot.appendingPathComponent("Goldens/tiny/model")
+        let gold = repoRoot.appendingPathComponent("Goldens/tiny/model")
         let g = try Safetensors.read(path: gold.appendingPathComponent("goldens.safetensors").path).tensors
         let clip = try CLIPModel.load(path: Self.tiny)
         let images = try ["embed_0.png", "embed_1.png"].map { try decodePNG(path: gold.appendingPathComponent($0).path) }
@@ -67,7 +66,7 @@ final class CLITests: XCTestCase {
         try run(["train", "--model", Self.tiny, "--features", train, "--method", "kgcoop+npt", "--epochs", "3", "--batch-size", "8", "--out", out, "--resume"])
         // Features from another model are refused by eval.
         let other = dir.appendingPathComponent("other.safetensors").path
-        try run(["features", "--model", Self.repoRoot.appendingPathComponent("Goldens/tiny/checkpoints/state_dict.pt").path,
+        try run(["features", "--model", repoRoot.appendingPathComponent("Goldens/tiny/checkpoints/state_dict.pt").path,
                  "--dataset", "fashion_mnist", "--split", "test", "--limit", "10", "--out", other])
         XCTAssertThrowsError(try run(["eval", "--model", Self.tiny, "--prompt", out + "/prompt.ptprompt", "--features", other])) {
             XCTAssertTrue("\($0)".contains("made with another model"), "\($0)")
