@@ -11,10 +11,13 @@ let package = Package(
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "Datasets", targets: ["Datasets"]),
         .library(name: "Features", targets: ["Features"]),
+        .library(name: "Analysis", targets: ["Analysis"]),
+        .library(name: "Experiments", targets: ["Experiments"]),
         .executable(name: "prompttune", targets: ["prompttune"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // MARK: Public targets. One-way: TensorCore <- TensorIO <- CLIP <- PromptLearning (methods);
@@ -27,8 +30,15 @@ let package = Package(
         .target(name: "Imaging", dependencies: ["TensorCore", "CPNG", "CJPEG", "CCodecs"]),
         .target(name: "Datasets", dependencies: ["TensorCore", "TensorIO", "Imaging", "CZlib"]),
         .target(name: "Features", dependencies: ["TensorCore", "TensorIO", "CLIP", "Imaging", "Datasets"]),
+        // Analysis (neural-collapse measures, statistics, the linear probe) beside the model.
+        .target(name: "Analysis", dependencies: ["TensorCore"]),
+        // Experiments: runs, grids, protocols, recipes and reports, above methods, data and analysis.
+        .target(name: "Experiments", dependencies: [
+            "TensorCore", "TensorIO", "CLIP", "PromptLearning", "Datasets", "Features", "Analysis",
+            .product(name: "Yams", package: "Yams"),
+        ]),
         .executableTarget(name: "prompttune", dependencies: [
-            "TensorCore", "TensorIO", "CLIP", "PromptLearning", "Imaging", "Datasets", "Features",
+            "TensorCore", "TensorIO", "CLIP", "PromptLearning", "Imaging", "Datasets", "Features", "Analysis", "Experiments",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -52,6 +62,8 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "TensorCore", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorIO", "TensorCore"]),
         .testTarget(name: "FeaturesTests", dependencies: ["Features", "Datasets", "CLIP", "TensorIO", "TensorCore", "TestSupport"]),
+        .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "TensorCore", "TestSupport"]),
+        .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Analysis", "PromptLearning", "Datasets", "Features", "TensorCore"]),
         .testTarget(name: "prompttuneTests", dependencies: ["prompttune", "Features", "TestSupport"]),
     ]
 )

@@ -1,0 +1,81 @@
+import Analysis
+import ArgumentParser
+import CLIP
+import Features
+import Foundation
+import PromptLearning
+import TensorCore
+import TensorIO
+
+struct Analyze: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Neural-collapse measures (NC1-NC4, docs/METHODS.md section 6) of cached image features against a prompt's text features, or the hand template's.")
+
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Features to analyse (from `prompttune features`; view 0).") var features: String
+    @Option(help: "Prompt checkpoint from `prompttune train` (default: zero-shot text features of the features file's hand template).")
+    var prompt: String?
+    @Option(help: "Threads for OpenBLAS.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(help: "Print the report as JSON (sorted keys).") var json = false
+
+    /// The report and a phrase naming the text features it used.
+    func report() throws -> (report: NeuralCollapseReport, text: String) {
+        Compute.threads = threads
+        let set = try FeatureSet.read(path: features)
+        let digest = try modelDigest(model.model)
+        try checkFeatures(set, path: features, modelPath: model.model, digest: digest)
+        let clip = try CLIPModel.load(path: model.model)
+        guard set.dimension == clip.config.embedDim else {
+            throw ValidationError("\(features) has features of dimension \(set.dimension), the model's is \(clip.config.embedDim): made with another model")
+        }
+        let tokenizer = try CLIPTokenizer()
+        let text: Tensor, source: String
+        if let prompt {
+            let checkpoint = try PromptCheckpoint.read(path: prompt)
+            if !checkpoint.header.modelDigest.isEmpty && checkpoint.header.modelDigest != digest {
+                throw ValidationError("\(prompt) was trained with another model than \(model.model)")
+            }
+            text = try promptTextFeatures(model: clip, method: checkpoint.header.config.method, context: checkpoint.context,
+                                          classNames: set.classNames, tokenizer: tokenizer)
+            source = "prompt \(prompt)"
+        } else {
+            let template = set.provenance["template"] ?? "a photo of a {}."
+            let prompts = set.classNames.map { template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
+            text = clip.encodeText(tokenizer.tokenize(prompts, contextLength: clip.config.contextLength).map { $0.map(Int.init) })
+            source = "hand template \"\(template)\""
+        }
+        do {
+            return (try NeuralCollapseReport.measure(images: set.view(0), labels: set.labels, text: text), source)
+        } catch AnalysisError.emptyClass(let k) {
+            throw ValidationError("\(features) has no images of class \(k) (\(set.classNames[k])); the class-mean measures need every class represented")
+        } catch AnalysisError.tooFewClasses(let k) {
+            throw ValidationError("\(features) has only \(k) class(es); the measures need at least 2")
+        }
+    }
+
+    func run() throws {
+        let (r, source) = try report()
+        if json {
+            print(try analysisJSON(r))
+            return
+        }
+        func f(_ v: Double) -> String { String(format: "%.4f", v) }
+        printTable("neural collapse of \(features) (view 0) against the \(source)", [
+            ("NC1 tr(S_W S_B^+)/K", f(r.image.nc1)),
+            ("image equinorm", f(r.image.equinorm)), ("image equiangularity", f(r.image.equiangularity)),
+            ("image max-angle", f(r.image.maxAngle)), ("image ETF error", f(r.image.etfError)),
+            ("text equinorm", f(r.text.equinorm)), ("text equiangularity", f(r.text.equiangularity)),
+            ("text max-angle", f(r.text.maxAngle)), ("text ETF error", f(r.text.etfError)),
+            ("NC3 text-image duality", f(r.nc3)),
+            ("NC4 agreement with nearest mean", String(format: "%.2f%%", 100 * r.nc4)),
+            ("accuracy", String(format: "%.2f%%", 100 * r.accuracy)),
+        ])
+    }
+}
+
+/// The report as one line of JSON with sorted keys.
+func analysisJSON(_ report: NeuralCollapseReport) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(report), as: UTF8.self)
+}
