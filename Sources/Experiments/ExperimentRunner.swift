@@ -1,0 +1,306 @@
+import Analysis
+import CLIP
+import Datasets
+import Features
+import Foundation
+import PromptLearning
+import TensorCore
+import TensorIO
+
+/// What a grid reports while it runs, for progress lines and logs.
+public enum RunEvent {
+    case cellStarted(index: Int, position: Int, total: Int, spec: RunSpec)
+    case cellSkipped(index: Int, position: Int, total: Int, record: RunRecord)
+    case features(label: String, done: Int, total: Int)
+    case step(StepReport, epochs: Int)
+    case cellFinished(index: Int, position: Int, total: Int, record: RunRecord)
+}
+
+/// One test set of a cell: which images, under which class names.
+struct EvaluationSet {
+    var name: String
+    var dataset: DatasetName
+    var subset: ClassSubset
+}
+
+/// Runs grid cells: features from the shared store, training with checkpoints, evaluation, the
+/// neural-collapse measures, and one record per cell. Finished cells are skipped; an interrupted
+/// cell resumes from its last epoch; a failing cell is recorded with its error and the grid goes on
+/// (failed cells are tried again on the next run).
+public final class ExperimentRunner {
+    public let results: ResultsFolder
+    public let store: FeatureStore
+    public let tokenizer: CLIPTokenizer
+    public var model: CLIPModel { store.model }
+    /// Asked after every epoch; true stops the grid with `RunInterrupted` (the checkpoint stays).
+    public var shouldStop: () -> Bool = { false }
+    /// Read CoOp's `split_fewshot` draws when the dataset folder has them.
+    public var useCoOpCache = true
+    let events: (RunEvent) -> Void
+
+    public init(modelPath: String, root: URL, out: URL, events: @escaping (RunEvent) -> Void = { _ in }) throws {
+        let digest = try modelDigest(modelPath)
+        let model = try CLIPModel.load(path: modelPath)
+        self.results = ResultsFolder(out)
+        self.store = FeatureStore(model: model, modelPath: modelPath, modelDigest: digest, root: root, directory: results.features)
+        self.tokenizer = try CLIPTokenizer()
+        self.events = events
+    }
+
+    /// Runs `cells` (all of them, or only the numbers in `only`), in order; returns their records.
+    /// Stops early only on `RunInterrupted`.
+    @discardableResult
+    public func run(_ cells: [RunSpec], only: [Int]? = nil) throws -> [RunRecord] {
+        let indices = only ?? Array(cells.indices)
+        for i in indices where !cells.indices.contains(i) {
+            throw ExperimentError("the grid has cells 0...\(cells.count - 1); there is no cell \(i)")
+        }
+        var records: [RunRecord] = []
+        for (position, i) in indices.enumerated() {
+            let spec = cells[i]
+            let folder = results.cell(spec)
+            if let done = folder.finishedRecord(for: spec) {
+                events(.cellSkipped(index: i, position: position, total: indices.count, record: done))
+                records.append(done)
+                continue
+            }
+            events(.cellStarted(index: i, position: position, total: indices.count, spec: spec))
+            var record: RunRecord
+            do {
+                record = try runCell(spec, folder: folder)
+            } catch let stop as RunInterrupted {
+                throw stop
+            } catch {
+                record = RunRecord(spec: spec, status: .failed, error: "\(error)")
+            }
+            try folder.create()
+            try writeJSON(record, to: folder.record)
+            events(.cellFinished(index: i, position: position, total: indices.count, record: record))
+            records.append(record)
+        }
+        return records
+    }
+
+    // MARK: One cell
+
+    func evaluationSets(_ spec: RunSpec, dataset: DatasetName) throws -> [EvaluationSet] {
+        switch spec.protocolKind {
+        case .fewShot:
+            return [EvaluationSet(name: "test", dataset: dataset, subset: .all)]
+        case .baseToNovel:
+            return [EvaluationSet(name: "base", dataset: dataset, subset: .base),
+                    EvaluationSet(name: "novel", dataset: dataset, subset: .novel)]
+        case .crossDataset, .domainGeneralization:
+            guard !spec.targets.isEmpty else { throw ExperimentError("a \(spec.protocolKind.rawValue) run needs target datasets") }
+            return try [EvaluationSet(name: dataset.rawValue, dataset: dataset, subset: .all)]
+                + spec.targets.map { EvaluationSet(name: $0, dataset: try datasetName($0), subset: .all) }
+        }
+    }
+
+    func datasetName(_ raw: String) throws -> DatasetName {
+        guard let d = DatasetName(rawValue: raw) else {
+            throw ExperimentError("unknown dataset '\(raw)'; known: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return d
+    }
+
+    func trainSelection(_ spec: RunSpec) -> SelectionOptions {
+        SelectionOptions(shots: spec.shots, seed: spec.seed, imbalance: spec.imbalance == 1 ? nil : spec.imbalance,
+                         subset: spec.trainsOnBase ? .base : .all, useCoOpCache: useCoOpCache)
+    }
+
+    func storedFeatures(_ request: FeatureRequest, seed: Int, label: String) throws -> StoredFeatures {
+        try store.features(request, seed: seed) { done, total in
+            self.events(.features(label: label, done: done, total: total))
+        }
+    }
+
+    /// The text-side classifier of a cell for a list of class names.
+    enum Classifier {
+        case prompt(Method, Tensor)           // method and trained context
+        case zeroShot
+        case probe(LinearProbe, trainClasses: [String])
+    }
+
+    func classifierVectors(_ c: Classifier, names: [String], dataset: DatasetName) throws -> Tensor {
+        switch c {
+        case .prompt(let method, let context):
+            return try promptTextFeatures(model: model, method: method, context: context, classNames: names, tokenizer: tokenizer)
+        case .zeroShot:
+            let template = try store.dataset(dataset).splits.template
+            return zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: template, classNames: names)
+        case .probe(let probe, let trainClasses):
+            guard names == trainClasses else {
+                throw ExperimentError("a linear probe classifies only the \(trainClasses.count) classes it was trained on; it cannot be evaluated on other class names")
+            }
+            // The probe's weight rows stand for the text features (classes it never saw stay 0).
+            var w = [Float](repeating: 0, count: names.count * probe.dimension)
+            for (r, k) in probe.classIndices.enumerated() {
+                for j in 0..<probe.dimension { w[k * probe.dimension + j] = Float(probe.weights[r * probe.dimension + j]) }
+            }
+            return Tensor(shape: [names.count, probe.dimension], data: w)
+        }
+    }
+
+    /// NC measures of a classifier on a features set (view 0), or nil with a warning when undefined.
+    func measure(_ set: LabeledFeatures, text: Tensor, label: String, warnings: inout [String]) -> NeuralCollapseReport? {
+        do {
+            return try NeuralCollapseReport.measure(images: set.view(0), labels: set.labels, text: text)
+        } catch {
+            warnings.append("neural-collapse measures of \(label): \(error)")
+            return nil
+        }
+    }
+
+    func runCell(_ spec: RunSpec, folder: RunFolder) throws -> RunRecord {
+        let start = Date()
+        let dataset = try datasetName(spec.dataset)
+        try folder.create()
+        try writeJSON(spec, to: folder.spec)
+        var record = RunRecord(spec: spec, status: .ok)
+        record.digests["model"] = store.modelDigest
+        let sets = try evaluationSets(spec, dataset: dataset)
+
+        // Features: the training draw (augmented views for trained prompts), then every test set.
+        var clock = Date()
+        let trains = spec.method != "zeroshot" && spec.method != "linear-probe"
+        let train = try storedFeatures(FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec),
+                                                      views: trains ? spec.recipe.views : 1),
+                                       seed: spec.seed, label: "\(spec.dataset) train")
+        record.digests["train_features"] = train.digest
+        record.fewShotSource = train.coopCache ?? "dassl"
+        var tests: [(EvaluationSet, StoredFeatures)] = []
+        for s in sets {
+            let f = try storedFeatures(FeatureRequest(dataset: s.dataset, split: .test, selection: SelectionOptions(subset: s.subset), views: 1),
+                                       seed: spec.seed, label: "\(s.dataset.rawValue) test")
+            record.digests["\(s.name)_features"] = f.digest
+            tests.append((s, f))
+        }
+        record.timings.features = Date().timeIntervalSince(clock)
+
+        // The classifier: a trained prompt, the hand template, or a linear probe.
+        clock = Date()
+        let classifier: Classifier
+        switch spec.method {
+        case "zeroshot":
+            classifier = .zeroShot
+        case "linear-probe":
+            let val = try storedFeatures(FeatureRequest(dataset: dataset, split: .val, selection: trainSelection(spec), views: 1),
+                                         seed: spec.seed, label: "\(spec.dataset) val")
+            record.digests["val_features"] = val.digest
+            let search = try LinearProbe.search(trainFeatures: train.set.view(0), trainLabels: train.set.labels,
+                                                valFeatures: val.set.view(0), valLabels: val.set.labels,
+                                                classes: train.classNames.count)
+            classifier = .probe(search.probe, trainClasses: train.classNames)
+        default:
+            classifier = try trainPrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)
+        }
+        record.timings.training = Date().timeIntervalSince(clock)
+
+        // Evaluation and the final measures.
+        clock = Date()
+        var analysis = 0.0
+        let trainText = try classifierVectors(classifier, names: train.classNames, dataset: dataset)
+        var measured = Date()
+        if let m = measure(train.set.labeled, text: trainText, label: "train", warnings: &record.warnings) { record.nc["train"] = m }
+        analysis += Date().timeIntervalSince(measured)
+        for (s, f) in tests {
+            let text: Tensor
+            do {
+                text = try classifierVectors(classifier, names: f.classNames, dataset: s.dataset)
+            } catch {
+                if case .probe = classifier {   // unseen classes: report what a probe can
+                    record.warnings.append("\(s.name): \(error)")
+                    continue
+                }
+                throw error
+            }
+            let r = evaluate(images: f.set.view(0), labels: f.set.labels, text: text, classNames: f.classNames)
+            record.evaluations.append(EvaluationSummary(name: s.name, dataset: s.dataset.rawValue, classes: f.classNames.count,
+                                                        count: r.count, accuracy: r.accuracy, macroF1: r.macroF1,
+                                                        perClassAccuracy: r.perClassAccuracy))
+            measured = Date()
+            if let m = measure(f.set.labeled, text: text, label: s.name, warnings: &record.warnings) { record.nc[s.name] = m }
+            analysis += Date().timeIntervalSince(measured)
+        }
+        if !record.nc.isEmpty {
+            let epoch = record.history.count
+            record.ncHistory.removeAll { $0.epoch == epoch }
+            record.ncHistory.append(NCPoint(epoch: epoch, measures: record.nc))
+        }
+        record.timings.evaluation = Date().timeIntervalSince(clock) - analysis
+        record.timings.analysis += analysis
+        summarise(&record)
+        record.timings.total = Date().timeIntervalSince(start)
+        record.finishedAt = ISO8601DateFormatter().string(from: Date())
+        return record
+    }
+
+    /// The headline numbers of a record from its evaluations.
+    func summarise(_ record: inout RunRecord) {
+        let byName = Dictionary(record.evaluations.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        switch record.spec.protocolKind {
+        case .fewShot:
+            record.accuracy = byName["test"]?.accuracy
+            record.macroF1 = byName["test"]?.macroF1
+        case .baseToNovel:
+            record.base = byName["base"]?.accuracy
+            record.novel = byName["novel"]?.accuracy
+            if let b = record.base, let n = record.novel { record.hm = harmonicMean(b, n) }
+            record.accuracy = record.hm ?? record.base
+            record.macroF1 = byName["base"]?.macroF1
+        case .crossDataset, .domainGeneralization:
+            let targets = record.evaluations.filter { $0.name != record.spec.dataset }
+            if !targets.isEmpty {
+                record.accuracy = targets.map(\.accuracy).reduce(0, +) / Double(targets.count)
+                record.macroF1 = targets.map(\.macroF1).reduce(0, +) / Double(targets.count)
+            }
+        }
+    }
+
+    /// Trains the cell's prompt (resuming its checkpoint), recording NC measures every `nc_every` epochs.
+    func trainPrompt(_ spec: RunSpec, dataset: DatasetName, train: StoredFeatures, tests: [(EvaluationSet, StoredFeatures)],
+                     folder: RunFolder, record: inout RunRecord) throws -> Classifier {
+        let method = try Method.named(spec.method).withTermWeights(spec.recipe.termWeights)
+        var optimizer = OptimizerConfig()
+        optimizer.learningRate = spec.recipe.learningRate
+        let template = method.handTemplate(dataset: spec.dataset, default: train.template)
+        let config = TrainConfig(method: method, optimizer: optimizer, epochs: spec.recipe.epochs, batchSize: spec.recipe.batchSize,
+                                 seed: UInt64(spec.seed), template: template)
+        let trainer = try PromptTrainer(model: model, tokenizer: tokenizer, features: train.set.labeled, config: config,
+                                        modelDigest: store.modelDigest, featuresDigest: train.digest)
+        let run = try TrainingRun(folder: folder, trainer: trainer, resume: .ifPresent)
+        record.warnings += trainer.warnings + run.warnings
+        var ncHistory: [NCPoint] = run.resumed ? ((try? readJSON([NCPoint].self, from: folder.ncHistory)) ?? []) : []
+        ncHistory.removeAll { $0.epoch > trainer.epochsDone }
+        var warnings: [String] = []
+        try run.run(onStep: { self.events(.step($0, epochs: spec.recipe.epochs)) }, afterEpoch: { epoch in
+            let every = spec.recipe.ncEvery
+            if every > 0 && epoch % every == 0 && epoch < spec.recipe.epochs {
+                var measures: [String: NeuralCollapseReport] = [:]
+                let c = Classifier.prompt(method, trainer.context)
+                if let m = self.measure(train.set.labeled, text: try self.classifierVectors(c, names: train.classNames, dataset: dataset),
+                                        label: "train", warnings: &warnings) { measures["train"] = m }
+                for (s, f) in tests {
+                    guard let text = try? self.classifierVectors(c, names: f.classNames, dataset: s.dataset) else { continue }
+                    if let m = self.measure(f.set.labeled, text: text, label: s.name, warnings: &warnings) { measures[s.name] = m }
+                }
+                ncHistory.append(NCPoint(epoch: epoch, measures: measures))
+                try writeJSON(ncHistory, to: folder.ncHistory)
+            }
+            if self.shouldStop() { throw RunInterrupted(epochsDone: epoch) }
+        })
+        record.warnings += Array(Set(warnings)).sorted()
+        record.history = trainer.history
+        record.ncHistory = ncHistory
+        return .prompt(method, trainer.context)
+    }
+}
+
+/// The digest that identifies a checkpoint (the weights file of a Hugging Face directory).
+public func modelDigest(_ path: String) throws -> String {
+    var isDir: ObjCBool = false
+    let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
+    guard exists else { throw ExperimentError("no model at \(path): give the path of a CLIP checkpoint") }
+    return try contentDigest(path: isDir.boolValue ? path + "/model.safetensors" : path)
+}

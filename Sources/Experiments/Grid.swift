@@ -1,0 +1,251 @@
+import Foundation
+import PromptLearning
+import Yams
+
+public struct ExperimentError: Error, CustomStringConvertible, LocalizedError, Equatable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+    public var errorDescription: String? { description }
+}
+
+/// A grid of runs: the same fields as `prompttune run`'s flags, or a YAML plan file.
+///
+///     protocol: base-to-novel
+///     datasets: [dtd, eurosat]
+///     methods: [zeroshot, coop, coop+npt]
+///     shots: [16]
+///     seeds: [1, 2, 3]
+///     imbalance: [1, 0.25, 0.06]
+///     epochs: 10                 # optional, for every method
+///     overrides:                 # optional, per method
+///       coop+npt: {lr: 0.001}
+public struct GridPlan: Codable, Equatable, Sendable {
+    public var name: String?
+    public var protocolKind: ProtocolKind
+    public var datasets: [String]
+    /// Test datasets (cross-dataset, domain generalisation); default: the protocol's.
+    public var targets: [String]?
+    public var methods: [String]
+    public var shots: [Int]
+    public var seeds: [Int]
+    public var imbalance: [Double]
+    public var model: String?
+    public var root: String?
+    public var out: String?
+    /// Overrides for every method of the grid.
+    public var all: RecipeOverride
+    /// Overrides per method name.
+    public var overrides: [String: RecipeOverride]
+
+    public init(name: String? = nil, protocolKind: ProtocolKind, datasets: [String], targets: [String]? = nil,
+                methods: [String], shots: [Int], seeds: [Int], imbalance: [Double] = [1], model: String? = nil,
+                root: String? = nil, out: String? = nil, all: RecipeOverride = RecipeOverride(),
+                overrides: [String: RecipeOverride] = [:]) {
+        self.name = name; self.protocolKind = protocolKind; self.datasets = datasets; self.targets = targets
+        self.methods = methods; self.shots = shots; self.seeds = seeds; self.imbalance = imbalance
+        self.model = model; self.root = root; self.out = out; self.all = all; self.overrides = overrides
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, protocolKind = "protocol", datasets, targets, methods, shots, seeds, imbalance, model, root, out
+        case epochs, lr, batchSize = "batch_size", views, ncEvery = "nc_every", overrides
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decodeIfPresent(String.self, forKey: .name)
+        protocolKind = try c.decodeIfPresent(ProtocolKind.self, forKey: .protocolKind) ?? .fewShot
+        datasets = try c.decode([String].self, forKey: .datasets)
+        targets = try c.decodeIfPresent([String].self, forKey: .targets)
+        methods = try c.decode([String].self, forKey: .methods)
+        shots = try c.decodeIfPresent([Int].self, forKey: .shots) ?? [16]
+        seeds = try c.decodeIfPresent([Int].self, forKey: .seeds) ?? [1, 2, 3]
+        imbalance = try c.decodeIfPresent([Double].self, forKey: .imbalance) ?? [1]
+        model = try c.decodeIfPresent(String.self, forKey: .model)
+        root = try c.decodeIfPresent(String.self, forKey: .root)
+        out = try c.decodeIfPresent(String.self, forKey: .out)
+        all = RecipeOverride(epochs: try c.decodeIfPresent(Int.self, forKey: .epochs),
+                             lr: try c.decodeIfPresent(Double.self, forKey: .lr),
+                             batchSize: try c.decodeIfPresent(Int.self, forKey: .batchSize),
+                             views: try c.decodeIfPresent(Int.self, forKey: .views),
+                             ncEvery: try c.decodeIfPresent(Int.self, forKey: .ncEvery))
+        overrides = try c.decodeIfPresent([String: RecipeOverride].self, forKey: .overrides) ?? [:]
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(name, forKey: .name)
+        try c.encode(protocolKind, forKey: .protocolKind)
+        try c.encode(datasets, forKey: .datasets)
+        try c.encodeIfPresent(targets, forKey: .targets)
+        try c.encode(methods, forKey: .methods)
+        try c.encode(shots, forKey: .shots)
+        try c.encode(seeds, forKey: .seeds)
+        try c.encode(imbalance, forKey: .imbalance)
+        try c.encodeIfPresent(model, forKey: .model)
+        try c.encodeIfPresent(root, forKey: .root)
+        try c.encodeIfPresent(out, forKey: .out)
+        try c.encodeIfPresent(all.epochs, forKey: .epochs)
+        try c.encodeIfPresent(all.lr, forKey: .lr)
+        try c.encodeIfPresent(all.batchSize, forKey: .batchSize)
+        try c.encodeIfPresent(all.views, forKey: .views)
+        try c.encodeIfPresent(all.ncEvery, forKey: .ncEvery)
+        if !overrides.isEmpty { try c.encode(overrides, forKey: .overrides) }
+    }
+
+    /// Reads a YAML plan; errors name the source.
+    public static func read(yaml text: String, source: String) throws -> GridPlan {
+        do {
+            return try YAMLDecoder().decode(GridPlan.self, from: text)
+        } catch let e as DecodingError {
+            throw ExperimentError("plan \(source): \(describe(e))")
+        } catch {
+            throw ExperimentError("plan \(source) is not valid YAML: \(error)")
+        }
+    }
+
+    public func yaml() throws -> String { try YAMLEncoder().encode(self) }
+
+    /// The test datasets of a cross-dataset or domain-generalisation run from `source`.
+    public static func defaultTargets(protocolKind: ProtocolKind, source: String) -> [String] {
+        switch protocolKind {
+        case .crossDataset:
+            return papersDatasets.filter { $0 != source }
+        case .domainGeneralization:
+            return ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
+        case .fewShot, .baseToNovel:
+            return []
+        }
+    }
+
+    /// The 11 datasets of the CoOp papers' tables.
+    public static let papersDatasets = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                                        "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
+
+    /// Checks the fields a grid cannot run without; messages name the field and the value.
+    public func validate() throws {
+        func nonEmpty<T>(_ list: [T], _ field: String) throws {
+            if list.isEmpty { throw ExperimentError("the plan's \(field) list is empty") }
+        }
+        try nonEmpty(datasets, "datasets"); try nonEmpty(methods, "methods"); try nonEmpty(shots, "shots")
+        try nonEmpty(seeds, "seeds"); try nonEmpty(imbalance, "imbalance")
+        for k in shots where k < 1 { throw ExperimentError("shots must be at least 1 (got \(k))") }
+        for s in seeds where s < 0 { throw ExperimentError("seeds must be non-negative (got \(s))") }
+        for t in imbalance where !(t > 0 && t <= 1) { throw ExperimentError("imbalance tau must lie in (0, 1] (got \(t))") }
+        for m in methods where m != "zeroshot" && m != "linear-probe" { _ = try Method.named(m) }
+        for name in Set(overrides.keys).subtracting(methods) {
+            throw ExperimentError("the plan overrides method '\(name)', which is not in its methods \(methods)")
+        }
+        for o in [all] + Array(overrides.values) {
+            if let e = o.epochs, e < 1 { throw ExperimentError("epochs must be at least 1 (got \(e))") }
+            if let b = o.batchSize, b < 1 { throw ExperimentError("batch size must be at least 1 (got \(b))") }
+            if let v = o.views, v < 1 { throw ExperimentError("views must be at least 1 (got \(v))") }
+            if let lr = o.lr, !(lr > 0 && lr.isFinite) { throw ExperimentError("learning rate must be positive and finite (got \(lr))") }
+            if let n = o.ncEvery, n < 0 { throw ExperimentError("nc_every must be non-negative (got \(n))") }
+        }
+    }
+
+    /// The grid's cells, numbered from 0 in this order: dataset, tau, shots, seed, method (so the
+    /// features of one draw are made once and reused by every method that follows).
+    public func cells() throws -> [RunSpec] {
+        try validate()
+        var specs: [RunSpec] = []
+        for dataset in datasets {
+            let targets = self.targets ?? Self.defaultTargets(protocolKind: protocolKind, source: dataset)
+            for tau in imbalance {
+                for k in shots {
+                    for seed in seeds {
+                        for method in methods {
+                            var recipe = Recipes.recipe(method: method, dataset: dataset, shots: k, protocolKind: protocolKind)
+                            let trains = recipe.epochs > 0
+                            recipe = all.apply(to: recipe, trains: trains)
+                            if let o = overrides[method] { recipe = o.apply(to: recipe, trains: trains) }
+                            specs.append(RunSpec(protocolKind: protocolKind, dataset: dataset, targets: targets, shots: k,
+                                                 seed: seed, imbalance: tau, method: method, recipe: recipe))
+                        }
+                    }
+                }
+            }
+        }
+        return specs
+    }
+}
+
+func describe(_ e: DecodingError) -> String {
+    func path(_ c: [CodingKey]) -> String { c.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
+    switch e {
+    case .keyNotFound(let key, let ctx): return "missing field '\(path(ctx.codingPath + [key]))'"
+    case .typeMismatch(_, let ctx): return "field '\(path(ctx.codingPath))': \(ctx.debugDescription)"
+    case .dataCorrupted(let ctx): return "\(path(ctx.codingPath)) \(ctx.debugDescription)"
+    case .valueNotFound(_, let ctx): return "field '\(path(ctx.codingPath))' has no value"
+    @unknown default: return "\(e)"
+    }
+}
+
+/// The papers' grids by name (`--plan NAME`), as YAML so they read like a user's plan file.
+public enum BuiltInPlans {
+    public static let all: [String: String] = [
+        "demo": """
+            # The README's first command: a small protocol on the built-in Fashion-MNIST.
+            protocol: few-shot
+            datasets: [fashion_mnist]
+            methods: [zeroshot, coop, coop+npt]
+            shots: [4]
+            seeds: [1, 2]
+            imbalance: [1, 0.06]
+            epochs: 20
+            views: 2
+            nc_every: 5
+            """,
+        "coop-few-shot": """
+            # CoOp's few-shot table (Zhou et al., IJCV 2022, Fig. 3): 11 datasets, 1-16 shots, 3 seeds.
+            protocol: few-shot
+            datasets: [imagenet, caltech101, oxford_pets, stanford_cars, oxford_flowers, food101, fgvc_aircraft, sun397, dtd, eurosat, ucf101]
+            methods: [zeroshot, linear-probe, coop]
+            shots: [1, 2, 4, 8, 16]
+            seeds: [1, 2, 3]
+            """,
+        "base-to-novel": """
+            # The base-to-novel table of CoCoOp / KgCoOp / MaPLe: 16 shots of the base classes.
+            protocol: base-to-novel
+            datasets: [imagenet, caltech101, oxford_pets, stanford_cars, oxford_flowers, food101, fgvc_aircraft, sun397, dtd, eurosat, ucf101]
+            methods: [zeroshot, coop, kgcoop, coop+npt, kgcoop+npt]
+            shots: [16]
+            seeds: [1, 2, 3]
+            """,
+        "npt-imbalance": """
+            # NPT's class-imbalance study: base-to-novel with tau = 1, 0.25, 0.06 (head 16 shots).
+            protocol: base-to-novel
+            datasets: [imagenet, caltech101, oxford_pets, stanford_cars, oxford_flowers, food101, fgvc_aircraft, sun397, dtd, eurosat, ucf101]
+            methods: [coop, coop+npt, kgcoop, kgcoop+npt]
+            shots: [16]
+            seeds: [1, 2, 3]
+            imbalance: [1, 0.25, 0.06]
+            """,
+        "cross-dataset": """
+            # Cross-dataset transfer: ImageNet (all classes, 16 shots) to the other 10 datasets.
+            protocol: cross-dataset
+            datasets: [imagenet]
+            methods: [zeroshot, coop, kgcoop, coop+npt]
+            shots: [16]
+            seeds: [1, 2, 3]
+            """,
+        "domain-generalization": """
+            # Domain generalisation: ImageNet to ImageNet-V2, -Sketch, -A, -R.
+            protocol: domain-generalization
+            datasets: [imagenet]
+            methods: [zeroshot, coop, kgcoop, coop+npt]
+            shots: [16]
+            seeds: [1, 2, 3]
+            """,
+    ]
+
+    public static func plan(named name: String) throws -> GridPlan {
+        guard let text = all[name] else {
+            throw ExperimentError("no built-in plan '\(name)'; built-in plans: \(all.keys.sorted().joined(separator: ", "))")
+        }
+        var plan = try GridPlan.read(yaml: text, source: "built-in plan '\(name)'")
+        plan.name = name
+        return plan
+    }
+}

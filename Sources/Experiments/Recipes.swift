@@ -1,0 +1,99 @@
+import Foundation
+
+/// The papers' training recipes, in one table. Sources:
+/// - CoOp (Zhou et al., IJCV 2022; KaiyangZhou/CoOp `configs/trainers/CoOp/*.yaml`, `scripts/coop/main.sh`):
+///   SGD lr 0.002, batch 32; epochs by shots: 50 for 1 shot, 100 for 2 and 4, 200 for 8 and 16;
+///   ImageNet 50 at every shot count (`vit_b16_ep50`).
+/// - KgCoOp (htyao89/KgCoOp `configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml`, `scripts/base2new_train.sh`):
+///   lr 0.002, batch 128, 100 epochs in base-to-novel; w = 8, M = 4, "a photo of a". Other protocols
+///   take CoOp's epochs by shots and batch 32.
+/// - DAPT (mlvlab/DAPT `configs/trainers/DAPT/*.yaml`, `scripts/dapt/*`): per-dataset lr, beta_v and
+///   beta_t, epochs as CoOp. `dapt-text` trains DAPT's text half with DAPT's lr and beta_t.
+/// - NPT (a documented reconstruction): the base method's recipe, lambda_lc = lambda_mi = 1.
+/// - CoCoOp (batch 1, 10 epochs, lr 0.002) and MaPLe (batch 4, 5 epochs, lr 0.0035) join when those
+///   methods land.
+/// Every number may be overridden for a whole grid (`--epochs --lr --batch-size --views`) or per
+/// method in a plan file.
+public enum Recipes {
+    /// Cached augmented views per training image by default (see docs/EXPERIMENTS.md).
+    public static let defaultViews = 4
+
+    /// CoOp's epochs for `shots` shots per class on `dataset`.
+    public static func coopEpochs(shots: Int, dataset: String) -> Int {
+        if dataset == "imagenet" { return 50 }
+        switch shots {
+        case ...1: return 50
+        case 2...4: return 100
+        default: return 200
+        }
+    }
+
+    /// DAPT's per-dataset (lr, beta_v, beta_t), from its configs (METHODS.md section 2).
+    public static let dapt: [String: (lr: Double, betaV: Double, betaT: Double)] = [
+        "caltech101": (0.2, 10, 0.01), "dtd": (20, 100, 0.01), "eurosat": (20, 100, 10),
+        "fgvc_aircraft": (2, 100, 0.01), "food101": (20, 10, 0.01), "imagenet": (2, 0.01, 0.01),
+        "oxford_flowers": (0.002, 10, 0.01), "oxford_pets": (0.02, 10, 0.1), "stanford_cars": (0.002, 100, 0.1),
+        "sun397": (20, 100, 0.01), "ucf101": (20, 0.1, 0.1),
+    ]
+
+    /// The base method of a method string: "kgcoop+npt" -> "kgcoop", "npt" -> "coop".
+    public static func baseMethod(_ method: String) -> String {
+        let first = method.lowercased().split(separator: "+").first.map(String.init) ?? method
+        return first == "npt" ? "coop" : first
+    }
+
+    /// The recipe of `method` on `dataset` with `shots` shots under `protocolKind`, before overrides.
+    public static func recipe(method: String, dataset: String, shots: Int, protocolKind: ProtocolKind) -> Recipe {
+        var r = Recipe(epochs: coopEpochs(shots: shots, dataset: dataset), learningRate: 0.002, batchSize: 32,
+                       views: defaultViews)
+        switch baseMethod(method) {
+        case "kgcoop":
+            if protocolKind == .baseToNovel { r.epochs = 100; r.batchSize = 128 }
+        case "dapt-text":
+            if let d = dapt[dataset] {
+                r.learningRate = d.lr
+                r.termWeights["inter"] = d.betaT
+            }
+        case "zeroshot", "linear-probe":
+            r.epochs = 0
+            r.views = 1
+        default:
+            break
+        }
+        return r
+    }
+}
+
+/// Settings that replace the recipe's, for a whole grid or for one method of a plan.
+public struct RecipeOverride: Codable, Equatable, Sendable {
+    public var epochs: Int?
+    public var lr: Double?
+    public var batchSize: Int?
+    public var views: Int?
+    public var termWeights: [String: Double]?
+    public var ncEvery: Int?
+
+    public init(epochs: Int? = nil, lr: Double? = nil, batchSize: Int? = nil, views: Int? = nil,
+                termWeights: [String: Double]? = nil, ncEvery: Int? = nil) {
+        self.epochs = epochs; self.lr = lr; self.batchSize = batchSize; self.views = views
+        self.termWeights = termWeights; self.ncEvery = ncEvery
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case epochs, lr, batchSize = "batch_size", views, termWeights = "term_weights", ncEvery = "nc_every"
+    }
+
+    /// `recipe` with every set field replaced. Baselines keep zero epochs and one view.
+    public func apply(to recipe: Recipe, trains: Bool) -> Recipe {
+        var r = recipe
+        if trains {
+            if let epochs { r.epochs = epochs }
+            if let lr { r.learningRate = lr }
+            if let batchSize { r.batchSize = batchSize }
+            if let views { r.views = views }
+            if let termWeights { r.termWeights.merge(termWeights) { $1 } }
+        }
+        if let ncEvery { r.ncEvery = ncEvery }
+        return r
+    }
+}

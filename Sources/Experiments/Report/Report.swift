@@ -1,0 +1,280 @@
+import Analysis
+import Foundation
+
+// `prompttune report DIR`: reads every `record.json` under a results folder, aggregates the runs
+// over seeds into the papers' tables (Tables.swift) and plots (HTML.swift), and writes
+// results.md, results.csv and report.html into the folder.
+//
+// Conventions, stated in the tables' captions as well:
+// - Accuracies are shown in percent (records hold fractions).
+// - Spread over seeds is the sample standard deviation (n - 1); a single seed shows no std.
+// - Base-to-novel HM is the harmonic mean of the seed-mean base and seed-mean novel accuracies,
+//   as the papers compute it (not the mean of per-seed HMs), so it carries no std.
+// - "average" over datasets is the mean of the per-dataset means, shown only for a method that has
+//   the cell on every dataset of its protocol and tau; base-to-novel's average HM is the HM of the
+//   average base and average novel accuracies (the papers' "average over 11 datasets").
+
+/// Why a report could not be written.
+public enum ReportError: Error, Equatable, CustomStringConvertible {
+    /// The results folder does not exist or is not a folder.
+    case notADirectory(URL)
+    /// No file named `record.json` anywhere under the folder.
+    case noRecords(URL)
+    /// A `record.json` that does not decode as a `RunRecord`.
+    case unreadableRecord(URL, reason: String)
+
+    public var description: String {
+        switch self {
+        case .notADirectory(let url): "\(url.path) is not a folder"
+        case .noRecords(let url): "no record.json found under \(url.path)"
+        case .unreadableRecord(let url, let reason): "cannot read \(url.path): \(reason)"
+        }
+    }
+}
+
+/// What `writeReport` wrote.
+public struct ReportSummary: Equatable, Sendable {
+    /// results.md, results.csv and report.html, in that order.
+    public var written: [URL]
+    /// Records read (after dropping older duplicates of the same spec).
+    public var records: Int
+    public var succeeded: Int
+    public var failed: Int
+}
+
+/// One number of the results: a (protocol, dataset, method, shots, tau, metric) cell aggregated
+/// over seeds, or over datasets for dataset "average".
+public struct ResultRow: Equatable, Sendable {
+    public enum Over: String, Sendable { case seeds, datasets }
+
+    public var protocolKind: ProtocolKind
+    /// The training dataset, or "average" for the mean over datasets.
+    public var dataset: String
+    public var method: String
+    public var shots: Int
+    public var tau: Double
+    /// `accuracy` (few-shot), `base` / `novel` / `hm` (base-to-novel), or an evaluation's name and
+    /// `average` over the targets (cross-dataset, domain generalisation).
+    public var metric: String
+    /// Percent.
+    public var mean: Double
+    /// Sample std (n - 1) over seeds; nil for one seed, HM of means and averages over datasets.
+    public var std: Double?
+    /// Seeds (or datasets, for averages) behind the mean.
+    public var n: Int
+    public var over: Over
+}
+
+/// The name of the per-dataset average in rows, tables and plots.
+public let averageDatasetName = "average"
+
+// MARK: - Loading
+
+/// Every `record.json` under `directory` (searched recursively), decoded; where two records have
+/// the same spec, the later-finished one is kept.
+public func loadRunRecords(under directory: URL) throws -> [RunRecord] {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw ReportError.notADirectory(directory)
+    }
+    var files: [URL] = []
+    if let walker = FileManager.default.enumerator(at: directory, includingPropertiesForKeys: nil) {
+        for case let url as URL in walker where url.lastPathComponent == "record.json" { files.append(url) }
+    }
+    guard !files.isEmpty else { throw ReportError.noRecords(directory) }
+    var bySpec: [RunSpec: RunRecord] = [:]
+    for file in files.sorted(by: { $0.path < $1.path }) {
+        let record: RunRecord
+        do {
+            record = try JSONDecoder().decode(RunRecord.self, from: Data(contentsOf: file))
+        } catch {
+            throw ReportError.unreadableRecord(file, reason: "\(error)")
+        }
+        if let kept = bySpec[record.spec], kept.finishedAt > record.finishedAt { continue }
+        bySpec[record.spec] = record
+    }
+    return bySpec.values.sorted { $0.spec.identifier < $1.spec.identifier }
+}
+
+// MARK: - Writing
+
+/// Reads the records under `directory` and writes results.md, results.csv and report.html into it.
+public func writeReport(directory: URL) throws -> ReportSummary {
+    try writeReport(records: loadRunRecords(under: directory), directory: directory)
+}
+
+/// Writes the report of `records` into `directory`.
+public func writeReport(records: [RunRecord], directory: URL) throws -> ReportSummary {
+    let data = ReportData(records: records)
+    let files: [(String, String)] = [
+        ("results.md", renderMarkdown(data)),
+        ("results.csv", renderCSV(data.rows)),
+        ("report.html", renderHTML(data)),
+    ]
+    var written: [URL] = []
+    for (name, text) in files {
+        let url = directory.appendingPathComponent(name)
+        try Data(text.utf8).write(to: url, options: .atomic)
+        written.append(url)
+    }
+    return ReportSummary(written: written, records: records.count, succeeded: data.ok.count, failed: data.failed.count)
+}
+
+/// The markdown tables of `records` (what results.md holds).
+public func renderMarkdownTables(records: [RunRecord]) -> String {
+    renderMarkdown(ReportData(records: records))
+}
+
+/// The aggregated rows of `records` (what results.csv holds).
+public func resultRows(records: [RunRecord]) -> [ResultRow] {
+    ReportData(records: records).rows
+}
+
+// MARK: - Aggregation
+
+/// A cell of the results: everything but the seed.
+struct RowKey: Hashable {
+    var protocolKind: ProtocolKind
+    var dataset: String
+    var method: String
+    var shots: Int
+    var tau: Double
+    var metric: String
+}
+
+/// The records of a report and the rows aggregated from them, with the orderings tables use.
+struct ReportData {
+    let ok: [RunRecord]
+    let failed: [RunRecord]
+    let rows: [ResultRow]
+    /// One colour per method, the same in every plot.
+    let methodColours: [String: String]
+    private let index: [RowKey: ResultRow]
+
+    init(records: [RunRecord]) {
+        ok = records.filter { $0.status == .ok }
+        failed = records.filter { $0.status == .failed }
+        let methods = Array(Set(records.map(\.spec.method))).sorted(by: methodPrecedes)
+        methodColours = Dictionary(uniqueKeysWithValues: methods.enumerated().map { ($1, plotPalette[$0 % plotPalette.count]) })
+        var values: [RowKey: [Double]] = [:]
+        for record in ok {
+            let s = record.spec
+            for (metric, value) in headlineMetrics(record) {
+                values[RowKey(protocolKind: s.protocolKind, dataset: s.dataset, method: s.method, shots: s.shots,
+                              tau: s.imbalance, metric: metric), default: []].append(100 * value)
+            }
+        }
+        var index: [RowKey: ResultRow] = [:]
+        for (key, v) in values {
+            index[key] = ResultRow(key: key, mean: Statistics.mean(v)!, std: Statistics.sampleStd(v), n: v.count, over: .seeds)
+        }
+        ReportData.addHarmonicMeans(&index, over: .seeds)
+        // Averages over the datasets of each (protocol, tau), for methods that have all of them.
+        let averaged: Set<ProtocolKind> = [.fewShot, .baseToNovel]
+        var datasets: [String: Set<String>] = [:]  // "protocol|tau" -> datasets
+        for key in index.keys where averaged.contains(key.protocolKind) {
+            datasets["\(key.protocolKind.rawValue)|\(key.tau)", default: []].insert(key.dataset)
+        }
+        var groups: [RowKey: [Double]] = [:]
+        for (key, row) in index where averaged.contains(key.protocolKind) && key.metric != "hm" {
+            var k = key
+            k.dataset = averageDatasetName
+            groups[k, default: []].append(row.mean)
+        }
+        for (key, means) in groups {
+            let all = datasets["\(key.protocolKind.rawValue)|\(key.tau)"]?.count ?? 0
+            guard all >= 2, means.count == all else { continue }
+            index[key] = ResultRow(key: key, mean: Statistics.mean(means)!, std: nil, n: all, over: .datasets)
+        }
+        ReportData.addHarmonicMeans(&index, over: .datasets)
+        self.index = index
+        rows = index.values.sorted(by: ReportData.precedes)
+    }
+
+    /// HM rows from the base and novel means of every base-to-novel cell aggregated `over`.
+    private static func addHarmonicMeans(_ index: inout [RowKey: ResultRow], over: ResultRow.Over) {
+        for (key, base) in index where key.protocolKind == .baseToNovel && key.metric == "base" && base.over == over {
+            var k = key
+            k.metric = "novel"
+            guard let novel = index[k] else { continue }
+            k.metric = "hm"
+            index[k] = ResultRow(key: k, mean: harmonicMean(base.mean, novel.mean), std: nil, n: min(base.n, novel.n), over: over)
+        }
+    }
+
+    func row(_ p: ProtocolKind, _ dataset: String, _ method: String, shots: Int, tau: Double, _ metric: String) -> ResultRow? {
+        index[RowKey(protocolKind: p, dataset: dataset, method: method, shots: shots, tau: tau, metric: metric)]
+    }
+
+    /// The rows of one protocol (any dataset), optionally of one tau.
+    func rows(_ p: ProtocolKind, tau: Double? = nil) -> [ResultRow] {
+        rows.filter { $0.protocolKind == p && (tau == nil || $0.tau == tau) }
+    }
+
+    /// Taus of a protocol, balanced first (1, 0.25, 0.06).
+    func taus(_ p: ProtocolKind) -> [Double] { Array(Set(rows(p).map(\.tau))).sorted(by: >) }
+
+    /// Datasets of the rows, alphabetically, the average last.
+    static func datasets(_ rows: [ResultRow]) -> [String] {
+        let names = Set(rows.map(\.dataset))
+        return names.subtracting([averageDatasetName]).sorted() + (names.contains(averageDatasetName) ? [averageDatasetName] : [])
+    }
+
+    /// Methods of the rows: baselines first, then alphabetically.
+    static func methods(_ rows: [ResultRow]) -> [String] { Array(Set(rows.map(\.method))).sorted(by: methodPrecedes) }
+
+    static func shots(_ rows: [ResultRow]) -> [Int] { Array(Set(rows.map(\.shots))).sorted() }
+
+    static func precedes(_ a: ResultRow, _ b: ResultRow) -> Bool {
+        let order = ProtocolKind.allCases
+        if a.protocolKind != b.protocolKind { return order.firstIndex(of: a.protocolKind)! < order.firstIndex(of: b.protocolKind)! }
+        if a.dataset != b.dataset {
+            if a.dataset == averageDatasetName || b.dataset == averageDatasetName { return b.dataset == averageDatasetName }
+            return a.dataset < b.dataset
+        }
+        if a.method != b.method { return methodPrecedes(a.method, b.method) }
+        if a.shots != b.shots { return a.shots < b.shots }
+        if a.tau != b.tau { return a.tau > b.tau }
+        return metricPrecedes(a.metric, b.metric)
+    }
+}
+
+extension ResultRow {
+    init(key: RowKey, mean: Double, std: Double?, n: Int, over: Over) {
+        self.init(protocolKind: key.protocolKind, dataset: key.dataset, method: key.method, shots: key.shots,
+                  tau: key.tau, metric: key.metric, mean: mean, std: std, n: n, over: over)
+    }
+}
+
+/// The numbers a record contributes to the tables (fractions), by metric name.
+func headlineMetrics(_ r: RunRecord) -> [(String, Double)] {
+    func evaluation(_ name: String) -> Double? { r.evaluations.first { $0.name == name }?.accuracy }
+    switch r.spec.protocolKind {
+    case .fewShot:
+        return [(r.accuracy ?? evaluation("test")).map { ("accuracy", $0) }].compactMap { $0 }
+    case .baseToNovel:
+        return [(r.base ?? evaluation("base")).map { ("base", $0) }, (r.novel ?? evaluation("novel")).map { ("novel", $0) }]
+            .compactMap { $0 }
+    case .crossDataset, .domainGeneralization:
+        var out = r.evaluations.map { ($0.name, $0.accuracy) }
+        if let mean = r.accuracy { out.append(("average", mean)) }
+        return out
+    }
+}
+
+/// Baselines first (zero-shot, linear probe), then the prompt methods alphabetically.
+func methodPrecedes(_ a: String, _ b: String) -> Bool {
+    let rank = ["zeroshot": 0, "linear-probe": 1]
+    let (ra, rb) = (rank[a] ?? 2, rank[b] ?? 2)
+    return ra != rb ? ra < rb : a < b
+}
+
+/// Base, novel, HM; the source's own test set before the targets; the average over targets last.
+func metricPrecedes(_ a: String, _ b: String) -> Bool {
+    let rank = ["accuracy": 0, "test": 0, "base": 1, "novel": 2, "hm": 3, "average": 9]
+    let (ra, rb) = (rank[a] ?? 5, rank[b] ?? 5)
+    return ra != rb ? ra < rb : a < b
+}
+
+/// "1", "0.25", "0.06".
+func tauLabel(_ tau: Double) -> String { formatNumber(tau) }

@@ -1,0 +1,314 @@
+import Foundation
+
+// A tiny SVG plotting layer for the report: line charts with error bars, grouped bar charts and
+// scatter plots with a fitted line. Every chart has a title, axes with ticks and numeric labels,
+// axis titles and a legend, in a fixed palette; every text is XML-escaped, so the output can be
+// inlined into an XHTML page and read by an XML parser.
+
+/// Colours of successive series (matplotlib's tab10, readable on white).
+let plotPalette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+/// Escapes the five XML special characters.
+func xmlEscape(_ text: String) -> String {
+    var out = ""
+    out.reserveCapacity(text.count)
+    for c in text {
+        switch c {
+        case "&": out += "&amp;"
+        case "<": out += "&lt;"
+        case ">": out += "&gt;"
+        case "\"": out += "&quot;"
+        case "'": out += "&#39;"
+        default: out.append(c)
+        }
+    }
+    return out
+}
+
+/// How data values map onto an axis.
+enum AxisScale { case linear, log10 }
+
+/// One axis: its title (with units) and, optionally, ticks at given values (shots, tau) instead of
+/// evenly spaced round numbers.
+struct PlotAxis {
+    var title: String
+    var scale: AxisScale = .linear
+    var ticks: [Double]? = nil
+    /// Start a linear axis at zero (bar heights).
+    var includesZero = false
+}
+
+/// A point with an optional symmetric error bar (y +- error).
+struct PlotPoint {
+    var x: Double
+    var y: Double
+    var error: Double? = nil
+}
+
+struct PlotSeries {
+    var name: String
+    var points: [PlotPoint]
+    /// Fixed colour (a method keeps its colour across plots); the palette by position when nil.
+    var colour: String? = nil
+}
+
+private func seriesColour(of series: PlotSeries, at index: Int) -> String {
+    series.colour ?? plotPalette[index % plotPalette.count]
+}
+
+/// The pixel layout shared by every chart: the plot area sits inside margins; the legend lives in
+/// the right margin, the x-axis title and an optional note below.
+private struct Frame {
+    let width = 700.0, height = 420.0
+    let left = 76.0, right = 180.0, top = 46.0, bottom = 62.0
+    var noteLines = 0
+    var plotWidth: Double { width - left - right }
+    var plotHeight: Double { height - top - bottom }
+    var totalHeight: Double { height + Double(noteLines) * 16 }
+}
+
+/// A data-to-pixel mapping of one axis.
+private struct AxisMap {
+    let scale: AxisScale
+    let lo: Double, hi: Double          // in transformed units
+    let start: Double, length: Double   // pixels; length < 0 for the y axis (up is smaller)
+    let ticks: [Double]                 // data values
+    let labels: [String]
+
+    func transform(_ v: Double) -> Double { scale == .log10 ? Foundation.log10(v) : v }
+    func pixel(_ v: Double) -> Double { start + (transform(v) - lo) / (hi - lo) * length }
+
+    /// Fits ticks and limits around `values` (finite, and positive on a log axis).
+    init(axis: PlotAxis, values: [Double], start: Double, length: Double) {
+        scale = axis.scale
+        self.start = start; self.length = length
+        var data = values.filter { $0.isFinite && (axis.scale == .linear || $0 > 0) }
+        if axis.includesZero { data.append(0) }
+        if data.isEmpty { data = axis.scale == .log10 ? [1] : [0, 1] }
+        if var given = axis.ticks?.filter({ axis.scale == .linear || $0 > 0 }), !given.isEmpty {
+            given.sort()
+            let t = (data + given).map { axis.scale == .log10 ? Foundation.log10($0) : $0 }
+            let (a, b) = (t.min()!, t.max()!)
+            let pad = b > a ? 0.06 * (b - a) : 0.5
+            lo = a - pad; hi = b + pad
+            ticks = given
+            labels = given.map(compactNumber)
+        } else if axis.scale == .log10 {
+            let t = data.map { Foundation.log10($0) }
+            let (a, b) = (t.min()!.rounded(.down), max(t.max()!.rounded(.up), t.min()!.rounded(.down) + 1))
+            lo = a; hi = b
+            ticks = stride(from: a, through: b, by: 1).map { pow(10, $0) }
+            labels = ticks.map(compactNumber)
+        } else {
+            let nice = niceTicks(data.min()!, data.max()!)
+            lo = nice.ticks.first!; hi = nice.ticks.last!
+            ticks = nice.ticks
+            labels = nice.ticks.map { String(format: "%.\(nice.decimals)f", $0) }
+        }
+    }
+}
+
+/// About five round-numbered ticks covering [lo, hi], and the decimals their labels need.
+func niceTicks(_ lo: Double, _ hi: Double, count: Int = 5) -> (ticks: [Double], decimals: Int) {
+    var (lo, hi) = (lo, hi)
+    if !(hi > lo) {
+        let pad = lo == 0 ? 1 : abs(lo) * 0.1
+        lo -= pad; hi += pad
+    }
+    let raw = (hi - lo) / Double(count)
+    let magnitude = pow(10, (log10(raw)).rounded(.down))
+    let f = raw / magnitude
+    let step = (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * magnitude
+    let first = (lo / step).rounded(.down), last = (hi / step).rounded(.up)
+    let ticks = stride(from: first, through: last, by: 1).map { i -> Double in
+        let v = i * step
+        return abs(v) < step * 1e-9 ? 0 : v
+    }
+    return (ticks, max(0, Int(-(log10(step)).rounded(.down))))
+}
+
+/// 16, 0.25, 0.06, 1e-05: the shortest faithful label of an explicit tick.
+func compactNumber(_ v: Double) -> String {
+    v == v.rounded() && abs(v) < 1e9 ? String(Int(v)) : String(format: "%g", v)
+}
+
+private func px(_ v: Double) -> String { String(format: "%.1f", v) }
+
+/// Collects the elements of one chart and writes the frame around them.
+private struct Canvas {
+    var frame: Frame
+    var body: [String] = []
+
+    mutating func text(_ s: String, x: Double, y: Double, anchor: String = "middle", size: Int = 12,
+                       cls: String? = nil, rotate: Bool = false, weight: String? = nil) {
+        var attrs = "x=\"\(px(x))\" y=\"\(px(y))\" text-anchor=\"\(anchor)\" font-size=\"\(size)\""
+        if let cls { attrs += " class=\"\(cls)\"" }
+        if let weight { attrs += " font-weight=\"\(weight)\"" }
+        if rotate { attrs += " transform=\"rotate(-90 \(px(x)) \(px(y)))\"" }
+        body.append("<text \(attrs)>\(xmlEscape(s))</text>")
+    }
+
+    mutating func line(_ x1: Double, _ y1: Double, _ x2: Double, _ y2: Double, stroke: String, width: Double = 1,
+                       dash: String? = nil) {
+        let d = dash.map { " stroke-dasharray=\"\($0)\"" } ?? ""
+        body.append("<line x1=\"\(px(x1))\" y1=\"\(px(y1))\" x2=\"\(px(x2))\" y2=\"\(px(y2))\" stroke=\"\(stroke)\" stroke-width=\"\(width)\"\(d)/>")
+    }
+
+    /// A vertical error bar with caps.
+    mutating func errorBar(x: Double, y1: Double, y2: Double, colour: String) {
+        line(x, y1, x, y2, stroke: colour)
+        line(x - 4, y1, x + 4, y1, stroke: colour)
+        line(x - 4, y2, x + 4, y2, stroke: colour)
+    }
+
+    /// Grid, ticks, tick labels and axis titles.
+    mutating func axes(x: AxisMap, y: AxisMap, xTitle: String, yTitle: String, xLabels: [(Double, String)]? = nil) {
+        let f = frame
+        let (x0, x1, y0, y1) = (f.left, f.left + f.plotWidth, f.top + f.plotHeight, f.top)
+        for (v, label) in zip(y.ticks, y.labels) {
+            let p = y.pixel(v)
+            line(x0, p, x1, p, stroke: "#e0e0e0")
+            line(x0 - 5, p, x0, p, stroke: "#333")
+            text(label, x: x0 - 8, y: p + 4, anchor: "end", size: 11, cls: "tick")
+        }
+        for (p, label) in xLabels ?? zip(x.ticks, x.labels).map({ (x.pixel($0), $1) }) {
+            line(p, y0, p, y0 + 5, stroke: "#333")
+            text(label, x: p, y: y0 + 18, size: 11, cls: "tick")
+        }
+        body.append("<rect x=\"\(px(x0))\" y=\"\(px(y1))\" width=\"\(px(f.plotWidth))\" height=\"\(px(f.plotHeight))\" fill=\"none\" stroke=\"#333\"/>")
+        text(xTitle, x: x0 + f.plotWidth / 2, y: y0 + 40, size: 12, cls: "axis-title")
+        text(yTitle, x: 20, y: y1 + f.plotHeight / 2, size: 12, cls: "axis-title", rotate: true)
+    }
+
+    /// Swatches and names in the right margin.
+    mutating func legend(_ entries: [(name: String, colour: String)]) {
+        var y = frame.top + 6
+        let x = frame.left + frame.plotWidth + 14
+        body.append("<g class=\"legend\">")
+        for (name, colour) in entries {
+            body.append("<rect x=\"\(px(x))\" y=\"\(px(y - 5))\" width=\"14\" height=\"10\" fill=\"\(colour)\"/>")
+            text(name, x: x + 20, y: y + 4, anchor: "start", size: 11)
+            y += 18
+        }
+        body.append("</g>")
+    }
+
+    /// Lines of a note below the x-axis title (e.g. the correlations of a scatter plot).
+    mutating func notes(_ lines: [String]) {
+        for (i, line) in lines.enumerated() {
+            text(line, x: frame.left + frame.plotWidth / 2, y: frame.height + Double(i) * 16 - 4, size: 12, cls: "note")
+        }
+    }
+
+    func render(id: String, title: String) -> String {
+        let h = frame.totalHeight
+        var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"\(xmlEscape(id))\" class=\"plot\" width=\"\(px(frame.width))\" height=\"\(px(h))\" viewBox=\"0 0 \(px(frame.width)) \(px(h))\" role=\"img\">\n"
+        out += "<title>\(xmlEscape(title))</title>\n"
+        out += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n"
+        out += "<text x=\"\(px(frame.width / 2))\" y=\"24\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\" class=\"plot-title\">\(xmlEscape(title))</text>\n"
+        out += body.joined(separator: "\n")
+        out += "\n</svg>"
+        return out
+    }
+}
+
+enum SVGPlot {
+    /// Lines of `series` over x, one colour per series, error bars where a point has an error.
+    static func lineChart(id: String, title: String, x: PlotAxis, y: PlotAxis, series: [PlotSeries]) -> String {
+        var canvas = Canvas(frame: Frame())
+        let f = canvas.frame
+        let points = series.flatMap(\.points)
+        let xMap = AxisMap(axis: x, values: points.map(\.x), start: f.left, length: f.plotWidth)
+        let yValues = points.flatMap { p in [p.y - (p.error ?? 0), p.y + (p.error ?? 0)] }
+        let yMap = AxisMap(axis: y, values: yValues, start: f.top + f.plotHeight, length: -f.plotHeight)
+        canvas.axes(x: xMap, y: yMap, xTitle: x.title, yTitle: y.title)
+        for (i, s) in series.enumerated() {
+            let colour = seriesColour(of: s, at: i)
+            let sorted = s.points.filter { x.scale == .linear || $0.x > 0 }.sorted { $0.x < $1.x }
+            let coords = sorted.map { (xMap.pixel($0.x), yMap.pixel($0.y)) }
+            if coords.count > 1 {
+                let list = coords.map { "\(px($0.0)),\(px($0.1))" }.joined(separator: " ")
+                canvas.body.append("<polyline fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\" points=\"\(list)\"/>")
+            }
+            for (p, c) in zip(sorted, coords) {
+                if let e = p.error, e > 0 {
+                    canvas.errorBar(x: c.0, y1: yMap.pixel(p.y - e), y2: yMap.pixel(p.y + e), colour: colour)
+                }
+                canvas.body.append("<circle cx=\"\(px(c.0))\" cy=\"\(px(c.1))\" r=\"3.5\" fill=\"\(colour)\"/>")
+            }
+        }
+        canvas.legend(series.enumerated().map { ($1.name, seriesColour(of: $1, at: $0)) })
+        return canvas.render(id: id, title: title)
+    }
+
+    /// Bars of `values[group][bar]` (nil: no bar) side by side within each group, one colour per bar
+    /// name, error bars where given.
+    static func groupedBars(id: String, title: String, groups: [String], bars: [String],
+                            values: [[PlotPoint?]], xTitle: String, y: PlotAxis) -> String {
+        var canvas = Canvas(frame: Frame())
+        let f = canvas.frame
+        let present = values.flatMap { $0.compactMap { $0 } }
+        var axis = y
+        axis.includesZero = true
+        let yValues = present.flatMap { [$0.y, $0.y + ($0.error ?? 0)] }
+        let yMap = AxisMap(axis: axis, values: yValues, start: f.top + f.plotHeight, length: -f.plotHeight)
+        let slot = f.plotWidth / Double(max(1, groups.count))
+        let barWidth = slot * 0.8 / Double(max(1, bars.count))
+        let xMap = AxisMap(axis: PlotAxis(title: xTitle), values: [0, 1], start: f.left, length: f.plotWidth)
+        let labels = groups.enumerated().map { (f.left + slot * (Double($0) + 0.5), $1) }
+        canvas.axes(x: xMap, y: yMap, xTitle: xTitle, yTitle: y.title, xLabels: labels)
+        let base = yMap.pixel(max(0, yMap.ticks.first ?? 0))
+        for (g, row) in values.enumerated() {
+            for (b, value) in row.enumerated() {
+                guard let value else { continue }
+                let colour = plotPalette[b % plotPalette.count]
+                let x0 = f.left + slot * Double(g) + slot * 0.1 + barWidth * Double(b)
+                let top = yMap.pixel(value.y)
+                canvas.body.append("<rect x=\"\(px(x0))\" y=\"\(px(min(top, base)))\" width=\"\(px(barWidth * 0.92))\" height=\"\(px(abs(base - top)))\" fill=\"\(colour)\"/>")
+                if let e = value.error, e > 0 {
+                    canvas.errorBar(x: x0 + barWidth * 0.46, y1: yMap.pixel(value.y - e), y2: yMap.pixel(value.y + e), colour: "#222")
+                }
+            }
+        }
+        canvas.legend(bars.enumerated().map { ($1, plotPalette[$0 % plotPalette.count]) })
+        return canvas.render(id: id, title: title)
+    }
+
+    /// Points of every series in its colour, the least-squares line `fit` over all of them (dashed),
+    /// and `notes` (the correlations) printed under the plot.
+    static func scatter(id: String, title: String, x: PlotAxis, y: PlotAxis, series: [PlotSeries],
+                        fit: (slope: Double, intercept: Double)?, notes: [String]) -> String {
+        var frame = Frame()
+        frame.noteLines = notes.count
+        var canvas = Canvas(frame: frame)
+        let points = series.flatMap(\.points)
+        let xs = points.map(\.x)
+        let xMap = AxisMap(axis: x, values: xs, start: frame.left, length: frame.plotWidth)
+        let yMap = AxisMap(axis: y, values: points.map(\.y), start: frame.top + frame.plotHeight, length: -frame.plotHeight)
+        canvas.axes(x: xMap, y: yMap, xTitle: x.title, yTitle: y.title)
+        for (i, s) in series.enumerated() {
+            let colour = seriesColour(of: s, at: i)
+            for p in s.points {
+                canvas.body.append("<circle cx=\"\(px(xMap.pixel(p.x)))\" cy=\"\(px(yMap.pixel(p.y)))\" r=\"4\" fill=\"\(colour)\" fill-opacity=\"0.8\"/>")
+            }
+        }
+        var legend = series.enumerated().map { ($1.name, seriesColour(of: $1, at: $0)) }
+        if let fit, var a = xs.min(), var b = xs.max(), b > a {
+            // Clip the line to the y axis' range, so it never stretches the axis past the data.
+            let (yLo, yHi) = (yMap.ticks.first!, yMap.ticks.last!)
+            if fit.slope != 0 {
+                let (x1, x2) = ((yLo - fit.intercept) / fit.slope, (yHi - fit.intercept) / fit.slope)
+                a = max(a, min(x1, x2)); b = min(b, max(x1, x2))
+            }
+            if b > a {
+                canvas.line(xMap.pixel(a), yMap.pixel(fit.intercept + fit.slope * a), xMap.pixel(b),
+                            yMap.pixel(fit.intercept + fit.slope * b), stroke: "#000", width: 1.5, dash: "6 4")
+            }
+            legend.append(("least-squares fit (dashed)", "#000"))
+        }
+        canvas.legend(legend)
+        canvas.notes(notes)
+        return canvas.render(id: id, title: title)
+    }
+}

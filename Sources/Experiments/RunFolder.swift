@@ -1,0 +1,84 @@
+import Foundation
+import TensorIO
+
+/// Where a results folder keeps things:
+///
+///     <out>/plan.yaml                       the grid as run (for the record)
+///     <out>/features/<name>.safetensors     features shared by every cell that needs them
+///     <out>/runs/<cell id>/spec.json        the cell's spec, written when it starts
+///     <out>/runs/<cell id>/prompt.ptprompt  checkpoint after every epoch (resume point)
+///     <out>/runs/<cell id>/nc_history.json  neural-collapse measures over training
+///     <out>/runs/<cell id>/record.json      the finished (or failed) cell's record
+///     <out>/results.md, results.csv, report.html   written by `prompttune report`
+public struct ResultsFolder: Sendable {
+    public let url: URL
+    public init(_ url: URL) { self.url = url }
+
+    public var features: URL { url.appendingPathComponent("features") }
+    public var runs: URL { url.appendingPathComponent("runs") }
+    public var plan: URL { url.appendingPathComponent("plan.yaml") }
+    public func cell(_ spec: RunSpec) -> RunFolder { RunFolder(runs.appendingPathComponent(spec.identifier)) }
+}
+
+/// One training run's folder: the `train` command's `--out`, or a grid cell.
+public struct RunFolder: Sendable {
+    public let url: URL
+    public init(_ url: URL) { self.url = url }
+
+    public var checkpoint: URL { url.appendingPathComponent("prompt.ptprompt") }
+    public var config: URL { url.appendingPathComponent("config.json") }
+    public var spec: URL { url.appendingPathComponent("spec.json") }
+    public var history: URL { url.appendingPathComponent("history.json") }
+    public var ncHistory: URL { url.appendingPathComponent("nc_history.json") }
+    public var record: URL { url.appendingPathComponent("record.json") }
+
+    public func create() throws {
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    /// The finished record of this cell, when there is one for exactly `spec`.
+    public func finishedRecord(for spec: RunSpec) -> RunRecord? {
+        guard let record = try? readJSON(RunRecord.self, from: record), record.spec == spec, record.status == .ok else { return nil }
+        return record
+    }
+}
+
+/// JSON as PromptTune writes it everywhere: sorted keys (byte-reproducible), written atomically.
+public func encodeJSON<T: Encodable>(_ value: T, pretty: Bool = true) throws -> Data {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return try encoder.encode(value)
+}
+
+public func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
+    let data = try encodeJSON(value)
+    try writeAtomically(to: url) { $0.write(data + Data("\n".utf8)) }
+}
+
+public func readJSON<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {
+    let data: Data
+    do { data = try Data(contentsOf: url) } catch {
+        throw ExperimentError("cannot read \(url.path): \(error.localizedDescription)")
+    }
+    let decoder = JSONDecoder()
+    decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    do { return try decoder.decode(type, from: data) } catch let e as DecodingError {
+        throw ExperimentError("\(url.path) is not a valid \(T.self) file: \(describe(e))")
+    }
+}
+
+/// An exclusive lock on `<path>.lock` held while `body` runs, so that parallel cells (`--cell N`
+/// under a scheduler) never build the same features file twice at once.
+public func withFileLock<T>(_ url: URL, _ body: () throws -> T) throws -> T {
+    let lockPath = url.path + ".lock"
+    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+    let fd = open(lockPath, O_CREAT | O_RDWR, 0o644)
+    guard fd >= 0 else { throw ExperimentError("cannot create the lock file \(lockPath): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    while flock(fd, LOCK_EX) != 0 {
+        guard errno == EINTR else { throw ExperimentError("cannot lock \(lockPath): \(String(cString: strerror(errno)))") }
+    }
+    defer { flock(fd, LOCK_UN) }
+    return try body()
+}

@@ -1,0 +1,83 @@
+import Foundation
+
+/// The papers' evaluation protocols (METHODS.md section 4).
+public enum ProtocolKind: String, Codable, CaseIterable, Sendable {
+    /// Train on K shots of every class; test on the dataset's test split.
+    case fewShot = "few-shot"
+    /// Train on 16 shots of the base half of the classes; test on base (base names) and novel (novel names).
+    case baseToNovel = "base-to-novel"
+    /// Train on a source dataset with all its classes; test on other datasets with their names.
+    case crossDataset = "cross-dataset"
+    /// Train on ImageNet; test on ImageNet-V2, -Sketch, -A and -R (-A/-R with their 200-class subsets).
+    case domainGeneralization = "domain-generalization"
+}
+
+/// The training settings of a run. Defaults come from the recipe table (`Recipes`), per method,
+/// dataset and shots; a grid or a plan file may override any of them.
+public struct Recipe: Codable, Equatable, Hashable, Sendable {
+    public var epochs: Int
+    public var learningRate: Double
+    public var batchSize: Int
+    /// Cached augmented views per training image standing in for CoOp's fresh augmentation every
+    /// iteration (docs/EXPERIMENTS.md says what they cost).
+    public var views: Int
+    /// NPT / DAPT / KgCoOp weights that differ from the method's defaults (term key -> weight),
+    /// e.g. DAPT's per-dataset beta_t as "inter".
+    public var termWeights: [String: Double]
+    /// Record the neural-collapse measures every this many epochs (0: only at the end).
+    public var ncEvery: Int
+
+    public init(epochs: Int, learningRate: Double, batchSize: Int, views: Int, termWeights: [String: Double] = [:], ncEvery: Int = 0) {
+        self.epochs = epochs; self.learningRate = learningRate; self.batchSize = batchSize; self.views = views
+        self.termWeights = termWeights; self.ncEvery = ncEvery
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case epochs, learningRate = "lr", batchSize = "batch_size", views, termWeights = "term_weights", ncEvery = "nc_every"
+    }
+}
+
+/// One cell of a grid: everything that decides its numbers.
+///
+/// One seed decides everything random in a run: the few-shot draw uses it as Dassl's seed (so
+/// seed S draws CoOp's `split_fewshot/shot_K-seed_S.pkl`), the augmented views are seeded with it
+/// per (image, view), and the trainer's generator (context initialisation, shuffling, view choice)
+/// starts from it. Equal specs give equal records, bit for bit, on the same machine.
+public struct RunSpec: Codable, Equatable, Hashable, Sendable {
+    public var protocolKind: ProtocolKind
+    /// The training dataset (DatasetName raw value).
+    public var dataset: String
+    /// Test datasets of cross-dataset and domain-generalisation runs (empty otherwise).
+    public var targets: [String]
+    public var shots: Int
+    public var seed: Int
+    /// Class-imbalance tau in (0, 1]; 1 = balanced.
+    public var imbalance: Double
+    /// `zeroshot`, `linear-probe`, or a prompt-tuning method (`coop`, `kgcoop+npt`, ...).
+    public var method: String
+    public var recipe: Recipe
+
+    public init(protocolKind: ProtocolKind, dataset: String, targets: [String] = [], shots: Int, seed: Int,
+                imbalance: Double = 1, method: String, recipe: Recipe) {
+        self.protocolKind = protocolKind; self.dataset = dataset; self.targets = targets; self.shots = shots
+        self.seed = seed; self.imbalance = imbalance; self.method = method; self.recipe = recipe
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case protocolKind = "protocol", dataset, targets, shots, seed, imbalance, method, recipe
+    }
+
+    /// Trains on the base half of the classes (base-to-novel).
+    public var trainsOnBase: Bool { protocolKind == .baseToNovel }
+
+    /// A readable, unique folder name for the cell.
+    public var identifier: String {
+        var parts = [protocolKind.rawValue, dataset, method, "\(shots)shot", "seed\(seed)"]
+        if imbalance != 1 { parts.append("tau\(formatNumber(imbalance))") }
+        return parts.joined(separator: "_").replacingOccurrences(of: "/", with: "-")
+    }
+}
+
+func formatNumber(_ x: Double) -> String {
+    x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x)
+}

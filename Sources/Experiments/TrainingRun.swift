@@ -1,0 +1,100 @@
+import CLIP
+import Foundation
+import PromptLearning
+import TensorCore
+import TensorIO
+
+/// What to do with a checkpoint already in the run folder.
+public enum ResumePolicy: Sendable {
+    /// A checkpoint there is an error (the `train` command without `--resume`).
+    case refuse
+    /// A checkpoint must be there (`--resume`).
+    case require
+    /// Continue a compatible checkpoint; start afresh, with a warning, when it is from other settings (grid cells).
+    case ifPresent
+}
+
+/// Raised between epochs when the caller asked a run to stop (tests, signals): not a failure,
+/// the checkpoint of the last epoch is the resume point.
+public struct RunInterrupted: Error, CustomStringConvertible {
+    public var epochsDone: Int
+    public var description: String { "interrupted after epoch \(epochsDone); run again to resume" }
+}
+
+/// A prompt-training run in a folder: checkpoint every epoch, resume policy, history.
+public final class TrainingRun {
+    public let folder: RunFolder
+    public let trainer: PromptTrainer
+    public private(set) var warnings: [String] = []
+    /// True when the run continued a checkpoint.
+    public private(set) var resumed = false
+
+    public init(folder: RunFolder, trainer: PromptTrainer, resume: ResumePolicy) throws {
+        self.folder = folder
+        self.trainer = trainer
+        try folder.create()
+        let path = folder.checkpoint.path
+        let exists = FileManager.default.fileExists(atPath: path)
+        switch resume {
+        case .refuse:
+            if exists { throw ExperimentError("\(path) exists: resume it, or train into another folder") }
+        case .require:
+            guard exists else { throw ExperimentError("no checkpoint at \(path) to resume; start a new run instead") }
+            try trainer.restore(PromptCheckpoint.read(path: path))
+            resumed = true
+        case .ifPresent:
+            if exists {
+                do {
+                    try trainer.restore(PromptCheckpoint.read(path: path))
+                    resumed = true
+                } catch {
+                    warnings.append("the checkpoint \(path) could not be resumed (\(error)); training from the start")
+                    try? FileManager.default.removeItem(atPath: path)
+                }
+            }
+        }
+    }
+
+    /// Trains to the end: a checkpoint after every epoch, then `history.json`.
+    /// `afterEpoch` runs after each checkpoint (NC measures, interruption checks).
+    public func run(onStep: (StepReport) -> Void = { _ in }, afterEpoch: (Int) throws -> Void = { _ in }) throws {
+        while !trainer.isFinished {
+            try trainer.runEpoch(onStep)
+            try trainer.checkpoint().write(to: folder.checkpoint)
+            try afterEpoch(trainer.epochsDone)
+        }
+        try writeJSON(["history": trainer.history], to: folder.history)
+    }
+}
+
+extension Method {
+    /// The method with the term weights of a recipe ("kg", "inter", "lc", "mi"; "tau" for
+    /// DAPT's temperature). A weight for a term the method does not have is an error.
+    public func withTermWeights(_ weights: [String: Double]) throws -> Method {
+        var m = self
+        for (key, value) in weights.sorted(by: { $0.key < $1.key }) {
+            guard value.isFinite else { throw ExperimentError("the weight of term '\(key)' must be finite (got \(value))") }
+            let w = Float(value)
+            let termKey = key == "tau" ? "inter" : key
+            guard let i = m.terms.firstIndex(where: { $0.key == termKey }) else {
+                throw ExperimentError("method \(name) has no loss term '\(termKey)' (its terms: \(m.terms.map(\.key).joined(separator: ", ")))")
+            }
+            switch m.terms[i] {
+            case .knowledgeConsistency: m.terms[i] = .knowledgeConsistency(weight: w)
+            case .languageCollapse: m.terms[i] = .languageCollapse(weight: w)
+            case .modalityIsomorphism: m.terms[i] = .modalityIsomorphism(weight: w)
+            case .interClassDispersion(let weight, let tau):
+                m.terms[i] = key == "tau" ? .interClassDispersion(weight: weight, tau: w) : .interClassDispersion(weight: w, tau: tau)
+            }
+        }
+        return m
+    }
+}
+
+/// Zero-shot text features of `classNames` with a hand template (`{}` = class name; underscores
+/// in names become spaces, as CoOp's readers do), K x E, not normalised.
+public func zeroShotTextFeatures(model: CLIPModel, tokenizer: CLIPTokenizer, template: String, classNames: [String]) -> Tensor {
+    let prompts = classNames.map { template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
+    let ids = tokenizer.tokenize(prompts, contextLength: model.config.contextLength).map { $0.map(Int.init) }
+    return model.encodeText(ids)
+}

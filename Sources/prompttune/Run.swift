@@ -1,0 +1,179 @@
+import ArgumentParser
+import Experiments
+import Foundation
+import PromptLearning
+import TensorCore
+
+extension ProtocolKind: ExpressibleByArgument {}
+
+/// `prompttune run`: a grid of cells from flags or a plan, resumable, one cell at a time or all.
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a grid of experiments (the papers' protocols over datasets, methods, shots, seeds and imbalance); resumable.",
+        discussion: """
+            The grid comes from --plan (a built-in name: \(BuiltInPlans.all.keys.sorted().joined(separator: ", ")); or a YAML \
+            file with the same fields as the flags) and/or the flags, which replace the plan's fields. Lists take commas \
+            or repeated flags. Cells are numbered from 0 (`--list` prints them); `--cell N` runs one of them, so a \
+            scheduler can run cells in parallel. Finished cells are skipped, an interrupted cell resumes from its \
+            last epoch, and a failing cell is recorded with its error while the grid goes on. At the end the \
+            results table is printed and results.md, results.csv and report.html are written into --out.
+            """)
+
+    @Option(help: "A built-in plan name or a YAML plan file.") var plan: String?
+    @Option(name: .customLong("protocol"), help: "few-shot, base-to-novel, cross-dataset or domain-generalization.")
+    var protocolKind: ProtocolKind?
+    @Option(parsing: .singleValue, help: "Training datasets (comma-separated or repeated).") var datasets: [String] = []
+    @Option(parsing: .singleValue, help: "Test datasets of cross-dataset / domain-generalization (default: the protocol's).")
+    var targets: [String] = []
+    @Option(parsing: .singleValue, help: "Methods: zeroshot, linear-probe, coop, coop-csc, kgcoop, dapt-text, any +npt.")
+    var methods: [String] = []
+    @Option(parsing: .singleValue, help: "Shots per class (e.g. 1,2,4,8,16).") var shots: [String] = []
+    @Option(parsing: .singleValue, help: "Seeds (each derives the few-shot draw, the views and the trainer).") var seeds: [String] = []
+    @Option(parsing: .singleValue, help: "Class-imbalance taus in (0, 1]; 1 = balanced.") var imbalance: [String] = []
+    @Option(help: "CLIP checkpoint.") var model: String?
+    @Option(help: "Folder holding the datasets in CoOp's layout (default: $DATA, else the current folder).") var root: String?
+    @Option(help: "Results folder (default: results/<plan name or protocol>).") var out: String?
+    @Option(help: "Epochs for every trained method (default: the recipe's).") var epochs: Int?
+    @Option(help: "Learning rate for every trained method.") var lr: Double?
+    @Option(name: .customLong("batch-size"), help: "Batch size for every trained method.") var batchSize: Int?
+    @Option(help: "Augmented training views per image (default: 4).") var views: Int?
+    @Option(name: .customLong("nc-every"), help: "Record the neural-collapse measures every E epochs (0: at the end only).")
+    var ncEvery: Int?
+    @Option(parsing: .singleValue, help: "Run only these cells (numbers from --list).") var cell: [Int] = []
+    @Flag(help: "Print the grid's cells and exit.") var list = false
+    @Flag(name: .customLong("no-coop-cache"), help: "Draw few-shot sets anew even where CoOp's split_fewshot cache exists.")
+    var noCoopCache = false
+    @Flag(name: .customLong("no-report"), help: "Do not print the table or write the report at the end.") var noReport = false
+    @Option(help: "Threads.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func validate() throws {
+        if plan == nil && (datasets.isEmpty || methods.isEmpty) {
+            throw ValidationError("give --plan, or at least --datasets and --methods")
+        }
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1 (got \(epochs))") }
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1 (got \(batchSize))") }
+        if let views, views < 1 { throw ValidationError("--views must be at least 1 (got \(views))") }
+        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be positive and finite (got \(lr))") }
+        if let ncEvery, ncEvery < 0 { throw ValidationError("--nc-every must be at least 0 (got \(ncEvery))") }
+        if threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+    }
+
+    /// The plan with every flag applied.
+    func resolvedPlan() throws -> GridPlan {
+        var p: GridPlan
+        if let plan {
+            if BuiltInPlans.all[plan] != nil {
+                p = try BuiltInPlans.plan(named: plan)
+            } else if FileManager.default.fileExists(atPath: plan) {
+                guard let text = try? String(contentsOfFile: plan, encoding: .utf8) else {
+                    throw ValidationError("cannot read the plan file \(plan)")
+                }
+                p = try GridPlan.read(yaml: text, source: plan)
+                if p.name == nil { p.name = URL(fileURLWithPath: plan).deletingPathExtension().lastPathComponent }
+            } else {
+                throw ValidationError("--plan \(plan) is neither a built-in plan (\(BuiltInPlans.all.keys.sorted().joined(separator: ", "))) nor a file")
+            }
+        } else {
+            p = GridPlan(protocolKind: .fewShot, datasets: [], methods: [], shots: [16], seeds: [1, 2, 3])
+        }
+        func list(_ values: [String]) -> [String] {
+            values.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        func numbers<T: LosslessStringConvertible>(_ values: [String], _ flag: String) throws -> [T] {
+            try list(values).map {
+                guard let v = T($0) else { throw ValidationError("\(flag): '\($0)' is not a number") }
+                return v
+            }
+        }
+        if let protocolKind { p.protocolKind = protocolKind }
+        if !datasets.isEmpty { p.datasets = list(datasets) }
+        if !targets.isEmpty { p.targets = list(targets) }
+        if !methods.isEmpty { p.methods = list(methods) }
+        if !shots.isEmpty { p.shots = try numbers(shots, "--shots") }
+        if !seeds.isEmpty { p.seeds = try numbers(seeds, "--seeds") }
+        if !imbalance.isEmpty { p.imbalance = try numbers(imbalance, "--imbalance") }
+        if let model { p.model = model }
+        if let root { p.root = root }
+        if let out { p.out = out }
+        if let epochs { p.all.epochs = epochs }
+        if let lr { p.all.lr = lr }
+        if let batchSize { p.all.batchSize = batchSize }
+        if let views { p.all.views = views }
+        if let ncEvery { p.all.ncEvery = ncEvery }
+        do { try p.validate() } catch let e as ExperimentError { throw ValidationError(e.description) }
+        return p
+    }
+
+    func run() throws {
+        Compute.threads = threads
+        let plan = try resolvedPlan()
+        let cells = try plan.cells()
+        if list {
+            for (i, c) in cells.enumerated() { print("\(i)\t\(c.identifier)") }
+            return
+        }
+        guard let modelPath = plan.model else {
+            throw ValidationError("no model: pass --model PATH (a CLIP checkpoint), or set `model:` in the plan")
+        }
+        let out = URL(fileURLWithPath: plan.out ?? "results/\(plan.name ?? plan.protocolKind.rawValue)")
+        let root = URL(fileURLWithPath: plan.root ?? ProcessInfo.processInfo.environment["DATA"] ?? FileManager.default.currentDirectoryPath)
+        let display = GridDisplay()
+        let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, events: display.handle)
+        runner.useCoOpCache = !noCoopCache
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        if cell.isEmpty { try Data(plan.yaml().utf8).write(to: ResultsFolder(out).plan, options: .atomic) }
+        let records = try runner.run(cells, only: cell.isEmpty ? nil : cell)
+        let failed = records.filter { $0.status == .failed }.count
+        FileHandle.standardError.write(Data("grid: \(records.count - failed) cells done, \(failed) failed; records under \(ResultsFolder(out).runs.path)\n".utf8))
+        if !noReport && cell.isEmpty {
+            let summary = try writeReport(directory: out)
+            print(renderMarkdownTables(records: try loadRunRecords(under: out)))
+            FileHandle.standardError.write(Data("report: \(summary.written.map(\.path).joined(separator: ", "))\n".utf8))
+        }
+        if failed > 0 { throw ExitCode(3) }
+    }
+}
+
+/// Progress on standard error: a grid line per cell (cells done / total, time left) above the
+/// cell's own progress bars (features, then training steps).
+final class GridDisplay {
+    private let start = Date()
+    private var ranCells = 0
+    private var ranTime = 0.0
+    private var cellStart = Date()
+    private var bar: ProgressBar?
+    private var barLabel = ""
+
+    func handle(_ event: RunEvent) {
+        switch event {
+        case .cellStarted(let index, let position, let total, let spec):
+            cellStart = Date()
+            let left = ranCells > 0 ? ProgressBar.clock(ranTime / Double(ranCells) * Double(total - position)) : "--:--"
+            say("[grid \(position + 1)/\(total), \(ProgressBar.clock(Date().timeIntervalSince(start))) elapsed, ~\(left) left] cell \(index): \(spec.identifier)")
+        case .cellSkipped(let index, let position, let total, let record):
+            say("[grid \(position + 1)/\(total)] cell \(index): \(record.spec.identifier) already done, skipped")
+        case .features(let label, let done, let total):
+            let key = "features \(label)"
+            if barLabel != key { bar = ProgressBar(total: total, label: key, unit: "img"); barLabel = key }
+            bar?.update(done)
+            if done >= total { bar?.finish(); bar = nil; barLabel = "" }
+        case .step(let r, let epochs):
+            if barLabel != "train" { bar = ProgressBar(total: epochs * r.stepsPerEpoch, label: "  train", unit: "step"); barLabel = "train" }
+            bar?.update(r.epoch * r.stepsPerEpoch + r.step,
+                        status: String(format: "epoch %d/%d loss %.4f acc %.1f%%", r.epoch + 1, epochs, r.value.total, 100 * r.value.accuracy))
+        case .cellFinished(let index, _, _, let record):
+            if barLabel == "train" { bar?.finish() }
+            bar = nil; barLabel = ""
+            ranCells += 1
+            ranTime += Date().timeIntervalSince(cellStart)
+            if record.status == .failed {
+                say("  cell \(index) FAILED: \(record.error ?? "unknown error") (recorded; the grid goes on)")
+            } else {
+                let acc = record.accuracy.map { String(format: "%.2f%%", 100 * $0) } ?? "-"
+                say("  cell \(index) done in \(ProgressBar.clock(record.timings.total)): accuracy \(acc)")
+            }
+        }
+    }
+
+    private func say(_ line: String) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+}
