@@ -60,10 +60,10 @@ let package = Package(
         .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TensorCore", "TestSupport"]),
         .testTarget(name: "PromptLearningTests", dependencies: ["PromptLearning", "CLIP", "TensorIO", "TensorCore", "Features", "TestSupport"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "TensorCore", "TestSupport"]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorIO", "TensorCore"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorIO", "TensorCore", "TestSupport"]),
         .testTarget(name: "FeaturesTests", dependencies: ["Features", "Datasets", "CLIP", "TensorIO", "TensorCore", "TestSupport"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "TensorCore", "TestSupport"]),
-        .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Analysis", "PromptLearning", "Datasets", "Features", "TensorCore"]),
+        .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Analysis", "PromptLearning", "Datasets", "Features", "TensorCore", "TestSupport"]),
         .testTarget(name: "prompttuneTests", dependencies: ["prompttune", "Features", "TestSupport"]),
     ]
 )

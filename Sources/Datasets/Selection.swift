@@ -78,7 +78,7 @@ public func select(_ splits: DatasetSplits, dataset: DatasetName, options o: Sel
     }
     if let tau = o.imbalance {
         guard let shots = o.shots, shots > 0 else {
-            throw DatasetError(.inconsistent, "--imbalance needs --shots (the head classes keep that many images)")
+            throw DatasetError(.inconsistent, "a class-imbalance tau needs a shot count (the head classes keep that many images)")
         }
         s.train = try imbalancedFewShot(s.train, tau: tau, headShots: shots)
     }
@@ -126,7 +126,7 @@ func coopCacheFile(_ splits: DatasetSplits, dataset: DatasetName, shots: Int, se
 
 /// What to do about a cache file that does not fit, for the tail of the errors.
 private func ignoreHint(_ file: URL) -> String {
-    "It is CoOp's cached few-shot draw; to draw anew instead, pass --no-coop-cache (SelectionOptions.useCoOpCache = false) or move \(file.path) away"
+    "It is CoOp's cached few-shot draw; to draw anew instead, turn off the CoOp cache (SelectionOptions.useCoOpCache = false; the CLI's --no-coop-cache) or move \(file.path) away"
 }
 
 /// Reads and checks CoOp's cache file against `splits` (see ``select(_:dataset:options:)``).

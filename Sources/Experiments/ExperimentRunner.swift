@@ -117,15 +117,16 @@ public final class ExperimentRunner {
 
     /// The text-side classifier of a cell for a list of class names.
     enum Classifier {
-        case prompt(Method, Tensor)           // method and trained context
+        case prompt(Method, Tensor, trainClasses: [String])   // method and trained context
         case zeroShot
         case probe(LinearProbe, trainClasses: [String])
     }
 
     func classifierVectors(_ c: Classifier, names: [String], dataset: DatasetName) throws -> Tensor {
         switch c {
-        case .prompt(let method, let context):
-            return try promptTextFeatures(model: model, method: method, context: context, classNames: names, tokenizer: tokenizer)
+        case .prompt(let method, let context, let trained):
+            return try promptTextFeatures(model: model, method: method, context: context, classNames: names, tokenizer: tokenizer,
+                                          trainedClassNames: trained)
         case .zeroShot:
             let template = try store.dataset(dataset).splits.template
             return zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: template, classNames: names)
@@ -278,7 +279,7 @@ public final class ExperimentRunner {
             let every = spec.recipe.ncEvery
             if every > 0 && epoch % every == 0 && epoch < spec.recipe.epochs {
                 var measures: [String: NeuralCollapseReport] = [:]
-                let c = Classifier.prompt(method, trainer.context)
+                let c = Classifier.prompt(method, trainer.context, trainClasses: train.classNames)
                 if let m = self.measure(train.set.labeled, text: try self.classifierVectors(c, names: train.classNames, dataset: dataset),
                                         label: "train", warnings: &warnings) { measures["train"] = m }
                 for (s, f) in tests {
@@ -293,7 +294,7 @@ public final class ExperimentRunner {
         record.warnings += Array(Set(warnings)).sorted()
         record.history = trainer.history
         record.ncHistory = ncHistory
-        return .prompt(method, trainer.context)
+        return .prompt(method, trainer.context, trainClasses: train.classNames)
     }
 }
 

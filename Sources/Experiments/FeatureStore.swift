@@ -101,7 +101,7 @@ public final class FeatureStore {
                           "template": s.template, "created_by": "prompttune \(PromptTuneVersion.current)"]
         if let k = r.selection.shots { provenance["shots"] = String(k) }
         if let t = r.selection.imbalance { provenance["imbalance"] = String(t) }
-        if let cache = s.coopCache { provenance["few_shot_source"] = cache }
+        if let cache = s.coopCache { provenance["coop_cache"] = cache }
         let result = try withFileLock(url) {
             try extractFeatures(model: model, plan: plan, items: items, classNames: s.classNames, source: loaded.images,
                                 provenance: provenance, output: url, progress: progress)

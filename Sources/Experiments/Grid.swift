@@ -190,8 +190,8 @@ public enum BuiltInPlans {
             protocol: few-shot
             datasets: [fashion_mnist]
             methods: [zeroshot, coop, coop+npt]
-            shots: [4]
-            seeds: [1, 2]
+            shots: [1, 4, 16]
+            seeds: [1, 2, 3]
             imbalance: [1, 0.06]
             epochs: 20
             views: 2

@@ -159,6 +159,9 @@ public final class PromptTrainer {
 
     public var isFinished: Bool { epochsDone >= config.epochs }
 
+    /// Batches per epoch (`drawBatches`' count).
+    public var stepsPerEpoch: Int { max(1, labels.count / config.batchSize) }
+
     // MARK: Checkpoints
 
     public func checkpoint() -> PromptCheckpoint {
@@ -198,8 +201,13 @@ public final class PromptTrainer {
 }
 
 /// Text features of a trained context for any class-name list (base-to-novel evaluation).
+/// A class-specific context belongs to the classes it was trained on: pass `trainedClassNames`
+/// and other names are refused (the same count of other names would be silently misread).
 public func promptTextFeatures(model: CLIPModel, method: Method, context: Tensor, classNames: [String],
-                               tokenizer: CLIPTokenizer) throws -> Tensor {
+                               tokenizer: CLIPTokenizer, trainedClassNames: [String]? = nil) throws -> Tensor {
+    if method.prompt.classSpecific, let trained = trainedClassNames, trained != classNames {
+        throw PromptError("this prompt has class-specific contexts for its \(trained.count) training classes; it cannot be evaluated on other class names (use a shared-context method for base-to-novel or cross-dataset)")
+    }
     if method.prompt.classSpecific && context.shape[0] != classNames.count {
         throw PromptError("this prompt has class-specific contexts for \(context.shape[0]) classes; it cannot be evaluated on \(classNames.count) class names (use a shared-context method for base-to-novel)")
     }

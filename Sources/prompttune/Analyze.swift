@@ -2,6 +2,7 @@ import Analysis
 import ArgumentParser
 import CLIP
 import Features
+import Experiments
 import Foundation
 import PromptLearning
 import TensorCore
@@ -36,7 +37,7 @@ struct Analyze: ParsableCommand {
                 throw ValidationError("\(prompt) was trained with another model than \(model.model)")
             }
             text = try promptTextFeatures(model: clip, method: checkpoint.header.config.method, context: checkpoint.context,
-                                          classNames: set.classNames, tokenizer: tokenizer)
+                                          classNames: set.classNames, tokenizer: tokenizer, trainedClassNames: checkpoint.header.classNames)
             source = "prompt \(prompt)"
         } else {
             let template = set.provenance["template"] ?? "a photo of a {}."

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CLIP
 import Datasets
+import Experiments
 import Features
 import Foundation
 import TensorCore
@@ -60,7 +61,7 @@ struct Sample: ParsableCommand {
     }
 }
 
-enum SplitName: String, ExpressibleByArgument, CaseIterable { case train, val, test }
+extension SplitKind: ExpressibleByArgument {}
 
 struct FeaturesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -69,7 +70,7 @@ struct FeaturesCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var data: DataOptions
-    @Option(help: "Split to encode.") var split: SplitName = .train
+    @Option(help: "Split to encode.") var split: SplitKind = .train
     @Option(help: "Views per image: 1 = the test transform; more = that many seeded train augmentations (RandomResizedCrop + flip).")
     var views: Int = 1
     @Option(help: "Encode only the first N images of the selection (quick runs).") var limit: Int?
@@ -82,51 +83,31 @@ struct FeaturesCommand: ParsableCommand {
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
     }
 
-    var defaultName: String {
-        var parts = [data.dataset.rawValue, split.rawValue]
-        if data.subset != .all { parts.append(data.subset == .base ? "base" : "novel") }
-        if let k = data.shots { parts.append("\(k)shot-seed\(data.seed)") }
-        if let t = data.imbalance { parts.append("tau\(t)") }
-        if views > 1 { parts.append("\(views)views") }
-        if let limit { parts.append("first\(limit)") }
-        return "features/" + parts.joined(separator: "-") + ".safetensors"
-    }
-
     func run() throws {
         Compute.threads = threads
-        let (loaded, s) = try data.load()
-        var items: [Datum]
-        switch split { case .train: items = s.train; case .val: items = s.val; case .test: items = s.test }
-        if let limit { items = Array(items.prefix(limit)) }
-        guard !items.isEmpty else { throw ValidationError("the \(split.rawValue) split of \(data.dataset.rawValue) is empty for this selection") }
-        let digest = try modelDigest(model.model)
-        let clip = try CLIPModel.load(path: model.model)
-        let plan = ExtractionPlan(modelDigest: digest, items: items, transform: views > 1 ? "train" : "test", views: views,
-                                  resolution: clip.config.imageResolution, seed: UInt64(data.seed))
-        let config = String(decoding: try JSONEncoder().encode(clip.config), as: UTF8.self)
-        var provenance = ["dataset": data.dataset.rawValue, "root": data.rootURL.path, "split": split.rawValue,
-                          "subset": data.subset.rawValue, "seed": String(data.seed), "model": model.model,
-                          "model_config": config, "template": s.template, "created_by": "prompttune features"]
-        if let k = data.shots { provenance["shots"] = String(k) }
-        if let t = data.imbalance { provenance["imbalance"] = String(t) }
-        if let cache = s.coopCache { provenance["coop_cache"] = cache }
-        let output = URL(fileURLWithPath: out ?? defaultName)
-        let bar = ProgressBar(total: items.count, label: "features \(data.dataset.rawValue)/\(split.rawValue)", unit: "img")
-        let result = try extractFeatures(model: clip, plan: plan, items: items, classNames: s.classNames, source: loaded.images,
-                                         provenance: provenance, output: output) { done, _ in bar.update(done) }
-        if !result.reused { bar.finish() }
-        for skip in result.skipped.prefix(10) {
+        let request = FeatureRequest(dataset: data.dataset, split: split, selection: data.selection, views: views, limit: limit)
+        let store = FeatureStore(model: try CLIPModel.load(path: model.model), modelPath: model.model,
+                                 modelDigest: try modelDigest(model.model), root: data.rootURL,
+                                 directory: URL(fileURLWithPath: "features"))
+        let bar = ProgressBar(total: 1, label: "features \(data.dataset.rawValue)/\(split.rawValue)", unit: "img")
+        let stored = try store.features(request, output: out.map { URL(fileURLWithPath: $0) }) { done, total in
+            bar.total = total
+            bar.update(done)
+        }
+        if !stored.reused { bar.finish() }
+        if let cache = stored.coopCache { FileHandle.standardError.write(Data("used CoOp's cached draw \(cache)\n".utf8)) }
+        for skip in stored.skipped.prefix(10) {
             FileHandle.standardError.write(Data("warning: skipped \(skip.path): \(skip.reason)\n".utf8))
         }
-        if result.skipped.count > 10 {
-            FileHandle.standardError.write(Data("warning: \(result.skipped.count - 10) more unreadable images skipped\n".utf8))
+        if stored.skipped.count > 10 {
+            FileHandle.standardError.write(Data("warning: \(stored.skipped.count - 10) more unreadable images skipped\n".utf8))
         }
-        let summary: [String: Any] = ["features": output.path, "images": result.features.count, "views": views,
-                                      "classes": s.classNames.count, "skipped": result.skipped.count, "reused": result.reused]
+        let summary: [String: Any] = ["features": stored.url.path, "images": stored.set.count, "views": views,
+                                      "classes": stored.classNames.count, "skipped": stored.skipped.count, "reused": stored.reused]
         if json { print(jsonLine(summary)) } else {
-            printTable(result.reused ? "up to date: \(output.path)" : "wrote \(output.path)", [
-                ("images", "\(result.features.count) (\(result.skipped.count) unreadable skipped)"),
-                ("views", "\(views) (\(plan.transform) transform)"), ("classes", "\(s.classNames.count)"),
+            printTable(stored.reused ? "up to date: \(stored.url.path)" : "wrote \(stored.url.path)", [
+                ("images", "\(stored.set.count) (\(stored.skipped.count) unreadable skipped)"),
+                ("views", "\(views) (\(views > 1 ? "train" : "test") transform)"), ("classes", "\(stored.classNames.count)"),
             ])
         }
     }

@@ -3,7 +3,7 @@ import Foundation
 /// A one-line progress bar on standard error: done/total, rate, time left and a status text.
 /// When standard error is not a terminal it prints a plain line at most every few seconds.
 final class ProgressBar {
-    let total: Int
+    var total: Int { didSet { total = max(1, total) } }
     let label: String
     let unit: String
     private let start = Date()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CLIP
+import Experiments
 import Features
 import Foundation
 import PromptLearning
@@ -66,20 +67,6 @@ struct MethodOptions: ParsableArguments {
     }
 }
 
-/// The digest that identifies a checkpoint (the weights file of a Hugging Face directory).
-func modelDigest(_ path: String) throws -> String {
-    var isDir: ObjCBool = false
-    let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
-    return try contentDigest(path: exists && isDir.boolValue ? path + "/model.safetensors" : path)
-}
-
-/// Refuses features made with another checkpoint, when the file records which.
-func checkFeatures(_ features: FeatureSet, path: String, modelPath: String, digest: String) throws {
-    if let recorded = features.provenance["model_digest"], recorded != digest {
-        throw ValidationError("\(path) was made with another model (digest \(recorded); \(modelPath) has \(digest)); run `prompttune features` with this --model")
-    }
-}
-
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a prompt on cached image features with the reference recipe (SGD, warm-up, cosine).")
@@ -108,56 +95,30 @@ struct Train: ParsableCommand {
     func run() throws {
         Compute.threads = threads
         let method = try methodOptions.resolve()
-        let set = try FeatureSet.read(path: features)
-        let digest = try modelDigest(model.model)
-        try checkFeatures(set, path: features, modelPath: model.model, digest: digest)
-        let clip = try CLIPModel.load(path: model.model)
-        let tokenizer = try CLIPTokenizer()
-        var optimizer = OptimizerConfig()
-        optimizer.learningRate = lr
-        let config = TrainConfig(method: method, optimizer: optimizer, epochs: epochs, batchSize: batchSize, seed: seed,
-                                 template: template ?? set.provenance["template"] ?? "a photo of a {}.")
-        let trainer = try PromptTrainer(model: clip, tokenizer: tokenizer, features: set.labeled, config: config,
-                                        modelDigest: digest, featuresDigest: try contentDigest(path: features))
+        let job = TrainingJob(modelPath: model.model, featuresPath: features, method: method, epochs: epochs, learningRate: lr,
+                              batchSize: batchSize, seed: seed, template: template, folder: RunFolder(URL(fileURLWithPath: out)),
+                              resume: resume)
+        let run = try job.prepare()
+        let trainer = run.trainer
         for w in trainer.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
-        let dir = URL(fileURLWithPath: out)
-        let checkpointURL = dir.appendingPathComponent("prompt.ptprompt")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        if resume {
-            guard FileManager.default.fileExists(atPath: checkpointURL.path) else {
-                throw ValidationError("--resume: no checkpoint at \(checkpointURL.path); start without --resume")
-            }
-            try trainer.restore(PromptCheckpoint.read(path: checkpointURL.path))
-            FileHandle.standardError.write(Data("resuming after epoch \(trainer.epochsDone) of \(epochs)\n".utf8))
-        } else if FileManager.default.fileExists(atPath: checkpointURL.path) {
-            throw ValidationError("\(checkpointURL.path) exists: pass --resume to continue it, or another --out")
-        }
-        let resolved: [String: Any] = [
-            "model": model.model, "features": features, "classnames": set.classNames, "train": try jsonObject(config),
-            "threads": threads, "images": set.count, "views": set.views,
-        ]
-        try Data(jsonLine(resolved).utf8).write(to: dir.appendingPathComponent("config.json"), options: .atomic)
-
-        let stepsPerEpoch = max(1, set.count >= batchSize ? set.count / batchSize : 1)
+        if run.resumed { FileHandle.standardError.write(Data("resuming after epoch \(trainer.epochsDone) of \(epochs)\n".utf8)) }
+        let stepsPerEpoch = trainer.stepsPerEpoch
         let bar = ProgressBar(total: epochs * stepsPerEpoch, label: "train \(method.name)", unit: "step")
-        while !trainer.isFinished {
-            try trainer.runEpoch { r in
-                let terms = r.value.terms.sorted { $0.key < $1.key }.map { String(format: "%@ %.4f", $0.key, $0.value) }.joined(separator: " ")
-                bar.update(r.epoch * stepsPerEpoch + r.step,
-                           status: String(format: "epoch %d/%d lr %.2e loss %.4f (%@) acc %.1f%%", r.epoch + 1, epochs,
-                                          r.learningRate, r.value.total, terms, 100 * r.value.accuracy))
-            }
-            try trainer.checkpoint().write(to: checkpointURL)
-        }
+        try run.run(onStep: { r in
+            let terms = r.value.terms.sorted { $0.key < $1.key }.map { String(format: "%@ %.4f", $0.key, $0.value) }.joined(separator: " ")
+            bar.update(r.epoch * stepsPerEpoch + r.step,
+                       status: String(format: "epoch %d/%d lr %.2e loss %.4f (%@) acc %.1f%%", r.epoch + 1, epochs,
+                                      r.learningRate, r.value.total, terms, 100 * r.value.accuracy))
+        })
         bar.finish()
-        let history = try jsonObject(trainer.history)
-        try Data(jsonLine(["history": history]).utf8).write(to: dir.appendingPathComponent("history.json"), options: .atomic)
-        let last = trainer.history.last!
-        let summary: [String: Any] = ["prompt": checkpointURL.path, "epochs": epochs, "final_loss": last.loss,
+        guard let last = trainer.history.last else {
+            throw ValidationError("the run in \(out) has no finished epoch to report")
+        }
+        let summary: [String: Any] = ["prompt": run.folder.checkpoint.path, "epochs": epochs, "final_loss": last.loss,
                                       "final_train_accuracy": last.accuracy, "method": method.name]
         if json { print(jsonLine(summary)) } else {
             printTable("trained \(method.name) for \(epochs) epochs", [
-                ("prompt", checkpointURL.path),
+                ("prompt", run.folder.checkpoint.path),
                 ("last epoch", String(format: "loss %.4f, train accuracy %.1f%%", last.loss, 100 * last.accuracy)),
             ])
         }
@@ -177,39 +138,25 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         Compute.threads = threads
-        let checkpoint = try PromptCheckpoint.read(path: prompt)
-        let set = try FeatureSet.read(path: features)
-        let digest = try modelDigest(model.model)
-        try checkFeatures(set, path: features, modelPath: model.model, digest: digest)
-        if !checkpoint.header.modelDigest.isEmpty && checkpoint.header.modelDigest != digest {
-            throw ValidationError("\(prompt) was trained with another model than \(model.model)")
-        }
-        var names = set.classNames
+        var names: [String]?
         if let classnames {
             guard let text = try? String(contentsOfFile: classnames, encoding: .utf8) else {
                 throw ValidationError("cannot read --classnames \(classnames)")
             }
             names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            guard names.count == set.classNames.count else {
-                throw ValidationError("--classnames \(classnames) lists \(names.count) names but \(features) has \(set.classNames.count) classes")
-            }
         }
-        let clip = try CLIPModel.load(path: model.model)
-        guard set.dimension == clip.config.embedDim else {
-            throw ValidationError("\(features) has features of dimension \(set.dimension), the model's is \(clip.config.embedDim): made with another model")
-        }
-        let text = try promptTextFeatures(model: clip, method: checkpoint.header.config.method, context: checkpoint.context,
-                                          classNames: names, tokenizer: try CLIPTokenizer())
-        let result = evaluate(images: set.view(0), labels: set.labels, text: text, classNames: names)
+        print(try report(classNames: names))
+    }
+
+    /// What `run` prints: the JSON line with `--json`, else a table.
+    func report(classNames names: [String]?) throws -> String {
+        let (result, used) = try PromptEvaluationJob(modelPath: model.model, promptPath: prompt, featuresPath: features, classNames: names).run()
         if json {
-            print(jsonLine(["accuracy": result.accuracy, "macro_f1": result.macroF1, "count": result.count,
-                            "per_class_accuracy": result.perClassAccuracy]))
-        } else {
-            printTable("\(prompt) on \(features) (\(result.count) images, \(names.count) classes)", [
-                ("accuracy", String(format: "%.2f%%", 100 * result.accuracy)),
-                ("macro-F1", String(format: "%.2f%%", 100 * result.macroF1)),
-            ])
+            return jsonLine(["accuracy": result.accuracy, "macro_f1": result.macroF1, "count": result.count,
+                             "per_class_accuracy": result.perClassAccuracy])
         }
+        return String(format: "%@ on %@ (%d images, %d classes)\n  accuracy  %.2f%%\n  macro-F1  %.2f%%", prompt, features,
+                      result.count, used.count, 100 * result.accuracy, 100 * result.macroF1)
     }
 }
 

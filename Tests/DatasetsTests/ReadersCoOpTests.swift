@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import Datasets
 
@@ -426,7 +427,7 @@ final class ReadersCoOpTests: XCTestCase {
     func testFileImageSourceDecodesTheListedFile() throws {
         let t = try ReadersTempTree()
         let pixels: [UInt8] = [255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30]
-        try t.write("imgs/rgb/a.png", ReadersFixtures.makePNG(width: 2, height: 2, pixels: pixels))
+        try t.write("imgs/rgb/a.png", FileFixtures.makePNG(width: 2, height: 2, pixels: pixels))
         let d = try openDataset(.imageFolder, root: t.url("imgs"))
         XCTAssertTrue(d.images is FileImageSource)
         let image = try d.images.image(for: d.splits.test[0])

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import Datasets
 
@@ -9,10 +10,10 @@ final class ReadersIDXTests: XCTestCase {
     func testIDXRawAndGzip() throws {
         let t = try ReadersTempTree()
         let data = (0..<24).map { UInt8($0 * 10) }
-        let idx = ReadersFixtures.makeIDX(shape: [2, 3, 4], data: data)
+        let idx = FileFixtures.makeIDX(shape: [2, 3, 4], data: data)
         let raw = try t.write("a-idx3-ubyte", idx)
-        let gz = try t.write("a-idx3-ubyte.gz", ReadersFixtures.gzipStored(idx))
-        let two = try t.write("two.gz", ReadersFixtures.gzipStored(Array(idx[..<10])) + ReadersFixtures.gzipStored(Array(idx[10...])))
+        let gz = try t.write("a-idx3-ubyte.gz", FileFixtures.gzipStored(idx))
+        let two = try t.write("two.gz", FileFixtures.gzipStored(Array(idx[..<10])) + FileFixtures.gzipStored(Array(idx[10...])))
         for url in [raw, gz, two] {
             let a = try readIDX(url)
             XCTAssertEqual(a.shape, [2, 3, 4], url.lastPathComponent)
@@ -20,7 +21,7 @@ final class ReadersIDXTests: XCTestCase {
             XCTAssertEqual(a.count, 2)
             XCTAssertEqual(a.itemSize, 12)
         }
-        let labels = try readIDX(t.write("l.gz", ReadersFixtures.gzipStored(ReadersFixtures.makeIDX(shape: [3], data: [7, 0, 9]))))
+        let labels = try readIDX(t.write("l.gz", FileFixtures.gzipStored(FileFixtures.makeIDX(shape: [3], data: [7, 0, 9]))))
         XCTAssertEqual(labels.shape, [3])
         XCTAssertEqual(labels.data, [7, 0, 9])
     }
@@ -31,7 +32,7 @@ final class ReadersIDXTests: XCTestCase {
         }
         let t = try ReadersTempTree()
         let data: [UInt8] = (0..<5000).map { (i: Int) -> UInt8 in UInt8((i * 7 + i / 13) % 256) }
-        let file = try t.write("x-idx1-ubyte", ReadersFixtures.makeIDX(shape: [5000], data: data))
+        let file = try t.write("x-idx1-ubyte", FileFixtures.makeIDX(shape: [5000], data: data))
         let p = Process()
         p.executableURL = URL(fileURLWithPath: gzip)
         p.arguments = ["-9", file.path]
@@ -43,7 +44,7 @@ final class ReadersIDXTests: XCTestCase {
 
     func testIDXErrors() throws {
         let t = try ReadersTempTree()
-        let idx = ReadersFixtures.makeIDX(shape: [2, 3], data: [1, 2, 3, 4, 5, 6])
+        let idx = FileFixtures.makeIDX(shape: [2, 3], data: [1, 2, 3, 4, 5, 6])
         var e = readersError { try parseIDX(Array(idx.dropLast()), source: "f") }
         XCTAssertEqual(e?.kind, .malformedFile)
         assertReadersMessage(e?.message, ["f: IDX shape [2, 3] needs 6 data bytes, the file has 5 (truncated: download it again)"])
@@ -51,11 +52,11 @@ final class ReadersIDXTests: XCTestCase {
         assertReadersMessage(e?.message, ["f is not an IDX file"])
         e = readersError { try parseIDX([0, 0, 0x0D, 1, 0, 0, 0, 0], source: "f") }
         assertReadersMessage(e?.message, ["IDX element type 0xd is not supported"])
-        let cut = ReadersFixtures.gzipStored(idx).dropLast(12)
+        let cut = FileFixtures.gzipStored(idx).dropLast(12)
         let url = try t.write("cut.gz", Array(cut))
         e = readersError { try readIDX(url) }
         assertReadersMessage(e?.message, ["\(url.path): the gzip data end early"])
-        var corrupt = ReadersFixtures.gzipStored(idx)
+        var corrupt = FileFixtures.gzipStored(idx)
         corrupt[10] = 0x07  // an invalid block type
         e = readersError { try readIDX(t.write("bad.gz", corrupt)) }
         assertReadersMessage(e?.message, ["corrupt gzip data"])
@@ -72,14 +73,14 @@ final class ReadersIDXTests: XCTestCase {
         let testLabels: [UInt8] = (0..<10).map { UInt8(9 - $0) }
         func images(_ n: Int) -> [UInt8] { (0..<(n * 784)).map { (i: Int) -> UInt8 in UInt8((i / 784 + i % 784) % 256) } }
         let files: [(String, [UInt8])] = [
-            ("train-images-idx3-ubyte", ReadersFixtures.makeIDX(shape: [trainLabels.count, 28, 28], data: images(trainLabels.count))),
-            ("train-labels-idx1-ubyte", ReadersFixtures.makeIDX(shape: [trainLabels.count], data: trainLabels)),
-            ("t10k-images-idx3-ubyte", ReadersFixtures.makeIDX(shape: [10, 28, 28], data: images(10))),
-            ("t10k-labels-idx1-ubyte", ReadersFixtures.makeIDX(shape: [10], data: testLabels)),
+            ("train-images-idx3-ubyte", FileFixtures.makeIDX(shape: [trainLabels.count, 28, 28], data: images(trainLabels.count))),
+            ("train-labels-idx1-ubyte", FileFixtures.makeIDX(shape: [trainLabels.count], data: trainLabels)),
+            ("t10k-images-idx3-ubyte", FileFixtures.makeIDX(shape: [10, 28, 28], data: images(10))),
+            ("t10k-labels-idx1-ubyte", FileFixtures.makeIDX(shape: [10], data: testLabels)),
         ]
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         for (name, bytes) in files {
-            try Data(gzip ? ReadersFixtures.gzipStored(bytes) : bytes).write(to: dir.appendingPathComponent(gzip ? name + ".gz" : name))
+            try Data(gzip ? FileFixtures.gzipStored(bytes) : bytes).write(to: dir.appendingPathComponent(gzip ? name + ".gz" : name))
         }
     }
 

@@ -60,7 +60,33 @@ final class CLITests: XCTestCase {
         try run(["train", "--model", Self.tiny, "--features", train, "--method", "kgcoop+npt", "--epochs", "3", "--batch-size", "8", "--out", out])
         let ckpt = try PromptLearningCheckpointProbe.read(out + "/prompt.ptprompt")
         XCTAssertEqual(ckpt, 3)
-        try run(["eval", "--model", Self.tiny, "--prompt", out + "/prompt.ptprompt", "--features", test])
+        // eval reports the accuracy of the trained prompt, computed here independently.
+        let eval = try XCTUnwrap(try PromptTune.parseAsRoot(["eval", "--model", Self.tiny, "--prompt", out + "/prompt.ptprompt",
+                                                             "--features", test, "--json"]) as? Eval)
+        let printed = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try eval.report(classNames: nil).utf8)) as? [String: Any])
+        let testSet = try FeatureSet.read(path: test)
+        let checkpoint = try PromptCheckpoint.read(path: out + "/prompt.ptprompt")
+        let clip = try CLIPModel.load(path: Self.tiny)
+        let text = try promptTextFeatures(model: clip, method: checkpoint.header.config.method, context: checkpoint.context,
+                                          classNames: testSet.classNames, tokenizer: try CLIPTokenizer())
+        let (d, k) = (testSet.dimension, testSet.classNames.count)
+        let images = testSet.view(0)
+        var correct = 0
+        for (i, y) in testSet.labels.enumerated() {
+            let h = Array(images.data[(i * d)..<((i + 1) * d)])
+            let scores = (0..<k).map { c -> Float in
+                let t = Array(text.data[(c * d)..<((c + 1) * d)])
+                let dot = zip(h, t).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+                return dot / (t.reduce(Float(0)) { $0 + $1 * $1 }).squareRoot()
+            }
+            if scores.indices.max(by: { scores[$0] < scores[$1] }) == y { correct += 1 }
+        }
+        XCTAssertEqual(printed["count"] as? Int, 100)
+        XCTAssertEqual(try XCTUnwrap(printed["accuracy"] as? Double), Double(correct) / 100, accuracy: 1e-9)
+        let macro = try XCTUnwrap(printed["macro_f1"] as? Double)
+        XCTAssertTrue(macro >= 0 && macro <= 1, "macro-F1 \(macro)")
+        let perClass = try XCTUnwrap(printed["per_class_accuracy"] as? [String: Double])
+        XCTAssertEqual(Set(perClass.keys), Set(testSet.labels.map { testSet.classNames[$0] }))
         // A second train into the same folder without --resume is refused; with it there is nothing left to do.
         XCTAssertThrowsError(try run(["train", "--model", Self.tiny, "--features", train, "--method", "kgcoop+npt", "--epochs", "3", "--batch-size", "8", "--out", out]))
         try run(["train", "--model", Self.tiny, "--features", train, "--method", "kgcoop+npt", "--epochs", "3", "--batch-size", "8", "--out", out, "--resume"])

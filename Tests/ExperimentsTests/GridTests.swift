@@ -1,0 +1,94 @@
+import Experiments
+import Foundation
+import XCTest
+
+final class GridTests: XCTestCase {
+    func testYAMLPlanWithOverrides() throws {
+        let plan = try GridPlan.read(yaml: """
+            protocol: base-to-novel
+            datasets: [dtd, eurosat]
+            methods: [zeroshot, coop, kgcoop+npt]
+            shots: [16]
+            seeds: [1, 2]
+            imbalance: [1, 0.06]
+            epochs: 7
+            nc_every: 2
+            overrides:
+              kgcoop+npt: {lr: 0.01, batch_size: 4, term_weights: {lc: 0.5}}
+            """, source: "test.yaml")
+        let cells = try plan.cells()
+        XCTAssertEqual(cells.count, 2 * 2 * 1 * 2 * 3)
+        // Order: dataset, tau, shots, seed, method.
+        XCTAssertEqual(cells[0].identifier, "base-to-novel_dtd_zeroshot_16shot_seed1")
+        XCTAssertEqual(cells[1].identifier, "base-to-novel_dtd_coop_16shot_seed1")
+        XCTAssertEqual(cells[3].identifier, "base-to-novel_dtd_zeroshot_16shot_seed2")
+        XCTAssertEqual(cells[6].identifier, "base-to-novel_dtd_zeroshot_16shot_seed1_tau0.06")
+        XCTAssertEqual(cells[12].dataset, "eurosat")
+        let coop = cells[1].recipe, kg = cells[2].recipe, zs = cells[0].recipe
+        XCTAssertEqual(coop, Recipe(epochs: 7, learningRate: 0.002, batchSize: 32, views: 4, ncEvery: 2))
+        XCTAssertEqual(kg, Recipe(epochs: 7, learningRate: 0.01, batchSize: 4, views: 4, termWeights: ["lc": 0.5], ncEvery: 2))
+        XCTAssertEqual(zs.epochs, 0, "baselines do not train, whatever the grid's epochs")
+        XCTAssertEqual(zs.views, 1)
+        // The plan survives a YAML round trip.
+        XCTAssertEqual(try GridPlan.read(yaml: try plan.yaml(), source: "round trip"), plan)
+    }
+
+    func testRecipesFollowThePapers() throws {
+        XCTAssertEqual(Recipes.coopEpochs(shots: 1, dataset: "dtd"), 50)
+        XCTAssertEqual(Recipes.coopEpochs(shots: 2, dataset: "dtd"), 100)
+        XCTAssertEqual(Recipes.coopEpochs(shots: 4, dataset: "dtd"), 100)
+        XCTAssertEqual(Recipes.coopEpochs(shots: 8, dataset: "dtd"), 200)
+        XCTAssertEqual(Recipes.coopEpochs(shots: 16, dataset: "dtd"), 200)
+        XCTAssertEqual(Recipes.coopEpochs(shots: 16, dataset: "imagenet"), 50)
+        let kg = Recipes.recipe(method: "kgcoop+npt", dataset: "dtd", shots: 16, protocolKind: .baseToNovel)
+        XCTAssertEqual(kg.epochs, 100)
+        XCTAssertEqual(kg.batchSize, 128)
+        let dapt = Recipes.recipe(method: "dapt-text", dataset: "eurosat", shots: 16, protocolKind: .fewShot)
+        XCTAssertEqual(dapt.learningRate, 20)
+        XCTAssertEqual(dapt.termWeights, ["inter": 10])
+    }
+
+    func testBuiltInPlansAreThePapersGrids() throws {
+        for name in BuiltInPlans.all.keys { XCTAssertNoThrow(try BuiltInPlans.plan(named: name).cells(), name) }
+        XCTAssertEqual(try BuiltInPlans.plan(named: "coop-few-shot").cells().count, 11 * 5 * 3 * 3)
+        let dg = try BuiltInPlans.plan(named: "domain-generalization").cells()
+        XCTAssertEqual(dg.first?.targets, ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"])
+        let cross = try BuiltInPlans.plan(named: "cross-dataset").cells()
+        XCTAssertEqual(cross.first?.targets.count, 10)
+        XCTAssertFalse(cross.first?.targets.contains("imagenet") ?? true)
+        XCTAssertEqual(Set(try BuiltInPlans.plan(named: "npt-imbalance").cells().map(\.imbalance)), [1, 0.25, 0.06])
+        XCTAssertThrowsError(try BuiltInPlans.plan(named: "nope")) { XCTAssertTrue("\($0)".contains("coop-few-shot"), "\($0)") }
+    }
+
+    func testInvalidPlansNameTheField() throws {
+        func message(_ yaml: String) -> String {
+            do { _ = try GridPlan.read(yaml: yaml, source: "p.yaml").cells(); return "" } catch { return "\(error)" }
+        }
+        XCTAssertTrue(message("datasets: [dtd]\n").contains("methods"))
+        XCTAssertTrue(message("datasets: [dtd]\nmethods: [coop]\nimbalance: [0]\n").contains("imbalance tau must lie in (0, 1] (got 0.0)"))
+        XCTAssertTrue(message("datasets: [dtd]\nmethods: [cop]\n").contains("unknown method 'cop'"))
+        XCTAssertTrue(message("datasets: [dtd]\nmethods: [coop]\nshots: [0]\n").contains("shots must be at least 1"))
+        XCTAssertTrue(message("datasets: [dtd]\nmethods: [coop]\noverrides:\n  kgcoop: {lr: 1}\n").contains("'kgcoop'"))
+        XCTAssertTrue(message("protocol: sideways\ndatasets: [dtd]\nmethods: [coop]\n").contains("p.yaml"))
+    }
+
+    func testRecordRoundTripsThroughJSON() throws {
+        let spec = RunSpec(protocolKind: .fewShot, dataset: "dtd", shots: 4, seed: 1, method: "coop",
+                           recipe: Recipe(epochs: 2, learningRate: 0.002, batchSize: 32, views: 4))
+        var record = RunRecord(spec: spec, status: .ok)
+        record.accuracy = 0.5
+        record.macroF1 = 0.4
+        record.evaluations = [EvaluationSummary(name: "test", dataset: "dtd", classes: 2, count: 4, accuracy: 0.5, macroF1: 0.4,
+                                                perClassAccuracy: ["a": 1, "b": 0])]
+        record.digests = ["model": "abc"]
+        let data = try encodeJSON(record)
+        let back = try JSONDecoder().decode(RunRecord.self, from: data)
+        XCTAssertEqual(back, record)
+        // Sorted keys: the same record encodes to the same bytes.
+        XCTAssertEqual(try encodeJSON(back), data)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+        for key in ["version", "spec", "status", "accuracy", "macro_f1", "evaluations", "nc", "nc_history", "history", "timings", "digests"] {
+            XCTAssertNotNil(object[key], key)
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import Analysis
+import Datasets
+import Experiments
+import Foundation
+import TestSupport
+import XCTest
+
+/// A CoOp-layout DTD with 4 classes of small PNGs: each class a colour, with seeded noise.
+func makeSyntheticDTD(in root: URL, train: Int = 6, val: Int = 2, test: Int = 3) throws {
+    let names = ["banded", "blotchy", "braided", "bubbly"]
+    let colours: [[Double]] = [[220, 40, 40], [40, 200, 60], [50, 60, 210], [200, 200, 40]]
+    let dir = root.appendingPathComponent("dtd")
+    var state: UInt64 = 12345
+    func noise() -> Double {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Double(state >> 40) / Double(1 << 24) * 60 - 30
+    }
+    var split: [String: [[Any]]] = [:]
+    for (part, count) in [("train", train), ("val", val), ("test", test)] {
+        var rows: [[Any]] = []
+        for (label, name) in names.enumerated() {
+            for i in 0..<count {
+                let rel = "\(name)/\(name)_\(part)_\(i).png"
+                var pixels: [UInt8] = []
+                for _ in 0..<(12 * 12) {
+                    for c in 0..<3 { pixels.append(UInt8(max(0, min(255, colours[label][c] + noise())))) }
+                }
+                let url = dir.appendingPathComponent("images").appendingPathComponent(rel)
+                try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try Data(FileFixtures.makePNG(width: 12, height: 12, pixels: pixels)).write(to: url)
+                rows.append([rel, label, name])
+            }
+        }
+        split[part] = rows
+    }
+    try JSONSerialization.data(withJSONObject: split).write(to: dir.appendingPathComponent("split_zhou_DescribableTextures.json"))
+}
+
+final class RunnerTests: XCTestCase {
+    static let tiny = repoRoot.appendingPathComponent("Goldens/tiny/checkpoints/openai.pt").path
+
+    func plan() -> GridPlan {
+        GridPlan(protocolKind: .baseToNovel, datasets: ["dtd"], methods: ["zeroshot", "coop"], shots: [2], seeds: [1, 2],
+                 all: RecipeOverride(epochs: 3, batchSize: 2, views: 2, ncEvery: 1))
+    }
+
+    /// A base-to-novel grid killed in the middle of its last cell resumes without redoing the
+    /// finished cells, and ends with the records of an uninterrupted run.
+    func testInterruptedGridResumesWithoutRedoingFinishedCells() throws {
+        let dir = try makeTempDir(self)
+        try makeSyntheticDTD(in: dir.appendingPathComponent("data"))
+        let cells = try plan().cells()
+        XCTAssertEqual(cells.map(\.method), ["zeroshot", "coop", "zeroshot", "coop"])
+
+        // Interrupted: the second coop cell stops after its 2nd epoch (the 5th epoch of the grid).
+        let out = dir.appendingPathComponent("interrupted")
+        var epochs = 0
+        let first = try ExperimentRunner(modelPath: Self.tiny, root: dir.appendingPathComponent("data"), out: out)
+        first.shouldStop = { epochs += 1; return epochs == 5 }
+        XCTAssertThrowsError(try first.run(cells)) { XCTAssertTrue($0 is RunInterrupted, "\($0)") }
+        let folders = cells.map { ResultsFolder(out).cell($0) }
+        let finished = try folders.prefix(3).map { try Data(contentsOf: $0.record) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folders[3].record.path))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folders[3].checkpoint.path))
+
+        // Resumed: the three finished cells are skipped, the fourth runs only its last epoch.
+        var skipped: [Int] = [], started: [Int] = [], steppedEpochs = Set<Int>()
+        let second = try ExperimentRunner(modelPath: Self.tiny, root: dir.appendingPathComponent("data"), out: out) { event in
+            switch event {
+            case .cellSkipped(let i, _, _, _): skipped.append(i)
+            case .cellStarted(let i, _, _, _): started.append(i)
+            case .step(let r, _): steppedEpochs.insert(r.epoch)
+            default: break
+            }
+        }
+        let records = try second.run(cells)
+        XCTAssertEqual(skipped, [0, 1, 2])
+        XCTAssertEqual(started, [3])
+        XCTAssertEqual(steppedEpochs, [2], "only the third epoch was left to train")
+        XCTAssertEqual(try folders.prefix(3).map { try Data(contentsOf: $0.record) }, finished, "finished records are untouched")
+
+        // The same grid without interruption gives the same numbers.
+        let reference = try ExperimentRunner(modelPath: Self.tiny, root: dir.appendingPathComponent("data"),
+                                             out: dir.appendingPathComponent("straight")).run(cells)
+        XCTAssertEqual(records.count, 4)
+        for (a, b) in zip(records, reference) {
+            XCTAssertEqual(a.status, .ok, a.error ?? "")
+            XCTAssertEqual(a.spec, b.spec)
+            XCTAssertEqual(a.history, b.history)
+            XCTAssertEqual(a.evaluations, b.evaluations)
+            XCTAssertEqual(a.nc, b.nc)
+            XCTAssertEqual(a.ncHistory, b.ncHistory)
+        }
+
+        // What a base-to-novel record holds.
+        let coop = records[3]
+        XCTAssertEqual(coop.evaluations.map(\.name), ["base", "novel"])
+        XCTAssertEqual(coop.evaluations.map(\.classes), [2, 2])
+        XCTAssertEqual(coop.evaluations.map(\.count), [6, 6])
+        let (b, n) = (try XCTUnwrap(coop.base), try XCTUnwrap(coop.novel))
+        XCTAssertEqual(try XCTUnwrap(coop.hm), 2 * b * n / (b + n), accuracy: 1e-12)
+        XCTAssertEqual(coop.history.count, 3)
+        XCTAssertEqual(coop.ncHistory.map(\.epoch), [1, 2, 3])
+        XCTAssertEqual(Set(coop.nc.keys), ["train", "base", "novel"])
+        XCTAssertEqual(coop.fewShotSource, "dassl")
+        XCTAssertNotNil(coop.digests["train_features"])
+        XCTAssertEqual(records[0].history.count, 0, "zero-shot does not train")
+        // Features are shared: one training draw per seed (augmented for coop, plain for zero-shot), one test file per subset.
+        let files = try FileManager.default.contentsOfDirectory(atPath: ResultsFolder(out).features.path).filter { $0.hasSuffix(".safetensors") }
+        XCTAssertEqual(Set(files), ["dtd-train-base-2shot-seed1.safetensors", "dtd-train-base-2shot-seed1-2views.safetensors",
+                                    "dtd-train-base-2shot-seed2.safetensors", "dtd-train-base-2shot-seed2-2views.safetensors",
+                                    "dtd-test-base.safetensors", "dtd-test-new.safetensors"])
+        // Asking for one cell by number runs (here: finds) just that one.
+        XCTAssertEqual(try second.run(cells, only: [2]).map(\.spec), [cells[2]])
+        XCTAssertThrowsError(try second.run(cells, only: [9])) { XCTAssertTrue("\($0)".contains("no cell 9"), "\($0)") }
+    }
+
+    /// A cell that fails is recorded with its error and the grid goes on; the report lists it.
+    func testFailingCellIsRecordedAndTheGridGoesOn() throws {
+        let dir = try makeTempDir(self)
+        try makeSyntheticDTD(in: dir.appendingPathComponent("data"))
+        // Class-specific contexts cannot name novel classes: that cell fails at evaluation.
+        let plan = GridPlan(protocolKind: .baseToNovel, datasets: ["dtd"], methods: ["coop-csc", "linear-probe", "coop"], shots: [2],
+                            seeds: [1], all: RecipeOverride(epochs: 1, batchSize: 2, views: 1))
+        let out = dir.appendingPathComponent("out")
+        let records = try ExperimentRunner(modelPath: Self.tiny, root: dir.appendingPathComponent("data"), out: out).run(try plan.cells())
+        XCTAssertEqual(records.map(\.status), [.failed, .ok, .ok])
+        XCTAssertTrue(records[0].error?.contains("class-specific") ?? false, records[0].error ?? "")
+        // The linear probe reports the classes it knows (base) and says why novel is missing.
+        XCTAssertEqual(records[1].evaluations.map(\.name), ["base"])
+        XCTAssertNil(records[1].hm)
+        XCTAssertTrue(records[1].warnings.contains { $0.contains("novel") }, "\(records[1].warnings)")
+        let summary = try writeReport(directory: out)
+        XCTAssertEqual(summary.written.map(\.lastPathComponent), ["results.md", "results.csv", "report.html"])
+        let markdown = try String(contentsOf: out.appendingPathComponent("results.md"), encoding: .utf8)
+        XCTAssertTrue(markdown.contains("base-to-novel_dtd_coop-csc_2shot_seed1"), markdown)
+        // A second run retries the failed cell and skips the others.
+        var started: [Int] = []
+        _ = try ExperimentRunner(modelPath: Self.tiny, root: dir.appendingPathComponent("data"), out: out) {
+            if case .cellStarted(let i, _, _, _) = $0 { started.append(i) }
+        }.run(try plan.cells())
+        XCTAssertEqual(started, [0])
+    }
+}
