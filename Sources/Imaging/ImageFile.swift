@@ -95,8 +95,9 @@ public struct ImageFileError: Error, Equatable, CustomStringConvertible, Localiz
 ///
 /// Throws ``ImageFileError`` for a missing, unreadable or empty file or one in another format
 /// (e.g. "unsupported image format (GIF); PromptTune reads JPEG and PNG"), and the decoder's error
-/// (``JPEGDecodingError``, ``PNGDecodingError``) for a damaged file; all name the file.
-public func decodeImage(path: String) throws -> RGBImage {
+/// (``JPEGDecodingError``, ``PNGDecodingError``) for a damaged file, and ``ImageTooLargeError`` for
+/// a header declaring more than `limits.maxPixels` pixels (``ImageLimits``); all name the file.
+public func decodeImage(path: String, limits: ImageLimits = .current) throws -> RGBImage {
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
         throw ImageFileError(source: path, kind: .fileNotFound, format: nil, detail: "")
@@ -110,22 +111,22 @@ public func decodeImage(path: String) throws -> RGBImage {
     } catch {
         throw ImageFileError(source: path, kind: .unreadable, format: nil, detail: error.localizedDescription)
     }
-    return try decodeImage(bytes: [UInt8](data), name: path)
+    return try decodeImage(bytes: [UInt8](data), name: path, limits: limits)
 }
 
-/// Decodes in-memory JPEG or PNG data (see ``decodeImage(path:)``); `name` appears in errors.
-public func decodeImage(data: Data, name: String = "<memory>") throws -> RGBImage {
-    try decodeImage(bytes: [UInt8](data), name: name)
+/// Decodes in-memory JPEG or PNG data (see ``decodeImage(path:limits:)``); `name` appears in errors.
+public func decodeImage(data: Data, name: String = "<memory>", limits: ImageLimits = .current) throws -> RGBImage {
+    try decodeImage(bytes: [UInt8](data), name: name, limits: limits)
 }
 
-/// Decodes in-memory JPEG or PNG bytes (see ``decodeImage(path:)``); `name` appears in errors.
-public func decodeImage(bytes: [UInt8], name: String = "<memory>") throws -> RGBImage {
+/// Decodes in-memory JPEG or PNG bytes (see ``decodeImage(path:limits:)``); `name` appears in errors.
+public func decodeImage(bytes: [UInt8], name: String = "<memory>", limits: ImageLimits = .current) throws -> RGBImage {
     if bytes.isEmpty { throw ImageFileError(source: name, kind: .empty, format: nil, detail: "") }
     // A JPEG needs only FF D8 to reach libjpeg (which then reports what is wrong), a PNG its
     // first byte (the PNG decoder reports a cut signature as truncation).
-    if bytes.count >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 { return try JPEGDecoder.decode(bytes: bytes, name: name) }
+    if bytes.count >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 { return try JPEGDecoder.decode(bytes: bytes, name: name, limits: limits) }
     if bytes[0] == 0x89 && Array(bytes.prefix(8)) == Array(PNGChunkScan.signature.prefix(min(8, bytes.count))) {
-        return try PNGDecoder.decode(bytes: bytes, name: name)
+        return try PNGDecoder.decode(bytes: bytes, name: name, limits: limits)
     }
     let format = ImageFormat.sniff(bytes)
     let head = bytes.prefix(8).map { String(format: "%02x", $0) }.joined(separator: " ")

@@ -12,7 +12,6 @@ public struct JPEGDecodingError: Error, Equatable, CustomStringConvertible, Loca
         case truncated = "truncated JPEG data (image file is truncated)"
         case corrupt = "corrupt JPEG data"
         case unsupported = "unsupported JPEG"
-        case tooLarge = "image too large"
     }
 
     /// The path, or the name given to the in-memory decoder.
@@ -74,24 +73,23 @@ public struct JPEGHeader: Equatable, Sendable {
 /// (corrupt entropy-coded data it recovers from) are ignored, as Pillow ignores them.
 /// libjpeg's fatal errors longjmp; they are caught in C (Sources/CCodecs), never in Swift.
 public enum JPEGDecoder {
-    /// Pillow's decompression-bomb limit (2 x `Image.MAX_IMAGE_PIXELS`): larger images are refused.
-    public static let maxPixels = 2 * 89_478_485
-
-    public static func decode(path: String) throws -> RGBImage {
-        try decode(bytes: readFile(path), name: path)
+    /// A header declaring more than `limits.maxPixels` pixels throws ``ImageTooLargeError`` before
+    /// the pixels are allocated (see ``ImageLimits``).
+    public static func decode(path: String, limits: ImageLimits = .current) throws -> RGBImage {
+        try decode(bytes: readFile(path), name: path, limits: limits)
     }
 
-    public static func decode(data: Data, name: String = "<memory>") throws -> RGBImage {
-        try decode(bytes: [UInt8](data), name: name)
+    public static func decode(data: Data, name: String = "<memory>", limits: ImageLimits = .current) throws -> RGBImage {
+        try decode(bytes: [UInt8](data), name: name, limits: limits)
     }
 
-    public static func decode(bytes: [UInt8], name: String = "<memory>") throws -> RGBImage {
+    public static func decode(bytes: [UInt8], name: String = "<memory>", limits: ImageLimits = .current) throws -> RGBImage {
         try checkSignature(bytes, name: name)
         return try bytes.withUnsafeBufferPointer { buf in
             let decoder = try Decoder(name: name)
             defer { decoder.close() }
             let header = try decoder.readHeader(buf)
-            return try decoder.decodeRGB(header)
+            return try decoder.decodeRGB(header, limits: limits)
         }
     }
 
@@ -197,15 +195,14 @@ public enum JPEGDecoder {
             return (header, raw)
         }
 
-        func decodeRGB(_ h: (header: JPEGHeader, raw: pt_jpeg_header)) throws -> RGBImage {
+        func decodeRGB(_ h: (header: JPEGHeader, raw: pt_jpeg_header), limits: ImageLimits) throws -> RGBImage {
             let width = h.header.width, height = h.header.height
             guard width > 0, height > 0 else {
                 throw JPEGDecodingError(source: name, kind: .corrupt, detail: "empty image \(width)x\(height)")
             }
-            guard width * height <= maxPixels else {  // both <= 65535 (JPEG's limit): no overflow
-                throw JPEGDecodingError(source: name, kind: .tooLarge,
-                                        detail: "\(width)x\(height) exceeds \(maxPixels) pixels")
-            }
+            // Before libjpeg's start_decompress, which allocates whole-image coefficient buffers for
+            // progressive files, and before the output buffer.
+            try limits.check(width: width, height: height, format: .jpeg, source: name)
             guard [1, 3, 4].contains(h.header.components) else {
                 throw JPEGDecodingError(source: name, kind: .unsupported,
                                         detail: "cannot handle \(h.header.components)-component images (Pillow reads 1, 3 or 4)")
@@ -214,10 +211,9 @@ public enum JPEGDecoder {
             var status: Int32 = 0
             let pixels = [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
                 status = pt_jpeg_decode_rgb(handle, out.baseAddress, count)
-                if status != PT_CODEC_OK {  // never hand out uninitialised bytes
-                    out.initialize(repeating: 0)
-                }
-                initialized = count
+                // On failure the array is handed back empty (never with uninitialised bytes), without
+                // touching the pages of a large buffer that a damaged file left mostly unwritten.
+                initialized = status == PT_CODEC_OK ? count : 0
             }
             guard status == PT_CODEC_OK else { throw error(status) }
             return RGBImage(width: width, height: height, pixels: pixels)
@@ -228,16 +224,16 @@ public enum JPEGDecoder {
 /// Decodes the JPEG file at `path` to RGB exactly as Pillow's `Image.open(path).convert("RGB")`
 /// (see ``JPEGDecoder`` for the rules). EXIF orientation is not applied, as Pillow's `open` and
 /// torchvision do not apply it. Throws ``JPEGDecodingError`` naming the file.
-public func decodeJPEG(path: String) throws -> RGBImage {
-    try JPEGDecoder.decode(path: path)
+public func decodeJPEG(path: String, limits: ImageLimits = .current) throws -> RGBImage {
+    try JPEGDecoder.decode(path: path, limits: limits)
 }
 
 /// Decodes JPEG bytes; `name` appears in error messages. EXIF orientation is not applied.
-public func decodeJPEG(data: Data, name: String = "<memory>") throws -> RGBImage {
-    try JPEGDecoder.decode(data: data, name: name)
+public func decodeJPEG(data: Data, name: String = "<memory>", limits: ImageLimits = .current) throws -> RGBImage {
+    try JPEGDecoder.decode(data: data, name: name, limits: limits)
 }
 
 /// Decodes JPEG bytes; `name` appears in error messages. EXIF orientation is not applied.
-public func decodeJPEG(bytes: [UInt8], name: String = "<memory>") throws -> RGBImage {
-    try JPEGDecoder.decode(bytes: bytes, name: name)
+public func decodeJPEG(bytes: [UInt8], name: String = "<memory>", limits: ImageLimits = .current) throws -> RGBImage {
+    try JPEGDecoder.decode(bytes: bytes, name: name, limits: limits)
 }

@@ -20,7 +20,6 @@ public struct PNGDecodingError: Error, Equatable, CustomStringConvertible, Local
         case notPNG = "not a PNG file"
         case truncated = "truncated PNG data"
         case corrupt = "corrupt PNG data"
-        case tooLarge = "image too large"
     }
 
     /// The path, or the name given to the in-memory decoder.
@@ -59,10 +58,9 @@ public struct PNGDecodingError: Error, Equatable, CustomStringConvertible, Local
 /// Sources/CCodecs), because libpng's error handler cannot return; it reads exactly the data the
 /// first one validated, and should it still fail, the failure is thrown as a ``PNGDecodingError``.
 public enum PNGDecoder {
-    /// Pillow's decompression-bomb limit (2 x `Image.MAX_IMAGE_PIXELS`): larger images are refused.
-    public static let maxPixels = 2 * 89_478_485
-
-    public static func decode(path: String, gray16: Gray16Conversion = .highByte) throws -> RGBImage {
+    /// A header declaring more than `limits.maxPixels` pixels throws ``ImageTooLargeError`` before
+    /// the pixels are allocated (see ``ImageLimits``).
+    public static func decode(path: String, gray16: Gray16Conversion = .highByte, limits: ImageLimits = .current) throws -> RGBImage {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw PNGDecodingError(source: path, kind: .fileNotFound, detail: "")
@@ -76,27 +74,27 @@ public enum PNGDecoder {
         } catch {
             throw PNGDecodingError(source: path, kind: .unreadable, detail: error.localizedDescription)
         }
-        return try decode(data: data, name: path, gray16: gray16)
+        return try decode(data: data, name: path, gray16: gray16, limits: limits)
     }
 
     public static func decode(data: Data, name: String = "<memory>",
-                              gray16: Gray16Conversion = .highByte) throws -> RGBImage {
-        try decode(bytes: [UInt8](data), name: name, gray16: gray16)
+                              gray16: Gray16Conversion = .highByte, limits: ImageLimits = .current) throws -> RGBImage {
+        try decode(bytes: [UInt8](data), name: name, gray16: gray16, limits: limits)
     }
 
     public static func decode(bytes: [UInt8], name: String = "<memory>",
-                              gray16: Gray16Conversion = .highByte) throws -> RGBImage {
+                              gray16: Gray16Conversion = .highByte, limits: ImageLimits = .current) throws -> RGBImage {
         let scan = try PNGChunkScan(bytes, name: name)
         let stream = scan.strippedBytes ?? bytes
         return try stream.withUnsafeBufferPointer { buf in
-            try decodeStream(buf, scan: scan, name: name, gray16: gray16)
+            try decodeStream(buf, scan: scan, name: name, gray16: gray16, limits: limits)
         }
     }
 
     // MARK: - Simplified API pass
 
     private static func decodeStream(_ buf: UnsafeBufferPointer<UInt8>, scan: PNGChunkScan, name: String,
-                                     gray16: Gray16Conversion) throws -> RGBImage {
+                                     gray16: Gray16Conversion, limits: ImageLimits) throws -> RGBImage {
         var image = png_image()
         image.version = png_uint_32(PNG_IMAGE_VERSION)
         image.opaque = nil
@@ -105,23 +103,24 @@ public enum PNGDecoder {
         }
         let width = Int(image.width), height = Int(image.height)
         let sixteenBit = image.format & png_uint_32(PNG_FORMAT_FLAG_LINEAR) != 0
-        guard width > 0, height > 0, width * height <= maxPixels else {  // both < 2^31: no overflow
+        guard width > 0, height > 0 else {
             png_image_free(&image)
-            throw PNGDecodingError(source: name, kind: .tooLarge,
-                                   detail: "\(width)x\(height) exceeds \(maxPixels) pixels")
+            throw PNGDecodingError(source: name, kind: .corrupt, detail: "empty image \(width)x\(height)")
+        }
+        // From IHDR alone (begin_read reads up to the first IDAT), before the buffers below.
+        do { try limits.check(width: width, height: height, format: .png, source: name) } catch {
+            png_image_free(&image)
+            throw error
         }
         image.format = png_uint_32(PNG_FORMAT_FLAG_COLOR | PNG_FORMAT_FLAG_ALPHA)  // PNG_FORMAT_RGBA
         // For 16-bit files this pass only validates; sRGB-tagging them spares libpng a gamma conversion.
-        if sixteenBit { image.flags |= png_uint_32(PNG_IMAGE_FLAG_16BIT_sRGB) }
-        var rgba = [UInt8](repeating: 0, count: width * height * 4)
-        let ok = rgba.withUnsafeMutableBytes { out in
-            png_image_finish_read(&image, nil, out.baseAddress, 0, nil)  // frees `image` either way
-        }
-        guard ok != 0 else { throw libpngError(message(of: &image), scan: scan, name: name) }
-
         if sixteenBit {
+            image.flags |= png_uint_32(PNG_IMAGE_FLAG_16BIT_sRGB)
+            // The validation buffer is released before the row pass allocates its own.
+            try finishRead(&image, count: width * height * 4, scan: scan, name: name)
             return try readRaw16(buf, width: width, height: height, gray16: gray16, name: name)
         }
+        let rgba = try finishRead(&image, count: width * height * 4, scan: scan, name: name)
         var rgb = [UInt8](repeating: 0, count: width * height * 3)
         rgba.withUnsafeBufferPointer { src in
             rgb.withUnsafeMutableBufferPointer { dst in
@@ -133,6 +132,17 @@ public enum PNGDecoder {
             }
         }
         return RGBImage(width: width, height: height, pixels: rgb)
+    }
+
+    /// `png_image_finish_read` into a new RGBA buffer; frees `image` either way.
+    @discardableResult
+    private static func finishRead(_ image: inout png_image, count: Int, scan: PNGChunkScan, name: String) throws -> [UInt8] {
+        var rgba = [UInt8](repeating: 0, count: count)
+        let ok = rgba.withUnsafeMutableBytes { out in
+            png_image_finish_read(&image, nil, out.baseAddress, 0, nil)
+        }
+        guard ok != 0 else { throw libpngError(message(of: &image), scan: scan, name: name) }
+        return rgba
     }
 
     private static func message(of image: inout png_image) -> String {
@@ -203,18 +213,20 @@ public enum PNGDecoder {
 
 /// Decodes the PNG file at `path` to RGB exactly as Pillow's `Image.open(path).convert("RGB")`
 /// (see ``PNGDecoder`` for the rules and the one opt-out deviation). Throws ``PNGDecodingError``.
-public func decodePNG(path: String, gray16: Gray16Conversion = .highByte) throws -> RGBImage {
-    try PNGDecoder.decode(path: path, gray16: gray16)
+public func decodePNG(path: String, gray16: Gray16Conversion = .highByte, limits: ImageLimits = .current) throws -> RGBImage {
+    try PNGDecoder.decode(path: path, gray16: gray16, limits: limits)
 }
 
 /// Decodes PNG bytes; `name` appears in error messages.
-public func decodePNG(data: Data, name: String = "<memory>", gray16: Gray16Conversion = .highByte) throws -> RGBImage {
-    try PNGDecoder.decode(data: data, name: name, gray16: gray16)
+public func decodePNG(data: Data, name: String = "<memory>", gray16: Gray16Conversion = .highByte,
+                      limits: ImageLimits = .current) throws -> RGBImage {
+    try PNGDecoder.decode(data: data, name: name, gray16: gray16, limits: limits)
 }
 
 /// Decodes PNG bytes; `name` appears in error messages.
-public func decodePNG(bytes: [UInt8], name: String = "<memory>", gray16: Gray16Conversion = .highByte) throws -> RGBImage {
-    try PNGDecoder.decode(bytes: bytes, name: name, gray16: gray16)
+public func decodePNG(bytes: [UInt8], name: String = "<memory>", gray16: Gray16Conversion = .highByte,
+                      limits: ImageLimits = .current) throws -> RGBImage {
+    try PNGDecoder.decode(bytes: bytes, name: name, gray16: gray16, limits: limits)
 }
 
 // MARK: - Chunk stream check

@@ -105,10 +105,10 @@ final class ReadersCoOpTests: XCTestCase {
     func testStanfordCarsPathsAreRelativeToTheDatasetFolder() throws {
         let t = try ReadersTempTree()
         try t.write("stanford_cars/split_zhou_StanfordCars.json", text: """
-        {"train": [["cars_train/00001.jpg", 0, "2012 Audi TTS Coupe"]], "val": [],
-         "test": [["cars_test/00002.jpg", 1, "2012 BMW M3 coupe"]]}
+        {"train": [["cars_train/00001.jpg", 0, "2012 Audi TTS Coupe"], ["cars_train/00003.jpg", 1, "2012 BMW M3 coupe"]],
+         "val": [], "test": [["cars_test/00002.jpg", 1, "2012 BMW M3 coupe"]]}
         """)
-        try t.touch(["stanford_cars/cars_train/00001.jpg", "stanford_cars/cars_test/00002.jpg"])
+        try t.touch(["stanford_cars/cars_train/00001.jpg", "stanford_cars/cars_train/00003.jpg", "stanford_cars/cars_test/00002.jpg"])
         let s = try loadDataset(.stanfordCars, root: t.root, verifyImages: true)
         XCTAssertEqual(s.imageRoot.path, t.url("stanford_cars").path)
         XCTAssertEqual(s.classNames, ["2012 Audi TTS Coupe", "2012 BMW M3 coupe"])

@@ -277,8 +277,8 @@ final class JPEGDecoderTests: XCTestCase {
         }
     }
 
-    /// A header claiming 65000 x 65000 pixels is refused before any allocation (Pillow's
-    /// decompression-bomb limit).
+    /// A header claiming 65000 x 65000 pixels is refused before any allocation (the decoded-size
+    /// budget, ``ImageLimits``).
     func testTooLarge() throws {
         var bytes = try JPEGFixtures.bytes("baseline420_96x64.jpg")
         let sof = try XCTUnwrap((0 ..< bytes.count - 1).first { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xC0 })
@@ -286,8 +286,8 @@ final class JPEGDecoderTests: XCTestCase {
         bytes[sof + 7] = 0xFD; bytes[sof + 8] = 0xE8  // width 65000
         XCTAssertEqual(try JPEGDecoder.header(bytes: bytes).width, 65000)
         XCTAssertThrowsError(try decodeJPEG(bytes: bytes, name: "bomb.jpg")) { error in
-            let e = error as! JPEGDecodingError
-            XCTAssertEqual(e.kind, .tooLarge)
+            let e = error as! ImageTooLargeError
+            XCTAssertEqual([e.width, e.height], [65000, 65000])
             XCTAssertTrue(e.description.contains("bomb.jpg"), e.description)
         }
     }

@@ -15,6 +15,8 @@ public struct DatasetError: Error, CustomStringConvertible, LocalizedError, Send
         case inconsistent
         /// A file exists but cannot be read, or an image cannot be decoded.
         case unreadable
+        /// A listed image path leads outside the image folder (absolute, or with a `..` component).
+        case pathOutsideRoot
     }
 
     public var kind: Kind

@@ -4,9 +4,14 @@ import Foundation
 /// `ImageNet.read_classnames`). Blank lines are skipped. A wnid listed twice is refused with both
 /// line numbers (CoOp would keep the last name, silently; which one is meant cannot be told).
 public func readImageNetClassNames(_ file: URL) throws -> [(wnid: String, name: String)] {
+    try parseImageNetClassNames(DatasetFiles.readLines(file), file: file)
+}
+
+/// ``readImageNetClassNames(_:)`` on the `lines` of `file`.
+func parseImageNetClassNames(_ lines: [String], file: URL) throws -> [(wnid: String, name: String)] {
     var out: [(wnid: String, name: String)] = []
     var lineOf: [String: Int] = [:]
-    for (i, raw) in try DatasetFiles.readLines(file).enumerated() {
+    for (i, raw) in lines.enumerated() {
         let line = raw.trimmingCharacters(in: .whitespaces)
         if line.isEmpty { continue }
         let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
@@ -129,41 +134,54 @@ func readFGVCAircraft(dir: URL, imageRoot: URL) throws -> DatasetSplits {
         DatasetError(.missingFile, "missing \(file.path); \(DatasetError.layoutNote(name, dir: dir)). \(name.downloadHint!)")
     }
     guard DatasetFiles.isFile(variantsFile) else { throw missing(variantsFile) }
-    // One variant per line, labelled by line. Blank lines at the end are ignored; a blank line
-    // before another variant (CoOp would make it an empty class and shift the labels after it) and
-    // a variant listed twice are refused with the line.
-    var lines = try DatasetFiles.readLines(variantsFile).map { $0.trimmingCharacters(in: .whitespaces) }
-    while lines.last?.isEmpty == true { lines.removeLast() }
-    var labelOf: [String: Int] = [:]
-    for (i, c) in lines.enumerated() {
-        if c.isEmpty {
-            throw DatasetError(.malformedFile, "\(variantsFile.path):\(i + 1): blank line among the variants; variants.txt lists one variant per line and a variant's label is its line, so remove the blank line (or fix the line if a variant was lost)")
-        }
-        if let first = labelOf[c] {
-            throw DatasetError(.malformedFile, "\(variantsFile.path):\(i + 1): variant '\(c)' is listed again (first at line \(first + 1)); each variant must appear once")
-        }
-        labelOf[c] = i
-    }
-    let classNames = lines
+    let classNames = try parseFGVCVariants(DatasetFiles.readLines(variantsFile), file: variantsFile)
+    let labelOf = Dictionary(uniqueKeysWithValues: classNames.enumerated().map { ($1, $0) })
     func read(_ split: String) throws -> [Datum] {
         let file = dir.appendingPathComponent("images_variant_\(split).txt")
         guard DatasetFiles.isFile(file) else { throw missing(file) }
-        var out: [Datum] = []
-        for (i, raw) in try DatasetFiles.readLines(file).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty { continue }
-            let parts = line.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2 else {
-                throw DatasetError(.malformedFile, "\(file.path):\(i + 1): '\(raw)' is not '<image id> <variant>'")
-            }
-            let variant = String(parts[1])
-            guard let label = labelOf[variant] else {
-                throw DatasetError(.inconsistent, "\(file.path):\(i + 1): variant '\(variant)' is not in \(variantsFile.path)")
-            }
-            out.append(Datum(path: parts[0] + ".jpg", label: label, className: variant))
-        }
-        return out
+        return try parseFGVCList(DatasetFiles.readLines(file), file: file, labelOf: labelOf, variantsFile: variantsFile, imageRoot: imageRoot)
     }
     return DatasetSplits(name: name.displayName, imageRoot: imageRoot, train: try read("train"), val: try read("val"),
                          test: try read("test"), classNames: classNames, template: name.template)
+}
+
+/// The variants of `variants.txt` (its `lines`), one per line, labelled by line. Blank lines at the
+/// end are ignored; a blank line before another variant (CoOp would make it an empty class and
+/// shift the labels after it) and a variant listed twice are refused with the line.
+func parseFGVCVariants(_ lines: [String], file: URL) throws -> [String] {
+    var names = lines.map { $0.trimmingCharacters(in: .whitespaces) }
+    while names.last?.isEmpty == true { names.removeLast() }
+    var labelOf: [String: Int] = [:]
+    for (i, c) in names.enumerated() {
+        if c.isEmpty {
+            throw DatasetError(.malformedFile, "\(file.path):\(i + 1): blank line among the variants; variants.txt lists one variant per line and a variant's label is its line, so remove the blank line (or fix the line if a variant was lost)")
+        }
+        if let first = labelOf[c] {
+            throw DatasetError(.malformedFile, "\(file.path):\(i + 1): variant '\(c)' is listed again (first at line \(first + 1)); each variant must appear once")
+        }
+        labelOf[c] = i
+    }
+    return names
+}
+
+/// The items of an `images_variant_<split>.txt` (its `lines`): `<image id> <variant name>`, the
+/// image being `<id>.jpg` in the image folder, which it may not leave.
+func parseFGVCList(_ lines: [String], file: URL, labelOf: [String: Int], variantsFile: URL, imageRoot: URL) throws -> [Datum] {
+    var out: [Datum] = []
+    for (i, raw) in lines.enumerated() {
+        let line = raw.trimmingCharacters(in: .whitespaces)
+        if line.isEmpty { continue }
+        let parts = line.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2 else {
+            throw DatasetError(.malformedFile, "\(file.path):\(i + 1): '\(raw)' is not '<image id> <variant>'")
+        }
+        let variant = String(parts[1])
+        guard let label = labelOf[variant] else {
+            throw DatasetError(.inconsistent, "\(file.path):\(i + 1): variant '\(variant)' is not in \(variantsFile.path)")
+        }
+        let path = String(parts[0]) + ".jpg"
+        if let e = DatasetError.outsideRoot(path, entry: "line \(i + 1)", file: file.path, imageRoot: imageRoot) { throw e }
+        out.append(Datum(path: path, label: label, className: variant))
+    }
+    return out
 }

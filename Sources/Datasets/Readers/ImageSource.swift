@@ -16,7 +16,11 @@ public struct FileImageSource: ImageSource {
 
     public func url(for datum: Datum) -> URL { root.appendingPathComponent(datum.path) }
 
+    /// Throws ``DatasetError/Kind/pathOutsideRoot`` for a path that leads outside `root` (absolute
+    /// or with a `..` component), without opening it.
     public func image(for datum: Datum) throws -> RGBImage {
+        if let e = DatasetError.outsideRoot(datum.path, entry: "the item labelled \(datum.label) ('\(datum.className)')",
+                                            file: "image source", imageRoot: root) { throw e }
         let path = url(for: datum).path
         guard FileManager.default.fileExists(atPath: path) else {
             throw DatasetError(.missingImages, "missing image \(path) (\(datum.className), label \(datum.label))",

@@ -43,6 +43,11 @@ public func readSplitFile(_ file: URL) throws -> (train: [Datum], val: [Datum], 
         throw DatasetError(DatasetFiles.isFile(file) ? .unreadable : .missingFile,
                            DatasetFiles.isFile(file) ? "cannot read split file \(file.path)" : "missing split file \(file.path)")
     }
+    return try parseSplitFile(data, file: file)
+}
+
+/// The split lists in `data`, the bytes of `file` (named in errors); see ``readSplitFile(_:)``.
+func parseSplitFile(_ data: Data, file: URL) throws -> (train: [Datum], val: [Datum], test: [Datum]) {
     let json: JSONValue
     do {
         json = try JSONDecoder().decode(JSONValue.self, from: data)
@@ -65,6 +70,7 @@ public func readSplitFile(_ file: URL) throws -> (train: [Datum], val: [Datum], 
             guard let datum = splitEntry(entry) else {
                 throw DatasetError(.malformedFile, "split file \(file.path): first bad entry is \"\(key)\"[\(i)] = \(entry.snippet); expected [relative image path, integer label >= 0, class name]")
             }
+            if let e = DatasetError.outsideRoot(datum.path, entry: "\"\(key)\"[\(i)]", file: "split file \(file.path)") { throw e }
             out.append(datum)
         }
         return out
@@ -150,7 +156,11 @@ private enum JSONValue: Decodable {
 }
 
 /// `classNames[label]`, from every item (as Dassl's `get_lab2cname`, which reads train only, but
-/// also checking that a label has one name and that labels run 0..<K without gaps).
+/// also checking that a label has one name and that labels run 0..<K without gaps). Every label of
+/// the last split (test) must occur in the others (train, val) when they hold items: a class that
+/// only test items name is a damaged file (often another class under a new label), and Dassl, which
+/// names classes from train, would give it no name. Two labels may not share a name, since a prompt
+/// could not tell them apart.
 func classNamesByLabel(_ splits: [(String, [Datum])], source: String) throws -> [String] {
     var names: [Int: (name: String, at: String)] = [:]
     for (split, items) in splits {
@@ -167,6 +177,26 @@ func classNamesByLabel(_ splits: [(String, [Datum])], source: String) throws -> 
     let count = (names.keys.max() ?? -1) + 1
     if let gap = (0..<count).first(where: { names[$0] == nil }) {
         throw DatasetError(.inconsistent, "\(source): labels run to \(count - 1) but no item has label \(gap); labels must be 0..<K")
+    }
+    var labelOf: [String: Int] = [:]
+    // A label of the last split (test) must occur in an earlier one (train, val) when they hold items.
+    if let (last, lastItems) = splits.last, splits.count > 1 {
+        let earlier = splits.dropLast().flatMap(\.1)
+        let known = Set(earlier.map(\.label))
+        if !earlier.isEmpty, let i = lastItems.firstIndex(where: { !known.contains($0.label) }) {
+            let item = lastItems[i]
+            let twin = earlier.first { $0.className == item.className }
+            let same = twin.map { ", the name of label \($0.label)" } ?? ""
+            let others = splits.dropLast().map(\.0).joined(separator: " or ")
+            throw DatasetError(.inconsistent, "\(source): label \(item.label) ('\(item.className)'\(same)) occurs only in \(last) (first at \(last)[\(i)]), never in \(others); a class to be tested must be trained on. Fix the label of that entry, or use the dataset's original split file")
+        }
+    }
+    for label in 0..<count {
+        let name = names[label]!
+        if let other = labelOf[name.name] {
+            throw DatasetError(.inconsistent, "\(source): labels \(other) and \(label) are both named '\(name.name)' (at \(names[other]!.at) and \(name.at)); each class needs its own name, or prompts cannot tell them apart. Fix the labels or names of those entries")
+        }
+        labelOf[name.name] = label
     }
     return (0..<count).map { names[$0]!.name }
 }

@@ -103,15 +103,21 @@ public struct FewShotCache: Sendable, Equatable {
         return Datum(path: try relativePath(impath, root: root, item: item, source: source), label: label, className: className)
     }
 
+    /// Relative paths, and absolute ones made relative, must stay inside the root (no `..`).
     static func relativePath(_ impath: String, root: String, item: String, source: String) throws -> String {
-        guard impath.hasPrefix("/") else { return impath }
+        guard impath.hasPrefix("/") else {
+            guard pathEscape(impath) == nil else {
+                throw SamplingError.cachePathOutsideRoot(path: source, item: item, imagePath: impath, imageRoot: root)
+            }
+            return impath
+        }
         let prefix = root == "/" ? "/" : root + "/"
         guard impath.hasPrefix(prefix) else {
             throw SamplingError.cachePathOutsideRoot(path: source, item: item, imagePath: impath, imageRoot: root)
         }
         var rest = Substring(impath.dropFirst(prefix.count))
         while rest.hasPrefix("/") { rest = rest.dropFirst() }
-        guard !rest.isEmpty else {
+        guard pathEscape(String(rest)) == nil else {
             throw SamplingError.cachePathOutsideRoot(path: source, item: item, imagePath: impath, imageRoot: root)
         }
         return String(rest)

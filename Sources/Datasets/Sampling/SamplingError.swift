@@ -12,7 +12,8 @@ public enum SamplingError: Error, CustomStringConvertible, LocalizedError, Senda
     case cacheUnreadable(path: String, reason: String)
     /// A few-shot cache file whose content is not what CoOp writes.
     case cacheMalformed(path: String, reason: String)
-    /// An absolute image path in a cache file that is not under the given image root.
+    /// An image path in a cache file that is not under the given image root (absolute elsewhere, or
+    /// with a `..` component).
     case cachePathOutsideRoot(path: String, item: String, imagePath: String, imageRoot: String)
 
     public var description: String {
@@ -28,8 +29,9 @@ public enum SamplingError: Error, CustomStringConvertible, LocalizedError, Senda
         case .cacheMalformed(let path, let reason):
             return "\(path): not a CoOp few-shot cache ({\"train\": [Datum], \"val\": [Datum]}): \(reason)"
         case .cachePathOutsideRoot(let path, let item, let imagePath, let root):
-            return "\(path): \(item) has the absolute image path '\(imagePath)', which is not under the image root "
-                + "'\(root)'. Pass the image folder the file was written with (CoOp's `image_dir`)."
+            return "\(path): \(item) has the image path '\(imagePath)', which is not under the image root "
+                + "'\(root)'. Pass the image folder the file was written with (CoOp's `image_dir`); a path with a '..' "
+                + "component is refused wherever it points: fix that item or move the file away to draw anew."
         }
     }
 
