@@ -24,7 +24,7 @@ let package = Package(
         // Imaging <- Datasets beside them; Features (the image-feature cache) joins CLIP and data;
         // the CLI on top.
         .target(name: "TensorCore", dependencies: ["COpenBLAS", "CKernels"]),
-        .target(name: "TensorIO", dependencies: ["TensorCore"]),
+        .target(name: "TensorIO", dependencies: ["TensorCore", "CZlib"]),
         .target(name: "CLIP", dependencies: ["TensorCore", "TensorIO"], resources: [.copy("Resources/bpe_simple_vocab_16e6.txt")]),
         .target(name: "PromptLearning", dependencies: ["TensorCore", "TensorIO", "CLIP"]),
         .target(name: "Imaging", dependencies: ["TensorCore", "CPNG", "CJPEG", "CCodecs"]),

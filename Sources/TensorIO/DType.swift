@@ -129,7 +129,8 @@ enum ElementDecoder {
     /// The caller guarantees `raw.count >= count * dtype.byteSize`.
     static func decode(_ raw: UnsafeRawBufferPointer, dtype: StorageDType, count: Int,
                        into out: UnsafeMutablePointer<Float>) {
-        guard count > 0, let src = raw.baseAddress, raw.count >= count * dtype.byteSize else { return }
+        guard count > 0, let src = raw.baseAddress, case let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize),
+              !overflow, raw.count >= bytes else { return }
         switch dtype {
         case .float32:
             memcpy(out, src, count * 4)
@@ -158,10 +159,14 @@ enum ElementDecoder {
     }
 
     /// Decodes `count` contiguous elements into a new array.
+    /// Callers bound `count` by the bytes they hold; a count the bytes cannot hold gives `[]`.
     static func decode(_ raw: UnsafeRawBufferPointer, dtype: StorageDType, count: Int) -> [Float] {
-        [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            if count > 0, let out = buffer.baseAddress {
-                if raw.count >= count * dtype.byteSize {
+        guard count > 0, case let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize), !overflow, raw.count >= bytes else {
+            return []
+        }
+        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if let out = buffer.baseAddress {
+                if raw.count >= bytes {
                     decode(raw, dtype: dtype, count: count, into: out)
                 } else {
                     out.initialize(repeating: 0, count: count)

@@ -67,6 +67,20 @@ public final class MappedFile: @unchecked Sendable {
         base = UnsafeRawPointer(buffer); mappedLength = 0; ownsAllocation = true
     }
 
+    /// An in-memory copy of `bytes` read like a file named `path` (tests, data not on disk).
+    public init(bytes: [UInt8], path: String) {
+        self.path = path
+        count = bytes.count
+        mappedLength = 0
+        if bytes.isEmpty {
+            base = nil; ownsAllocation = false
+            return
+        }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
+        bytes.withUnsafeBytes { if let src = $0.baseAddress { buffer.copyMemory(from: src, byteCount: $0.count) } }
+        base = UnsafeRawPointer(buffer); ownsAllocation = true
+    }
+
     deinit {
         if let base {
             if mappedLength > 0 { munmap(UnsafeMutableRawPointer(mutating: base), mappedLength) }

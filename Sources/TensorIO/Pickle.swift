@@ -1,4 +1,11 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 // MARK: - Values
 
@@ -74,6 +81,14 @@ public final class PickleDict {
 
     public init() {}
 
+    deinit {
+        var children: [PickleValue] = []
+        children.reserveCapacity(2 * entries.count)
+        for e in entries { children.append(e.key); children.append(e.value) }
+        entries = []
+        PickleRelease.release(&children)
+    }
+
     public var count: Int { entries.count }
 
     public func set(_ key: PickleValue, _ value: PickleValue) {
@@ -96,6 +111,8 @@ public final class PickleDict {
 public final class PickleList {
     public internal(set) var items: [PickleValue]
     public init(_ items: [PickleValue] = []) { self.items = items }
+
+    deinit { PickleRelease.release(&items) }
 }
 
 /// An instance of a class the unpickler does not interpret.
@@ -103,7 +120,7 @@ public final class PickleObject {
     public let module: String
     public let name: String
     /// Arguments of NEWOBJ or REDUCE.
-    public let args: [PickleValue]
+    public internal(set) var args: [PickleValue]
     /// The BUILD state: a dict of attributes, a `(dict, slots)` tuple, or a `__setstate__` value.
     public internal(set) var state: PickleValue?
     /// Items added by SETITEM(S) (dict subclasses).
@@ -113,6 +130,14 @@ public final class PickleObject {
 
     public init(module: String, name: String, args: [PickleValue] = [], state: PickleValue? = nil) {
         self.module = module; self.name = name; self.args = args; self.state = state
+    }
+
+    deinit {
+        var children = args + listItems
+        args = []; listItems = []
+        if let s = state { children.append(s); state = nil }
+        if let d = dictItems { children.append(.dict(d)); dictItems = nil }
+        PickleRelease.release(&children)
     }
 
     public var qualifiedName: String { "\(module).\(name)" }
@@ -173,6 +198,7 @@ public struct TensorReference: Sendable, Equatable {
     }
 
     public var isContiguous: Bool {
+        guard shape.count == stride.count else { return false }
         let c = TensorReference.contiguousStrides(shape)
         for i in shape.indices where shape[i] > 1 && stride[i] != c[i] { return false }
         return true
@@ -182,56 +208,146 @@ public struct TensorReference: Sendable, Equatable {
 // MARK: - Walking
 
 extension PickleValue {
+    /// How many values `tensorReferences` visits before giving up: far more than real checkpoints
+    /// hold (a ViT-L/14 TorchScript archive has about 10,000 values), and a bound on the walk of a
+    /// pickle whose shared tuples multiply the paths (each level doubling them: 2^n paths).
+    public static let tensorWalkBudget = 2_000_000
+
+    /// A walk budget for a pickle of `byteCount` bytes: every value takes at least one byte, so a
+    /// tree walks at most `byteCount` values; only shared containers, seen once per path, walk more.
+    public static func tensorWalkBudget(forPickleOf byteCount: Int) -> Int {
+        min(tensorWalkBudget, 4 * byteCount + 10_000)
+    }
+
     /// Every tensor reachable from this value, named by the dotted path of dict keys, object
-    /// attributes (TorchScript modules) and list/tuple indices: `visual.conv1.weight`.
+    /// attributes (TorchScript modules) and list/tuple indices: `visual.conv1.weight`. A container
+    /// reached again along its own path (a cycle) is skipped. Stops silently after
+    /// `tensorWalkBudget` values; `checkedTensorReferences` throws instead.
     public func tensorReferences(prefix: String = "") -> [(name: String, tensor: TensorReference)] {
+        walkTensors(prefix: prefix).references
+    }
+
+    /// `tensorReferences`, throwing a `TensorIOError` naming `source` when the walk visits more than
+    /// `budget` values (shared containers repeated over and over: a damaged or hostile pickle).
+    public func checkedTensorReferences(prefix: String = "", source: String,
+                                        budget: Int = PickleValue.tensorWalkBudget) throws -> [(name: String, tensor: TensorReference)] {
+        let (references, complete) = walkTensors(prefix: prefix, budget: budget)
+        guard complete else {
+            throw TensorIOError(.unsupported, path: source,
+                                "the pickle has more than \(budget) values along its paths (shared containers "
+                                + "repeated many times over); real checkpoints have far fewer. \(TensorIOError.redownload)")
+        }
+        return references
+    }
+
+    /// Depth-first, in order, with an explicit stack: no recursion, whatever the nesting.
+    private func walkTensors(prefix: String, budget: Int = PickleValue.tensorWalkBudget)
+        -> (references: [(name: String, tensor: TensorReference)], complete: Bool) {
+        enum Work { case visit(PickleValue, String), leave(ObjectIdentifier) }
         var out: [(name: String, tensor: TensorReference)] = []
         var onPath = Set<ObjectIdentifier>()
+        var work: [Work] = [.visit(self, prefix)]
+        var visits = 0
         func join(_ a: String, _ b: String) -> String { a.isEmpty ? b : "\(a).\(b)" }
-        func walk(_ v: PickleValue, _ name: String, _ depth: Int) {
-            guard depth < 128 else { return }
-            switch v {
+        while let next = work.popLast() {
+            let value: PickleValue, name: String
+            switch next {
+            case .leave(let id): onPath.remove(id); continue
+            case .visit(let v, let n): value = v; name = n
+            }
+            visits += 1
+            if visits > budget { return (out, false) }
+            // Children are pushed in reverse so that they are visited in order.
+            var children: [(PickleValue, String)] = []
+            switch value {
             case .tensor(let t):
                 out.append((name, t))
+                continue
             case .dict(let d):
                 let id = ObjectIdentifier(d)
-                guard onPath.insert(id).inserted else { return }
+                guard onPath.insert(id).inserted else { continue }
+                work.append(.leave(id))
                 for e in d.entries {
-                    let key: String
                     switch e.key {
-                    case .string(let s): key = s
-                    case .int(let i): key = String(i)
+                    case .string(let s): children.append((e.value, join(name, s)))
+                    case .int(let i): children.append((e.value, join(name, String(i))))
                     default: continue
                     }
-                    walk(e.value, join(name, key), depth + 1)
                 }
-                onPath.remove(id)
             case .list(let l):
                 let id = ObjectIdentifier(l)
-                guard onPath.insert(id).inserted else { return }
-                for (i, item) in l.items.enumerated() { walk(item, join(name, String(i)), depth + 1) }
-                onPath.remove(id)
+                guard onPath.insert(id).inserted else { continue }
+                work.append(.leave(id))
+                for (i, item) in l.items.enumerated() { children.append((item, join(name, String(i)))) }
             case .tuple(let t):
-                for (i, item) in t.enumerated() { walk(item, join(name, String(i)), depth + 1) }
+                for (i, item) in t.enumerated() { children.append((item, join(name, String(i)))) }
             case .object(let o):
                 let id = ObjectIdentifier(o)
-                guard onPath.insert(id).inserted else { return }
+                guard onPath.insert(id).inserted else { continue }
+                work.append(.leave(id))
                 switch o.state {
-                case .dict?: for a in o.attributes { walk(a.value, join(name, a.name), depth + 1) }
+                case .dict?: for a in o.attributes { children.append((a.value, join(name, a.name))) }
                 case .tuple(let t)? where t.count == 2 && t.contains(where: { $0.dict != nil }):
-                    for a in o.attributes { walk(a.value, join(name, a.name), depth + 1) }
-                case let s?: walk(s, name, depth + 1)
+                    for a in o.attributes { children.append((a.value, join(name, a.name))) }
+                case let s?: children.append((s, name))
                 case nil: break
                 }
-                if let d = o.dictItems { walk(.dict(d), name, depth + 1) }
-                for (i, item) in o.listItems.enumerated() { walk(item, join(name, String(i)), depth + 1) }
-                onPath.remove(id)
+                if let d = o.dictItems { children.append((.dict(d), name)) }
+                for (i, item) in o.listItems.enumerated() { children.append((item, join(name, String(i)))) }
             default:
-                break
+                continue
             }
+            for c in children.reversed() { work.append(.visit(c.0, c.1)) }
         }
-        walk(self, prefix, 0)
-        return out
+        return (out, true)
+    }
+}
+
+// MARK: - Releasing without recursion
+
+/// Frees pickled trees of any depth without recursion. Swift releases a value's children from
+/// inside its own release, so a list nested 30,000 deep would overflow the stack when dropped.
+/// Instead, each container's `deinit` hands its children to a per-thread queue; the outermost
+/// release drains it in a loop (unpacking tuples, which have no `deinit` of their own), and the
+/// nested `deinit`s it triggers only enqueue and return.
+enum PickleRelease {
+    final class Queue {
+        var pending: [PickleValue] = []
+        var draining = false
+    }
+
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        #if os(Linux)
+        pthread_key_create(&key) { p in if let p { Unmanaged<Queue>.fromOpaque(p).release() } }
+        #else
+        pthread_key_create(&key) { p in Unmanaged<Queue>.fromOpaque(p).release() }
+        #endif
+        return key
+    }()
+
+    private static var queue: Queue {
+        if let p = pthread_getspecific(key) { return Unmanaged<Queue>.fromOpaque(p).takeUnretainedValue() }
+        let q = Queue()
+        pthread_setspecific(key, Unmanaged.passRetained(q).toOpaque())
+        return q
+    }
+
+    /// Takes `values` (leaving it empty: the queue must hold the only references, or the children
+    /// would be freed, recursively, when the caller's array is) and frees them without recursion.
+    static func release(_ values: inout [PickleValue]) {
+        guard !values.isEmpty else { return }
+        let q = queue
+        q.pending.append(contentsOf: values)
+        values = []
+        guard !q.draining else { return }
+        q.draining = true
+        while let value = q.pending.popLast() {
+            if case .tuple(let items) = value { q.pending.append(contentsOf: items) }
+            // `value` is dropped here: a container whose last reference it was enqueues its
+            // children in its `deinit` and returns.
+        }
+        q.draining = false
     }
 }
 
@@ -248,10 +364,18 @@ public struct Unpickler {
     public var source: String
     /// Resolves BINPERSID / PERSID. nil: torch's `('storage', type, key, location, numel)` convention.
     public var persistentLoad: PersistentLoad?
+    /// The deepest nesting of containers a pickle may build (`defaultMaxDepth`).
+    public var maxDepth: Int
 
-    public init(source: String = "<pickle>", persistentLoad: PersistentLoad? = nil) {
+    /// 1,000 levels: real checkpoints nest fewer than 20 (a TorchScript module tree: module, state
+    /// dict, submodule, ..., tensor), so this only refuses damaged or hostile files, and a tuple
+    /// chain this deep still frees in a few hundred KB of stack.
+    public static let defaultMaxDepth = 1_000
+
+    public init(source: String = "<pickle>", persistentLoad: PersistentLoad? = nil, maxDepth: Int = Unpickler.defaultMaxDepth) {
         self.source = source
         self.persistentLoad = persistentLoad
+        self.maxDepth = maxDepth
     }
 
     public func load(_ bytes: [UInt8]) throws -> PickleValue {
@@ -259,7 +383,7 @@ public struct Unpickler {
     }
 
     public func load(_ raw: UnsafeRawBufferPointer) throws -> PickleValue {
-        var machine = Machine(data: raw, source: source, persistentLoad: persistentLoad)
+        var machine = Machine(data: raw, source: source, persistentLoad: persistentLoad, maxDepth: maxDepth)
         return try machine.run()
     }
 
@@ -290,19 +414,29 @@ public struct Unpickler {
     }
 }
 
+/// A value on the unpickler's stack or in its memo, with the nesting depth it was built with.
+private struct Slot {
+    var value: PickleValue
+    var depth: Int
+}
+
 private struct Machine {
     let data: UnsafeRawBufferPointer
     let source: String
     let persistentLoad: Unpickler.PersistentLoad?
+    let maxDepth: Int
     var pos = 0
     var opcodeOffset = 0
     var opcode: UInt8 = 0
-    var stack: [PickleValue] = []
+    var stack: [Slot] = []
     var marks: [Int] = []
-    var memo: [Int: PickleValue] = [:]
+    var memo: [Int: Slot] = [:]
+    /// Bytes made by calls (`_codecs.encode`, `bytes(...)`) rather than read: bounded by the data's
+    /// size, so a memoized string encoded over and over cannot grow memory without limit.
+    var madeBytes = 0
 
-    init(data: UnsafeRawBufferPointer, source: String, persistentLoad: Unpickler.PersistentLoad?) {
-        self.data = data; self.source = source; self.persistentLoad = persistentLoad
+    init(data: UnsafeRawBufferPointer, source: String, persistentLoad: Unpickler.PersistentLoad?, maxDepth: Int) {
+        self.data = data; self.source = source; self.persistentLoad = persistentLoad; self.maxDepth = maxDepth
     }
 
     // MARK: errors
@@ -358,13 +492,15 @@ private struct Machine {
 
     // MARK: stack
 
-    mutating func pop() throws -> PickleValue {
+    mutating func popSlot() throws -> Slot {
         if let m = marks.last, stack.count <= m { throw corrupt("pop across a MARK") }
         guard let v = stack.popLast() else { throw corrupt("stack underflow") }
         return v
     }
 
-    mutating func popMark() throws -> [PickleValue] {
+    mutating func pop() throws -> PickleValue { try popSlot().value }
+
+    mutating func popMarkSlots() throws -> [Slot] {
         guard let m = marks.popLast() else { throw corrupt("no MARK on the stack") }
         guard m <= stack.count else { throw corrupt("MARK above the stack") }
         let items = Array(stack[m...])
@@ -372,14 +508,42 @@ private struct Machine {
         return items
     }
 
-    mutating func top() throws -> PickleValue {
+    mutating func popMark() throws -> [PickleValue] { try popMarkSlots().map(\.value) }
+
+    func topSlot() throws -> Slot {
         guard let v = stack.last else { throw corrupt("stack underflow") }
         return v
     }
 
-    mutating func memoGet(_ i: Int) throws -> PickleValue {
+    func top() throws -> PickleValue { try topSlot().value }
+
+    func memoGet(_ i: Int) throws -> Slot {
         guard let v = memo[i] else { throw corrupt("memo key \(i) not found") }
         return v
+    }
+
+    /// Pushes a value that holds no other values.
+    mutating func push(_ value: PickleValue) { stack.append(Slot(value: value, depth: 0)) }
+
+    /// Pushes a value built from `children`, one level deeper than the deepest of them.
+    mutating func push(_ value: PickleValue, over children: [Slot]) throws {
+        stack.append(Slot(value: value, depth: try depth(over: children)))
+    }
+
+    /// Records that the top of the stack now also holds `children` (SETITEM, APPEND, BUILD).
+    mutating func deepenTop(over children: [Slot]) throws {
+        guard !stack.isEmpty else { throw corrupt("stack underflow") }
+        stack[stack.count - 1].depth = max(stack[stack.count - 1].depth, try depth(over: children))
+    }
+
+    func depth(over children: [Slot]) throws -> Int {
+        let d = 1 + children.reduce(0) { max($0, $1.depth) }
+        guard d <= maxDepth else {
+            throw TensorIOError(.unsupported, path: source,
+                                "the pickle nests containers deeper than \(maxDepth) levels (opcode 0x\(hex(opcode)) at offset \(opcodeOffset)); "
+                                + "real checkpoints nest fewer than 20. The file is damaged or not a checkpoint; download or copy it again.")
+        }
+        return d
     }
 
     // MARK: main loop
@@ -400,81 +564,86 @@ private struct Machine {
                 guard stack.count == 1, let v = stack.last else {
                     throw corrupt("STOP with \(stack.count) values on the stack")
                 }
-                return v
+                return v.value
             // Scalars
-            case 0x4e: stack.append(.none)                                 // NONE
-            case 0x88: stack.append(.bool(true))                           // NEWTRUE
-            case 0x89: stack.append(.bool(false))                          // NEWFALSE
-            case 0x4a: stack.append(.int(Int(try readInt(Int32.self))))    // BININT
-            case 0x4b: stack.append(.int(Int(try readByte())))             // BININT1
-            case 0x4d: stack.append(.int(Int(try readInt(UInt16.self))))   // BININT2
-            case 0x8a: stack.append(.int(try readLong(try Int(readByte()))))          // LONG1
-            case 0x8b: stack.append(.int(try readLong(try readLength(Int32.self))))    // LONG4
+            case 0x4e: push(.none)                                 // NONE
+            case 0x88: push(.bool(true))                           // NEWTRUE
+            case 0x89: push(.bool(false))                          // NEWFALSE
+            case 0x4a: push(.int(Int(try readInt(Int32.self))))    // BININT
+            case 0x4b: push(.int(Int(try readByte())))             // BININT1
+            case 0x4d: push(.int(Int(try readInt(UInt16.self))))   // BININT2
+            case 0x8a: push(.int(try readLong(try Int(readByte()))))          // LONG1
+            case 0x8b: push(.int(try readLong(try readLength(Int32.self))))    // LONG4
             case 0x49:                                                    // INT (text)
                 let s = try readLine()
-                if s == "01" { stack.append(.bool(true)) } else if s == "00" { stack.append(.bool(false)) }
-                else if let v = Int(s) { stack.append(.int(v)) } else { throw corrupt("bad INT '\(s)'") }
+                if s == "01" { push(.bool(true)) } else if s == "00" { push(.bool(false)) }
+                else if let v = Int(s) { push(.int(v)) } else { throw corrupt("bad INT '\(s)'") }
             case 0x4c:                                                    // LONG (text)
                 var s = try readLine()
                 if s.hasSuffix("L") { s.removeLast() }
                 guard let v = Int(s) else { throw corrupt("bad or too large LONG '\(s)'") }
-                stack.append(.int(v))
+                push(.int(v))
             case 0x47:                                                    // BINFLOAT (big-endian)
-                stack.append(.float(Double(bitPattern: try readInt(UInt64.self).byteSwapped)))
+                push(.float(Double(bitPattern: try readInt(UInt64.self).byteSwapped)))
             case 0x46:                                                    // FLOAT (text)
                 let s = try readLine()
                 guard let v = Double(s) else { throw corrupt("bad FLOAT '\(s)'") }
-                stack.append(.float(v))
+                push(.float(v))
             // Strings and bytes
-            case 0x58: stack.append(.string(decodeString(try readBytes(try readLength(UInt32.self)))))  // BINUNICODE
-            case 0x8c: stack.append(.string(decodeString(try readBytes(Int(try readByte())))))          // SHORT_BINUNICODE
-            case 0x8d: stack.append(.string(decodeString(try readBytes(try readLength(UInt64.self)))))  // BINUNICODE8
-            case 0x54: stack.append(.string(latin1(try readBytes(try readLength(Int32.self)))))         // BINSTRING
-            case 0x55: stack.append(.string(latin1(try readBytes(Int(try readByte())))))                // SHORT_BINSTRING
-            case 0x42: stack.append(.bytes(Array(try readBytes(try readLength(UInt32.self)))))          // BINBYTES
-            case 0x43: stack.append(.bytes(Array(try readBytes(Int(try readByte())))))                  // SHORT_BINBYTES
-            case 0x8e, 0x96: stack.append(.bytes(Array(try readBytes(try readLength(UInt64.self)))))    // BINBYTES8, BYTEARRAY8
+            case 0x58: push(.string(decodeString(try readBytes(try readLength(UInt32.self)))))  // BINUNICODE
+            case 0x8c: push(.string(decodeString(try readBytes(Int(try readByte())))))          // SHORT_BINUNICODE
+            case 0x8d: push(.string(decodeString(try readBytes(try readLength(UInt64.self)))))  // BINUNICODE8
+            case 0x54: push(.string(latin1(try readBytes(try readLength(Int32.self)))))         // BINSTRING
+            case 0x55: push(.string(latin1(try readBytes(Int(try readByte())))))                // SHORT_BINSTRING
+            case 0x42: push(.bytes(Array(try readBytes(try readLength(UInt32.self)))))          // BINBYTES
+            case 0x43: push(.bytes(Array(try readBytes(Int(try readByte())))))                  // SHORT_BINBYTES
+            case 0x8e, 0x96: push(.bytes(Array(try readBytes(try readLength(UInt64.self)))))    // BINBYTES8, BYTEARRAY8
             case 0x56:                                                    // UNICODE (raw-unicode-escape; plain text only)
-                stack.append(.string(try readLine()))
+                push(.string(try readLine()))
             // Containers
             case 0x28: marks.append(stack.count)                           // MARK
-            case 0x7d: stack.append(.dict(PickleDict()))                   // EMPTY_DICT
-            case 0x5d: stack.append(.list(PickleList()))                   // EMPTY_LIST
-            case 0x29: stack.append(.tuple([]))                            // EMPTY_TUPLE
-            case 0x8f: stack.append(.list(PickleList()))                   // EMPTY_SET (as a list)
-            case 0x85: let a = try pop(); stack.append(.tuple([a]))        // TUPLE1
-            case 0x86: let b = try pop(); let a = try pop(); stack.append(.tuple([a, b]))               // TUPLE2
-            case 0x87: let c = try pop(); let b = try pop(); let a = try pop(); stack.append(.tuple([a, b, c]))  // TUPLE3
-            case 0x74: stack.append(.tuple(try popMark()))                 // TUPLE
-            case 0x6c: stack.append(.list(PickleList(try popMark())))      // LIST
-            case 0x91: stack.append(.list(PickleList(try popMark())))      // FROZENSET
+            case 0x7d: push(.dict(PickleDict()))                   // EMPTY_DICT
+            case 0x5d: push(.list(PickleList()))                   // EMPTY_LIST
+            case 0x29: push(.tuple([]))                            // EMPTY_TUPLE
+            case 0x8f: push(.list(PickleList()))                   // EMPTY_SET (as a list)
+            case 0x85: let a = try popSlot(); try push(.tuple([a.value]), over: [a])                   // TUPLE1
+            case 0x86: let b = try popSlot(); let a = try popSlot(); try push(.tuple([a.value, b.value]), over: [a, b])  // TUPLE2
+            case 0x87:                                                                                 // TUPLE3
+                let c = try popSlot(); let b = try popSlot(); let a = try popSlot()
+                try push(.tuple([a.value, b.value, c.value]), over: [a, b, c])
+            case 0x74: let items = try popMarkSlots(); try push(.tuple(items.map(\.value)), over: items)               // TUPLE
+            case 0x6c, 0x91: let items = try popMarkSlots(); try push(.list(PickleList(items.map(\.value))), over: items)  // LIST, FROZENSET
             case 0x64:                                                    // DICT
-                let items = try popMark()
+                let items = try popMarkSlots()
                 let d = PickleDict()
-                try setItems(d, items)
-                stack.append(.dict(d))
+                try setItems(d, items.map(\.value))
+                try push(.dict(d), over: items)
             case 0x73:                                                    // SETITEM
-                let value = try pop(); let key = try pop()
-                try setItems(into: try top(), [key, value])
+                let value = try popSlot(); let key = try popSlot()
+                try setItems(into: try top(), [key.value, value.value])
+                try deepenTop(over: [key, value])
             case 0x75:                                                    // SETITEMS
-                let items = try popMark()
-                try setItems(into: try top(), items)
+                let items = try popMarkSlots()
+                try setItems(into: try top(), items.map(\.value))
+                try deepenTop(over: items)
             case 0x61:                                                    // APPEND
-                let value = try pop()
-                try append(into: try top(), [value])
+                let value = try popSlot()
+                try append(into: try top(), [value.value])
+                try deepenTop(over: [value])
             case 0x65, 0x90:                                              // APPENDS, ADDITEMS
-                let items = try popMark()
-                try append(into: try top(), items)
+                let items = try popMarkSlots()
+                try append(into: try top(), items.map(\.value))
+                try deepenTop(over: items)
             // Memo
-            case 0x71: memo[Int(try readByte())] = try top()               // BINPUT
-            case 0x72: memo[try readLength(UInt32.self)] = try top()       // LONG_BINPUT
-            case 0x94: memo[memo.count] = try top()                        // MEMOIZE
+            case 0x71: memo[Int(try readByte())] = try topSlot()           // BINPUT
+            case 0x72: memo[try readLength(UInt32.self)] = try topSlot()   // LONG_BINPUT
+            case 0x94: memo[memo.count] = try topSlot()                    // MEMOIZE
             case 0x68: stack.append(try memoGet(Int(try readByte())))      // BINGET
             case 0x6a: stack.append(try memoGet(try readLength(UInt32.self)))  // LONG_BINGET
             case 0x70:                                                    // PUT (text)
                 let s = try readLine()
                 guard let i = Int(s) else { throw corrupt("bad PUT '\(s)'") }
-                memo[i] = try top()
+                memo[i] = try topSlot()
             case 0x67:                                                    // GET (text)
                 let s = try readLine()
                 guard let i = Int(s) else { throw corrupt("bad GET '\(s)'") }
@@ -482,42 +651,44 @@ private struct Machine {
             // Stack manipulation
             case 0x30: _ = try pop()                                       // POP
             case 0x31: _ = try popMark()                                   // POP_MARK
-            case 0x32: stack.append(try top())                             // DUP
+            case 0x32: stack.append(try topSlot())                         // DUP
             // Classes, calls, objects
             case 0x63:                                                    // GLOBAL
                 let module = try readLine(); let name = try readLine()
-                stack.append(.global(module: module, name: name))
+                push(.global(module: module, name: name))
             case 0x93:                                                    // STACK_GLOBAL
                 let name = try pop(); let module = try pop()
                 guard let n = name.string, let m = module.string else { throw corrupt("STACK_GLOBAL needs two strings") }
-                stack.append(.global(module: m, name: n))
+                push(.global(module: m, name: n))
             case 0x52:                                                    // REDUCE
-                let args = try pop(); let callable = try pop()
-                guard let a = args.tuple else { throw corrupt("REDUCE arguments are \(args.typeDescription), not a tuple") }
-                stack.append(try call(callable, a))
+                let args = try popSlot(); let callable = try popSlot()
+                guard let a = args.value.tuple else { throw corrupt("REDUCE arguments are \(args.value.typeDescription), not a tuple") }
+                try push(try call(callable.value, a), over: [args, callable])
             case 0x81:                                                    // NEWOBJ
-                let args = try pop(); let cls = try pop()
-                guard let a = args.tuple else { throw corrupt("NEWOBJ arguments are \(args.typeDescription), not a tuple") }
-                stack.append(try instantiate(cls, a))
+                let args = try popSlot(); let cls = try popSlot()
+                guard let a = args.value.tuple else { throw corrupt("NEWOBJ arguments are \(args.value.typeDescription), not a tuple") }
+                try push(try instantiate(cls.value, a), over: [args, cls])
             case 0x92:                                                    // NEWOBJ_EX
-                _ = try pop(); let args = try pop(); let cls = try pop()
-                guard let a = args.tuple else { throw corrupt("NEWOBJ_EX arguments are \(args.typeDescription), not a tuple") }
-                stack.append(try instantiate(cls, a))
+                let kwargs = try popSlot(); let args = try popSlot(); let cls = try popSlot()
+                guard let a = args.value.tuple else { throw corrupt("NEWOBJ_EX arguments are \(args.value.typeDescription), not a tuple") }
+                try push(try instantiate(cls.value, a), over: [kwargs, args, cls])
             case 0x6f:                                                    // OBJ
-                var items = try popMark()
-                guard !items.isEmpty else { throw corrupt("OBJ without a class") }
-                let cls = items.removeFirst()
-                stack.append(try instantiate(cls, items))
+                let items = try popMarkSlots()
+                guard let cls = items.first else { throw corrupt("OBJ without a class") }
+                try push(try instantiate(cls.value, items.dropFirst().map(\.value)), over: items)
             case 0x69:                                                    // INST
                 let module = try readLine(); let name = try readLine()
-                stack.append(try instantiate(.global(module: module, name: name), try popMark()))
+                let items = try popMarkSlots()
+                try push(try instantiate(.global(module: module, name: name), items.map(\.value)), over: items)
             case 0x62:                                                    // BUILD
-                let state = try pop()
-                build(try top(), state)
+                let state = try popSlot()
+                build(try top(), state.value)
+                try deepenTop(over: [state])
             case 0x51:                                                    // BINPERSID
-                stack.append(try persistent(try pop()))
+                let pid = try popSlot()
+                try push(try persistent(pid.value), over: [pid])
             case 0x50:                                                    // PERSID (text)
-                stack.append(try persistent(.string(try readLine())))
+                push(try persistent(.string(try readLine())))
             case 0x82, 0x83, 0x84:
                 throw TensorIOError(.unsupported, path: source,
                                     "unsupported pickle: extension-registry opcode 0x\(hex(opcode)) at offset \(opcodeOffset) (EXT1/2/4) is not supported.")
@@ -603,7 +774,7 @@ private struct Machine {
         return try Unpickler.torchStorage(pid, source: source)
     }
 
-    func instantiate(_ cls: PickleValue, _ args: [PickleValue]) throws -> PickleValue {
+    mutating func instantiate(_ cls: PickleValue, _ args: [PickleValue]) throws -> PickleValue {
         guard case .global(let module, let name) = cls else { throw corrupt("NEWOBJ on \(cls.typeDescription)") }
         switch (module, name) {
         case ("collections", "OrderedDict"), ("builtins", "dict"), ("__builtin__", "dict"):
@@ -613,7 +784,7 @@ private struct Machine {
         }
     }
 
-    func call(_ callable: PickleValue, _ args: [PickleValue]) throws -> PickleValue {
+    mutating func call(_ callable: PickleValue, _ args: [PickleValue], nested: Bool = false) throws -> PickleValue {
         guard case .global(let module, let name) = callable else {
             throw corrupt("REDUCE on \(callable.typeDescription), not a global")
         }
@@ -634,16 +805,19 @@ private struct Machine {
             return data
         case ("torch._tensor", "_rebuild_from_type_v2"):
             guard args.count >= 3, let inner = args[2].tuple else { throw corrupt("_rebuild_from_type_v2() with bad arguments") }
-            return try call(args[0], inner)
+            // (func, type, args, state): func is a tensor rebuild, never this function again.
+            guard !nested else { throw corrupt("_rebuild_from_type_v2() nested in itself") }
+            return try call(args[0], inner, nested: true)
         case ("_codecs", "encode"):
             guard let s = args.first?.string else { throw corrupt("_codecs.encode() without a string") }
             let encoding = args.count > 1 ? (args[1].string ?? "utf-8").lowercased() : "utf-8"
+            try spend(s.utf8.count)
             if encoding == "latin1" || encoding == "latin-1" || encoding == "iso-8859-1" {
                 return .bytes(s.unicodeScalars.map { UInt8(truncatingIfNeeded: $0.value) })
             }
             return .bytes(Array(s.utf8))
         case ("builtins", "bytearray"), ("__builtin__", "bytearray"), ("builtins", "bytes"):
-            if case .bytes(let b)? = args.first { return .bytes(b) }
+            if case .bytes(let b)? = args.first { try spend(b.count); return .bytes(b) }
             return .bytes([])
         case ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "list"), ("__builtin__", "set"):
             return .list(PickleList(args.first?.tuple ?? []))
@@ -651,6 +825,14 @@ private struct Machine {
             return .tuple(args.first?.tuple ?? [])
         default:
             return .object(PickleObject(module: module, name: name, args: args))
+        }
+    }
+
+    /// Counts `n` bytes made by a call against the budget of twice the pickle's size.
+    mutating func spend(_ n: Int) throws {
+        madeBytes += n
+        guard madeBytes <= 2 * data.count + 4096 else {
+            throw corrupt("calls make more bytes (\(madeBytes)) than the pickle could hold")
         }
     }
 

@@ -48,6 +48,12 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw TensorIOError(.unknownFormat, path: path,
                                 "not a safetensors file (header length \(headerLength64) is larger than the file, \(file.count) bytes).")
         }
+        // The safetensors library refuses headers over 100 MB; a larger one is damage, not a model.
+        guard headerLength64 <= SafetensorsFile.maxHeaderLength else {
+            throw TensorIOError(.corrupt, path: path,
+                                "corrupt safetensors file: the header length \(headerLength64) is over the format's limit of "
+                                + "\(SafetensorsFile.maxHeaderLength) bytes. \(TensorIOError.redownload)")
+        }
         let headerLength = Int(headerLength64)
         let dataStart = 8 + headerLength
         guard let headerBytes = file.bytes(offset: 8, length: headerLength) else {
@@ -55,6 +61,12 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         guard headerBytes.first == UInt8(ascii: "{") else {
             throw TensorIOError(.unknownFormat, path: path, "not a safetensors file (the header does not start with '{').")
+        }
+        // Foundation's parser recurses per nesting level: refuse deep nesting before it sees it. A
+        // safetensors header nests 3 deep (object, tensor object, arrays).
+        if let depth = SafetensorsFile.jsonNestingExceeds(SafetensorsFile.maxHeaderNesting, headerBytes) {
+            throw TensorIOError(.corrupt, path: path,
+                                "corrupt safetensors header: JSON nested \(depth) levels deep (a header nests 3). \(TensorIOError.redownload)")
         }
         let json: Any
         do {
@@ -68,7 +80,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         var metadata: [String: String] = [:]
         var entries: [SafetensorsEntry] = []
-        for (name, value) in header {
+        for name in header.keys.sorted() {  // sorted: the same file reports the same first problem
+            guard let value = header[name] else { continue }
             if name == "__metadata__" {
                 guard let m = value as? [String: Any] else {
                     throw TensorIOError(.corrupt, path: path, "corrupt safetensors header: __metadata__ is not an object.")
@@ -113,6 +126,31 @@ public final class SafetensorsFile: @unchecked Sendable {
         self.index = index
     }
 
+    static let maxHeaderNesting = 64
+
+    /// The nesting depth of `[`/`{` outside strings once it passes `limit`; nil if it never does.
+    static func jsonNestingExceeds(_ limit: Int, _ bytes: [UInt8]) -> Int? {
+        var depth = 0, inString = false, escaped = false
+        for b in bytes {
+            if inString {
+                if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch b {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                if depth > limit { return depth }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+            default: break
+            }
+        }
+        return nil
+    }
+
+    /// The safetensors format's own limit on the JSON header (100 MB).
+    public static let maxHeaderLength: UInt64 = 100_000_000
+
     private static func ints(_ values: [Any]) -> [Int]? {
         var out: [Int] = []
         for v in values {
@@ -145,9 +183,13 @@ public final class SafetensorsFile: @unchecked Sendable {
                                 "tensor '\(entry.name)' has dtype \(entry.dtypeName), which is not supported "
                                 + "(supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL). Convert it to F32 first.")
         }
-        guard let slice = FileSlice(file: file, offset: entry.byteRange.lowerBound, count: entry.byteRange.count),
-              let count = checkedElementCount(entry.shape) else {
+        guard let slice = FileSlice(file: file, offset: entry.byteRange.lowerBound, count: entry.byteRange.count) else {
             throw TensorIOError(.truncated, path: path, "tensor '\(entry.name)' extends past the end of the file. \(TensorIOError.redownload)")
+        }
+        guard let count = checkedElementCount(entry.shape), case let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize),
+              !overflow, bytes == slice.count else {
+            throw TensorIOError(.corrupt, path: path,
+                                "tensor '\(entry.name)' has shape \(entry.shape) of \(entry.dtypeName) but \(slice.count) bytes. \(TensorIOError.redownload)")
         }
         let values = slice.withUnsafeBytes { ElementDecoder.decode($0, dtype: dtype, count: count) }
         return Tensor(shape: entry.shape, data: values)

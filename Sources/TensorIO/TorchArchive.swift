@@ -11,19 +11,26 @@ public final class TorchArchive: @unchecked Sendable {
     public let prefix: String
     /// The unpickled `data.pkl`.
     public let root: PickleValue
+    /// Every tensor in `data.pkl`, found once on open.
+    private let references: [(name: String, tensor: TensorReference)]
+    /// Whether each storage's CRC-32 is checked on its first read (`data.pkl`'s always is).
+    public let verifiesCRC: Bool
 
-    public convenience init(path: String) throws {
+    public convenience init(path: String, verifyCRC: Bool = true) throws {
         let file = try MappedFile(path: path)
         if !ZipArchive.looksLikeZip(file), file.load(UInt8.self, at: 0) == 0x80 {
             throw TensorIOError(.unsupported, path: path,
                                 "legacy (pre-zip) torch.save format is not supported. Re-save it with a recent PyTorch: "
                                 + "torch.save(torch.load(path), new_path).")
         }
-        try self.init(zip: ZipArchive(file: file))
+        try self.init(zip: ZipArchive(file: file), verifyCRC: verifyCRC)
     }
 
-    public init(zip: ZipArchive) throws {
+    /// `verifyCRC: false` skips the storages' CRC-32 checks: only for a caller that has checked the
+    /// file's bytes otherwise (they cost about 0.3 s of CPU per GB; docs/HARDENING.md).
+    public init(zip: ZipArchive, verifyCRC: Bool = true) throws {
         self.zip = zip
+        self.verifiesCRC = verifyCRC
         self.path = zip.path
         let candidates = zip.entries.map(\.name).filter { name in
             guard name.hasSuffix("/data.pkl") else { return false }
@@ -39,7 +46,10 @@ public final class TorchArchive: @unchecked Sendable {
         }
         prefix = String(pickleName.dropLast("data.pkl".count))
         let bytes = try zip.contents(of: pickleName, verifyCRC: true)
-        root = try Unpickler(source: "\(path): \(pickleName)").load(bytes)
+        let source = "\(path): \(pickleName)"
+        let root = try Unpickler(source: source).load(bytes)
+        self.root = root
+        references = try root.checkedTensorReferences(source: source, budget: PickleValue.tensorWalkBudget(forPickleOf: bytes.count))
     }
 
     /// True for TorchScript archives (the pickled root is a `__torch__.*` module object).
@@ -50,7 +60,7 @@ public final class TorchArchive: @unchecked Sendable {
 
     /// Every tensor in `data.pkl`, named by its dotted path (dict keys / module attributes).
     public func tensorReferences() -> [(name: String, tensor: TensorReference)] {
-        root.tensorReferences()
+        references
     }
 
     /// Converts one tensor to Float32, honouring storage offset and strides.
@@ -62,7 +72,7 @@ public final class TorchArchive: @unchecked Sendable {
                                 + "(supported: float64/32/16, bfloat16 and integer storages). Convert it to float32 in PyTorch first.")
         }
         let slice: FileSlice
-        do { slice = try zip.slice(of: entryName) } catch let e as TensorIOError where e.kind == .missingEntry {
+        do { slice = try zip.slice(of: entryName, verifyCRC: verifiesCRC) } catch let e as TensorIOError where e.kind == .missingEntry {
             throw TensorIOError(.missingEntry, path: path,
                                 "tensor '\(name)' refers to storage '\(entryName)', which the archive does not contain. \(TensorIOError.redownload)")
         }
@@ -124,12 +134,15 @@ enum StridedReader {
                 for i in 0..<count {
                     let element = UnsafeRawBufferPointer(rebasing: raw[src * size ..< (src + 1) * size])
                     ElementDecoder.decode(element, dtype: dtype, count: 1, into: dst + i)
+                    // Wrapping arithmetic: after the last element `src` may step past any bound (an axis of
+                    // size 1 may carry any stride), but it is never read then. Every index read lies in
+                    // offset...last, checked above.
                     var axis = shape.count - 1
                     while axis >= 0 {
                         index[axis] += 1
-                        src += stride[axis]
+                        src = src &+ stride[axis]
                         if index[axis] < shape[axis] { break }
-                        src -= stride[axis] * shape[axis]
+                        src = src &- stride[axis] &* shape[axis]
                         index[axis] = 0
                         axis -= 1
                     }
