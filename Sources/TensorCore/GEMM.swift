@@ -1,38 +1,95 @@
 import CKernels
 import COpenBLAS
+import Foundation
 
-/// Which matrix multiply runs: OpenBLAS, or the naive loops kept as reference and fallback.
+/// Which matrix multiply runs: oneDNN's matmul (the default: it picks kernels from the CPU's
+/// features), OpenBLAS (kept as fallback), or the naive loops kept as reference.
 public enum GEMMBackend: String, Sendable, CaseIterable {
-    case openBLAS
+    case oneDNN = "onednn"
+    case openBLAS = "openblas"
     case naive
 }
 
-/// Process-wide compute settings. Kept small so that another backend can slot in behind it.
-public enum Compute {
-    nonisolated(unsafe) public static var gemmBackend: GEMMBackend = .openBLAS
+/// The number format of the inputs of products with a layer's weights (`Linear`). Accumulation,
+/// outputs and everything outside those products stay fp32.
+public enum Precision: String, Sendable, CaseIterable {
+    /// Exact fp32 (the default).
+    case fp32
+    /// Inputs rounded to bfloat16 (8-bit mantissa), fp32 accumulation: about twice the fp32 speed on
+    /// CPUs with AVX-512 BF16 or AMX, relative error about 3e-3 per product. Needs oneDNN.
+    case bf16
+}
 
-    /// Threads for compute: OpenBLAS's pool, and the workers of the per-head attention loops.
+public enum ComputeError: Error, CustomStringConvertible {
+    case bf16Unsupported(cpu: String)
+    case bf16NeedsOneDNN(GEMMBackend)
+
+    public var description: String {
+        switch self {
+        case .bf16Unsupported(let cpu):
+            return "bf16 needs a CPU with AVX-512 BF16 or AMX-BF16 (this one has \(cpu)); emulating it would be slower than fp32, so it is refused: use fp32"
+        case .bf16NeedsOneDNN(let b):
+            return "bf16 runs on the oneDNN GEMM backend, not \(b.rawValue)"
+        }
+    }
+}
+
+/// Process-wide compute settings.
+public enum Compute {
+    /// `PROMPTTUNE_GEMM=onednn|openblas|naive` chooses the start value; otherwise oneDNN when its
+    /// engine starts (see docs/BENCHMARKS.md for the measurements behind the default).
+    nonisolated(unsafe) public static var gemmBackend: GEMMBackend = {
+        if let env = ProcessInfo.processInfo.environment["PROMPTTUNE_GEMM"], let b = GEMMBackend(rawValue: env.lowercased()) {
+            return b
+        }
+        return OneDNN.isAvailable ? .oneDNN : .openBLAS
+    }()
+
+    /// The input format of products with layer weights; set it with `setPrecision`.
+    nonisolated(unsafe) public private(set) static var precision: Precision = .fp32
+
+    /// Chooses bf16 or fp32 products for `Linear`; bf16 is refused on CPUs without bf16 hardware
+    /// and on backends other than oneDNN.
+    public static func setPrecision(_ p: Precision) throws {
+        if p == .bf16 {
+            guard CPU.hasBF16 else { throw ComputeError.bf16Unsupported(cpu: CPU.featureSummary) }
+            guard gemmBackend == .oneDNN, OneDNN.isAvailable else { throw ComputeError.bf16NeedsOneDNN(gemmBackend) }
+        }
+        precision = p
+    }
+
+    /// Threads for compute: the GEMM pools (OpenBLAS's, oneDNN's OpenMP), and the workers of the
+    /// per-head attention loops.
     public static var threads: Int {
         get { configuredThreads }
         set {
-            configuredThreads = max(1, newValue)
+            configuredThreads = min(max(1, newValue), 1024)   // Int32 and thread pools stay sane whatever a caller passes
+            gemmThreads = configuredThreads
             openblas_set_num_threads(Int32(configuredThreads))
         }
     }
-    nonisolated(unsafe) private static var configuredThreads = Int(openblas_get_num_threads())
+    nonisolated(unsafe) private static var configuredThreads: Int = {
+        _ = OpenBLASCheck.status  // before OpenBLAS's first use
+        return Int(openblas_get_num_threads())
+    }()
+    /// Threads one GEMM may use now (1 inside `withSingleThreadedGEMM`).
+    nonisolated(unsafe) static var gemmThreads = configuredThreads
 
-    /// Runs `body` with OpenBLAS limited to one thread, for loops that parallelise over many
+    /// Runs `body` with GEMMs limited to one thread, for loops that parallelise over many
     /// small GEMMs themselves.
     public static func withSingleThreadedGEMM<R>(_ body: () throws -> R) rethrows -> R {
         openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(configuredThreads)) }
+        gemmThreads = 1
+        defer {
+            openblas_set_num_threads(Int32(configuredThreads))
+            gemmThreads = configuredThreads
+        }
         return try body()
     }
 }
 
 /// C = alpha * op(A) * op(B) + beta * C, row-major with leading dimensions (elements per row).
 /// op(A) is m x k, op(B) is k x n, C is m x n.
-@inlinable
 public func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
                  alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                  b: UnsafePointer<Float>, ldb: Int,
@@ -40,17 +97,33 @@ public func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: 
                  backend: GEMMBackend = Compute.gemmBackend) {
     if m == 0 || n == 0 { return }
     switch backend {
-    case .openBLAS where m * n * k <= smallGEMMLimit:
-        // A BLAS call costs microseconds before any arithmetic; attention over a few tokens makes
-        // tens of thousands of such products per step, so they run in a plain vectorised loop.
+    case .oneDNN where m * n * k <= smallGEMMLimit, .openBLAS where m * n * k <= smallGEMMLimit:
+        // A library call costs microseconds before any arithmetic; attention over a few tokens
+        // makes tens of thousands of such products per step, so they run in a plain vectorised loop.
         pt_gemm_small(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    case .oneDNN:
+        let p = OneDNN.Problem(m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, transA: transA, transB: transB,
+                               alpha: alpha, beta: beta, bias: false, bf16: false, packedB: false)
+        if !OneDNN.run(p, a: a, b: b, bias: nil, c: c, packed: nil) {
+            openBLASGEMM(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                         b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        }
     case .openBLAS:
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        openBLASGEMM(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                     b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     case .naive:
         naiveGEMM(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                   b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
+}
+
+/// `cblas_sgemm` (after the kernel check of `OpenBLASCheck`).
+func openBLASGEMM(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                  a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    _ = OpenBLASCheck.status
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
 /// The textbook triple loop with the same contract as `gemm`. Accumulates in Double.
@@ -75,7 +148,6 @@ public func naiveGEMM(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha:
 public let smallGEMMLimit = 48 * 48 * 64
 
 /// `batch` independent products whose operands sit at fixed strides (elements) from each other.
-@inlinable
 public func batchedGEMM(batch: Int, transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
                         alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: Int,
                         b: UnsafePointer<Float>, ldb: Int, strideB: Int,

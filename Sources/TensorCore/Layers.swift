@@ -8,15 +8,37 @@ import CKernels
 // MARK: - Linear
 
 /// y = x W^T + b, with W stored [Out, In] as PyTorch does.
+///
+/// On the oneDNN backend the products read `packed`: the weight in the kernel's own layout (and in
+/// bf16 under `Compute.precision == .bf16`), made at first use and dropped when `weight` changes.
 public struct Linear: Sendable {
-    public var weight: Tensor  // Out, In
+    public var weight: Tensor {  // Out, In
+        didSet { packed = PackedWeight() }
+    }
     public var bias: Tensor?   // Out
+    public private(set) var packed = PackedWeight()
 
     public init(weight: Tensor, bias: Tensor?) {
         precondition(weight.rank == 2, "Linear weight must be 2-D, got \(weight.shape)")
         if let bias { precondition(bias.shape == [weight.shape[0]], "Linear bias \(bias.shape) vs weight \(weight.shape)") }
         self.weight = weight
         self.bias = bias
+    }
+
+    /// oneDNN product with the weight: forward (y = x W^T + b) or input gradient (dx += dy W).
+    /// False when it does not apply (another backend, a small product) or oneDNN declined.
+    private func oneDNNProduct(forward: Bool, rows n: Int, a: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                               bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>) -> Bool {
+        guard Compute.gemmBackend == .oneDNN, n * inFeatures * outFeatures > smallGEMMLimit else { return false }
+        let bf16 = Compute.precision == .bf16
+        // fp32 input gradients read the plain weight; the other products a packed copy.
+        let pack = forward || bf16
+        let p = forward
+            ? OneDNN.Problem(m: n, n: outFeatures, k: inFeatures, lda: inFeatures, ldb: inFeatures, ldc: outFeatures,
+                             transA: false, transB: true, alpha: 1, beta: 0, bias: bias != nil, bf16: bf16, packedB: pack)
+            : OneDNN.Problem(m: n, n: inFeatures, k: outFeatures, lda: outFeatures, ldb: inFeatures, ldc: inFeatures,
+                             transA: false, transB: false, alpha: 1, beta: 1, bias: false, bf16: bf16, packedB: pack)
+        return OneDNN.run(p, a: a, b: w, bias: bias, c: c, packed: packed)
     }
 
     public var inFeatures: Int { weight.shape[1] }
@@ -36,6 +58,11 @@ public struct Linear: Sendable {
         let n = x.rows
         precondition(x.lastDim == inFeatures, "Linear: input width \(x.lastDim), expected \(inFeatures)")
         var y = Tensor(zeros: Array(x.shape.dropLast()) + [outFeatures])
+        let done = y.withMutablePointer { py in x.withPointer { px in weight.withPointer { pw in
+            if let bias { return bias.withPointer { pb in oneDNNProduct(forward: true, rows: n, a: px, w: pw, bias: pb, c: py) } }
+            return oneDNNProduct(forward: true, rows: n, a: px, w: pw, bias: nil, c: py)
+        } } }
+        if done { return y }
         y.withMutablePointer { py in
             if let bias { bias.withPointer { pb in pt_broadcast_rows(py, pb, n, outFeatures) } }
             x.withPointer { px in weight.withPointer { pw in
@@ -51,6 +78,7 @@ public struct Linear: Sendable {
         let n = x.rows
         dy.withPointer { pdy in
             dx.withMutablePointer { pdx in weight.withPointer { pw in
+                if oneDNNProduct(forward: false, rows: n, a: pdy, w: pw, bias: nil, c: pdx) { return }
                 gemm(m: n, n: inFeatures, k: outFeatures, a: pdy, lda: outFeatures, b: pw, ldb: inFeatures,
                      beta: 1, c: pdx, ldc: inFeatures)
             } }

@@ -24,7 +24,7 @@ extension Bench {
         @Option(help: "Batch of image features.") var batch = 32
 
         func run() throws {
-            Compute.threads = bench.threads
+            let gemm = try bench.configure()
             let clip = CLIPModel.random(config: .vitB16, seed: 0)
             // Class names of 1-5 tokens ("cat", "cat cat", ...), 16 shared context vectors, class at the end.
             let names = (0..<classes).map { Array(repeating: "cat", count: 1 + $0 % 5).joined(separator: " ") }
@@ -64,8 +64,11 @@ extension Bench {
                 result["reference"] = ["unavailable": why.reason]
                 table.append(("PyTorch", why.reason))
             }
-            if bench.json { print(jsonLine(result)) } else {
-                printTable("bench coop-step: ViT-B/16 text tower, \(classes) classes, batch \(batch), \(bench.threads) threads (ratio = PyTorch time / ours)", table)
+            result["gemm"] = gemm.json
+            result["precision"] = bench.precision.rawValue
+            if bench.precision != .fp32 { table.append(("PyTorch", "runs fp32 (its reference has no autocast)")) }
+            if bench.json { print(try jsonText(result)) } else {
+                printTable("bench coop-step: ViT-B/16 text tower, \(classes) classes, batch \(batch), \(bench.threads) threads, \(bench.precision.rawValue) (ratio = PyTorch time / ours)", table + gemm.rows)
             }
         }
     }

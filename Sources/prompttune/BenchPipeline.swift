@@ -81,7 +81,7 @@ extension Bench {
             let paths = try Self.listImages(images, limit: limit)
             let n = paths.count
             let threads = bench.threads
-            Compute.threads = threads
+            let gemm = try bench.configure()
             let model = CLIPModel.random(config: .vitB16, seed: 0)
             let r = model.config.imageResolution
             let plane = 3 * r * r
@@ -145,10 +145,13 @@ extension Bench {
                 result["reference"] = ["unavailable": why.reason]
                 extra.append(("PyTorch", why.reason))
             }
-            if bench.json { print(jsonLine(result)) } else {
+            result["gemm"] = gemm.json
+            result["precision"] = bench.precision.rawValue
+            if bench.precision != .fp32 { extra.append(("PyTorch", "runs fp32 (its reference has no autocast)")) }
+            if bench.json { print(try jsonText(result)) } else {
                 printTable("bench pipeline: \(n) images from \(images), ViT-B/16 (random weights), batch \(batch), "
-                           + "\(threads) threads (ratio = our images/s / PyTorch's)",
-                           [("decode + preprocess", preRow), ("decode + preprocess + encode", encRow)] + extra)
+                           + "\(threads) threads, \(bench.precision.rawValue) (ratio = our images/s / PyTorch's)",
+                           [("decode + preprocess", preRow), ("decode + preprocess + encode", encRow)] + extra + gemm.rows)
             }
         }
     }

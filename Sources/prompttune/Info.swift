@@ -1,15 +1,25 @@
 import ArgumentParser
 import CLIP
 import Foundation
+import TensorCore
 
 struct Info: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the architecture inferred from a checkpoint.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print the compute path (GEMM backend, kernels, CPU) and, with --model, the architecture inferred from a checkpoint.")
 
-    @OptionGroup var model: ModelOptions
+    @Option(name: .long, help: ArgumentHelp(
+        "CLIP checkpoint: OpenAI TorchScript .pt, torch.save state dict, open_clip .safetensors, or a Hugging Face model directory / model.safetensors.",
+        valueName: "path"))
+    var model: String?
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func run() throws {
-        let weights = try loadCLIPWeights(path: model.model)
+        let compute = GEMMDiagnostics.current()
+        guard let path = model else {
+            if json { print(try jsonText(["compute": compute.json])) } else { printTable("compute", compute.rows) }
+            return
+        }
+        let weights = try loadCLIPWeights(path: path)
         let c = weights.config
         let params = weights.tensors.values.reduce(0) { $0 + $1.count }
         if json {
@@ -17,16 +27,17 @@ struct Info: ParsableCommand {
             var obj = (try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
             obj["format"] = weights.format.rawValue
             obj["parameters"] = params
-            print(jsonLine(obj))
+            obj["compute"] = compute.json
+            print(try jsonText(obj))
             return
         }
-        printTable("\(model.model): \(weights.format), \(String(format: "%.1f", Double(params) / 1e6))M parameters", [
+        printTable("\(path): \(weights.format), \(String(format: "%.1f", Double(params) / 1e6))M parameters", [
             ("image tower", "ViT, \(c.imageResolution)x\(c.imageResolution) px, patch \(c.patchSize) (\(c.gridSize)x\(c.gridSize) patches)"),
             ("", "width \(c.visionWidth), \(c.visionLayers) layers, \(c.visionHeads) heads"),
             ("text tower", "context \(c.contextLength), vocabulary \(c.vocabSize)"),
             ("", "width \(c.textWidth), \(c.textLayers) layers, \(c.textHeads) heads"),
             ("embedding", "\(c.embedDim)"),
             ("logit scale", String(format: "%.4f", exp(Double(weights.tensors["logit_scale"]?[0] ?? 0)))),
-        ])
+        ] + compute.rows)
     }
 }

@@ -32,9 +32,11 @@ final class GEMMTests: XCTestCase {
                     } } }
                     results.append(c)
                 }
-                assertClose(results[0], results[1], atol: 1e-4, rtol: 1e-5, "\(m)x\(n)x\(k) transA=\(transA) transB=\(transB)")
-                // Padding columns of C are untouched.
-                for i in 0..<m { for j in n..<ldc { XCTAssertEqual(results[0][i * ldc + j], c0[i * ldc + j]) } }
+                // Every backend equals the naive loops (last); padding columns of C are untouched.
+                for (backend, r) in zip(GEMMBackend.allCases, results) {
+                    assertClose(r, results.last!, atol: 1e-4, rtol: 1e-5, "\(backend) \(m)x\(n)x\(k) transA=\(transA) transB=\(transB)")
+                    for i in 0..<m { for j in n..<ldc { XCTAssertEqual(r[i * ldc + j], c0[i * ldc + j]) } }
+                }
             }
         }
     }

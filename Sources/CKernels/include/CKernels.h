@@ -59,6 +59,39 @@ void pt_l2norm_forward(float *out, float *norms, const float *inp, long N, long 
 void pt_l2norm_backward(float *dinp, const float *dout, const float *out, const float *norms,
                         long N, long C);
 
+
+// ---------------------------------------------------------------------------- CPU features
+// (cpu.c) What the CPU and the OS support (cpuid and xgetbv: the OS must save the registers), and
+// OpenBLAS's kernel choice measured against it. Debian's OpenBLAS 0.3.21 picks its kernels from
+// the CPU model and falls back to Prescott (SSE3) on models it does not know.
+
+#define PT_CPU_AVX 1u
+#define PT_CPU_FMA 2u
+#define PT_CPU_AVX2 4u
+#define PT_CPU_AVX512 8u        // F, DQ, BW, VL
+#define PT_CPU_AVX512_BF16 16u
+#define PT_CPU_AMX_BF16 32u     // AMX-TILE and AMX-BF16 with the tile state enabled by the OS
+
+unsigned pt_cpu_features(void);
+
+// Vector levels, for comparing the CPU with an OpenBLAS core.
+enum { PT_LEVEL_SSE = 0, PT_LEVEL_AVX = 1, PT_LEVEL_AVX2 = 2, PT_LEVEL_AVX512 = 3, PT_LEVEL_AVX512_BF16 = 4 };
+int pt_cpu_level(unsigned features);
+// The level of an OpenBLAS core name (as `openblas_get_corename` or OPENBLAS_CORETYPE spell it,
+// any case); -1 for NULL.
+int pt_openblas_core_level(const char *name);
+// The OpenBLAS core to use at a level, or NULL (SSE: any core will do).
+const char *pt_openblas_core_for_level(int level);
+// Re-runs OpenBLAS's dynamic-architecture selection with OPENBLAS_CORETYPE=core (the variable is
+// restored afterwards). Call it while no OpenBLAS call runs. 0 on success, -1 when the loaded
+// OpenBLAS has no dynamic dispatch.
+int pt_openblas_reselect_core(const char *core);
+// Sets the OpenMP thread count of the calling thread (oneDNN's pool); -1 without OpenMP.
+int pt_omp_set_threads(int n);
+// A loop of independent vector FMAs (AVX-512, else AVX2, else scalar) on the calling thread: the
+// fp32 peak that `prompttune bench gemm` measures GEMMs against. Returns the FLOPs done.
+double pt_fma_peak_loop(long iters, float *sink);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,321 @@
+import CDNNL
+import CKernels
+import Foundation
+
+// oneDNN's matmul primitive behind `gemm` and `Linear`. oneDNN picks its kernels from the CPU's
+// cpuid features (AVX2, AVX-512, AVX-512 BF16, AMX), so it is right on CPUs that Debian's
+// OpenBLAS misdetects. A primitive is created once per problem (shape, strides, alpha, beta,
+// precision) and cached; `PackedWeight` keeps a weight in the layout the kernel reads.
+//
+// Thread safety: primitives run with a user-provided scratchpad and a stream per call, so the same
+// primitive may run on several threads at once (the attention loops do that). The thread count is
+// OpenMP's (Debian's oneDNN runs on libgomp), set on the calling thread before each call.
+
+/// A weight's copies in oneDNN's blocked layouts (fp32 and bf16), made at first use and dropped
+/// with the owner (`Linear` replaces it when its weight changes).
+public final class PackedWeight: @unchecked Sendable {
+    private struct Entry {
+        var transposed: Bool
+        var desc: dnnl_memory_desc_t
+        var data: UnsafeMutableRawPointer
+    }
+    private let lock = NSLock()
+    private var entries: [Entry] = []
+
+    public init() {}
+
+    deinit { for e in entries { free(e.data) } }
+
+    /// Bytes held (both precisions, every layout asked for).
+    public var bytes: Int {
+        lock.lock(); defer { lock.unlock() }
+        return entries.reduce(0) { s, e in var d = e.desc; return s + dnnl_memory_desc_get_size(&d) }
+    }
+
+    /// The weight in layout `desc`; `source` (with `plain`, its description) is read on first use.
+    fileprivate func data(desc: dnnl_memory_desc_t, transposed: Bool, plain: dnnl_memory_desc_t,
+                          source: UnsafePointer<Float>) -> UnsafeMutableRawPointer? {
+        lock.lock(); defer { lock.unlock() }
+        var want = desc
+        for i in entries.indices where entries[i].transposed == transposed {
+            if dnnl_memory_desc_equal(&entries[i].desc, &want) != 0 { return entries[i].data }
+        }
+        guard let data = OneDNN.reorder(from: plain, source: UnsafeMutableRawPointer(mutating: source), to: desc)
+        else { return nil }
+        entries.append(Entry(transposed: transposed, desc: desc, data: data))
+        return data
+    }
+}
+
+enum OneDNN {
+    nonisolated(unsafe) static let engine: dnnl_engine_t? = {
+        var e: dnnl_engine_t?
+        return dnnl_engine_create(&e, dnnl_cpu, 0) == dnnl_success ? e : nil
+    }()
+
+    static var isAvailable: Bool { engine != nil }
+
+    /// "2.6.3" and the widest ISA oneDNN's kernels use here ("avx512_core_bf16", ...).
+    static var version: String {
+        guard let v = dnnl_version()?.pointee else { return "?" }
+        return "\(v.major).\(v.minor).\(v.patch)"
+    }
+
+    static var isa: String {
+        switch dnnl_get_effective_cpu_isa() {
+        case dnnl_cpu_isa_sse41: return "sse41"
+        case dnnl_cpu_isa_avx: return "avx"
+        case dnnl_cpu_isa_avx2: return "avx2"
+        case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni"
+        case dnnl_cpu_isa_avx512_core: return "avx512_core"
+        case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni"
+        case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16"
+        case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx"
+        default: return "other"
+        }
+    }
+
+    /// One matmul problem: C = alpha * op(A) op(B) (+ bias) + beta * C, row-major.
+    struct Problem: Hashable {
+        var m, n, k, lda, ldb, ldc: Int
+        var transA, transB: Bool
+        var alpha, beta: Float
+        var bias: Bool
+        var bf16: Bool
+        /// Weights (B) in the primitive's own layout, from a `PackedWeight`.
+        var packedB: Bool
+    }
+
+    /// A created primitive with what running it needs.
+    final class Matmul: @unchecked Sendable {
+        let primitive: dnnl_primitive_t
+        let src, dst, bias: dnnl_memory_desc_t
+        let weights, plainWeights: dnnl_memory_desc_t
+        let scratchpadBytes: Int
+        /// f32 -> bf16 conversion of A (bf16 problems only) and its dense bf16 description.
+        let convert: dnnl_primitive_t?
+        let plainSrc: dnnl_memory_desc_t
+        let name: String
+
+        init(primitive: dnnl_primitive_t, src: dnnl_memory_desc_t, plainSrc: dnnl_memory_desc_t,
+             convert: dnnl_primitive_t?, weights: dnnl_memory_desc_t, plainWeights: dnnl_memory_desc_t,
+             bias: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, scratchpadBytes: Int, name: String) {
+            self.primitive = primitive; self.src = src; self.plainSrc = plainSrc; self.convert = convert
+            self.weights = weights; self.plainWeights = plainWeights; self.bias = bias; self.dst = dst
+            self.scratchpadBytes = scratchpadBytes; self.name = name
+        }
+
+        deinit {
+            dnnl_primitive_destroy(primitive)
+            if let convert { dnnl_primitive_destroy(convert) }
+        }
+    }
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var cache: [Problem: Matmul?] = [:]
+    /// Problems beyond this many distinct shapes are not cached (and created per call).
+    static let cacheLimit = 4096
+
+    /// A 2-D description: rows x cols of `type`, row-major with leading dimension `ld`, or its
+    /// transpose stored (cols x rows, leading dimension `ld`) when `transposed`.
+    static func desc(_ rows: Int, _ cols: Int, ld: Int, transposed: Bool = false,
+                     _ type: dnnl_data_type_t = dnnl_f32) -> dnnl_memory_desc_t {
+        var d = dnnl_memory_desc_t()
+        let dims: [Int64] = [Int64(rows), Int64(cols)]
+        let strides: [Int64] = transposed ? [1, Int64(ld)] : [Int64(ld), 1]
+        _ = dnnl_memory_desc_init_by_strides(&d, 2, dims, type, strides)
+        return d
+    }
+
+    static func anyDesc(_ rows: Int, _ cols: Int, _ type: dnnl_data_type_t) -> dnnl_memory_desc_t {
+        var d = dnnl_memory_desc_t()
+        _ = dnnl_memory_desc_init_by_tag(&d, 2, [Int64(rows), Int64(cols)], type, dnnl_format_tag_any)
+        return d
+    }
+
+    /// The cached primitive for `p`, or nil when oneDNN offers only its reference (slow) code.
+    static func matmul(_ p: Problem) -> Matmul? {
+        lock.lock()
+        if let hit = cache[p] { lock.unlock(); return hit }
+        lock.unlock()
+        let made = create(p)
+        lock.lock()
+        if cache.count < cacheLimit { cache[p] = made }
+        lock.unlock()
+        return made
+    }
+
+    private static func create(_ p: Problem) -> Matmul? {
+        guard let engine else { return nil }
+        let type = p.bf16 ? dnnl_bf16 : dnnl_f32
+        let plainSrc = desc(p.m, p.k, ld: p.lda, transposed: p.transA)
+        var src = p.bf16 ? desc(p.m, p.k, ld: p.k, dnnl_bf16) : plainSrc
+        // B is k x n; a PyTorch-layout weight [n, k] is B transposed.
+        let plainWeights = desc(p.k, p.n, ld: p.ldb, transposed: p.transB)
+        var weights = p.packedB ? anyDesc(p.k, p.n, type) : plainWeights
+        var dst = desc(p.m, p.n, ld: p.ldc)
+        var bias = desc(1, p.n, ld: p.n)
+
+        var attr: dnnl_primitive_attr_t?
+        guard dnnl_primitive_attr_create(&attr) == dnnl_success else { return nil }
+        defer { dnnl_primitive_attr_destroy(attr) }
+        _ = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)
+        if p.alpha != 1 {
+            var alpha = p.alpha
+            guard dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha) == dnnl_success else { return nil }
+        }
+        if p.beta != 0 {
+            var ops: dnnl_post_ops_t?
+            guard dnnl_post_ops_create(&ops) == dnnl_success else { return nil }
+            defer { dnnl_post_ops_destroy(ops) }
+            _ = dnnl_post_ops_append_sum(ops, p.beta)
+            guard dnnl_primitive_attr_set_post_ops(attr, ops) == dnnl_success else { return nil }
+        }
+        var op = dnnl_matmul_desc_t()
+        let opStatus = p.bias ? dnnl_matmul_desc_init(&op, &src, &weights, &bias, &dst)
+                              : dnnl_matmul_desc_init(&op, &src, &weights, nil, &dst)
+        guard opStatus == dnnl_success else { return nil }
+        var pd: dnnl_primitive_desc_t?
+        guard dnnl_primitive_desc_create(&pd, &op, attr, engine, nil) == dnnl_success, let pd else { return nil }
+        defer { dnnl_primitive_desc_destroy(pd) }
+        var info: UnsafePointer<CChar>?
+        _ = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info)
+        let name = info.map { String(cString: $0) } ?? "?"
+        // The reference implementation is scalar code: leave such problems to OpenBLAS.
+        if name.hasPrefix("ref") { return nil }
+        if p.packedB, let chosen = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) { weights = chosen.pointee }
+        var scratch = 0
+        if let s = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) { scratch = dnnl_memory_desc_get_size(s) }
+        var primitive: dnnl_primitive_t?
+        guard dnnl_primitive_create(&primitive, pd) == dnnl_success, let primitive else { return nil }
+
+        var convert: dnnl_primitive_t?
+        if p.bf16 {
+            var rpd: dnnl_primitive_desc_t?
+            var from = plainSrc
+            guard dnnl_reorder_primitive_desc_create(&rpd, &from, engine, &src, engine, nil) == dnnl_success, let rpd
+            else { dnnl_primitive_destroy(primitive); return nil }
+            defer { dnnl_primitive_desc_destroy(rpd) }
+            guard dnnl_primitive_create(&convert, rpd) == dnnl_success else { dnnl_primitive_destroy(primitive); return nil }
+        }
+        return Matmul(primitive: primitive, src: src, plainSrc: plainSrc, convert: convert, weights: weights,
+                      plainWeights: plainWeights, bias: bias, dst: dst, scratchpadBytes: scratch, name: name)
+    }
+
+    /// Runs problem `p`; false when oneDNN cannot (the caller falls back to OpenBLAS).
+    static func run(_ p: Problem, a: UnsafePointer<Float>, b: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                    c: UnsafeMutablePointer<Float>, packed: PackedWeight?) -> Bool {
+        guard let mm = matmul(p), let engine else { return false }
+        var weightData = UnsafeMutableRawPointer(mutating: b)
+        if p.packedB {
+            guard let packed, let data = packed.data(desc: mm.weights, transposed: p.transB,
+                                                    plain: mm.plainWeights, source: b) else { return false }
+            weightData = data
+        }
+        _ = pt_omp_set_threads(Int32(Compute.gemmThreads))
+        var stream: dnnl_stream_t?
+        guard dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue) == dnnl_success else { return false }
+        defer { dnnl_stream_destroy(stream) }
+
+        var memories: [dnnl_memory_t?] = []
+        defer { for m in memories { dnnl_memory_destroy(m) } }
+        func memory(_ d: dnnl_memory_desc_t, _ data: UnsafeMutableRawPointer?) -> dnnl_memory_t? {
+            var d = d, m: dnnl_memory_t?
+            guard dnnl_memory_create(&m, &d, engine, data) == dnnl_success else { return nil }
+            memories.append(m)
+            return m
+        }
+        var buffers: [Buffer] = []
+        defer { for b in buffers { Buffer.giveBack(b) } }
+        func buffer(_ bytes: Int) -> UnsafeMutableRawPointer? {
+            guard let b = Buffer.take(bytes) else { return nil }
+            buffers.append(b)
+            return b.data
+        }
+
+        var src = memory(mm.plainSrc, UnsafeMutableRawPointer(mutating: a))
+        if let convert = mm.convert {
+            var s = mm.src
+            let converted = memory(mm.src, buffer(dnnl_memory_desc_get_size(&s)))
+            var args = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: src), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: converted)]
+            guard dnnl_primitive_execute(convert, stream, 2, &args) == dnnl_success else { return false }
+            src = converted
+        }
+        var args = [
+            dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: src),
+            dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: memory(mm.weights, weightData)),
+            dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: memory(mm.dst, c)),
+        ]
+        if p.bias, let bias { args.append(dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: memory(mm.bias, UnsafeMutableRawPointer(mutating: bias)))) }
+        if mm.scratchpadBytes > 0 {
+            var d = dnnl_memory_desc_t()
+            _ = dnnl_memory_desc_init_by_tag(&d, 1, [Int64(mm.scratchpadBytes)], dnnl_u8, dnnl_a)
+            args.append(dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: memory(d, buffer(mm.scratchpadBytes))))
+        }
+        guard args.allSatisfy({ $0.memory != nil }) else { return false }
+        guard dnnl_primitive_execute(mm.primitive, stream, Int32(args.count), &args) == dnnl_success else { return false }
+        return dnnl_stream_wait(stream) == dnnl_success
+    }
+
+    /// Scratch memory kept between calls (scratchpads and bf16 copies of A reach megabytes, and a
+    /// fresh allocation of that size would fault its pages in on every call).
+    struct Buffer {
+        var data: UnsafeMutableRawPointer
+        var bytes: Int
+        nonisolated(unsafe) private static var spare: [Buffer] = []
+        private static let lock = NSLock()
+
+        static func take(_ bytes: Int) -> Buffer? {
+            lock.lock()
+            if let i = spare.firstIndex(where: { $0.bytes >= bytes }) {
+                defer { lock.unlock() }
+                return spare.remove(at: i)
+            }
+            lock.unlock()
+            let size = max(64, (bytes + 63) / 64 * 64)
+            return aligned_alloc(64, size).map { Buffer(data: $0, bytes: size) }
+        }
+
+        static func giveBack(_ b: Buffer) {
+            lock.lock(); defer { lock.unlock() }
+            spare.append(b)
+            if spare.count > 8 {  // keep the largest few
+                spare.sort { $0.bytes > $1.bytes }
+                free(spare.removeLast().data)
+            }
+        }
+    }
+
+    /// A new buffer holding `source` (described by `plain`) in layout `to`; nil on failure.
+    static func reorder(from plain: dnnl_memory_desc_t, source: UnsafeMutableRawPointer,
+                        to target: dnnl_memory_desc_t) -> UnsafeMutableRawPointer? {
+        guard let engine else { return nil }
+        var from = plain, to = target
+        let bytes = dnnl_memory_desc_get_size(&to)
+        guard let out = aligned_alloc(64, (bytes + 63) / 64 * 64) else { return nil }
+        var pd: dnnl_primitive_desc_t?, prim: dnnl_primitive_t?, stream: dnnl_stream_t?
+        var a: dnnl_memory_t?, b: dnnl_memory_t?
+        defer {
+            dnnl_memory_destroy(a); dnnl_memory_destroy(b); dnnl_stream_destroy(stream)
+            dnnl_primitive_destroy(prim); dnnl_primitive_desc_destroy(pd)
+        }
+        _ = pt_omp_set_threads(Int32(Compute.gemmThreads))
+        guard dnnl_reorder_primitive_desc_create(&pd, &from, engine, &to, engine, nil) == dnnl_success,
+              dnnl_primitive_create(&prim, pd) == dnnl_success,
+              dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue) == dnnl_success,
+              dnnl_memory_create(&a, &from, engine, source) == dnnl_success,
+              dnnl_memory_create(&b, &to, engine, out) == dnnl_success
+        else { free(out); return nil }
+        var args = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: a), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: b)]
+        guard dnnl_primitive_execute(prim, stream, 2, &args) == dnnl_success, dnnl_stream_wait(stream) == dnnl_success
+        else { free(out); return nil }
+        return out
+    }
+
+    /// The implementation oneDNN picks for a tower-sized product (e.g. "brg:avx512_core"), or why none.
+    static func kernelName(bf16: Bool) -> String {
+        let p = Problem(m: 1024, n: 768, k: 768, lda: 768, ldb: 768, ldc: 768, transA: false, transB: true,
+                        alpha: 1, beta: 0, bias: true, bf16: bf16, packedB: true)
+        return create(p)?.name ?? "none (reference code only)"
+    }
+}

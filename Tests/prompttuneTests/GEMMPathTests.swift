@@ -1,0 +1,60 @@
+import Foundation
+import TensorCore
+import XCTest
+
+/// The GEMM path in a child process whose OpenBLAS runs Debian's misdetected kernels.
+final class GEMMPathTests: XCTestCase {
+    /// The built `prompttune` beside the test bundle.
+    func binary() throws -> URL {
+        let dirs = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
+                    Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
+        guard let dir = dirs.first(where: { FileManager.default.isExecutableFile(atPath: $0.appendingPathComponent("prompttune").path) })
+        else { throw XCTSkip("the prompttune binary is not beside the tests (\(dirs.map(\.path)))") }
+        return dir.appendingPathComponent("prompttune")
+    }
+
+    func run(_ args: [String], env: [String: String]) throws -> (out: String, err: String) {
+        let p = Process()
+        p.executableURL = try binary()
+        p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, String(decoding: e, as: UTF8.self))
+        return (String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// OPENBLAS_CORETYPE=PRESCOTT imitates Debian's misdetection (SSE3 kernels). The user's value is
+    /// kept with a warning, the GEMMs still run on oneDNN's kernels for this CPU, and every
+    /// product of `bench gemm` (oneDNN and OpenBLAS) equals the fp32 reference.
+    func testMisdetectedOpenBLASStillGetsFastExactGEMMs() throws {
+        let (out, err) = try run(["bench", "gemm", "--images", "1", "--text-rows", "40", "--threads", "1", "--json"],
+                                 env: ["OPENBLAS_CORETYPE": "PRESCOTT"])
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], out)
+        let gemm = try XCTUnwrap(obj["gemm"] as? [String: Any])
+        XCTAssertEqual(gemm["backend"] as? String, "onednn")
+        let kernel = try XCTUnwrap(gemm["onednn_kernel"] as? String)
+        XCTAssertFalse(kernel.hasPrefix("none") || kernel.hasPrefix("ref"), kernel)
+        if CPU.featureSummary.contains("avx512") { XCTAssertTrue(kernel.contains("avx512"), kernel) }
+        let openblas = try XCTUnwrap(gemm["openblas"] as? String)
+        if openblas.lowercased().hasPrefix("prescott") {  // a dynamic-dispatch OpenBLAS took the setting
+            XCTAssertTrue(openblas.contains("weaker than this CPU supports") || CPU.featureSummary == "sse only", openblas)
+            if CPU.featureSummary != "sse only" { XCTAssertTrue(err.contains("OPENBLAS_CORETYPE=PRESCOTT"), err) }
+        }
+        let shapes = try XCTUnwrap(obj["shapes"] as? [[String: Any]])
+        XCTAssertEqual(shapes.count, 8)
+        for s in shapes {
+            XCTAssertLessThan(try XCTUnwrap(s["onednn_error"] as? Double), 1e-5, "\(s)")
+            XCTAssertLessThan(try XCTUnwrap(s["openblas_error"] as? Double), 1e-5, "\(s)")
+        }
+    }
+
+    func testInfoWithoutAModelPrintsTheComputePath() throws {
+        let (out, _) = try run(["info"], env: [:])
+        for row in ["gemm", "onednn", "openblas", "kernels", "cpu"] { XCTAssertTrue(out.contains("  \(row) "), out) }
+    }
+}
