@@ -111,6 +111,14 @@ public func loadCLIPWeights(path: String) throws -> CLIPWeights {
             throw CLIPCheckpointError(e.kind, path: describe, "tensor '\(name)': \(e.message)")
         }
     }
+    // Non-finite weights give NaN features and a silently wrong number downstream: name them.
+    let nonFinite = tensors.filter { !$0.value.data.allSatisfy(\.isFinite) }.keys.sorted()
+    if let first = nonFinite.first {
+        throw CLIPCheckpointError(.invalidWeights, path: describe,
+                                  "tensor '\(first)' holds NaN or infinite values"
+                                  + (nonFinite.count > 1 ? " (and \(nonFinite.count - 1) more: \(nonFinite.dropFirst().prefix(5).joined(separator: ", "))\(nonFinite.count > 6 ? ", ..." : ""))" : "")
+                                  + "; the checkpoint is damaged: download it again or check its origin.")
+    }
     let hiddenAct = (opened.hfConfig?.vision["hidden_act"] as? String) ?? (opened.hfConfig?.text["hidden_act"] as? String)
     return CLIPWeights(config: config, format: format, tensors: tensors, path: path,
                        hiddenAct: opened.hfConfig == nil ? nil : (hiddenAct ?? "quick_gelu"))
@@ -121,48 +129,6 @@ private func missingTensorNote(_ name: String, sanitized: SanitizedTensors) -> S
     let stored = checkpointNames(forOpenAIName: name, in: sanitized)
     if stored == [name] { return "" }
     return " (the checkpoint would store it as \(stored.map { "'\($0)'" }.joined(separator: " + ")))"
-}
-
-/// Tensor names and shapes of a ViT CLIP model, in OpenAI's naming, in a fixed order.
-public func expectedCLIPTensorShapes(_ c: CLIPConfig) -> [(name: String, shape: [Int])] {
-    var out: [(name: String, shape: [Int])] = []
-    func blocks(_ prefix: String, layers: Int, width w: Int) {
-        for i in 0..<layers {
-            let b = "\(prefix)\(i)."
-            out += [
-                (b + "attn.in_proj_weight", [3 * w, w]), (b + "attn.in_proj_bias", [3 * w]),
-                (b + "attn.out_proj.weight", [w, w]), (b + "attn.out_proj.bias", [w]),
-                (b + "ln_1.weight", [w]), (b + "ln_1.bias", [w]),
-                (b + "mlp.c_fc.weight", [4 * w, w]), (b + "mlp.c_fc.bias", [4 * w]),
-                (b + "mlp.c_proj.weight", [w, 4 * w]), (b + "mlp.c_proj.bias", [w]),
-                (b + "ln_2.weight", [w]), (b + "ln_2.bias", [w]),
-            ]
-        }
-    }
-    let (vw, p, g) = (c.visionWidth, c.patchSize, c.gridSize)
-    out += [
-        ("visual.conv1.weight", [vw, 3, p, p]),
-        ("visual.class_embedding", [vw]),
-        ("visual.positional_embedding", [g * g + 1, vw]),
-        ("visual.ln_pre.weight", [vw]), ("visual.ln_pre.bias", [vw]),
-    ]
-    blocks("visual.transformer.resblocks.", layers: c.visionLayers, width: vw)
-    out += [
-        ("visual.ln_post.weight", [vw]), ("visual.ln_post.bias", [vw]),
-        ("visual.proj", [vw, c.embedDim]),
-    ]
-    let tw = c.textWidth
-    out += [
-        ("token_embedding.weight", [c.vocabSize, tw]),
-        ("positional_embedding", [c.contextLength, tw]),
-    ]
-    blocks("transformer.resblocks.", layers: c.textLayers, width: tw)
-    out += [
-        ("ln_final.weight", [tw]), ("ln_final.bias", [tw]),
-        ("text_projection", [tw, c.embedDim]),
-        ("logit_scale", []),
-    ]
-    return out
 }
 
 /// The architecture of a ViT CLIP model from its OpenAI-named tensor shapes, as openai's
@@ -219,6 +185,21 @@ private func inferArchitecture(shapes: [String: [Int]], names: [String], path: S
                             visionWidth: visionWidth, visionLayers: visionLayers, visionHeads: max(1, visionWidth / 64),
                             contextLength: positional[0], vocabSize: tokens[0], textWidth: textWidth,
                             textLayers: textLayers, textHeads: max(1, textWidth / 64))
+    // What the model code needs beyond matching shapes: the shipped BPE tokenizer's ids must index
+    // the token embedding, a prompt needs SOT, a token and EOT, and heads must divide the widths.
+    guard config.vocabSize > CLIPTokenizer.eot else {
+        throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
+                                  "tensor 'token_embedding.weight' has \(config.vocabSize) rows, but CLIP's BPE tokenizer (which PromptTune uses) produces ids up to \(CLIPTokenizer.eot); "
+                                  + "this checkpoint's vocabulary does not match it: use a CLIP checkpoint with the standard 49408-token vocabulary.")
+    }
+    guard config.contextLength >= 3 else {
+        throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
+                                  "tensor 'positional_embedding' gives a context length of \(config.contextLength); a prompt needs at least 3 positions (SOT, a token, EOT). The checkpoint is damaged or not a CLIP text model.")
+    }
+    for (tower, width, heads) in [("vision", visionWidth, config.visionHeads), ("text", textWidth, config.textHeads)] where width % heads != 0 {
+        throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
+                                  "the \(tower) width \(width) is not divisible by its \(heads) attention heads (width / 64, as openai's build_model infers them); the checkpoint is damaged or not an openai-style CLIP.")
+    }
     let provenance = "embed dim \(config.embedDim) from text_projection \(textProjection); "
         + "vision width \(visionWidth) and patch \(patch) from visual.conv1.weight \(conv); "
         + "resolution \(config.imageResolution) from visual.positional_embedding \(visualPos); "

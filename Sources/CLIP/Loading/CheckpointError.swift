@@ -9,6 +9,8 @@ public struct CLIPCheckpointError: Error, CustomStringConvertible, LocalizedErro
         case shapeMismatch
         case unsupportedArchitecture
         case invalidConfig
+        /// Weights that hold NaN or infinite values.
+        case invalidWeights
     }
 
     public var kind: Kind

@@ -14,53 +14,17 @@ extension CLIPModel {
         }
     }
 
+    /// Every tensor of `config.parameters`, by name, with the table's shape (scalars may be [] or [1]).
     public init(config c: CLIPConfig, tensors: [String: Tensor]) throws {
-        func get(_ key: String, _ shape: [Int]) throws -> Tensor {
-            guard let t = tensors[key] else { throw AssemblyError.missing(key) }
-            // Scalars are stored as [] or [1].
-            if shape == [] && t.count == 1 { return t.reshaped([]) }
-            guard t.shape == shape else { throw AssemblyError.shape(key, expected: shape, found: t.shape) }
-            return t
+        var model = CLIPModel.zeros(config: c)
+        for p in c.parameters {
+            guard let t = tensors[p.name] else { throw AssemblyError.missing(p.name) }
+            guard t.shape == p.shape || (p.shape == [] && t.count == 1) else {
+                throw AssemblyError.shape(p.name, expected: p.shape, found: t.shape)
+            }
+            model[parameter: p] = t
         }
-        func ln(_ p: String, _ w: Int) throws -> LayerNorm {
-            LayerNorm(weight: try get(p + ".weight", [w]), bias: try get(p + ".bias", [w]))
-        }
-        func linear(_ p: String, _ out: Int, _ inp: Int) throws -> Linear {
-            Linear(weight: try get(p + ".weight", [out, inp]), bias: try get(p + ".bias", [out]))
-        }
-        func blocks(_ p: String, layers: Int, width w: Int, heads: Int) throws -> Transformer {
-            Transformer(blocks: try (0..<layers).map { i in
-                let b = "\(p).resblocks.\(i)"
-                return ResidualBlock(
-                    ln1: try ln(b + ".ln_1", w),
-                    attention: MultiheadAttention(
-                        inProj: Linear(weight: try get(b + ".attn.in_proj_weight", [3 * w, w]),
-                                       bias: try get(b + ".attn.in_proj_bias", [3 * w])),
-                        outProj: try linear(b + ".attn.out_proj", w, w), heads: heads),
-                    ln2: try ln(b + ".ln_2", w),
-                    fc: try linear(b + ".mlp.c_fc", 4 * w, w),
-                    proj: try linear(b + ".mlp.c_proj", w, 4 * w))
-            })
-        }
-        let (vw, p) = (c.visionWidth, c.patchSize)
-        let conv = try get("visual.conv1.weight", [vw, 3, p, p])
-        let image = ImageTower(
-            patchEmbedding: Linear(weight: conv.reshaped([vw, 3 * p * p]), bias: nil),
-            classEmbedding: try get("visual.class_embedding", [vw]),
-            positionalEmbedding: try get("visual.positional_embedding", [c.visionTokens, vw]),
-            lnPre: try ln("visual.ln_pre", vw),
-            transformer: try blocks("visual.transformer", layers: c.visionLayers, width: vw, heads: c.visionHeads),
-            lnPost: try ln("visual.ln_post", vw),
-            projection: try get("visual.proj", [vw, c.embedDim]),
-            patchSize: p)
-        let tw = c.textWidth
-        let text = TextTower(
-            tokenEmbedding: try get("token_embedding.weight", [c.vocabSize, tw]),
-            positionalEmbedding: try get("positional_embedding", [c.contextLength, tw]),
-            transformer: try blocks("transformer", layers: c.textLayers, width: tw, heads: c.textHeads),
-            lnFinal: try ln("ln_final", tw),
-            projection: try get("text_projection", [tw, c.embedDim]))
-        self.init(config: c, text: text, image: image, logScale: try get("logit_scale", [])[0])
+        self = model
     }
 }
 

@@ -59,6 +59,11 @@ public struct ImageTower: Sendable {
         public var tokens: Int
         public var extraTokens: Int
         public var sharedExtra: Bool
+        /// What the weight gradients need, kept with `keepCaches`: the patches (B*G*G, 3*P*P),
+        /// ln_pre's cache and the pooled class tokens (B, W).
+        public var patches: Tensor? = nil
+        public var lnPre: LayerNorm.Cache? = nil
+        public var pooled: Tensor? = nil
     }
 
     /// pixels: B, 3, R, R; extraTokens: nil, [N, W] (shared by every image) or [B, N, W]
@@ -66,7 +71,8 @@ public struct ImageTower: Sendable {
     public func forward(pixels: Tensor, extraTokens: Tensor? = nil, keepCaches: Bool = false,
                         keepHiddenStates: Bool = false) -> (Tensor, Trace) {
         let b = pixels.shape[0], w = width, gg = patchesPerImage
-        let patches = patchEmbedding.forward(patchify(pixels))  // B*G*G, W
+        let patchRows = patchify(pixels)
+        let patches = patchEmbedding.forward(patchRows)  // B*G*G, W
         // Class token then patches, plus positional embedding.
         var x = Tensor(zeros: [b * (1 + gg), w])
         x.withMutablePointer { px in patches.withPointer { pp in classEmbedding.withPointer { pc in
@@ -76,7 +82,7 @@ public struct ImageTower: Sendable {
             }
         } } }
         x.addToEachBlock(positionalEmbedding)
-        var (h, _) = lnPre.forward(x)
+        var (h, lnPreCache) = lnPre.forward(x)
         // Visual prompts after ln_pre, between the class token and the patches.
         var n = 0, shared = true
         if let extra = extraTokens {
@@ -103,24 +109,75 @@ public struct ImageTower: Sendable {
                                                 keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
         let (pooled, lnCache) = lnPost.forward(keepHiddenStates ? out.gatherRows(classRows) : out)
         let features = matmul(pooled, projection)
-        return (features, Trace(blocks: blocks, lnPost: lnCache, batch: b, tokens: t, extraTokens: n, sharedExtra: shared))
+        var trace = Trace(blocks: blocks, lnPost: lnCache, batch: b, tokens: t, extraTokens: n, sharedExtra: shared)
+        if keepCaches { trace.patches = patchRows; trace.lnPre = lnPreCache; trace.pooled = pooled }
+        return (features, trace)
     }
 
     /// dFeatures: B, E -> gradient w.r.t. the extra tokens, in the shape they were given
     /// (summed over images when shared). The tower's weights stay frozen.
     public func backwardToExtraTokens(_ dFeatures: Tensor, trace: Trace) -> Tensor {
-        let (b, t, n, w) = (trace.batch, trace.tokens, trace.extraTokens, width)
+        var none: ImageTower? = nil
+        let dIn = backwardToTokens(dFeatures, trace: trace, grads: &none)
+        return extraTokenGradient(dIn, trace: trace)
+    }
+
+    /// The full backward (the forward run with `keepCaches`): every weight gradient accumulates into
+    /// `grads`, a tower-shaped gradient (e.g. `CLIPModel.zeroGradient().image`); returns the gradient
+    /// w.r.t. the extra tokens when there were any.
+    @discardableResult
+    public func backward(_ dFeatures: Tensor, trace: Trace, grads: inout ImageTower) -> Tensor? {
+        guard let patches = trace.patches, let lnPreCache = trace.lnPre else {
+            preconditionFailure("ImageTower.backward with weight gradients needs the forward run with keepCaches")
+        }
+        let (b, t, n, w, gg) = (trace.batch, trace.tokens, trace.extraTokens, width, patchesPerImage)
+        var g: ImageTower? = grads
+        let dIn = backwardToTokens(dFeatures, trace: trace, grads: &g)
+        // The rows ln_pre produced: each image's class token and patches (the extra tokens skipped).
+        var rows: [Int] = []
+        for i in 0..<b { rows.append(i * t); rows += (0..<gg).map { i * t + 1 + n + $0 } }
+        var dx = Tensor(zeros: [b * (1 + gg), w])
+        var lnGrads: LayerNorm.Grads? = g!.lnPre.asGrads
+        lnPre.backward(dIn.gatherRows(rows), cache: lnPreCache, dx: &dx, grads: &lnGrads)
+        g!.lnPre.set(lnGrads!)
+        // x = [class; patches W_conv^T] + positional, per image.
+        var dPatches = Tensor(zeros: [b * gg, w])
+        for i in 0..<b {
+            let block = dx.slice(rows: i * (1 + gg) ..< (i + 1) * (1 + gg))
+            g!.positionalEmbedding.accumulate(block)
+            g!.classEmbedding.accumulate(block.slice(rows: 0..<1))
+            dPatches.addRows(block.slice(rows: 1 ..< 1 + gg), at: Array(i * gg ..< (i + 1) * gg))
+        }
+        g!.patchEmbedding.weight.accumulate(matmul(dPatches, patches, transA: true))
+        grads = g!
+        return n > 0 ? extraTokenGradient(dIn, trace: trace) : nil
+    }
+
+    /// dFeatures: B, E -> gradient w.r.t. the transformer's input rows (B*T, W), with the weight
+    /// gradients of projection, ln_post and the blocks accumulated into `grads` when given.
+    func backwardToTokens(_ dFeatures: Tensor, trace: Trace, grads: inout ImageTower?) -> Tensor {
+        let (b, t, w) = (trace.batch, trace.tokens, width)
         let dPooled = matmul(dFeatures, projection, transB: true)
+        if grads != nil {
+            guard let pooled = trace.pooled else { preconditionFailure("weight gradients need the forward run with keepCaches") }
+            grads!.projection.accumulate(matmul(pooled, dFeatures, transA: true))
+        }
         var dClass = Tensor(zeros: [b, w])
-        var noGrads: LayerNorm.Grads? = nil
-        lnPost.backward(dPooled, cache: trace.lnPost, dx: &dClass, grads: &noGrads)
+        var lnGrads = grads?.lnPost.asGrads
+        lnPost.backward(dPooled, cache: trace.lnPost, dx: &dClass, grads: &lnGrads)
         var dOut = dClass
         if trace.blocks.outputRows == nil {
             dOut = Tensor(zeros: [b * t, w])
             dOut.addRows(dClass, at: (0..<b).map { $0 * t })
         }
-        var none: [ResidualBlock.Grads]? = nil
-        let dIn = transformer.backward(dOut, trace: trace.blocks, grads: &none)
+        var blockGrads = grads?.transformer.asGrads
+        let dIn = transformer.backward(dOut, trace: trace.blocks, grads: &blockGrads)
+        if grads != nil { grads!.lnPost.set(lnGrads!); grads!.transformer.set(blockGrads!) }
+        return dIn
+    }
+
+    func extraTokenGradient(_ dIn: Tensor, trace: Trace) -> Tensor {
+        let (b, t, n, w) = (trace.batch, trace.tokens, trace.extraTokens, width)
         var dExtra = Tensor(zeros: trace.sharedExtra ? [n, w] : [b, n, w])
         for i in 0..<b {
             for k in 0..<(n * w) {

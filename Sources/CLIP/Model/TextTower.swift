@@ -68,18 +68,41 @@ public struct TextTower: Sendable {
 
     /// dFeatures: B, E -> gradient w.r.t. the packed input rows (R, C). Weights stay frozen.
     public func backwardPacked(_ dFeatures: Tensor, trace: Trace) -> Tensor {
+        var none: TextTower? = nil
+        return backwardPacked(dFeatures, trace: trace, grads: &none)
+    }
+
+    /// dFeatures: B, E -> gradient w.r.t. the packed input rows (R, C). With `grads` (a tower-shaped
+    /// gradient, e.g. `CLIPModel.zeroGradient().text`), the weight gradients accumulate into it:
+    /// projection, ln_final, every block, and the positional embedding (the packed rows include it);
+    /// the token embedding's gradient needs the token ids (`backward(_:trace:tokens:grads:)`).
+    public func backwardPacked(_ dFeatures: Tensor, trace: Trace, grads: inout TextTower?) -> Tensor {
         let (b, c) = (trace.outputRows.count, width)
         let dPooled = matmul(dFeatures, projection, transB: true)
+        if grads != nil { grads!.projection.accumulate(matmul(trace.pooled, dFeatures, transA: true)) }
         var dGathered = Tensor(zeros: [b, c])
-        var noGrads: LayerNorm.Grads? = nil
-        lnFinal.backward(dPooled, cache: trace.lnFinal, dx: &dGathered, grads: &noGrads)
+        var lnGrads = grads?.lnFinal.asGrads
+        lnFinal.backward(dPooled, cache: trace.lnFinal, dx: &dGathered, grads: &lnGrads)
         var dOut = dGathered
         if trace.blocks.outputRows == nil {
             dOut = Tensor(zeros: [trace.layout.rows, c])
             dOut.addRows(dGathered, at: trace.outputRows)
         }
-        var none: [ResidualBlock.Grads]? = nil
-        return transformer.backward(dOut, trace: trace.blocks, grads: &none)
+        var blockGrads = grads?.transformer.asGrads
+        let dIn = transformer.backward(dOut, trace: trace.blocks, grads: &blockGrads)
+        if grads != nil {
+            grads!.lnFinal.set(lnGrads!)
+            grads!.transformer.set(blockGrads!)
+            // Row j of the prefix is position j; row j of sequence s is position prefix + j.
+            let layout = trace.layout
+            var rows = Array(0..<layout.prefix), positions = Array(0..<layout.prefix)
+            for (s, n) in layout.lengths.enumerated() {
+                rows += (0..<n).map { layout.rowOffsets[s] + $0 }
+                positions += (0..<n).map { layout.prefix + $0 }
+            }
+            grads!.positionalEmbedding.addRows(dIn.gatherRows(rows), at: positions)
+        }
+        return dIn
     }
 
     /// dFeatures: B, E -> gradient w.r.t. the input embeddings of `forward(embeddings:eot:)`,
@@ -87,6 +110,26 @@ public struct TextTower: Sendable {
     public func backward(_ dFeatures: Tensor, trace: Trace, tokens t: Int) -> Tensor {
         backwardPacked(dFeatures, trace: trace).unpacked(trace.layout, tokens: t)
     }
+
+    /// The full backward of `forward(embeddings: embed(tokens), eot:)`: every weight gradient,
+    /// the token embedding's included, accumulates into `grads`.
+    public func backward(_ dFeatures: Tensor, trace: Trace, tokens: [[Int]], grads: inout TextTower) {
+        precondition(trace.layout.prefix == 0, "token embedding gradients need sequences without a shared prefix")
+        var g: TextTower? = grads
+        grads = TextTower.placeholder
+        let dIn = backwardPacked(dFeatures, trace: trace, grads: &g)
+        var ids: [Int] = []
+        for (s, n) in trace.layout.lengths.enumerated() { ids += tokens[s].prefix(n) }
+        g!.tokenEmbedding.addRows(dIn, at: ids)
+        grads = g!
+    }
+
+    /// An empty tower that stands in while a gradient is moved out (keeps the real one uniquely
+    /// referenced, so accumulating into it does not copy).
+    static let placeholder = TextTower(tokenEmbedding: Tensor(zeros: [0, 0]), positionalEmbedding: Tensor(zeros: [0, 0]),
+                                       transformer: Transformer(blocks: []),
+                                       lnFinal: LayerNorm(weight: Tensor(zeros: [0]), bias: Tensor(zeros: [0])),
+                                       projection: Tensor(zeros: [0, 0]))
 }
 
 /// Where each row's EOT sits: the position of its largest token id, as CLIP's `argmax` finds it.
