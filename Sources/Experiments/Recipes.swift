@@ -54,6 +54,16 @@ public enum Recipes {
                 r.learningRate = d.lr
                 r.termWeights["inter"] = d.betaT
             }
+        case "dapt":
+            // Images are augmented afresh every iteration (no cached views).
+            r.views = 1
+            if let d = dapt[dataset] {
+                r.learningRate = d.lr
+                r.termWeights["intra"] = d.betaV
+                r.termWeights["inter"] = d.betaT
+            }
+        case "vpt":
+            r.views = 1
         case "zeroshot", "linear-probe":
             r.epochs = 0
             r.views = 1

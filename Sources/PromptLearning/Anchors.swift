@@ -37,11 +37,25 @@ func simplexFrame(w: [Double], d: Int, k: Int) -> [Double] {
     return rows
 }
 
+/// The most classes NPT's anchors are made for. Beyond d + 1 classes the nearly equiangular frame
+/// iterates on K x K cosine matrices (several live at once, 300 iterations): at 16,384 classes each
+/// is 1 GiB and the run takes hours, so larger class lists (a features file listing 100,000 names)
+/// are refused before anything is allocated.
+public let maxAnchorClasses = 16_384
+
+/// A byte count in plain units, for messages.
+func formatBytes(_ n: Int) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    var v = Double(n), u = 0
+    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    return u == 0 ? "\(n) bytes" : String(format: "%.1f %@", v, units[u])
+}
+
 /// A simplex ETF for K classes in d dimensions.
 /// - zeroShot: K x d normalised zero-shot text features (needed for `.aligned`).
 public func simplexETF(classes k: Int, dimension d: Int, rotation: AnchorRotation, zeroShot: Tensor?,
                        seed: UInt64) -> Anchors {
-    precondition(k >= 2, "an ETF needs at least 2 classes")
+    precondition(k >= 2 && k <= maxAnchorClasses, "an ETF needs 2...\(maxAnchorClasses) classes (the trainer checks this)")
     if k > d + 1 {
         var frame = nearlyEquiangularFrame(classes: k, dimension: d, seed: seed)
         if rotation == .aligned, let z = zeroShot { frame = procrustesAlign(frame, to: z) }

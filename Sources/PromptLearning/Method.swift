@@ -10,6 +10,10 @@ public enum LossTerm: Codable, Equatable, Sendable {
     case languageCollapse(weight: Float)
     /// NPT: lambda_mi * mean_k (1 - cos(t_k, p_k)).
     case modalityIsomorphism(weight: Float)
+    /// DAPT's image side: beta_v * mean over B x D of (f_b - p_{y_b})^2.
+    case intraClassDispersion(weight: Float)
+    /// NPT's image side (methods with trainable image prompts): lambda_ia * mean_b (1 - f_b . e_{y_b}).
+    case imageAnchorCollapse(weight: Float)
 
     /// Short key used in progress lines, logs and golden files.
     public var key: String {
@@ -18,12 +22,27 @@ public enum LossTerm: Codable, Equatable, Sendable {
         case .interClassDispersion: return "inter"
         case .languageCollapse: return "lc"
         case .modalityIsomorphism: return "mi"
+        case .intraClassDispersion: return "intra"
+        case .imageAnchorCollapse: return "ia"
         }
     }
 
     public var weight: Float {
         switch self {
-        case .knowledgeConsistency(let w), .interClassDispersion(let w, _), .languageCollapse(let w), .modalityIsomorphism(let w): return w
+        case .knowledgeConsistency(let w), .interClassDispersion(let w, _), .languageCollapse(let w), .modalityIsomorphism(let w),
+             .intraClassDispersion(let w), .imageAnchorCollapse(let w): return w
+        }
+    }
+
+    /// The same term with another weight.
+    public func withWeight(_ w: Float) -> LossTerm {
+        switch self {
+        case .knowledgeConsistency: return .knowledgeConsistency(weight: w)
+        case .interClassDispersion(_, let tau): return .interClassDispersion(weight: w, tau: tau)
+        case .languageCollapse: return .languageCollapse(weight: w)
+        case .modalityIsomorphism: return .modalityIsomorphism(weight: w)
+        case .intraClassDispersion: return .intraClassDispersion(weight: w)
+        case .imageAnchorCollapse: return .imageAnchorCollapse(weight: w)
         }
     }
 }
@@ -48,12 +67,22 @@ public struct Method: Codable, Equatable, Sendable {
     /// `template` of the Datasets module's `DatasetName`), keyed by the dataset's raw name there
     /// (`"dtd"`, `"oxford_pets"`, ...). Empty for methods that use the dataset's template.
     public var handTemplates: [String: String]
+    /// Visual prompt tokens trained through the frozen image tower (DAPT, VPT); nil: none, and the
+    /// method can train from cached image features.
+    public var visualPrompt: VisualPromptConfig?
+    /// Whether the text context is learned. VPT keeps the text side fixed at the zero-shot features
+    /// of the hand template.
+    public var learnsText: Bool
 
     public init(name: String, prompt: PromptConfig, terms: [LossTerm] = [], anchors: AnchorOptions? = nil,
-                handTemplates: [String: String] = [:]) {
+                handTemplates: [String: String] = [:], visualPrompt: VisualPromptConfig? = nil, learnsText: Bool = true) {
         self.name = name; self.prompt = prompt; self.terms = terms; self.anchors = anchors
-        self.handTemplates = handTemplates
+        self.handTemplates = handTemplates; self.visualPrompt = visualPrompt; self.learnsText = learnsText
     }
+
+    /// Whether training needs the images themselves (decoded and augmented every iteration)
+    /// rather than cached final image features.
+    public var needsImages: Bool { visualPrompt != nil }
 
     /// The hand template for zero-shot features on `dataset` (a raw dataset name, as in the
     /// `dataset` provenance of a features file): this method's own where it has one, else `fallback`
@@ -78,7 +107,19 @@ public struct Method: Codable, Equatable, Sendable {
     /// NPT's default weights (our reconstruction's defaults).
     public static let nptTerms: [LossTerm] = [.languageCollapse(weight: 1), .modalityIsomorphism(weight: 1)]
 
-    public static let bases: [String: Method] = ["coop": coop, "coop-csc": coopCSC, "kgcoop": kgcoop, "dapt-text": daptText]
+    /// DAPT (mlvlab/DAPT `trainers/dapt.py`): CoOp's text prompt (16 tokens, N(0, 0.02)), 16 visual
+    /// tokens, CE + beta_v * L_intra + beta_t * L_inter. Defaults beta_v = 100, beta_t = 0.01 (the
+    /// most common values of its per-dataset configs; `Recipes.dapt` holds each dataset's).
+    public static let dapt = Method(name: "dapt", prompt: PromptConfig(contextLength: 16),
+                                    terms: [.intraClassDispersion(weight: 100), .interClassDispersion(weight: 0.01, tau: 2)],
+                                    visualPrompt: VisualPromptConfig(tokens: 16))
+    /// Visual prompts only (shallow VPT, 16 tokens), cross-entropy against the frozen zero-shot
+    /// text features of the hand template.
+    public static let vpt = Method(name: "vpt", prompt: PromptConfig(contextLength: 16),
+                                   visualPrompt: VisualPromptConfig(tokens: 16), learnsText: false)
+
+    public static let bases: [String: Method] = ["coop": coop, "coop-csc": coopCSC, "kgcoop": kgcoop, "dapt-text": daptText,
+                                                 "dapt": dapt, "vpt": vpt]
 
     /// "coop", "kgcoop", "npt" (= coop+npt), "coop+npt", "kgcoop+npt", "coop-csc+npt", "dapt-text+npt".
     public static func named(_ spec: String) throws -> Method {
@@ -98,14 +139,17 @@ public struct Method: Codable, Equatable, Sendable {
         for extra in rest {
             guard extra == "npt" else { throw PromptError("'\(extra)' cannot be added to a method; only +npt composes (e.g. kgcoop+npt)") }
             guard method.anchors == nil else { throw PromptError("npt given twice in '\(spec)'") }
-            method.terms += nptTerms
+            // The text terms only where the text is learned; the image-anchor term where the image
+            // path has trainable prompts.
+            if method.learnsText { method.terms += nptTerms }
+            if method.visualPrompt != nil { method.terms.append(.imageAnchorCollapse(weight: 1)) }
             method.anchors = AnchorOptions()
         }
         method.name = spec.lowercased() == "npt" ? "coop+npt" : spec.lowercased()
         return method
     }
 
-    private enum CodingKeys: String, CodingKey { case name, prompt, terms, anchors, handTemplates }
+    private enum CodingKeys: String, CodingKey { case name, prompt, terms, anchors, handTemplates, visualPrompt, learnsText }
 
     /// Decodes methods written before `handTemplates` existed (prompt checkpoints store the method
     /// in their header): without the key, the built-in templates of the base method the name
@@ -119,10 +163,29 @@ public struct Method: Codable, Equatable, Sendable {
         anchors = try c.decodeIfPresent(AnchorOptions.self, forKey: .anchors)
         handTemplates = try c.decodeIfPresent([String: String].self, forKey: .handTemplates)
             ?? Method.bases[String(name.split(separator: "+").first ?? "")]?.handTemplates ?? [:]
+        visualPrompt = try c.decodeIfPresent(VisualPromptConfig.self, forKey: .visualPrompt)
+        learnsText = try c.decodeIfPresent(Bool.self, forKey: .learnsText) ?? true
     }
 
-    public var needsZeroShot: Bool {
-        terms.contains { if case .knowledgeConsistency = $0 { return true }; return false } || anchors?.rotation == .aligned
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(prompt, forKey: .prompt)
+        try c.encode(terms, forKey: .terms)
+        try c.encodeIfPresent(anchors, forKey: .anchors)
+        try c.encode(handTemplates, forKey: .handTemplates)
+        // Written only when they differ from a text method's, so text methods' headers stay as before.
+        try c.encodeIfPresent(visualPrompt, forKey: .visualPrompt)
+        if !learnsText { try c.encode(learnsText, forKey: .learnsText) }
     }
-    public var needsPrototypes: Bool { terms.contains { if case .modalityIsomorphism = $0 { return true }; return false } }
+
+    /// The run-level inputs the method's terms read (VPT's fixed classifier reads the zero-shot features).
+    public var termInputs: Set<TermInput> {
+        var s = Set(terms.flatMap { $0.term.needs })
+        if !learnsText || anchors?.rotation == .aligned { s.insert(.zeroShot) }
+        return s
+    }
+
+    public var needsZeroShot: Bool { termInputs.contains(.zeroShot) }
+    public var needsPrototypes: Bool { termInputs.contains(.prototypes) }
 }

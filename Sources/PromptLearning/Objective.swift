@@ -21,33 +21,33 @@ public struct ObjectiveValue: Sendable {
     public var accuracy: Double
     /// Gradient w.r.t. the (unnormalised) text features, K x E.
     public var dText: Tensor
+    /// Gradient w.r.t. the normalised image features B x E, when asked for (trainable image prompts).
+    public var dImages: Tensor? = nil
 }
 
 /// CE over scaled cosine logits plus the method's weighted terms, with the gradient to the raw
 /// text features. images: B x E, already L2-normalised (as CoOp normalises image features).
+/// With `imageGradient`, also the gradient w.r.t. those normalised image features (`dImages`).
 public func objective(method: Method, textFeatures: Tensor, images: Tensor, labels: [Int], logitScale: Float,
-                      inputs: TermInputs) -> ObjectiveValue {
+                      inputs: TermInputs, imageGradient: Bool = false) -> ObjectiveValue {
     let (t, cache) = L2Normalize.forward(textFeatures)
     let logits = clipLogits(image: images, text: t, scale: logitScale)
     let (ce, dLogits) = crossEntropy(logits: logits, labels: labels)
     var dT = matmul(dLogits, images, transA: true) * logitScale
+    var dF: Tensor? = imageGradient ? matmul(dLogits, t) * logitScale : nil
     var total = ce
     var terms = ["ce": ce]
+    let arguments = TermArguments(text: t, images: images, labels: labels, inputs: inputs)
     for term in method.terms {
-        let (value, grad): (Double, Tensor)
-        switch term {
-        case .knowledgeConsistency:
-            (value, grad) = knowledgeConsistency(text: t, zeroShot: inputs.zeroShot!)
-        case .interClassDispersion(_, let tau):
-            (value, grad) = interClassDispersion(text: t, tau: tau)
-        case .languageCollapse:
-            (value, grad) = languageCollapse(text: t, anchors: inputs.anchors!)
-        case .modalityIsomorphism:
-            (value, grad) = modalityIsomorphism(text: t, prototypes: inputs.prototypes!)
+        let kernel = term.term
+        if kernel.readsImages && !imageGradient && term.weight != 0 {
+            preconditionFailure("term '\(term.key)' reads image features; it needs trainable image prompts (the trainer passes imageGradient)")
         }
-        total += Double(term.weight) * value
-        terms[term.key] = value
-        dT.accumulate(grad * term.weight)
+        let r = kernel.evaluate(arguments)
+        total += Double(term.weight) * r.value
+        terms[term.key] = r.value
+        if let g = r.dText { dT.accumulate(g * term.weight) }
+        if let g = r.dImages, dF != nil { dF!.accumulate(g * term.weight) }
     }
     var correct = 0
     let k = logits.lastDim
@@ -58,5 +58,6 @@ public func objective(method: Method, textFeatures: Tensor, images: Tensor, labe
     }
     var dText = Tensor(zeros: textFeatures.shape)
     L2Normalize.backward(dT, cache: cache, dx: &dText)
-    return ObjectiveValue(total: total, terms: terms, accuracy: Double(correct) / Double(max(1, labels.count)), dText: dText)
+    return ObjectiveValue(total: total, terms: terms, accuracy: Double(correct) / Double(max(1, labels.count)), dText: dText,
+                          dImages: dF)
 }

@@ -61,7 +61,14 @@ public struct PromptCheckpoint: Equatable, Sendable {
     }
 
     public func write(to url: URL) throws {
-        let json = try JSONEncoder().encode(header)
+        // Sorted keys: the same run writes the same bytes (byte-reproducible files, stable digests).
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json: Data
+        do { json = try encoder.encode(header) } catch {
+            throw PromptCheckpointError(.nonFinite, path: url.path,
+                                        "the header holds a value JSON cannot store (a NaN or infinite setting or loss); nothing was written")
+        }
         var data = Data(Self.magic)
         withUnsafeBytes(of: Self.version.littleEndian) { data.append(contentsOf: $0) }
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
@@ -73,38 +80,185 @@ public struct PromptCheckpoint: Equatable, Sendable {
     }
 
     public static func read(path: String) throws -> PromptCheckpoint {
-        func fail(_ why: String) -> PromptError {
-            PromptError("\(path): \(why)")
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw PromptCheckpointError(.fileNotFound, path: path, "no such prompt checkpoint (training writes one, prompt.ptprompt in its output folder)")
         }
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw fail("no such prompt checkpoint (training writes one, prompt.ptprompt in its output folder)")
+        guard !isDirectory.boolValue else {
+            throw PromptCheckpointError(.unreadable, path: path, "is a folder, not a prompt checkpoint (training writes prompt.ptprompt inside its output folder)")
         }
-        guard let data = FileManager.default.contents(atPath: path) else { throw fail("cannot read the file") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw PromptCheckpointError(.unreadable, path: path, "cannot read the file; check its permissions")
+        }
+        return try decode(data, path: path)
+    }
+
+    /// Decodes and validates a checkpoint's bytes; `path` names it in errors. Every count is checked
+    /// against the file's size before anything is allocated, and the header against itself (context
+    /// shape against the method, progress against the epochs, history, generator state), so a
+    /// damaged or hand-made file is a `PromptCheckpointError`, never a crash or a silent resume.
+    public static func decode(_ data: Data, path: String) throws -> PromptCheckpoint {
+        func fail(_ kind: PromptCheckpointError.Kind, _ why: String) -> PromptCheckpointError {
+            PromptCheckpointError(kind, path: path, why)
+        }
         let bytes = [UInt8](data)
         guard bytes.count >= 20, Array(bytes[0..<8]) == magic else {
-            throw fail("not a PromptTune prompt checkpoint (it does not start with 'PTPROMPT')")
+            throw fail(.notACheckpoint, "not a PromptTune prompt checkpoint (it does not start with 'PTPROMPT', or is shorter than its 20-byte preamble)")
         }
         func u32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[o + $1]) << (8 * $1) } }
         func u64(_ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[o + $1]) << (8 * $1) } }
         let version = u32(8)
-        guard version <= Self.version else { throw fail("format version \(version) is newer than this PromptTune reads (\(Self.version)); upgrade PromptTune") }
+        guard version >= 1 else { throw fail(.corrupt, "format version 0 is not a version PromptTune writes; the file is damaged") }
+        guard version <= Self.version else { throw fail(.newerVersion, "format version \(version) is newer than this PromptTune reads (\(Self.version)); upgrade PromptTune") }
         let headerLength = u64(12)
-        guard headerLength < UInt64(bytes.count), 20 + Int(headerLength) <= bytes.count else {
-            throw fail("truncated: the header says \(headerLength) bytes but the file has \(bytes.count)")
+        guard headerLength <= UInt64(bytes.count - 20) else {
+            throw fail(.truncated, "truncated: the header says \(headerLength) bytes but the file has \(bytes.count)")
         }
+        let start = 20 + Int(headerLength)
         let header: Header
-        do { header = try JSONDecoder().decode(Header.self, from: Data(bytes[20..<(20 + Int(headerLength))])) } catch {
-            throw fail("corrupt header (\(error))")
+        do {
+            let decoder = JSONDecoder()
+            header = try decoder.decode(Header.self, from: Data(bytes[20..<start]))
+        } catch let e as DecodingError {
+            throw fail(.corrupt, "corrupt header (\(describeDecodingError(e))); the file is damaged: train again or restore it from a copy")
+        } catch {
+            throw fail(.corrupt, "corrupt header (not JSON); the file is damaged: train again or restore it from a copy")
         }
-        let n = header.contextShape.reduce(1, *)
-        let need = 20 + Int(headerLength) + 4 * n * (header.hasMomentum ? 2 : 1)
-        guard n > 0, bytes.count == need else { throw fail("truncated or padded: expected \(need) bytes for context \(header.contextShape), found \(bytes.count)") }
+        try validate(header, path: path)
+        // The context's size, bounded by the bytes that follow the header before anything is allocated.
+        let shape = header.contextShape
+        var n = 1
+        for s in shape {
+            let (p, overflow) = n.multipliedReportingOverflow(by: s)
+            guard !overflow, p <= bytes.count else {
+                throw fail(.truncated, "context shape \(shape) needs more bytes than the file's \(bytes.count)")
+            }
+            n = p
+        }
+        let tensors = header.hasMomentum ? 2 : 1
+        let need = start + 4 * n * tensors   // no overflow: n <= bytes.count
+        guard bytes.count == need else {
+            throw fail(.truncated, "truncated or padded: expected \(need) bytes for context \(shape)\(header.hasMomentum ? " and its momentum" : ""), found \(bytes.count)")
+        }
         func floats(_ offset: Int) -> [Float] {
             bytes.withUnsafeBytes { raw in (0..<n).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: offset + 4 * $0, as: UInt32.self).littleEndian) } }
         }
-        let start = 20 + Int(headerLength)
-        let context = Tensor(shape: header.contextShape, data: floats(start))
-        let momentum = header.hasMomentum ? Tensor(shape: header.contextShape, data: floats(start + 4 * n)) : nil
+        let context = Tensor(shape: shape, data: floats(start))
+        if let bad = context.data.firstIndex(where: { !$0.isFinite }) {
+            throw fail(.nonFinite, "the context holds a non-finite value (\(context.data[bad]) at element \(bad)); this prompt cannot be used: train it again")
+        }
+        let momentum = header.hasMomentum ? Tensor(shape: shape, data: floats(start + 4 * n)) : nil
+        if let m = momentum, let bad = m.data.firstIndex(where: { !$0.isFinite }) {
+            throw fail(.nonFinite, "the momentum buffer holds a non-finite value (\(m.data[bad]) at element \(bad)); it cannot be resumed: train again")
+        }
         return PromptCheckpoint(header: header, context: context, momentum: momentum)
+    }
+
+    /// The header's internal consistency: settings in range, the context shape the method implies,
+    /// progress within the epochs, one history record per finished epoch, a generator state.
+    static func validate(_ h: Header, path: String) throws {
+        func fail(_ why: String) -> PromptCheckpointError {
+            PromptCheckpointError(.inconsistent, path: path, "\(why); the file is damaged or was edited: train again or restore it from a copy")
+        }
+        if let problem = h.config.problem { throw fail("its training settings are invalid: \(problem)") }
+        guard !h.classNames.isEmpty else { throw fail("it lists no class names") }
+        let p = h.config.method.prompt
+        guard h.contextShape.count == (p.classSpecific ? 3 : 2), h.contextShape.allSatisfy({ $0 >= 1 }) else {
+            throw fail("context shape \(h.contextShape.prefix(8)) is not \(p.classSpecific ? "[classes, M, width]" : "[M, width]") for its method")
+        }
+        let m = h.contextShape[h.contextShape.count - 2]
+        guard m == p.contextLength else { throw fail("context shape \(h.contextShape) has \(m) vectors but the method's context length is \(p.contextLength)") }
+        if p.classSpecific && h.contextShape[0] != h.classNames.count {
+            throw fail("class-specific context shape \(h.contextShape) does not match its \(h.classNames.count) class names")
+        }
+        guard h.epochsDone >= 0, h.epochsDone <= h.config.epochs else {
+            throw fail("epochs done (\(h.epochsDone)) must lie in 0...\(h.config.epochs) (the run's epochs)")
+        }
+        guard h.history.count == h.epochsDone else {
+            throw fail("it records \(h.epochsDone) finished epochs but a history of \(h.history.count)")
+        }
+        for (i, r) in h.history.enumerated() {
+            guard r.epoch == i, r.loss.isFinite, r.accuracy.isFinite, r.learningRate.isFinite, r.terms.values.allSatisfy(\.isFinite) else {
+                throw fail("history record \(i) is not a finished epoch with finite numbers")
+            }
+        }
+        guard h.steps >= 0, h.epochsDone > 0 || h.steps == 0 else {
+            throw fail("step count \(h.steps) is impossible after \(h.epochsDone) epochs")
+        }
+        guard UInt64(h.rngState) != nil else { throw fail("generator state '\(h.rngState.prefix(40))' is not a 64-bit integer") }
+    }
+}
+
+extension TrainConfig {
+    /// Why these settings cannot train, or nil. Shared by the trainer and the checkpoint reader so a
+    /// file can never carry settings the trainer would refuse (or trap on).
+    public var problem: String? {
+        let o = optimizer
+        if epochs < 1 || epochs > TrainConfig.maxEpochs { return "epochs must lie in 1...\(TrainConfig.maxEpochs) (got \(epochs))" }
+        if batchSize < 1 { return "the batch size must be at least 1 (got \(batchSize))" }
+        if !(o.learningRate.isFinite && o.learningRate > 0) { return "the learning rate must be positive and finite (got \(o.learningRate))" }
+        if !(o.warmupLearningRate.isFinite && o.warmupLearningRate >= 0) { return "the warm-up learning rate must be finite and at least 0 (got \(o.warmupLearningRate))" }
+        if o.warmupEpochs < 0 || o.warmupEpochs > TrainConfig.maxEpochs { return "the warm-up epochs must lie in 0...\(TrainConfig.maxEpochs) (got \(o.warmupEpochs))" }
+        if !o.momentum.isFinite || !o.weightDecay.isFinite { return "momentum and weight decay must be finite (got \(o.momentum), \(o.weightDecay))" }
+        if method.prompt.contextLength < 1 || method.prompt.contextLength > TrainConfig.maxContextLength {
+            return "the context length must lie in 1...\(TrainConfig.maxContextLength) (got \(method.prompt.contextLength))"
+        }
+        for t in method.terms {
+            if !t.weight.isFinite { return "the weight of loss term '\(t.key)' must be finite (got \(t.weight))" }
+            if case .interClassDispersion(_, let tau) = t, !tau.isFinite { return "DAPT's temperature must be finite (got \(tau))" }
+        }
+        return nil
+    }
+
+    /// Epochs a run may ask for: far beyond any recipe (Dassl's longest is 200), and small enough
+    /// that epochs x steps per epoch never overflows.
+    public static let maxEpochs = 1_000_000
+    /// A CLIP text context holds 77 tokens: SOS, the context, at least one name token, "." and EOT.
+    public static let maxContextLength = 73
+}
+
+/// Why a prompt checkpoint was refused. `path` is the file; `message` starts with it and says what to do.
+public struct PromptCheckpointError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case fileNotFound, unreadable
+        /// Not a PromptTune prompt checkpoint (magic).
+        case notACheckpoint
+        case newerVersion
+        /// The file ends before (or continues after) what its header declares.
+        case truncated
+        /// The header is not valid JSON of a checkpoint header.
+        case corrupt
+        /// The header contradicts itself (shapes, progress, history, settings).
+        case inconsistent
+        /// A NaN or infinite context or momentum value.
+        case nonFinite
+    }
+
+    public var kind: Kind
+    public var path: String
+    public var message: String
+
+    public init(_ kind: Kind, path: String, _ message: String) {
+        self.kind = kind
+        self.path = path
+        self.message = message.hasPrefix(path) ? message : "\(path): \(message)"
+    }
+
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// A decoding error in plain words: the field's path and what was wrong, no Swift type dumps.
+func describeDecodingError(_ e: DecodingError) -> String {
+    func path(_ c: [CodingKey]) -> String {
+        let p = c.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        return p.isEmpty ? "the top level" : "field '\(p)'"
+    }
+    switch e {
+    case .keyNotFound(let key, let ctx): return "missing field '\((ctx.codingPath + [key]).map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: "."))'"
+    case .typeMismatch(_, let ctx): return "\(path(ctx.codingPath)) has the wrong type"
+    case .valueNotFound(_, let ctx): return "\(path(ctx.codingPath)) has no value"
+    case .dataCorrupted(let ctx): return ctx.codingPath.isEmpty ? "not valid JSON" : "\(path(ctx.codingPath)) holds an invalid value"
+    @unknown default: return "invalid JSON"
     }
 }

@@ -50,6 +50,9 @@ public struct PromptLearner: Sendable {
     /// Frozen token embeddings of each prompt: K rows of [T_k = eot_k + 1, D]; the context rows are ignored.
     let embeddings: [Tensor]
 
+    /// The most context values a learner holds (class-specific contexts grow with the classes).
+    public static let maxContextElements = 1 << 28
+
     public var classCount: Int { classNames.count }
     public var width: Int { context.lastDim }
 
@@ -60,6 +63,17 @@ public struct PromptLearner: Sendable {
         guard !classNames.isEmpty else { throw PromptError("no class names given") }
         guard config.contextLength >= 1 else { throw PromptError("the context needs at least 1 vector (got \(config.contextLength))") }
         let m = config.contextLength, d = text.width, k = classNames.count
+        // Checked before anything is sized from M: SOS, M context vectors, at least one name token,
+        // "." and EOT must fit the text context.
+        guard m <= text.contextLength - 4 else {
+            throw PromptError("a context of \(m) vectors does not fit the model's \(text.contextLength)-token text context (SOS, the context, the class name, \".\" and EOT): the context length can be at most \(max(0, text.contextLength - 4)), less for long class names")
+        }
+        if config.classSpecific {
+            let (elements, overflow) = (k * m).multipliedReportingOverflow(by: d)
+            guard !overflow, elements <= PromptLearner.maxContextElements else {
+                throw PromptError("class-specific contexts for \(k) classes x \(m) vectors x width \(d) exceed \(PromptLearner.maxContextElements) values (\(formatBytes(4 * PromptLearner.maxContextElements)), with momentum and gradient three times that): use a shared context, or fewer classes")
+            }
+        }
         let names = classNames.map { $0.replacingOccurrences(of: "_", with: " ") }
         var prefixText = Array(repeating: "X", count: m).joined(separator: " ")
         var initContext: Tensor? = nil

@@ -51,9 +51,27 @@ public final class PromptTrainer {
         guard features.dimension == model.config.embedDim else {
             throw PromptError("the features have dimension \(features.dimension) but the model's embedding is \(model.config.embedDim): the features were made with another model; encode them again with this model")
         }
+        if let problem = config.problem { throw PromptError(problem) }
         guard features.count > 0 else { throw PromptError("the features file holds no images") }
+        guard features.views > 0, features.dimension > 0 else {
+            throw PromptError("the features have shape \(features.features.shape): at least one view and one dimension are needed")
+        }
+        guard !features.classNames.isEmpty else { throw PromptError("the features list no class names") }
+        if let bad = features.labels.firstIndex(where: { $0 < 0 || $0 >= features.classNames.count }) {
+            throw PromptError("label \(features.labels[bad]) of image \(bad) is not a class index in 0..<\(features.classNames.count)")
+        }
+        // Inputs first: a NaN here would otherwise surface as a non-finite loss blamed on the learning rate.
+        if let bad = features.features.data.firstIndex(where: { !$0.isFinite }) {
+            throw PromptError("the image features are not finite (value \(features.features.data[bad]) at element \(bad)); encode the features again with a model whose weights are finite")
+        }
+        guard model.logitScale.isFinite else {
+            throw PromptError("the model's logit scale is \(model.logitScale), not finite: the checkpoint holds non-finite weights")
+        }
         if config.method.anchors != nil && features.classNames.count < 2 {
             throw PromptError("NPT's anchors need at least 2 classes; the features file has \(features.classNames.count)")
+        }
+        if config.method.anchors != nil && features.classNames.count > maxAnchorClasses {
+            throw PromptError("NPT's anchors are a \(features.classNames.count) x \(features.classNames.count) frame (\(formatBytes(4 * features.classNames.count * features.classNames.count)) per copy) for \(features.classNames.count) classes; at most \(maxAnchorClasses) classes are supported: train without NPT, or on fewer classes")
         }
         self.config = config
         self.model = model
@@ -73,6 +91,9 @@ public final class PromptTrainer {
             let prompts = features.classNames.map { config.template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
             let ids = tokenizer.tokenize(prompts, contextLength: model.config.contextLength).map { $0.map(Int.init) }
             inputs.zeroShot = L2Normalize.forward(model.encodeText(ids)).0
+            guard inputs.zeroShot!.data.allSatisfy({ $0.isFinite }) else {
+                throw PromptError("the zero-shot text features of the hand template are not finite: the model checkpoint holds non-finite text-tower weights")
+            }
         }
         if let anchorOptions = config.method.anchors {
             let a = simplexETF(classes: k, dimension: model.config.embedDim, rotation: anchorOptions.rotation,
@@ -121,6 +142,10 @@ public final class PromptTrainer {
         let (value, grad) = evaluateBatch(batch, views: views)
         guard value.total.isFinite, grad.data.allSatisfy({ $0.isFinite }) else {
             let terms = value.terms.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
+            if steps == 0 {
+                // Nothing has been updated yet, so the learning rate cannot be at fault.
+                throw TrainingError(description: "the loss is \(value.total) at the very first step, before any update (\(terms)): the inputs are not usable (the model's text tower or the prompt's initialisation gives non-finite values); check the model checkpoint")
+            }
             throw TrainingError(description: "the loss became \(value.total) at epoch \(epochsDone + 1), step \(steps + 1) (\(terms)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate (this step's was \(lr)).")
         }
         var ctx = learner.context, buffer = momentum
@@ -184,7 +209,21 @@ public final class PromptTrainer {
         guard h.contextShape == learner.context.shape else { throw mismatch("a context of shape \(h.contextShape)") }
         if !modelDigest.isEmpty && !h.modelDigest.isEmpty && h.modelDigest != modelDigest { throw mismatch("another model checkpoint") }
         if !featuresDigest.isEmpty && !h.featuresDigest.isEmpty && h.featuresDigest != featuresDigest { throw mismatch("another features file") }
-        guard let state = UInt64(h.rngState) else { throw PromptError("corrupt checkpoint: generator state '\(h.rngState)'") }
+        guard let state = UInt64(h.rngState) else { throw PromptError("corrupt checkpoint: generator state '\(h.rngState.prefix(40))'") }
+        func corrupt(_ why: String) -> PromptError {
+            PromptError("cannot resume: the checkpoint \(why); it is damaged or was edited: start a new run")
+        }
+        guard h.epochsDone >= 0, h.epochsDone <= config.epochs else { throw corrupt("records \(h.epochsDone) epochs done of \(config.epochs)") }
+        guard h.history.count == h.epochsDone else { throw corrupt("records \(h.epochsDone) epochs done but a history of \(h.history.count)") }
+        // Every epoch runs exactly stepsPerEpoch steps (epochsDone <= maxEpochs: no overflow).
+        guard h.steps == h.epochsDone * stepsPerEpoch else {
+            throw corrupt("records \(h.steps) steps, but \(h.epochsDone) epochs of \(stepsPerEpoch) steps make \(h.epochsDone * stepsPerEpoch)")
+        }
+        guard c.context.data.allSatisfy({ $0.isFinite }) else { throw corrupt("holds a non-finite context") }
+        guard h.hasMomentum == (c.momentum != nil), c.momentum.map({ $0.shape == c.context.shape && $0.data.allSatisfy { $0.isFinite } }) ?? true else {
+            throw corrupt("holds a momentum buffer that does not match its context")
+        }
+        guard h.epochsDone == 0 || c.momentum != nil else { throw corrupt("has finished epochs but no momentum buffer") }
         learner.context = c.context
         momentum = c.momentum
         epochsDone = h.epochsDone

@@ -1,0 +1,320 @@
+import CLIP
+import Foundation
+import TensorCore
+import TensorIO
+
+/// The general trainer: named trainable parameters (the text context, the visual prompt tokens),
+/// SGD state keyed by the same names, and a training source that is either cached final image
+/// features (the text-only methods) or images decoded and augmented every iteration (methods whose
+/// image path has trainable prompts: DAPT, VPT), decoded on every core while the step runs.
+///
+/// Dassl's recipe (warm-up, cosine per epoch), Dassl's batching (a seeded shuffle per epoch, the
+/// last partial batch dropped when a full one exists). Every draw comes from one seeded generator
+/// whose state is saved in the checkpoint; augmentations are seeded per (epoch, image), so a resumed
+/// run equals an uninterrupted one.
+public final class PromptTuner {
+    public let config: TrainConfig
+    public let model: CLIPModel
+    public let encoder: PromptEncoder
+    public let learner: PromptLearner
+    public let data: TrainingData
+    public let inputs: TermInputs
+    /// What training started from (saved by every run as `initial.safetensors`).
+    public let initialParameters: ParameterSet
+    public private(set) var parameters: ParameterSet
+    public private(set) var optimizer = SGDState()
+    public private(set) var epochsDone = 0
+    public private(set) var steps = 0
+    public private(set) var history: [EpochRecord] = []
+    public private(set) var rng: SeededGenerator
+    public private(set) var warnings: [String] = []
+    /// One JSON line per step when set (`--trace`).
+    public var trace: TraceWriter?
+    let featureViews: [Tensor]   // features source: per view N x D, normalised
+    let labels: [Int]
+    let modelDigest: String
+    let dataDigest: String
+
+    public var classNames: [String] { learner.classNames }
+
+    /// - initialParameters: start from these (parity tests, replays) instead of drawing them.
+    /// - prototypes: K x D class prototypes (DAPT's, e.g. read from its `_prototype.pkl`); computed
+    ///   from the source when a term needs them and none are given.
+    public init(model: CLIPModel, tokenizer: CLIPTokenizer, data: TrainingData, config: TrainConfig,
+                initialParameters: ParameterSet? = nil, prototypes: Tensor? = nil,
+                modelDigest: String = "", dataDigest: String = "") throws {
+        let method = config.method
+        guard config.epochs >= 1 else { throw PromptError("epochs must be at least 1 (got \(config.epochs))") }
+        guard config.batchSize >= 1 else { throw PromptError("the batch size must be at least 1 (got \(config.batchSize))") }
+        let k = data.classNames.count, d = model.config.embedDim
+        guard !data.labels.isEmpty else { throw PromptError("the training data holds no images") }
+        if case .features(let f) = data {
+            guard f.dimension == d else {
+                throw PromptError("the features have dimension \(f.dimension) but the model's embedding is \(d): the features were made with another model; encode them again with this model")
+            }
+            guard !method.needsImages else {
+                throw PromptError("method \(method.name) trains prompts inside the image tower; it needs the training images, not cached features")
+            }
+        }
+        if method.anchors != nil && k < 2 { throw PromptError("NPT's anchors need at least 2 classes; the data has \(k)") }
+        self.config = config
+        self.model = model
+        self.encoder = PromptEncoder(text: model.text)
+        self.data = data
+        self.labels = data.labels
+        self.modelDigest = modelDigest
+        self.dataDigest = dataDigest
+
+        var rng = SeededGenerator(seed: config.seed)
+        self.learner = try PromptLearner(config: method.prompt, classNames: data.classNames, text: model.text, tokenizer: tokenizer,
+                                         context: initialParameters?[ParameterName.textContext], rng: &rng)
+        var params = ParameterSet()
+        if method.learnsText { params[ParameterName.textContext] = learner.context }
+        if let v = method.visualPrompt {
+            if let given = initialParameters?[ParameterName.visualPrompt] {
+                guard given.shape == [v.tokens, model.image.width] else {
+                    throw PromptError("the visual prompt has shape \(given.shape), expected [\(v.tokens), \(model.image.width)]")
+                }
+                params[ParameterName.visualPrompt] = given
+            } else {
+                params[ParameterName.visualPrompt] = v.initialTokens(tower: model.image, rng: &rng)
+            }
+        }
+        self.rng = rng
+        self.parameters = params
+        self.initialParameters = params
+
+        if case .features(let f) = data {
+            featureViews = (0..<f.views).map { L2Normalize.forward(f.view($0)).0 }
+        } else {
+            featureViews = []
+        }
+
+        var inputs = TermInputs()
+        let needs = method.termInputs
+        if needs.contains(.zeroShot) {
+            let prompts = data.classNames.map { config.template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
+            let ids = tokenizer.tokenize(prompts, contextLength: model.config.contextLength).map { $0.map(Int.init) }
+            inputs.zeroShot = L2Normalize.forward(model.encodeText(ids)).0
+        }
+        if let anchorOptions = method.anchors {
+            let a = simplexETF(classes: k, dimension: d, rotation: anchorOptions.rotation, zeroShot: inputs.zeroShot, seed: anchorOptions.seed)
+            inputs.anchors = a.vectors
+            if let w = a.warning { warnings.append(w) }
+        }
+        if needs.contains(.prototypes) {
+            if let prototypes {
+                guard prototypes.shape == [k, d] else { throw PromptError("the prototypes have shape \(prototypes.shape), expected [\(k), \(d)]") }
+                inputs.prototypes = prototypes
+            } else {
+                switch data {
+                case .features(let f):
+                    let all = Tensor(shape: [f.views * f.count, d], data: f.features.data)
+                    inputs.prototypes = classPrototypes(features: all, labels: Array((0..<f.views).map { _ in f.labels }.joined()), classes: k)
+                case .images(let source):
+                    inputs.prototypes = try imagePrototypes(model: model, images: source, seed: config.seed)
+                }
+            }
+        }
+        self.inputs = inputs
+    }
+
+    // MARK: Steps
+
+    /// Batch indices of an epoch (`PromptTrainer.drawBatches`' rule).
+    public func drawBatches() -> [[Int]] {
+        var order = Array(0..<labels.count)
+        order.shuffle(using: &rng)
+        let b = config.batchSize
+        let full = order.count / b
+        if full == 0 { return [order] }
+        return (0..<full).map { Array(order[($0 * b)..<(($0 + 1) * b)]) }
+    }
+
+    public var stepsPerEpoch: Int { max(1, labels.count / config.batchSize) }
+    public var isFinished: Bool { epochsDone >= config.epochs }
+
+    /// The inputs of `indices` at `epoch`: cached rows (with `views`), or decoded, augmented pixels.
+    public func loadBatch(_ indices: [Int], epoch: Int, views: [Int]? = nil) throws -> TrainingBatch {
+        let y = indices.map { labels[$0] }
+        switch data {
+        case .features:
+            let d = model.config.embedDim
+            var rows: [Float] = []
+            rows.reserveCapacity(indices.count * d)
+            for (i, n) in indices.enumerated() {
+                rows += featureViews[views?[i] ?? 0].data[(n * d)..<((n + 1) * d)]
+            }
+            return TrainingBatch(indices: indices, labels: y, features: Tensor(shape: [indices.count, d], data: rows), views: views)
+        case .images(let source):
+            let (pixels, augs) = try source.load(indices, seeds: indices.map { augmentationSeed(config.seed, epoch: epoch, index: $0) },
+                                                 resolution: model.config.imageResolution)
+            return TrainingBatch(indices: indices, labels: y, pixels: pixels, augmentations: augs)
+        }
+    }
+
+    /// Loss and the gradient of every parameter on `batch`, changing nothing.
+    public func evaluate(_ batch: TrainingBatch) -> (ObjectiveValue, ParameterSet) {
+        let method = config.method
+        var textTrace: PromptEncoder.Trace?
+        let textFeatures: Tensor
+        if let ctx = parameters[ParameterName.textContext] {
+            let (t, tr) = encoder.forward(learner, context: ctx)
+            textFeatures = t
+            textTrace = tr
+        } else {
+            textFeatures = inputs.zeroShot!
+        }
+        let visual = parameters[ParameterName.visualPrompt]
+        var images: Tensor
+        var imageTrace: ImageTower.Trace?
+        var normCache: L2Normalize.Cache?
+        if let f = batch.features {
+            images = f
+        } else {
+            let (raw, tr) = model.image.forward(pixels: batch.pixels!, extraTokens: visual, keepCaches: visual != nil)
+            (images, normCache) = L2Normalize.forward(raw)
+            imageTrace = tr
+        }
+        let value = objective(method: method, textFeatures: textFeatures, images: images, labels: batch.labels,
+                              logitScale: model.logitScale, inputs: inputs, imageGradient: visual != nil)
+        var grads = ParameterSet()
+        if let tr = textTrace {
+            grads[ParameterName.textContext] = encoder.backward(value.dText, trace: tr, learner: learner)
+        }
+        if visual != nil, let tr = imageTrace, let cache = normCache, let dF = value.dImages {
+            var dRaw = Tensor(zeros: dF.shape)
+            L2Normalize.backward(dF, cache: cache, dx: &dRaw)
+            grads[ParameterName.visualPrompt] = model.image.backwardToExtraTokens(dRaw, trace: tr)
+        }
+        return (value, grads)
+    }
+
+    /// One optimisation step at learning rate `lr`. Throws on a non-finite loss or update before
+    /// changing anything.
+    @discardableResult
+    public func step(_ batch: TrainingBatch, lr: Double, epoch: Int? = nil, stepInEpoch: Int? = nil) throws -> ObjectiveValue {
+        let (value, grads) = evaluate(batch)
+        guard value.total.isFinite, grads.allFinite else {
+            let terms = value.terms.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
+            throw TrainingError(description: "the loss became \(value.total) at epoch \(epochsDone + 1), step \(steps + 1) (\(terms)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate (this step's was \(lr)).")
+        }
+        var params = parameters, state = optimizer
+        state.step(&params, gradients: grads, lr: lr, config: config.optimizer)
+        guard params.allFinite else {
+            throw TrainingError(description: "the update at epoch \(epochsDone + 1), step \(steps + 1) made a prompt non-finite (learning rate \(lr)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate.")
+        }
+        parameters = params
+        optimizer = state
+        steps += 1
+        if let trace {
+            try trace.write(StepTrace(epoch: epoch ?? epochsDone, step: stepInEpoch ?? steps, globalStep: steps, lr: lr,
+                                      indices: batch.indices, labels: batch.labels, augmentations: batch.augmentations,
+                                      views: batch.views, loss: value.total, terms: value.terms, accuracy: value.accuracy))
+        }
+        return value
+    }
+
+    /// Runs one epoch; with an image source, the next batch is decoded while the step runs.
+    @discardableResult
+    public func runEpoch(_ report: (StepReport) -> Void = { _ in }) throws -> EpochRecord {
+        let epoch = epochsDone
+        let lr = learningRate(epoch: epoch, maxEpochs: config.epochs, config: config.optimizer)
+        let batches = drawBatches()
+        var views: [[Int]?] = []
+        for batch in batches {
+            views.append(featureViews.count > 1 ? batch.map { _ in Int(rng.next() % UInt64(featureViews.count)) } : nil)
+        }
+        var loss = 0.0, acc = 0.0
+        var terms: [String: Double] = [:]
+        var next: Prefetch? = Prefetch(self, batches[0], epoch: epoch, views: views[0])
+        for (i, _) in batches.enumerated() {
+            let batch = try next!.wait()
+            next = i + 1 < batches.count ? Prefetch(self, batches[i + 1], epoch: epoch, views: views[i + 1]) : nil
+            let value: ObjectiveValue
+            do { value = try step(batch, lr: lr, epoch: epoch, stepInEpoch: i + 1) } catch {
+                _ = try? next?.wait()
+                throw error
+            }
+            loss += value.total / Double(batches.count)
+            acc += value.accuracy / Double(batches.count)
+            for (k, v) in value.terms { terms[k, default: 0] += v / Double(batches.count) }
+            report(StepReport(epoch: epoch, step: i + 1, stepsPerEpoch: batches.count, learningRate: lr, value: value))
+        }
+        epochsDone += 1
+        let record = EpochRecord(epoch: epoch, learningRate: lr, loss: loss, terms: terms, accuracy: acc)
+        history.append(record)
+        return record
+    }
+
+    /// A batch being loaded on another thread (image sources); cached features load at once.
+    final class Prefetch: @unchecked Sendable {
+        private var result: Result<TrainingBatch, Error>?
+        private let done = DispatchSemaphore(value: 0)
+
+        init(_ tuner: PromptTuner, _ indices: [Int], epoch: Int, views: [Int]?) {
+            if case .features = tuner.data {
+                result = Result { try tuner.loadBatch(indices, epoch: epoch, views: views) }
+                done.signal()
+                return
+            }
+            DispatchQueue.global().async { [self] in
+                result = Result { try tuner.loadBatch(indices, epoch: epoch, views: views) }
+                done.signal()
+            }
+        }
+
+        func wait() throws -> TrainingBatch {
+            done.wait()
+            done.signal()
+            return try result!.get()
+        }
+    }
+
+    // MARK: Checkpoints
+
+    public func checkpoint() -> ParameterCheckpoint {
+        ParameterCheckpoint(header: .init(config: config, classNames: learner.classNames, shapes: parameters.shapes,
+                                          epochsDone: epochsDone, steps: steps, rngState: String(rng.currentState),
+                                          history: history, modelDigest: modelDigest, dataDigest: dataDigest),
+                            parameters: parameters, momentum: optimizer.momentum)
+    }
+
+    /// Continues from a checkpoint of the same run (same config, classes, model and data).
+    public func restore(_ c: ParameterCheckpoint) throws {
+        let h = c.header
+        func mismatch(_ what: String) -> PromptError {
+            PromptError("cannot resume: the checkpoint was made with \(what); start a new run instead of resuming, or use the same settings")
+        }
+        guard h.config == config else { throw mismatch("other training settings") }
+        guard h.classNames == learner.classNames else { throw mismatch("other class names") }
+        guard c.parameters.names.sorted() == parameters.names.sorted(), h.shapes == parameters.shapes else {
+            throw mismatch("other parameters (\(h.shapes.keys.sorted().joined(separator: ", ")))")
+        }
+        if !modelDigest.isEmpty && !h.modelDigest.isEmpty && h.modelDigest != modelDigest { throw mismatch("another model checkpoint") }
+        if !dataDigest.isEmpty && !h.dataDigest.isEmpty && h.dataDigest != dataDigest { throw mismatch("other training data") }
+        guard let state = UInt64(h.rngState) else { throw PromptError("corrupt checkpoint: generator state '\(h.rngState)'") }
+        var p = ParameterSet()
+        for n in parameters.names { p[n] = c.parameters[n]! }
+        parameters = p
+        var s = SGDState()
+        for n in parameters.names { if let m = c.momentum[n] { s.momentum[n] = m } }
+        optimizer = s
+        epochsDone = h.epochsDone
+        steps = h.steps
+        history = h.history
+        rng = SeededGenerator(state: state)
+    }
+
+    /// The trained text features for `classNames` (the training names by default), K x E, not
+    /// normalised; the zero-shot features for methods that do not learn the text.
+    public func textFeatures(classNames names: [String]? = nil, tokenizer: CLIPTokenizer) throws -> Tensor {
+        guard let ctx = parameters[ParameterName.textContext] else {
+            let names = names ?? learner.classNames
+            let prompts = names.map { config.template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
+            return model.encodeText(tokenizer.tokenize(prompts, contextLength: model.config.contextLength).map { $0.map(Int.init) })
+        }
+        return try promptTextFeatures(model: model, method: config.method, context: ctx, classNames: names ?? learner.classNames,
+                                      tokenizer: tokenizer)
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+
+/// One step of a run as `--trace` writes it: everything another implementation needs to replay the
+/// step from the run's initial parameters.
+public struct StepTrace: Codable, Equatable, Sendable {
+    public var epoch: Int
+    /// Within the epoch, 1-based.
+    public var step: Int
+    /// Over the run, 1-based.
+    public var globalStep: Int
+    public var lr: Double
+    /// Dataset indices of the batch, in batch order.
+    public var indices: [Int]
+    public var labels: [Int]
+    /// Each image's crop box and flip (images decoded every iteration), or
+    public var augmentations: [AugmentationRecord]?
+    /// each image's cached view (cached features with several views).
+    public var views: [Int]?
+    public var loss: Double
+    /// Every loss term, unweighted ("ce", "intra", "inter", ...).
+    public var terms: [String: Double]
+    public var accuracy: Double
+
+    enum CodingKeys: String, CodingKey {
+        case epoch, step, globalStep = "global_step", lr, indices, labels, augmentations, views, loss, terms, accuracy
+    }
+}
+
+/// Writes one JSON line per step, flushed as it goes, so a run killed mid-epoch leaves a usable trace.
+public final class TraceWriter {
+    let handle: FileHandle
+    let encoder: JSONEncoder
+
+    /// Creates (or, with `append`, continues) the trace file at `url`.
+    public init(url: URL, append: Bool = false) throws {
+        let fm = FileManager.default
+        if !append || !fm.fileExists(atPath: url.path) {
+            guard fm.createFile(atPath: url.path, contents: nil) else {
+                throw PromptError("cannot create the trace file \(url.path)")
+            }
+        }
+        handle = try FileHandle(forWritingTo: url)
+        if append { try handle.seekToEnd() }
+        encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+    }
+
+    deinit { try? handle.close() }
+
+    public func write(_ step: StepTrace) throws {
+        var line = try encoder.encode(step)
+        line.append(0x0a)
+        try handle.write(contentsOf: line)
+    }
+
+    /// The steps of a trace file.
+    public static func read(url: URL) throws -> [StepTrace] {
+        let text = try String(contentsOf: url, encoding: .utf8)
+        return try text.split(separator: "\n").map { try JSONDecoder().decode(StepTrace.self, from: Data($0.utf8)) }
+    }
+}
