@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Features", targets: ["Features"]),
         .library(name: "Analysis", targets: ["Analysis"]),
         .library(name: "Experiments", targets: ["Experiments"]),
+        .library(name: "Pretraining", targets: ["Pretraining"]),
         .executable(name: "prompttune", targets: ["prompttune"]),
     ],
     dependencies: [
@@ -23,7 +24,7 @@ let package = Package(
         // MARK: Public targets. One-way: TensorCore <- TensorIO <- CLIP <- PromptLearning (methods);
         // Imaging <- Datasets beside them; Features (the image-feature cache) joins CLIP and data;
         // the CLI on top.
-        .target(name: "TensorCore", dependencies: ["COpenBLAS", "CKernels"]),
+        .target(name: "TensorCore", dependencies: ["CDNNL", "COpenBLAS", "CKernels"]),
         .target(name: "TensorIO", dependencies: ["TensorCore", "CZlib"]),
         .target(name: "CLIP", dependencies: ["TensorCore", "TensorIO"], resources: [.copy("Resources/bpe_simple_vocab_16e6.txt")]),
         .target(name: "PromptLearning", dependencies: ["TensorCore", "TensorIO", "CLIP"]),
@@ -37,13 +38,17 @@ let package = Package(
             "TensorCore", "TensorIO", "CLIP", "PromptLearning", "Datasets", "Features", "Analysis",
             .product(name: "Yams", package: "Yams"),
         ]),
+        // Pretraining: contrastive training of CLIP itself (the demo model), beside the methods.
+        .target(name: "Pretraining", dependencies: ["TensorCore", "TensorIO", "CLIP", "Imaging", "Datasets"]),
         .executableTarget(name: "prompttune", dependencies: [
-            "TensorCore", "TensorIO", "CLIP", "PromptLearning", "Imaging", "Datasets", "Features", "Analysis", "Experiments",
+            "TensorCore", "TensorIO", "CLIP", "PromptLearning", "Imaging", "Datasets", "Features", "Analysis", "Experiments", "Pretraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // MARK: Implementation details: C libraries and kernels
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        // oneDNN (GEMM; Debian ships no pkg-config file for it, its headers are in /usr/include).
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
         .target(name: "CCodecs", dependencies: ["CJPEG", "CPNG"]),
@@ -63,6 +68,8 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorIO", "TensorCore", "TestSupport"]),
         .testTarget(name: "FeaturesTests", dependencies: ["Features", "Datasets", "CLIP", "TensorIO", "TensorCore", "TestSupport"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "TensorCore", "TestSupport"]),
+        .testTarget(name: "PretrainingTests", dependencies: ["Pretraining", "CLIP", "TensorIO", "TensorCore", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["Experiments", "Analysis", "PromptLearning", "Datasets", "Features", "CLIP", "TensorCore", "TestSupport"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Analysis", "PromptLearning", "Datasets", "Features", "TensorCore", "TestSupport"]),
         .testTarget(name: "prompttuneTests", dependencies: ["prompttune", "Features", "TestSupport"]),
     ]

@@ -42,7 +42,9 @@ public final class ExperimentRunner {
         let digest = try modelDigest(modelPath)
         let model = try CLIPModel.load(path: modelPath)
         self.results = ResultsFolder(out)
-        self.store = FeatureStore(model: model, modelPath: modelPath, modelDigest: digest, root: root, directory: results.features)
+        // Features are keyed by the model too: another checkpoint gets its own folder.
+        self.store = FeatureStore(model: model, modelPath: modelPath, modelDigest: digest, root: root,
+                                  directory: results.features.appendingPathComponent(digest))
         self.tokenizer = try CLIPTokenizer()
         self.events = events
     }
@@ -120,6 +122,16 @@ public final class ExperimentRunner {
         case prompt(Method, Tensor, trainClasses: [String])   // method and trained context
         case zeroShot
         case probe(LinearProbe, trainClasses: [String])
+        /// Trained parameters of a method with image prompts (DAPT, VPT): its text features come
+        /// from the context (or the hand template) and its image features from the prompted tower.
+        case imagePrompt(Method, ParameterSet, template: String, trainClasses: [String])
+    }
+
+    /// The image features a classifier is evaluated on: the stored ones, or for image prompts the
+    /// test images encoded through the prompted tower.
+    func evaluationImages(_ c: Classifier, stored: StoredFeatures, request: FeatureRequest) throws -> LabeledFeatures {
+        guard case .imagePrompt(_, let params, _, _) = c, let visual = params[ParameterName.visualPrompt] else { return stored.set.labeled }
+        return try promptedFeatures(request, stored: stored, visualPrompt: visual)
     }
 
     func classifierVectors(_ c: Classifier, names: [String], dataset: DatasetName) throws -> Tensor {
@@ -140,6 +152,12 @@ public final class ExperimentRunner {
                 for j in 0..<probe.dimension { w[k * probe.dimension + j] = Float(probe.weights[r * probe.dimension + j]) }
             }
             return Tensor(shape: [names.count, probe.dimension], data: w)
+        case .imagePrompt(let method, let params, let template, let trained):
+            if let ctx = params[ParameterName.textContext] {
+                return try promptTextFeatures(model: model, method: method, context: ctx, classNames: names, tokenizer: tokenizer,
+                                              trainedClassNames: trained)
+            }
+            return zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: template, classNames: names)
         }
     }
 
@@ -194,7 +212,11 @@ public final class ExperimentRunner {
                                                 classes: train.classNames.count)
             classifier = .probe(search.probe, trainClasses: train.classNames)
         default:
-            classifier = try trainPrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)
+            if try Method.named(spec.method).needsImages {
+                classifier = try trainImagePrompt(spec, dataset: dataset, train: train, folder: folder, record: &record)
+            } else {
+                classifier = try trainPrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)
+            }
         }
         record.timings.training = Date().timeIntervalSince(clock)
 
@@ -203,7 +225,9 @@ public final class ExperimentRunner {
         var analysis = 0.0
         let trainText = try classifierVectors(classifier, names: train.classNames, dataset: dataset)
         var measured = Date()
-        if let m = measure(train.set.labeled, text: trainText, label: "train", warnings: &record.warnings) { record.nc["train"] = m }
+        let trainImages = try evaluationImages(classifier, stored: train,
+                                               request: FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec), views: 1))
+        if let m = measure(trainImages, text: trainText, label: "train", warnings: &record.warnings) { record.nc["train"] = m }
         analysis += Date().timeIntervalSince(measured)
         for (s, f) in tests {
             let text: Tensor
@@ -216,12 +240,14 @@ public final class ExperimentRunner {
                 }
                 throw error
             }
-            let r = evaluate(images: f.set.view(0), labels: f.set.labels, text: text, classNames: f.classNames)
+            let images = try evaluationImages(classifier, stored: f, request: FeatureRequest(dataset: s.dataset, split: .test,
+                                                                                             selection: SelectionOptions(subset: s.subset), views: 1))
+            let r = evaluate(images: images.view(0), labels: images.labels, text: text, classNames: f.classNames)
             record.evaluations.append(EvaluationSummary(name: s.name, dataset: s.dataset.rawValue, classes: f.classNames.count,
                                                         count: r.count, accuracy: r.accuracy, macroF1: r.macroF1,
                                                         perClassAccuracy: r.perClassAccuracy))
             measured = Date()
-            if let m = measure(f.set.labeled, text: text, label: s.name, warnings: &record.warnings) { record.nc[s.name] = m }
+            if let m = measure(images, text: text, label: s.name, warnings: &record.warnings) { record.nc[s.name] = m }
             analysis += Date().timeIntervalSince(measured)
         }
         if !record.nc.isEmpty {

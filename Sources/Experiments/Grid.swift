@@ -137,7 +137,7 @@ public struct GridPlan: Codable, Equatable, Sendable {
             throw ExperimentError("the plan overrides method '\(name)', which is not in its methods \(methods)")
         }
         for o in [all] + Array(overrides.values) {
-            if let e = o.epochs, e < 1 { throw ExperimentError("epochs must be at least 1 (got \(e))") }
+            if let e = o.epochs, e < 1 || e > TrainConfig.maxEpochs { throw ExperimentError("epochs must lie in 1...\(TrainConfig.maxEpochs) (got \(e))") }
             if let b = o.batchSize, b < 1 { throw ExperimentError("batch size must be at least 1 (got \(b))") }
             if let v = o.views, v < 1 { throw ExperimentError("views must be at least 1 (got \(v))") }
             if let lr = o.lr, !(lr > 0 && lr.isFinite) { throw ExperimentError("learning rate must be positive and finite (got \(lr))") }

@@ -37,6 +37,9 @@ public struct TrainingJob {
     /// Loads the model and features, checks they belong together, and returns the run, restored
     /// from its checkpoint with `resume`. Writes `config.json` (the resolved settings).
     public func prepare() throws -> TrainingRun {
+        if method.needsImages {
+            throw ExperimentError("method \(method.name) trains prompts inside the image tower, so it needs the training images, not a features file; run it with `prompttune run` (it decodes and augments the dataset's images every iteration)")
+        }
         let set = try FeatureSet.read(path: featuresPath)
         let digest = try modelDigest(modelPath)
         try checkFeatures(set, path: featuresPath, modelPath: modelPath, digest: digest)
@@ -99,6 +102,10 @@ public struct PromptEvaluationJob {
         let text = try promptTextFeatures(model: clip, method: checkpoint.header.config.method, context: checkpoint.context,
                                           classNames: names, tokenizer: try CLIPTokenizer(),
                                           trainedClassNames: checkpoint.header.classNames)
+        // An accuracy computed from NaN scores would look like a result: refuse it.
+        guard text.data.allSatisfy({ $0.isFinite }) else {
+            throw ExperimentError("the text features of \(promptPath) are not finite under \(modelPath): the model checkpoint holds non-finite text-tower weights")
+        }
         return (evaluate(images: set.view(0), labels: set.labels, text: text, classNames: names), names)
     }
 }

@@ -4,7 +4,7 @@ import TensorIO
 /// Where a results folder keeps things:
 ///
 ///     <out>/plan.yaml                       the grid as run (for the record)
-///     <out>/features/<name>.safetensors     features shared by every cell that needs them
+///     <out>/features/<model digest>/<name>.safetensors   features shared by every cell that needs them
 ///     <out>/runs/<cell id>/spec.json        the cell's spec, written when it starts
 ///     <out>/runs/<cell id>/prompt.ptprompt  checkpoint after every epoch (resume point)
 ///     <out>/runs/<cell id>/nc_history.json  neural-collapse measures over training

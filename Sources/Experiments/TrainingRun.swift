@@ -79,12 +79,10 @@ extension Method {
             guard let i = m.terms.firstIndex(where: { $0.key == termKey }) else {
                 throw ExperimentError("method \(name) has no loss term '\(termKey)' (its terms: \(m.terms.map(\.key).joined(separator: ", ")))")
             }
-            switch m.terms[i] {
-            case .knowledgeConsistency: m.terms[i] = .knowledgeConsistency(weight: w)
-            case .languageCollapse: m.terms[i] = .languageCollapse(weight: w)
-            case .modalityIsomorphism: m.terms[i] = .modalityIsomorphism(weight: w)
-            case .interClassDispersion(let weight, let tau):
-                m.terms[i] = key == "tau" ? .interClassDispersion(weight: weight, tau: w) : .interClassDispersion(weight: w, tau: tau)
+            if key == "tau", case .interClassDispersion(let weight, _) = m.terms[i] {
+                m.terms[i] = .interClassDispersion(weight: weight, tau: w)
+            } else {
+                m.terms[i] = m.terms[i].withWeight(w)
             }
         }
         return m

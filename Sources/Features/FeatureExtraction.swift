@@ -28,7 +28,8 @@ public struct ExtractionPlan: Codable, Equatable, Sendable {
         self.seed = seed
     }
 
-    var asJSON: String {
+    /// The plan as sorted-key JSON: what the features file and `<out>.partial/plan.json` record.
+    public var asJSON: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
@@ -38,7 +39,32 @@ public struct ExtractionPlan: Codable, Equatable, Sendable {
 public struct ExtractionError: Error, CustomStringConvertible, LocalizedError {
     public var description: String
     public var errorDescription: String? { description }
+    public init(description: String) { self.description = description }
 }
+
+/// Bytes an extraction holds at once: the decoded pixels of one chunk (every view) and the
+/// assembled features of every image and view (twice: the per-view rows and the final tensor).
+/// Nil when the count overflows.
+public func extractionMemory(plan: ExtractionPlan, dimension d: Int, chunk: Int) -> Int? {
+    let r = plan.resolution
+    var total = 0
+    for factors in [[plan.views, min(chunk, max(plan.count, 1)), 3, r, r, 4], [2, plan.views, plan.count, d, 4]] {
+        var product = 1
+        for f in factors {
+            guard f >= 0 else { return nil }
+            let (p, o) = product.multipliedReportingOverflow(by: f)
+            if o { return nil }
+            product = p
+        }
+        let (t, o) = total.addingReportingOverflow(product)
+        if o { return nil }
+        total = t
+    }
+    return total
+}
+
+/// The default memory budget of an extraction: half the machine's memory.
+public var defaultExtractionBudget: Int { Int(clamping: ProcessInfo.processInfo.physicalMemory / 2) }
 
 /// An image that could not be read, and why. Extraction reports it and goes on.
 public struct SkippedImage: Sendable, Equatable {
@@ -61,18 +87,29 @@ public struct ExtractionResult: Sendable {
 /// `stopAfterChunks` ends the run early as an interruption would (for tests).
 public func extractFeatures(model: CLIPModel, plan: ExtractionPlan, items: [Datum], classNames: [String],
                             source: any ImageSource, provenance: [String: String], output: URL, chunk: Int = 64,
-                            stopAfterChunks: Int? = nil,
+                            stopAfterChunks: Int? = nil, memoryBudget: Int = defaultExtractionBudget,
                             progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> ExtractionResult {
     let fm = FileManager.default
+    let partial = URL(fileURLWithPath: output.path + ".partial")
+    let manifest = partial.appendingPathComponent("plan.json")
     if fm.fileExists(atPath: output.path) {
         let existing = try FeatureSet.read(path: output.path)
         guard existing.provenance["plan"] == plan.asJSON else {
             throw ExtractionError(description: "\(output.path) exists but was made with another model, image list or transform (its plan differs); delete it or write to another file")
         }
+        // A run killed between writing the file and removing its chunks leaves them behind: the
+        // file is finished, so chunks made under the same plan are no longer needed.
+        if (try? String(contentsOf: manifest, encoding: .utf8)) == plan.asJSON { try? fm.removeItem(at: partial) }
         return ExtractionResult(features: existing, skipped: [], reused: true)
     }
-    let partial = URL(fileURLWithPath: output.path + ".partial")
-    let manifest = partial.appendingPathComponent("plan.json")
+    guard plan.views >= 1, chunk >= 1, plan.count == items.count else {
+        throw ExtractionError(description: "invalid extraction: \(plan.views) views, chunks of \(chunk), a plan of \(plan.count) images for \(items.count) items")
+    }
+    // Sized from the plan before anything is allocated or written.
+    let need = extractionMemory(plan: plan, dimension: model.config.embedDim, chunk: chunk)
+    guard let need, need <= memoryBudget else {
+        throw ExtractionError(description: "\(plan.views) views of \(plan.count) images would need \(need.map(formatBytes) ?? "more memory than can be counted") (pixels of a chunk and the features of every view) but the budget is \(formatBytes(memoryBudget)) (half this machine's memory); use fewer views or images. Nothing was written")
+    }
     if fm.fileExists(atPath: manifest.path) {
         let recorded = (try? String(contentsOf: manifest, encoding: .utf8)) ?? ""
         guard recorded == plan.asJSON else {
@@ -82,6 +119,21 @@ public func extractFeatures(model: CLIPModel, plan: ExtractionPlan, items: [Datu
         try fm.createDirectory(at: partial, withIntermediateDirectories: true)
         try Data(plan.asJSON.utf8).write(to: manifest, options: .atomic)
     }
+    do {
+        return try extractChunks(model: model, plan: plan, items: items, classNames: classNames, source: source, provenance: provenance,
+                                 output: output, partial: partial, chunk: chunk, stopAfterChunks: stopAfterChunks, progress: progress)
+    } catch {
+        // A run that failed before finishing a chunk leaves nothing behind (a stop after some chunks keeps them to resume).
+        let left = (try? fm.contentsOfDirectory(atPath: partial.path)) ?? []
+        if left.allSatisfy({ $0 == "plan.json" }) { try? fm.removeItem(at: partial) }
+        throw error
+    }
+}
+
+private func extractChunks(model: CLIPModel, plan: ExtractionPlan, items: [Datum], classNames: [String], source: any ImageSource,
+                           provenance: [String: String], output: URL, partial: URL, chunk: Int, stopAfterChunks: Int?,
+                           progress: (_ done: Int, _ total: Int) -> Void) throws -> ExtractionResult {
+    let fm = FileManager.default
     let d = model.config.embedDim, r = model.config.imageResolution
     let chunks = stride(from: 0, to: items.count, by: chunk).map { $0..<min(items.count, $0 + chunk) }
     var done = 0
@@ -122,6 +174,10 @@ public func extractFeatures(model: CLIPModel, plan: ExtractionPlan, items: [Datu
         for v in 0..<plan.views {
             let batch = Tensor(shape: [n, 3, r, r], data: Array(pixels[(v * n * 3 * r * r)..<((v + 1) * n * 3 * r * r)]))
             rows += model.image.forward(pixels: batch).0.data
+        }
+        if let bad = rows.firstIndex(where: { !$0.isFinite }) {
+            let image = range.lowerBound + bad / d % n
+            throw ExtractionError(description: "the image tower gives non-finite features (\(rows[bad])) for \(items[image].path): the model checkpoint holds non-finite weights; check it (prompttune info --model) or use another")
         }
         let valid = failures.map { $0 == nil ? Float(1) : 0 }
         var meta: [String: String] = [:]
@@ -167,6 +223,14 @@ public func extractFeatures(model: CLIPModel, plan: ExtractionPlan, items: [Datu
     try set.write(to: output)
     try? fm.removeItem(at: partial)
     return ExtractionResult(features: set, skipped: skipped, reused: false)
+}
+
+/// A byte count in plain units, for messages.
+func formatBytes(_ n: Int) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    var v = Double(n), u = 0
+    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    return u == 0 ? "\(n) bytes" : String(format: "%.1f %@", v, units[u])
 }
 
 /// The seed of one augmented view of one image: independent of chunking and thread order.

@@ -37,36 +37,101 @@ public struct FeatureSet: Sendable, Equatable {
         guard labels.allSatisfy({ $0 >= 0 && $0 < classNames.count && $0 < (1 << 24) }) else {
             throw TensorIOError(.unsupported, path: url.path, "labels must lie in 0..<\(classNames.count) (the class-name count).")
         }
+        if let bad = features.data.firstIndex(where: { !$0.isFinite }) {
+            throw FeatureFileError(.nonFinite, path: url.path, "feature \(Self.describeIndex(bad, shape: features.shape)) is \(features.data[bad]); "
+                + "the image tower produced non-finite features, so the model checkpoint probably holds non-finite weights. Nothing was written.")
+        }
         var meta = provenance
         meta["format"] = Self.formatName
         meta["version"] = String(Self.version)
-        meta["classnames"] = String(decoding: try JSONEncoder().encode(classNames), as: UTF8.self)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        meta["classnames"] = String(decoding: try encoder.encode(classNames), as: UTF8.self)
         try Safetensors.write(tensors: ["features": features, "labels": Tensor(shape: [labels.count], data: labels.map(Float.init))],
                               metadata: meta, to: url)
     }
 
+    /// Reads and validates a features file: format and version, class names, shapes (views, images
+    /// and dimension at least 1, labels one per image), every label an integer in range and every
+    /// feature finite. Anything else is a `FeatureFileError` naming the file (or the safetensors
+    /// reader's `TensorIOError`).
     public static func read(path: String) throws -> FeatureSet {
         let (tensors, meta) = try Safetensors.read(path: path)
-        func fail(_ why: String) -> TensorIOError {
-            TensorIOError(.corrupt, path: path, "not a PromptTune features file: \(why). Features files are written by feature extraction (FeatureSet.write).")
+        func fail(_ kind: FeatureFileError.Kind, _ why: String) -> FeatureFileError {
+            FeatureFileError(kind, path: path, kind == .notFeatures
+                ? "not a PromptTune features file: \(why). Features files are written by feature extraction (FeatureSet.write)."
+                : "\(why). The file is damaged or was not written by PromptTune: encode the features again.")
         }
-        guard meta["format"] == formatName else { throw fail("metadata 'format' is \(meta["format"].map { "'\($0)'" } ?? "missing")") }
-        guard let v = meta["version"].flatMap(Int.init), v <= version else {
-            throw fail("version \(meta["version"] ?? "missing") is newer than this PromptTune reads (\(version))")
+        guard meta["format"] == formatName else { throw fail(.notFeatures, "metadata 'format' is \(meta["format"].map { "'\($0.prefix(80))'" } ?? "missing")") }
+        guard let v = meta["version"].flatMap(Int.init), v >= 1 else {
+            throw fail(.notFeatures, "metadata 'version' is \(meta["version"].map { "'\($0.prefix(80))'" } ?? "missing"), not a positive integer")
+        }
+        guard v <= version else {
+            throw FeatureFileError(.newerVersion, path: path, "format version \(v) is newer than this PromptTune reads (\(version)); upgrade PromptTune")
         }
         guard let names = meta["classnames"].flatMap({ try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }) else {
-            throw fail("metadata 'classnames' is missing or not a JSON array of strings")
+            throw fail(.notFeatures, "metadata 'classnames' is missing or not a JSON array of strings")
         }
-        guard let features = tensors["features"], features.rank == 3 else { throw fail("tensor 'features' [views, N, dim] is missing") }
+        guard !names.isEmpty else { throw fail(.badShape, "metadata 'classnames' lists no class") }
+        guard let features = tensors["features"], features.rank == 3 else {
+            throw fail(.badShape, "tensor 'features' [views, N, dim] is missing or has shape \(tensors["features"]?.shape.description ?? "-")")
+        }
+        guard features.shape.allSatisfy({ $0 >= 1 }) else {
+            throw fail(.badShape, "tensor 'features' has shape \(features.shape); views, images and dimension must each be at least 1")
+        }
         guard let labels = tensors["labels"], labels.shape == [features.shape[1]] else {
-            throw fail("tensor 'labels' must have shape [\(features.shape[1])]")
+            throw fail(.badShape, "tensor 'labels' must have shape [\(features.shape[1])] (one per image), found \(tensors["labels"]?.shape.description ?? "none")")
         }
-        let ints = labels.data.map { Int($0) }
-        guard zip(ints, labels.data).allSatisfy({ Float($0) == $1 }), ints.allSatisfy({ $0 >= 0 && $0 < names.count }) else {
-            throw fail("labels must be integers in 0..<\(names.count)")
+        var ints: [Int] = []
+        ints.reserveCapacity(labels.count)
+        for (i, x) in labels.data.enumerated() {
+            // Checked as a float first: Int(x) traps on NaN, infinities and values beyond Int's range.
+            guard x.isFinite, x.rounded() == x, x >= 0, x < Float(names.count) else {
+                throw fail(.badLabel, "label \(i) is \(x); labels must be integers in 0..<\(names.count) (the class-name count)")
+            }
+            ints.append(Int(x))
+        }
+        if let bad = features.data.firstIndex(where: { !$0.isFinite }) {
+            throw fail(.nonFinite, "tensor 'features' holds a non-finite value (\(features.data[bad]) at \(describeIndex(bad, shape: features.shape)))")
         }
         var provenance = meta
         for k in ["format", "version", "classnames"] { provenance[k] = nil }
         return FeatureSet(features: features, labels: ints, classNames: names, provenance: provenance)
     }
+
+    /// "view v, image n, component c" of flat index `i` in a [V, N, D] tensor.
+    static func describeIndex(_ i: Int, shape: [Int]) -> String {
+        guard shape.count == 3, shape[1] > 0, shape[2] > 0 else { return "index \(i)" }
+        let (n, d) = (shape[1], shape[2])
+        return "view \(i / (n * d)), image \(i / d % n), component \(i % d)"
+    }
+}
+
+/// Why a features file was refused. `path` is the file; `message` starts with it and says what to do.
+public struct FeatureFileError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// Not a PromptTune features file (format, version or class names missing).
+        case notFeatures
+        /// Written by a newer PromptTune.
+        case newerVersion
+        /// Tensors missing or of inconsistent shapes (no views, no images, labels not one per image).
+        case badShape
+        /// A label that is not an integer in 0..<K (NaN, infinite, fractional, negative, too large).
+        case badLabel
+        /// A NaN or infinite feature.
+        case nonFinite
+    }
+
+    public var kind: Kind
+    public var path: String
+    public var message: String
+
+    public init(_ kind: Kind, path: String, _ message: String) {
+        self.kind = kind
+        self.path = path
+        self.message = message.hasPrefix(path) ? message : "\(path): \(message)"
+    }
+
+    public var description: String { message }
+    public var errorDescription: String? { message }
 }

@@ -16,8 +16,10 @@ struct Analyze: ParsableCommand {
     @Option(help: "Features to analyse (from `prompttune features`; view 0).") var features: String
     @Option(help: "Prompt checkpoint from `prompttune train` (default: zero-shot text features of the features file's hand template).")
     var prompt: String?
-    @Option(help: "Threads for OpenBLAS.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Print the report as JSON (sorted keys).") var json = false
+
+    func validate() throws { try OptionLimits.threads(threads) }
 
     /// The report and a phrase naming the text features it used.
     func report() throws -> (report: NeuralCollapseReport, text: String) {
@@ -44,6 +46,10 @@ struct Analyze: ParsableCommand {
             let prompts = set.classNames.map { template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
             text = clip.encodeText(tokenizer.tokenize(prompts, contextLength: clip.config.contextLength).map { $0.map(Int.init) })
             source = "hand template \"\(template)\""
+        }
+        if !text.data.allSatisfy({ $0.isFinite }) {
+            if let e = nonFiniteWeightsError(path: model.model, tensors: try loadCLIPWeights(path: model.model).tensors) { throw e }
+            throw PresentedError(message: "the text features of the \(source) are not finite; nothing can be measured")
         }
         do {
             return (try NeuralCollapseReport.measure(images: set.view(0), labels: set.labels, text: text), source)

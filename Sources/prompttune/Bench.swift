@@ -7,7 +7,7 @@ import TensorCore
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print their ratio against PyTorch measured in the same run.",
-        subcommands: [Encoders.self, CoopStep.self, Pipeline.self])
+        subcommands: [Encoders.self, CoopStep.self, DAPTStep.self, Pipeline.self, GEMM.self])
 }
 
 /// Options every benchmark shares.
@@ -26,6 +26,16 @@ struct BenchOptions: ParsableArguments {
 
     @Option(help: "Python interpreter that runs the reference script.")
     var python = "python3"
+
+    @Option(help: "Inputs of the products with layer weights: fp32 (exact) or bf16 (fp32 accumulation; PyTorch runs under autocast).")
+    var precision: Precision = .fp32
+
+    /// Threads and precision for the run; the GEMM path it uses, to print.
+    func configure() throws -> GEMMDiagnostics {
+        Compute.threads = threads
+        try Compute.setPrecision(precision)
+        return GEMMDiagnostics.current()
+    }
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1 (got \(threads))") }
@@ -76,6 +86,8 @@ struct BenchOptions: ParsableArguments {
 
 struct ReferenceUnavailable: Error { var reason: String }
 
+extension Precision: ExpressibleByArgument {}
+
 enum ReferenceScripts {
     /// reference/<name> under $PROMPTTUNE_REFERENCE_DIR, the working directory, or this checkout.
     static func locate(_ name: String) -> String? {
@@ -96,11 +108,6 @@ func printTable(_ title: String, _ rows: [(String, String)]) {
     for (k, v) in rows { print("  " + k.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + v) }
 }
 
-func jsonLine(_ object: [String: Any]) -> String {
-    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
-    return String(decoding: data, as: UTF8.self)
-}
-
 extension Bench {
     struct Encoders: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -110,6 +117,23 @@ extension Bench {
         @Option(help: "Prompts in the text batch.") var prompts = 100
         @Option(help: "Images in the image batch.") var images = 32
 
+        /// Normwise relative error ||a - b|| / ||b|| over all features, and the smallest cosine
+        /// between a row of `a` and the same row of `b`.
+        static func featureError(_ a: Tensor, _ b: Tensor) -> (relative: Double, minCosine: Double) {
+            var diff = 0.0, norm = 0.0, minCos = 1.0
+            let c = b.lastDim
+            for r in 0..<b.rows {
+                var ab = 0.0, aa = 0.0, bb = 0.0
+                for j in 0..<c {
+                    let (u, v) = (Double(a[r * c + j]), Double(b[r * c + j]))
+                    diff += (u - v) * (u - v); ab += u * v; aa += u * u; bb += v * v
+                }
+                norm += bb
+                minCos = min(minCos, ab / (aa * bb).squareRoot())
+            }
+            return ((diff / norm).squareRoot(), minCos)
+        }
+
         /// SOS + 16 context vectors + a 1-5 token class name + "." + EOT, as CoOp lays prompts out.
         static func coopLayout(prompts: Int) -> (eot: [Int], tokens: Int) {
             let eot = (0..<prompts).map { 1 + 16 + (1 + $0 % 5) + 1 }
@@ -117,7 +141,7 @@ extension Bench {
         }
 
         func run() throws {
-            Compute.threads = bench.threads
+            let gemm = try bench.configure()
             let config = CLIPConfig.vitB16
             let model = CLIPModel.random(config: config, seed: 0)
             var rng = SeededGenerator(seed: 1)
@@ -125,21 +149,35 @@ extension Bench {
             let x = Tensor.randomNormal([prompts, tokens, config.textWidth], std: 0.02, using: &rng)
             let pixels = Tensor.randomNormal([images, 3, 224, 224], using: &rng)
 
-            let textS = bench.time { _ = model.text.forward(embeddings: x, eot: eot) }
-            let imageS = bench.time { _ = model.image.forward(pixels: pixels) }
+            var textOut = Tensor(zeros: [0]), imageOut = Tensor(zeros: [0])
+            let textS = bench.time { textOut = model.text.forward(embeddings: x, eot: eot).0 }
+            let imageS = bench.time { imageOut = model.image.forward(pixels: pixels).0 }
             let textGF = FLOPs.textForward(config, lengths: eot.map { $0 + 1 }) / textS / 1e9
             let imageGF = FLOPs.imageForward(config, batch: images) / imageS / 1e9
 
             var result: [String: Any] = [
                 "text_forward_s": textS, "image_forward_s": imageS, "text_gflops": textGF, "image_gflops": imageGF,
                 "threads": bench.threads, "prompts": prompts, "tokens": tokens, "images": images,
-                "kernels": pt_kernels_isa() == 1 ? "avx512" : "portable",
+                "kernels": pt_kernels_isa() == 1 ? "avx512" : "portable", "gemm": gemm.json,
+                "precision": bench.precision.rawValue,
             ]
             var rows: [(String, String)] = [
                 ("text forward", String(format: "%.3f s  %6.1f GFLOP/s  (%d prompts, rows cut after each EOT, at most %d tokens)", textS, textGF, prompts, tokens)),
                 ("image forward", String(format: "%.3f s  %6.1f GFLOP/s  (%d images)", imageS, imageGF, images)),
             ]
-            switch bench.runReference("bench_encoders.py", ["--prompts", String(prompts), "--images", String(images)]) {
+            if bench.precision != .fp32 {
+                // What the precision changes: the features against fp32 features of the same inputs.
+                try Compute.setPrecision(.fp32)
+                let t32 = model.text.forward(embeddings: x, eot: eot).0, i32 = model.image.forward(pixels: pixels).0
+                try Compute.setPrecision(bench.precision)
+                let te = Self.featureError(textOut, t32), ie = Self.featureError(imageOut, i32)
+                result["text_feature_error"] = ["relative": te.relative, "min_cosine": te.minCosine]
+                result["image_feature_error"] = ["relative": ie.relative, "min_cosine": ie.minCosine]
+                rows.append(("vs fp32 features", String(format: "text: relative error %.1e, min cosine %.6f; image: relative error %.1e, min cosine %.6f",
+                                                         te.relative, te.minCosine, ie.relative, ie.minCosine)))
+            }
+            switch bench.runReference("bench_encoders.py", ["--prompts", String(prompts), "--images", String(images),
+                                                            "--precision", bench.precision.rawValue]) {
             case .success(let ref):
                 let rt = (ref["text_forward_s"] as? Double) ?? .nan, ri = (ref["image_forward_s"] as? Double) ?? .nan
                 result["reference"] = ref
@@ -147,12 +185,13 @@ extension Bench {
                 result["image_ratio"] = ri / imageS
                 rows += [("PyTorch text", String(format: "%.3f s  ratio %.2fx", rt, rt / textS)),
                          ("PyTorch image", String(format: "%.3f s  ratio %.2fx", ri, ri / imageS))]
+                if bench.precision == .bf16 { rows.append(("PyTorch", "bf16 under torch.autocast(\"cpu\", dtype=torch.bfloat16)")) }
             case .failure(let why):
                 result["reference"] = ["unavailable": why.reason]
                 rows.append(("PyTorch", why.reason))
             }
-            if bench.json { print(jsonLine(result)) } else {
-                printTable("bench encoders: ViT-B/16, \(bench.threads) threads, \(result["kernels"]!) kernels (ratio = PyTorch time / ours)", rows)
+            if bench.json { print(try jsonText(result)) } else {
+                printTable("bench encoders: ViT-B/16, \(bench.threads) threads, \(bench.precision.rawValue) (ratio = PyTorch time / ours)", rows + gemm.rows)
             }
         }
     }

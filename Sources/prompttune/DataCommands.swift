@@ -14,9 +14,10 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Dataset (see `prompttune datasets`).") var dataset: DatasetName
     @Option(help: "Folder holding the datasets in CoOp's layout (default: $DATA, else the current folder).")
     var root: String?
-    @Option(help: "Shots per class (default: all images).") var shots: Int?
-    @Option(help: "Seed of the few-shot draw (Dassl's).") var seed: Int = 1
-    @Option(help: "Class-imbalance tau in (0, 1]; the head classes keep --shots images.") var imbalance: Double?
+    // `.unconditional`: "--shots -3" reaches validate() (and a clear message) instead of reading as a flag.
+    @Option(parsing: .unconditional, help: "Shots per class (default: all images).") var shots: Int?
+    @Option(parsing: .unconditional, help: "Seed of the few-shot draw (Dassl's; 0 or more).") var seed: Int = 1
+    @Option(parsing: .unconditional, help: "Class-imbalance tau in (0, 1]; the head classes keep --shots images.") var imbalance: Double?
     @Flag(help: "Only the base classes (the first half of the sorted labels), relabelled from 0.") var base = false
     @Flag(help: "Only the novel classes (the second half), relabelled from 0.") var novel = false
     @Flag(name: .customLong("no-coop-cache"), help: "Draw the few-shot images anew even when the dataset folder holds CoOp's cached draw (split_fewshot/shot_K-seed_S.pkl).")
@@ -24,7 +25,8 @@ struct DataOptions: ParsableArguments {
 
     func validate() throws {
         if base && novel { throw ValidationError("--base and --novel exclude each other") }
-        if let shots, shots < 1 { throw ValidationError("--shots must be at least 1") }
+        if let shots { try OptionLimits.range("--shots", shots, 1...OptionLimits.maxShots) }
+        try OptionLimits.seed("--seed", seed)
         if let t = imbalance {
             if !(t > 0 && t <= 1) { throw ValidationError("--imbalance must lie in (0, 1] (got \(t))") }
             if shots == nil { throw ValidationError("--imbalance needs --shots (the head classes keep that many images)") }
@@ -57,7 +59,7 @@ struct Sample: ParsableCommand {
     func run() throws {
         let (_, s) = try data.load()
         func rows(_ list: [Datum]) -> [[Any]] { list.map { [$0.path, $0.label, $0.className] } }
-        print(jsonLine(["train": rows(s.train), "val": rows(s.val)]))
+        print(try jsonText(["train": rows(s.train), "val": rows(s.val)]))
     }
 }
 
@@ -71,28 +73,44 @@ struct FeaturesCommand: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @OptionGroup var data: DataOptions
     @Option(help: "Split to encode.") var split: SplitKind = .train
-    @Option(help: "Views per image: 1 = the test transform; more = that many seeded train augmentations (RandomResizedCrop + flip).")
+    @Option(parsing: .unconditional, help: "Views per image: 1 = the test transform; more = that many seeded train augmentations (RandomResizedCrop + flip).")
     var views: Int = 1
-    @Option(help: "Encode only the first N images of the selection (quick runs).") var limit: Int?
+    @Option(parsing: .unconditional, help: "Encode only the first N images of the selection (quick runs).") var limit: Int?
     @Option(help: "Output file (default: features/<dataset>-<split>[...].safetensors).") var out: String?
-    @Option(help: "Threads.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(parsing: .unconditional, help: "Threads (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Inputs of the image tower's layer products: fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
+    var precision: Precision = .fp32
+    @OptionGroup var imageOptions: ImageOptions
     @Flag(help: "Print a JSON summary.") var json = false
 
     func validate() throws {
-        if views < 1 { throw ValidationError("--views must be at least 1") }
-        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        try OptionLimits.range("--views", views, 1...OptionLimits.maxViews)
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1 (got \(limit))") }
+        try OptionLimits.threads(threads)
+        if let out {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: out, isDirectory: &isDir), isDir.boolValue {
+                throw ValidationError("--out \(out) is a folder; give a file path, e.g. \(out)/features.safetensors")
+            }
+        }
     }
 
     func run() throws {
         Compute.threads = threads
+        do { try Compute.setPrecision(precision) } catch { throw ValidationError("--precision bf16: \(error)") }
+        try imageOptions.apply()
         let request = FeatureRequest(dataset: data.dataset, split: split, selection: data.selection, views: views, limit: limit)
         let store = FeatureStore(model: try CLIPModel.load(path: model.model), modelPath: model.model,
                                  modelDigest: try modelDigest(model.model), root: data.rootURL,
                                  directory: URL(fileURLWithPath: "features"))
         let bar = ProgressBar(total: 1, label: "features \(data.dataset.rawValue)/\(split.rawValue)", unit: "img")
-        let stored = try store.features(request, output: out.map { URL(fileURLWithPath: $0) }) { done, total in
-            bar.total = total
-            bar.update(done)
+        let output = out.map { URL(fileURLWithPath: $0) }
+        let folder = output?.deletingLastPathComponent() ?? store.directory
+        let stored = try removingEmptyFolderOnFailure(folder) {
+            try store.features(request, output: output) { done, total in
+                bar.total = total
+                bar.update(done)
+            }
         }
         if !stored.reused { bar.finish() }
         if let cache = stored.coopCache { FileHandle.standardError.write(Data("used CoOp's cached draw \(cache)\n".utf8)) }
@@ -104,7 +122,7 @@ struct FeaturesCommand: ParsableCommand {
         }
         let summary: [String: Any] = ["features": stored.url.path, "images": stored.set.count, "views": views,
                                       "classes": stored.classNames.count, "skipped": stored.skipped.count, "reused": stored.reused]
-        if json { print(jsonLine(summary)) } else {
+        if json { print(try jsonText(summary)) } else {
             printTable(stored.reused ? "up to date: \(stored.url.path)" : "wrote \(stored.url.path)", [
                 ("images", "\(stored.set.count) (\(stored.skipped.count) unreadable skipped)"),
                 ("views", "\(views) (\(views > 1 ? "train" : "test") transform)"), ("classes", "\(stored.classNames.count)"),

@@ -64,13 +64,13 @@ struct DatasetsCommand: ParsableCommand {
             rows.append(row)
         }
         if json {
-            printJSON(rows, root: rootURL)
+            try printJSON(rows, root: rootURL)
         } else {
             printRows(rows, root: rootURL)
         }
     }
 
-    private func printJSON(_ rows: [Row], root: URL?) {
+    private func printJSON(_ rows: [Row], root: URL?) throws {
         let items: [[String: Any]] = rows.map { r in
             var o: [String: Any] = [
                 "name": r.name.rawValue, "displayName": r.name.displayName, "template": r.name.template,
@@ -91,7 +91,7 @@ struct DatasetsCommand: ParsableCommand {
             }
             return o
         }
-        print(jsonLine(["root": root?.path ?? NSNull(), "verified": verify, "datasets": items]))
+        print(try jsonText(["root": root?.path ?? NSNull(), "verified": verify, "datasets": items]))
     }
 
     private func printRows(_ rows: [Row], root: URL?) {

@@ -12,20 +12,31 @@ struct Embed: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @Option(name: .customLong("text"), help: "A text to embed (repeatable).") var texts: [String] = []
     @Option(name: .customLong("image"), help: "A PNG or JPEG image to embed (repeatable).") var images: [String] = []
-    @Option(help: "Threads for OpenBLAS.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Inputs of the towers' layer products: fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
+    var precision: Precision = .fp32
+    @OptionGroup var imageOptions: ImageOptions
 
     func validate() throws {
         if texts.isEmpty && images.isEmpty { throw ValidationError("give at least one --text or --image") }
-        if threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+        try OptionLimits.threads(threads)
     }
 
     func run() throws {
         Compute.threads = threads
+        do { try Compute.setPrecision(precision) } catch { throw ValidationError("--precision bf16: \(error)") }
+        try imageOptions.apply()
         // Decode images first so a bad file fails before the model is loaded.
         let decoded = try images.map { try decodeImage(path: $0) }
         let clip = try CLIPModel.load(path: model.model)
         let result = try embed(clip, texts: texts, images: decoded)
-        print(jsonLine(["text": result.text, "image": result.image, "logit_scale": Double(clip.logitScale)]))
+        let numbers = result.text.joined().allSatisfy(\.isFinite) && result.image.joined().allSatisfy(\.isFinite) && clip.logitScale.isFinite
+        if !numbers {
+            // Only on failure: read the weights again to name the tensors at fault.
+            if let e = nonFiniteWeightsError(path: model.model, tensors: try loadCLIPWeights(path: model.model).tensors) { throw e }
+            throw PresentedError(message: "\(model.model): the embeddings are not finite although every weight is; an input may be degenerate")
+        }
+        print(try jsonText(["text": result.text, "image": result.image, "logit_scale": Double(clip.logitScale)]))
     }
 }
 

@@ -17,6 +17,9 @@ final class ProgressBar {
     }
 
     func update(_ done: Int, status: String = "", force: Bool = false) {
+        // Clamped: a resumed run's count comes from a file, and a negative or oversized count must
+        // draw a bar, not trap in String(repeating:count:).
+        let done = min(max(done, 0), total)
         let now = Date()
         let minGap = interactive ? 0.1 : 5.0
         guard force || done >= total || now.timeIntervalSince(lastPrint) >= minGap else { return }
@@ -38,7 +41,7 @@ final class ProgressBar {
     }
 
     static func clock(_ seconds: Double) -> String {
-        guard seconds.isFinite else { return "--:--" }
+        guard seconds.isFinite, seconds >= 0, seconds < 1e9 else { return "--:--" }
         let s = Int(seconds.rounded())
         return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
     }

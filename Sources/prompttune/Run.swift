@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLIP
 import Experiments
 import Foundation
 import PromptLearning
@@ -27,35 +28,37 @@ struct Run: ParsableCommand {
     var targets: [String] = []
     @Option(parsing: .singleValue, help: "Methods: zeroshot, linear-probe, coop, coop-csc, kgcoop, dapt-text, any +npt.")
     var methods: [String] = []
-    @Option(parsing: .singleValue, help: "Shots per class (e.g. 1,2,4,8,16).") var shots: [String] = []
-    @Option(parsing: .singleValue, help: "Seeds (each derives the few-shot draw, the views and the trainer).") var seeds: [String] = []
-    @Option(parsing: .singleValue, help: "Class-imbalance taus in (0, 1]; 1 = balanced.") var imbalance: [String] = []
-    @Option(help: "CLIP checkpoint.") var model: String?
+    @Option(parsing: .unconditionalSingleValue, help: "Shots per class (e.g. 1,2,4,8,16).") var shots: [String] = []
+    @Option(parsing: .unconditionalSingleValue, help: "Seeds (each derives the few-shot draw, the views and the trainer).") var seeds: [String] = []
+    @Option(parsing: .unconditionalSingleValue, help: "Class-imbalance taus in (0, 1]; 1 = balanced.") var imbalance: [String] = []
+    @Option(help: "CLIP checkpoint (default: the plan's, else the demonstration model models/fashion-clip/model.pt).") var model: String?
     @Option(help: "Folder holding the datasets in CoOp's layout (default: $DATA, else the current folder).") var root: String?
     @Option(help: "Results folder (default: results/<plan name or protocol>).") var out: String?
-    @Option(help: "Epochs for every trained method (default: the recipe's).") var epochs: Int?
-    @Option(help: "Learning rate for every trained method.") var lr: Double?
-    @Option(name: .customLong("batch-size"), help: "Batch size for every trained method.") var batchSize: Int?
-    @Option(help: "Augmented training views per image (default: 4).") var views: Int?
-    @Option(name: .customLong("nc-every"), help: "Record the neural-collapse measures every E epochs (0: at the end only).")
+    @Option(parsing: .unconditional, help: "Epochs for every trained method (default: the recipe's).") var epochs: Int?
+    @Option(parsing: .unconditional, help: "Learning rate for every trained method.") var lr: Double?
+    @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Batch size for every trained method.") var batchSize: Int?
+    @Option(parsing: .unconditional, help: "Augmented training views per image (default: 4).") var views: Int?
+    @Option(name: .customLong("nc-every"), parsing: .unconditional, help: "Record the neural-collapse measures every E epochs (0: at the end only).")
     var ncEvery: Int?
-    @Option(parsing: .singleValue, help: "Run only these cells (numbers from --list).") var cell: [Int] = []
+    @Option(parsing: .unconditionalSingleValue, help: "Run only these cells (numbers from --list; repeatable).") var cell: [Int] = []
     @Flag(help: "Print the grid's cells and exit.") var list = false
     @Flag(name: .customLong("no-coop-cache"), help: "Draw few-shot sets anew even where CoOp's split_fewshot cache exists.")
     var noCoopCache = false
     @Flag(name: .customLong("no-report"), help: "Do not print the table or write the report at the end.") var noReport = false
-    @Option(help: "Threads.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var imageOptions: ImageOptions
+    @Option(parsing: .unconditional, help: "Threads (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     func validate() throws {
         if plan == nil && (datasets.isEmpty || methods.isEmpty) {
             throw ValidationError("give --plan, or at least --datasets and --methods")
         }
-        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1 (got \(epochs))") }
-        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1 (got \(batchSize))") }
-        if let views, views < 1 { throw ValidationError("--views must be at least 1 (got \(views))") }
-        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be positive and finite (got \(lr))") }
-        if let ncEvery, ncEvery < 0 { throw ValidationError("--nc-every must be at least 0 (got \(ncEvery))") }
-        if threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+        if let epochs { try OptionLimits.range("--epochs", epochs, 1...OptionLimits.maxEpochs) }
+        if let batchSize { try OptionLimits.range("--batch-size", batchSize, 1...OptionLimits.maxBatchSize) }
+        if let views { try OptionLimits.range("--views", views, 1...OptionLimits.maxViews) }
+        if let lr { try OptionLimits.positiveFinite("--lr", lr) }
+        if let ncEvery { try OptionLimits.range("--nc-every", ncEvery, 0...OptionLimits.maxEpochs) }
+        for c in cell where c < 0 { throw ValidationError("--cell must be at least 0 (got \(c)); `--list` prints the cells' numbers") }
+        try OptionLimits.threads(threads)
     }
 
     /// The plan with every flag applied.
@@ -90,7 +93,10 @@ struct Run: ParsableCommand {
         if !targets.isEmpty { p.targets = list(targets) }
         if !methods.isEmpty { p.methods = list(methods) }
         if !shots.isEmpty { p.shots = try numbers(shots, "--shots") }
-        if !seeds.isEmpty { p.seeds = try numbers(seeds, "--seeds") }
+        if !seeds.isEmpty {
+            p.seeds = try numbers(seeds, "--seeds")
+            for s in p.seeds { try OptionLimits.seed("--seeds", s) }
+        }
         if !imbalance.isEmpty { p.imbalance = try numbers(imbalance, "--imbalance") }
         if let model { p.model = model }
         if let root { p.root = root }
@@ -106,23 +112,24 @@ struct Run: ParsableCommand {
 
     func run() throws {
         Compute.threads = threads
+        try imageOptions.apply()
         let plan = try resolvedPlan()
         let cells = try plan.cells()
         if list {
             for (i, c) in cells.enumerated() { print("\(i)\t\(c.identifier)") }
             return
         }
-        guard let modelPath = plan.model else {
-            throw ValidationError("no model: pass --model PATH (a CLIP checkpoint), or set `model:` in the plan")
-        }
+        let modelPath = plan.model ?? CLIPModel.defaultModelLocation()
         let out = URL(fileURLWithPath: plan.out ?? "results/\(plan.name ?? plan.protocolKind.rawValue)")
         let root = URL(fileURLWithPath: plan.root ?? ProcessInfo.processInfo.environment["DATA"] ?? FileManager.default.currentDirectoryPath)
         let display = GridDisplay()
-        let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, events: display.handle)
-        runner.useCoOpCache = !noCoopCache
-        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-        if cell.isEmpty { try Data(plan.yaml().utf8).write(to: ResultsFolder(out).plan, options: .atomic) }
-        let records = try runner.run(cells, only: cell.isEmpty ? nil : cell)
+        let records = try removingEmptyFolderOnFailure(out) { () -> [RunRecord] in
+            let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, events: display.handle)
+            runner.useCoOpCache = !noCoopCache
+            try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+            if cell.isEmpty { try Data(plan.yaml().utf8).write(to: ResultsFolder(out).plan, options: .atomic) }
+            return try runner.run(cells, only: cell.isEmpty ? nil : cell)
+        }
         let failed = records.filter { $0.status == .failed }.count
         FileHandle.standardError.write(Data("grid: \(records.count - failed) cells done, \(failed) failed; records under \(ResultsFolder(out).runs.path)\n".utf8))
         if !noReport && cell.isEmpty {

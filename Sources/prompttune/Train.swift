@@ -12,21 +12,30 @@ extension AnchorRotation: ExpressibleByArgument {}
 
 /// Method options shared by `train` (and later protocol runners).
 struct MethodOptions: ParsableArguments {
-    @Option(help: "coop, coop-csc, kgcoop, dapt-text, npt (= coop+npt), or any of them +npt.")
+    @Option(help: "coop, coop-csc, kgcoop, dapt-text, npt (= coop+npt), or any of them +npt; dapt, vpt (and +npt) train from images with `prompttune run`.")
     var method: String = "coop"
-    @Option(name: .customLong("n-ctx"), help: "Context vectors M (default: the method's).") var nCtx: Int?
+    @Option(name: .customLong("n-ctx"), parsing: .unconditional, help: "Context vectors M, 1...\(TrainConfig.maxContextLength) (default: the method's).") var nCtx: Int?
     @Flag(help: "Class-specific contexts (CSC).") var csc = false
     @Option(help: "Class token position: end, middle or front.") var position: ClassTokenPosition?
     @Option(name: .customLong("ctx-init"), help: "Initialise the context from this text, e.g. \"a photo of a\".") var ctxInit: String?
-    @Option(name: .customLong("kg-weight"), help: "KgCoOp's weight w (default 8).") var kgWeight: Float?
-    @Option(name: .customLong("lambda-lc"), help: "NPT language-collapse weight (default 1).") var lambdaLC: Float?
-    @Option(name: .customLong("lambda-mi"), help: "NPT modality-isomorphism weight (default 1).") var lambdaMI: Float?
+    @Option(name: .customLong("kg-weight"), parsing: .unconditional, help: "KgCoOp's weight w (default 8).") var kgWeight: Float?
+    @Option(name: .customLong("lambda-lc"), parsing: .unconditional, help: "NPT language-collapse weight (default 1).") var lambdaLC: Float?
+    @Option(name: .customLong("lambda-mi"), parsing: .unconditional, help: "NPT modality-isomorphism weight (default 1).") var lambdaMI: Float?
     @Option(help: "NPT anchor rotation: aligned or random.") var etf: AnchorRotation?
-    @Option(name: .customLong("beta-t"), help: "DAPT text dispersion weight (default 0.01).") var betaT: Float?
-    @Option(help: "DAPT RBF temperature (default 2).") var tau: Float?
+    @Option(name: .customLong("beta-t"), parsing: .unconditional, help: "DAPT text dispersion weight (default 0.01).") var betaT: Float?
+    @Option(parsing: .unconditional, help: "DAPT RBF temperature (default 2).") var tau: Float?
 
     /// The method with every override applied, or a clear error.
     func resolve() throws -> Method {
+        if let nCtx {
+            // Before any work: M sizes the context (M x width floats) and must fit the 77-token text context.
+            try OptionLimits.range("--n-ctx", nCtx, 1...TrainConfig.maxContextLength,
+                                   "a CLIP prompt is 77 tokens: SOS, the context, the class name, \".\" and EOT")
+        }
+        for (flag, value) in [("--kg-weight", kgWeight), ("--lambda-lc", lambdaLC), ("--lambda-mi", lambdaMI), ("--beta-t", betaT)] {
+            try OptionLimits.nonNegativeFinite(flag, value)
+        }
+        if let tau, !(tau.isFinite && tau > 0) { throw ValidationError("--tau must be a positive, finite number (got \(tau))") }
         var m = try Method.named(method)
         if let ctxInit {
             m.prompt.initText = ctxInit
@@ -47,11 +56,10 @@ struct MethodOptions: ParsableArguments {
             guard let i = m.terms.firstIndex(where: { $0.key == key }) else {
                 throw ValidationError("\(flag) does not apply to --method \(method)")
             }
-            switch m.terms[i] {
-            case .knowledgeConsistency: m.terms[i] = .knowledgeConsistency(weight: value)
-            case .languageCollapse: m.terms[i] = .languageCollapse(weight: value)
-            case .modalityIsomorphism: m.terms[i] = .modalityIsomorphism(weight: value)
-            case .interClassDispersion(let w, let t): m.terms[i] = flag == "--tau" ? .interClassDispersion(weight: w, tau: value) : .interClassDispersion(weight: value, tau: t)
+            if flag == "--tau", case .interClassDispersion(let w, _) = m.terms[i] {
+                m.terms[i] = .interClassDispersion(weight: w, tau: value)
+            } else {
+                m.terms[i] = m.terms[i].withWeight(value)
             }
         }
         try set("kg", kgWeight, "--kg-weight")
@@ -75,30 +83,39 @@ struct Train: ParsableCommand {
     @Option(help: "Training features (from `prompttune features`).") var features: String
     @OptionGroup var methodOptions: MethodOptions
     @Option(help: "Output folder: config.json, prompt.ptprompt (every epoch), history.json.") var out: String = "prompttune-run"
-    @Option(help: "Epochs.") var epochs: Int = 50
-    @Option(help: "Base learning rate.") var lr: Double = 0.002
-    @Option(name: .customLong("batch-size"), help: "Batch size.") var batchSize: Int = 32
-    @Option(help: "Seed for the context draw, shuffling and view choice.") var seed: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Epochs.") var epochs: Int = 50
+    @Option(parsing: .unconditional, help: "Base learning rate.") var lr: Double = 0.002
+    @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Batch size.") var batchSize: Int = 32
+    @Option(parsing: .unconditional, help: "Seed for the context draw, shuffling and view choice (0 or more).") var seed: UInt64 = 1
     @Option(help: "Hand template for zero-shot features, {} = class name (default: the dataset's, recorded in the features file).")
     var template: String?
     @Flag(help: "Continue from <out>/prompt.ptprompt.") var resume = false
-    @Option(help: "Threads for OpenBLAS.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Inputs of the frozen text tower's layer products: fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
+    var precision: Precision = .fp32
     @Flag(help: "Print the final result as JSON.") var json = false
 
     func validate() throws {
-        if epochs < 1 { throw ValidationError("--epochs must be at least 1") }
-        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
-        if !(lr > 0) { throw ValidationError("--lr must be positive") }
+        try OptionLimits.range("--epochs", epochs, 1...OptionLimits.maxEpochs)
+        try OptionLimits.range("--batch-size", batchSize, 1...OptionLimits.maxBatchSize)
+        try OptionLimits.positiveFinite("--lr", lr)
+        try OptionLimits.threads(threads)
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: out, isDirectory: &isDir), !isDir.boolValue {
+            throw ValidationError("--out \(out) is a file; --out names a folder (it will hold config.json, prompt.ptprompt and history.json)")
+        }
         _ = try methodOptions.resolve()
     }
 
     func run() throws {
         Compute.threads = threads
+        do { try Compute.setPrecision(precision) } catch { throw ValidationError("--precision bf16: \(error)") }
         let method = try methodOptions.resolve()
         let job = TrainingJob(modelPath: model.model, featuresPath: features, method: method, epochs: epochs, learningRate: lr,
                               batchSize: batchSize, seed: seed, template: template, folder: RunFolder(URL(fileURLWithPath: out)),
                               resume: resume)
-        let run = try job.prepare()
+        // A run that fails before writing anything leaves no empty --out folder behind.
+        let run = try removingEmptyFolderOnFailure(URL(fileURLWithPath: out)) { try job.prepare() }
         let trainer = run.trainer
         for w in trainer.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
         if run.resumed { FileHandle.standardError.write(Data("resuming after epoch \(trainer.epochsDone) of \(epochs)\n".utf8)) }
@@ -112,11 +129,11 @@ struct Train: ParsableCommand {
         })
         bar.finish()
         guard let last = trainer.history.last else {
-            throw ValidationError("the run in \(out) has no finished epoch to report")
+            throw PresentedError(message: "\(run.folder.checkpoint.path): the run has no finished epoch to report; train again without --resume")
         }
         let summary: [String: Any] = ["prompt": run.folder.checkpoint.path, "epochs": epochs, "final_loss": last.loss,
                                       "final_train_accuracy": last.accuracy, "method": method.name]
-        if json { print(jsonLine(summary)) } else {
+        if json { print(try jsonText(summary)) } else {
             printTable("trained \(method.name) for \(epochs) epochs", [
                 ("prompt", run.folder.checkpoint.path),
                 ("last epoch", String(format: "loss %.4f, train accuracy %.1f%%", last.loss, 100 * last.accuracy)),
@@ -133,8 +150,10 @@ struct Eval: ParsableCommand {
     @Option(help: "Features to classify.") var features: String
     @Option(help: "Class names, one per line, in label order (default: the features file's). For base-to-novel: the novel names.")
     var classnames: String?
-    @Option(help: "Threads for OpenBLAS.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws { try OptionLimits.threads(threads) }
 
     func run() throws {
         Compute.threads = threads
@@ -152,7 +171,7 @@ struct Eval: ParsableCommand {
     func report(classNames names: [String]?) throws -> String {
         let (result, used) = try PromptEvaluationJob(modelPath: model.model, promptPath: prompt, featuresPath: features, classNames: names).run()
         if json {
-            return jsonLine(["accuracy": result.accuracy, "macro_f1": result.macroF1, "count": result.count,
+            return try jsonText(["accuracy": result.accuracy, "macro_f1": result.macroF1, "count": result.count,
                              "per_class_accuracy": result.perClassAccuracy])
         }
         return String(format: "%@ on %@ (%d images, %d classes)\n  accuracy  %.2f%%\n  macro-F1  %.2f%%", prompt, features,

@@ -106,7 +106,8 @@ final class RunnerTests: XCTestCase {
         XCTAssertNotNil(coop.digests["train_features"])
         XCTAssertEqual(records[0].history.count, 0, "zero-shot does not train")
         // Features are shared: one training draw per seed (augmented for coop, plain for zero-shot), one test file per subset.
-        let files = try FileManager.default.contentsOfDirectory(atPath: ResultsFolder(out).features.path).filter { $0.hasSuffix(".safetensors") }
+        let featuresFolder = ResultsFolder(out).features.appendingPathComponent(try modelDigest(Self.tiny))
+        let files = try FileManager.default.contentsOfDirectory(atPath: featuresFolder.path).filter { $0.hasSuffix(".safetensors") }
         XCTAssertEqual(Set(files), ["dtd-train-base-2shot-seed1.safetensors", "dtd-train-base-2shot-seed1-2views.safetensors",
                                     "dtd-train-base-2shot-seed2.safetensors", "dtd-train-base-2shot-seed2-2views.safetensors",
                                     "dtd-test-base.safetensors", "dtd-test-new.safetensors"])

@@ -79,6 +79,42 @@ final class FeatureExtractionTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("interrupted extraction made under another plan"), "\($0)")
         }
     }
+
+    /// Re-extracting identical features gives a byte-identical file (sorted JSON in the metadata and
+    /// plan), so its digest, and with it `train --resume`, stays valid.
+    func testReExtractionIsByteIdentical() throws {
+        let p = plan(views: 2)
+        _ = try extract(p, to: "first.safetensors")
+        _ = try extract(p, to: "second.safetensors")
+        XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("first.safetensors")),
+                       try Data(contentsOf: dir.appendingPathComponent("second.safetensors")))
+    }
+
+    /// A kill between writing the file and removing `<out>.partial/` left the folder behind: the
+    /// next run with the same plan removes it.
+    func testAFinishedPartialFolderIsRemoved() throws {
+        let p = plan(views: 1)
+        _ = try extract(p, to: "e.safetensors")
+        let partial = dir.appendingPathComponent("e.safetensors.partial")
+        try FileManager.default.createDirectory(at: partial, withIntermediateDirectories: true)
+        try Data(p.asJSON.utf8).write(to: partial.appendingPathComponent("plan.json"))
+        XCTAssertTrue(try extract(p, to: "e.safetensors").reused)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: partial.path))
+    }
+
+    /// K13: views x images x dim is sized against a memory budget before anything is allocated or
+    /// written, and nothing is left behind.
+    func testExtractionBeyondTheMemoryBudgetIsRefusedUpFront() throws {
+        let p = plan(views: 100_000)
+        XCTAssertThrowsError(try extractFeatures(model: Self.model, plan: p, items: items, classNames: ["class0", "class1", "class2"],
+                                                 source: FileImageSource(root: dir), provenance: [:],
+                                                 output: dir.appendingPathComponent("big.safetensors"), chunk: 64,
+                                                 memoryBudget: 1 << 30)) {
+            XCTAssertTrue("\($0)".contains("100000 views of 8 images") && "\($0)".contains("budget"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("big.safetensors.partial").path))
+        XCTAssertNil(extractionMemory(plan: plan(views: Int.max), dimension: 512, chunk: 64), "overflow is caught")
+    }
 }
 
 import Imaging
