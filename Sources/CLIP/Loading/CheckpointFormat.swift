@@ -40,6 +40,28 @@ struct HFConfigFile {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw TensorIOError(.unreadable, path: path, "cannot read the file; check its permissions.")
         }
+        // A config.json is a few KB: bound its size and nesting before Foundation's recursive parser sees it.
+        guard data.count <= 1 << 20 else {
+            throw CLIPCheckpointError(.invalidConfig, path: path,
+                                      "\(data.count) bytes is far larger than a CLIP config.json (a few KB). Download the model's config.json again.")
+        }
+        var depth = 0, deepest = 0, inString = false, escaped = false
+        for byte in data {
+            if inString {
+                if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1; deepest = max(deepest, depth)
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            default: break
+            }
+        }
+        guard deepest <= 32 else {
+            throw CLIPCheckpointError(.invalidConfig, path: path,
+                                      "JSON nested \(deepest) levels deep; a CLIP config.json has a few. Download the model's config.json again.")
+        }
         let json: Any
         do { json = try JSONSerialization.jsonObject(with: data) } catch {
             throw CLIPCheckpointError(.invalidConfig, path: path,
