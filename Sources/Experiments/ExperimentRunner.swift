@@ -36,6 +36,9 @@ public final class ExperimentRunner {
     public var shouldStop: () -> Bool = { false }
     /// Read CoOp's `split_fewshot` draws when the dataset folder has them.
     public var useCoOpCache = true
+    /// One JSON line per training step of every trained cell that runs (`--trace`), stamped with
+    /// the cell's identifier.
+    public var trace: TraceWriter?
     let events: (RunEvent) -> Void
 
     public init(modelPath: String, root: URL, out: URL, events: @escaping (RunEvent) -> Void = { _ in }) throws {
@@ -67,6 +70,7 @@ public final class ExperimentRunner {
                 continue
             }
             events(.cellStarted(index: i, position: position, total: indices.count, spec: spec))
+            trace?.cell = spec.identifier
             var record: RunRecord
             do {
                 record = try runCell(spec, folder: folder)
@@ -213,7 +217,7 @@ public final class ExperimentRunner {
             classifier = .probe(search.probe, trainClasses: train.classNames)
         default:
             if try Method.named(spec.method).needsImages {
-                classifier = try trainImagePrompt(spec, dataset: dataset, train: train, folder: folder, record: &record)
+                classifier = try trainImagePrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)
             } else {
                 classifier = try trainPrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)
             }
@@ -298,6 +302,8 @@ public final class ExperimentRunner {
                                         modelDigest: store.modelDigest, featuresDigest: train.digest)
         let run = try TrainingRun(folder: folder, trainer: trainer, resume: .ifPresent)
         record.warnings += trainer.warnings + run.warnings
+        trainer.trace = trace
+        defer { trainer.trace = nil }
         var ncHistory: [NCPoint] = run.resumed ? ((try? readJSON([NCPoint].self, from: folder.ncHistory)) ?? []) : []
         ncHistory.removeAll { $0.epoch > trainer.epochsDone }
         var warnings: [String] = []

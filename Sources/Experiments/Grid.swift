@@ -160,6 +160,8 @@ public struct GridPlan: Codable, Equatable, Sendable {
                             let trains = recipe.epochs > 0
                             recipe = all.apply(to: recipe, trains: trains)
                             if let o = overrides[method] { recipe = o.apply(to: recipe, trains: trains) }
+                            // Image prompts augment every image at every iteration: no cached views to make.
+                            if (try? Method.named(method))?.needsImages == true { recipe.views = 1 }
                             specs.append(RunSpec(protocolKind: protocolKind, dataset: dataset, targets: targets, shots: k,
                                                  seed: seed, imbalance: tau, method: method, recipe: recipe))
                         }

@@ -1,3 +1,4 @@
+import Analysis
 import CLIP
 import Datasets
 import Features
@@ -12,8 +13,8 @@ import TensorIO
 /// `_prototype.pkl` or computed once per (model, dataset, shots, seed) and cached, and test images
 /// are encoded through the prompted tower.
 extension ExperimentRunner {
-    func trainImagePrompt(_ spec: RunSpec, dataset: DatasetName, train: StoredFeatures, folder: RunFolder,
-                          record: inout RunRecord) throws -> Classifier {
+    func trainImagePrompt(_ spec: RunSpec, dataset: DatasetName, train: StoredFeatures, tests: [(EvaluationSet, StoredFeatures)],
+                          folder: RunFolder, record: inout RunRecord) throws -> Classifier {
         let method = try Method.named(spec.method).withTermWeights(spec.recipe.termWeights)
         var optimizer = OptimizerConfig()
         optimizer.learningRate = spec.recipe.learningRate
@@ -29,21 +30,54 @@ extension ExperimentRunner {
         let tuner = try PromptTuner(model: model, tokenizer: tokenizer, data: .images(images), config: config,
                                     prototypes: prototypes, modelDigest: store.modelDigest, dataDigest: images.digest)
         record.warnings += tuner.warnings
-        let checkpoint = folder.url.appendingPathComponent("prompt.safetensors")
+        let checkpoint = folder.parameterCheckpoint
+        var resumed = false
         if FileManager.default.fileExists(atPath: checkpoint.path) {
-            do { try tuner.restore(ParameterCheckpoint.read(path: checkpoint.path)) } catch {
+            do {
+                try tuner.restore(ParameterCheckpoint.read(path: checkpoint.path))
+                resumed = true
+            } catch {
                 record.warnings.append("the checkpoint \(checkpoint.path) could not be resumed (\(error)); training from the start")
+                try? FileManager.default.removeItem(at: checkpoint)
             }
-        } else {
-            try ParameterCheckpoint.writeParameters(tuner.initialParameters, to: folder.url.appendingPathComponent("initial.safetensors"))
         }
+        // Every run saves what it starts from (a restart under other settings replaces it).
+        if !resumed {
+            try ParameterCheckpoint.writeParameters(tuner.initialParameters, to: folder.initial,
+                                                    metadata: ["method": method.name, "seed": String(spec.seed)])
+        }
+        tuner.trace = trace
+        defer { tuner.trace = nil }
+        var ncHistory: [NCPoint] = resumed ? ((try? readJSON([NCPoint].self, from: folder.ncHistory)) ?? []) : []
+        ncHistory.removeAll { $0.epoch > tuner.epochsDone }
+        var warnings: [String] = []
         while !tuner.isFinished {
             try tuner.runEpoch { self.events(.step($0, epochs: spec.recipe.epochs)) }
             try tuner.checkpoint().write(to: checkpoint)
+            let epoch = tuner.epochsDone, every = spec.recipe.ncEvery
+            if every > 0 && epoch % every == 0 && epoch < spec.recipe.epochs {
+                // The measures of the prompt so far: images through the prompted tower, as at the end.
+                var measures: [String: NeuralCollapseReport] = [:]
+                let c = Classifier.imagePrompt(method, tuner.parameters, template: template, trainClasses: train.classNames)
+                let trainImages = try evaluationImages(c, stored: train, request: FeatureRequest(dataset: dataset, split: .train,
+                                                                                                 selection: trainSelection(spec), views: 1))
+                if let m = measure(trainImages, text: try classifierVectors(c, names: train.classNames, dataset: dataset),
+                                   label: "train", warnings: &warnings) { measures["train"] = m }
+                for (s, f) in tests {
+                    guard let text = try? classifierVectors(c, names: f.classNames, dataset: s.dataset) else { continue }
+                    let images = try evaluationImages(c, stored: f, request: FeatureRequest(dataset: s.dataset, split: .test,
+                                                                                             selection: SelectionOptions(subset: s.subset), views: 1))
+                    if let m = measure(images, text: text, label: s.name, warnings: &warnings) { measures[s.name] = m }
+                }
+                ncHistory.append(NCPoint(epoch: epoch, measures: measures))
+                try writeJSON(ncHistory, to: folder.ncHistory)
+            }
             if shouldStop() { throw RunInterrupted(epochsDone: tuner.epochsDone) }
         }
         try writeJSON(["history": tuner.history], to: folder.history)
+        record.warnings += Array(Set(warnings)).sorted()
         record.history = tuner.history
+        record.ncHistory = ncHistory
         return .imagePrompt(method, tuner.parameters, template: template, trainClasses: train.classNames)
     }
 

@@ -6,7 +6,9 @@ import TensorIO
 ///     <out>/plan.yaml                       the grid as run (for the record)
 ///     <out>/features/<model digest>/<name>.safetensors   features shared by every cell that needs them
 ///     <out>/runs/<cell id>/spec.json        the cell's spec, written when it starts
-///     <out>/runs/<cell id>/prompt.ptprompt  checkpoint after every epoch (resume point)
+///     <out>/runs/<cell id>/prompt.ptprompt  checkpoint after every epoch (resume point); methods with
+///                                           image prompts (dapt, vpt): prompt.safetensors
+///     <out>/runs/<cell id>/initial.safetensors  the parameters training started from (replays)
 ///     <out>/runs/<cell id>/nc_history.json  neural-collapse measures over training
 ///     <out>/runs/<cell id>/record.json      the finished (or failed) cell's record
 ///     <out>/results.md, results.csv, report.html   written by `prompttune report`
@@ -26,6 +28,10 @@ public struct RunFolder: Sendable {
     public init(_ url: URL) { self.url = url }
 
     public var checkpoint: URL { url.appendingPathComponent("prompt.ptprompt") }
+    /// The general trainer's checkpoint (named parameters: methods with image prompts).
+    public var parameterCheckpoint: URL { url.appendingPathComponent("prompt.safetensors") }
+    /// The parameters a run started from, written when it starts (not when it resumes).
+    public var initial: URL { url.appendingPathComponent("initial.safetensors") }
     public var config: URL { url.appendingPathComponent("config.json") }
     public var spec: URL { url.appendingPathComponent("spec.json") }
     public var history: URL { url.appendingPathComponent("history.json") }

@@ -53,6 +53,11 @@ public final class TrainingRun {
                 }
             }
         }
+        // Every run saves what it starts from: with the trace, another implementation can replay it.
+        if !resumed {
+            try ParameterCheckpoint.writeParameters(ParameterSet([(ParameterName.textContext, trainer.context)]), to: folder.initial,
+                                                    metadata: ["method": trainer.config.method.name, "seed": String(trainer.config.seed)])
+        }
     }
 
     /// Trains to the end: a checkpoint after every epoch, then `history.json`.

@@ -210,7 +210,8 @@ public final class PromptTuner {
         if let trace {
             try trace.write(StepTrace(epoch: epoch ?? epochsDone, step: stepInEpoch ?? steps, globalStep: steps, lr: lr,
                                       indices: batch.indices, labels: batch.labels, augmentations: batch.augmentations,
-                                      views: batch.views, loss: value.total, terms: value.terms, accuracy: value.accuracy))
+                                      views: batch.views ?? (batch.features != nil ? batch.indices.map { _ in 0 } : nil),
+                                      loss: value.total, terms: value.terms, accuracy: value.accuracy))
         }
         return value
     }

@@ -3,6 +3,8 @@ import Foundation
 /// One step of a run as `--trace` writes it: everything another implementation needs to replay the
 /// step from the run's initial parameters.
 public struct StepTrace: Codable, Equatable, Sendable {
+    /// The run the step belongs to (a grid cell's identifier), when the trace holds several runs.
+    public var cell: String? = nil
     public var epoch: Int
     /// Within the epoch, 1-based.
     public var step: Int
@@ -22,7 +24,7 @@ public struct StepTrace: Codable, Equatable, Sendable {
     public var accuracy: Double
 
     enum CodingKeys: String, CodingKey {
-        case epoch, step, globalStep = "global_step", lr, indices, labels, augmentations, views, loss, terms, accuracy
+        case cell, epoch, step, globalStep = "global_step", lr, indices, labels, augmentations, views, loss, terms, accuracy
     }
 }
 
@@ -30,6 +32,8 @@ public struct StepTrace: Codable, Equatable, Sendable {
 public final class TraceWriter {
     let handle: FileHandle
     let encoder: JSONEncoder
+    /// Stamped on every line that has no `cell` of its own (set per grid cell by the runner).
+    public var cell: String?
 
     /// Creates (or, with `append`, continues) the trace file at `url`.
     public init(url: URL, append: Bool = false) throws {
@@ -48,6 +52,8 @@ public final class TraceWriter {
     deinit { try? handle.close() }
 
     public func write(_ step: StepTrace) throws {
+        var step = step
+        if step.cell == nil { step.cell = cell }
         var line = try encoder.encode(step)
         line.append(0x0a)
         try handle.write(contentsOf: line)

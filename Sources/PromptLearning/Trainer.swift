@@ -34,6 +34,9 @@ public final class PromptTrainer {
     public private(set) var rng: SeededGenerator
     /// Warnings worth showing the user (e.g. no simplex ETF for K > d + 1).
     public private(set) var warnings: [String] = []
+    /// One JSON line per step when set (`--trace`): the batch's indices, each image's cached view
+    /// (0 with one view), the learning rate and every loss term.
+    public var trace: TraceWriter?
     let images: [Tensor]   // per view: N x E, normalised
     let labels: [Int]
     let modelDigest: String
@@ -171,6 +174,11 @@ public final class PromptTrainer {
         for (i, batch) in batches.enumerated() {
             let views = viewCount > 1 ? batch.map { _ in Int(rng.next() % UInt64(viewCount)) } : nil
             let value = try step(batch, views: views, lr: lr)
+            if let trace {
+                try trace.write(StepTrace(epoch: epoch, step: i + 1, globalStep: steps, lr: lr, indices: batch,
+                                          labels: batch.map { labels[$0] }, augmentations: nil, views: views ?? batch.map { _ in 0 },
+                                          loss: value.total, terms: value.terms, accuracy: value.accuracy))
+            }
             loss += value.total / Double(batches.count)
             acc += value.accuracy / Double(batches.count)
             for (k, v) in value.terms { terms[k, default: 0] += v / Double(batches.count) }

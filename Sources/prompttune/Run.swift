@@ -26,7 +26,7 @@ struct Run: ParsableCommand {
     @Option(parsing: .singleValue, help: "Training datasets (comma-separated or repeated).") var datasets: [String] = []
     @Option(parsing: .singleValue, help: "Test datasets of cross-dataset / domain-generalization (default: the protocol's).")
     var targets: [String] = []
-    @Option(parsing: .singleValue, help: "Methods: zeroshot, linear-probe, coop, coop-csc, kgcoop, dapt-text, any +npt.")
+    @Option(parsing: .singleValue, help: "Methods: zeroshot, linear-probe, coop, coop-csc, kgcoop, dapt-text, dapt, vpt, any +npt.")
     var methods: [String] = []
     @Option(parsing: .unconditionalSingleValue, help: "Shots per class (e.g. 1,2,4,8,16).") var shots: [String] = []
     @Option(parsing: .unconditionalSingleValue, help: "Seeds (each derives the few-shot draw, the views and the trainer).") var seeds: [String] = []
@@ -45,6 +45,8 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("no-coop-cache"), help: "Draw few-shot sets anew even where CoOp's split_fewshot cache exists.")
     var noCoopCache = false
     @Flag(name: .customLong("no-report"), help: "Do not print the table or write the report at the end.") var noReport = false
+    @Option(help: ArgumentHelp("Append one JSON line per training step of every trained cell that runs to FILE (sorted keys): cell, epoch, step, lr, the batch's dataset indices, each image's crop box and flip (dapt, vpt) or cached view, and every loss term.", valueName: "FILE"))
+    var trace: String?
     @OptionGroup var imageOptions: ImageOptions
     @Option(parsing: .unconditional, help: "Threads (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -126,6 +128,7 @@ struct Run: ParsableCommand {
         let records = try removingEmptyFolderOnFailure(out) { () -> [RunRecord] in
             let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, events: display.handle)
             runner.useCoOpCache = !noCoopCache
+            if let trace { runner.trace = try TraceWriter(url: URL(fileURLWithPath: trace), append: true) }
             try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
             if cell.isEmpty { try Data(plan.yaml().utf8).write(to: ResultsFolder(out).plan, options: .atomic) }
             return try runner.run(cells, only: cell.isEmpty ? nil : cell)

@@ -90,6 +90,8 @@ struct Train: ParsableCommand {
     @Option(help: "Hand template for zero-shot features, {} = class name (default: the dataset's, recorded in the features file).")
     var template: String?
     @Flag(help: "Continue from <out>/prompt.ptprompt.") var resume = false
+    @Option(help: ArgumentHelp("Write one JSON line per step to FILE (sorted keys): epoch, step, lr, the batch's dataset indices, each image's cached view and every loss term; with --resume, appended. The initial context is saved as <out>/initial.safetensors.", valueName: "FILE"))
+    var trace: String?
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Inputs of the frozen text tower's layer products: fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
     var precision: Precision = .fp32
@@ -117,6 +119,7 @@ struct Train: ParsableCommand {
         // A run that fails before writing anything leaves no empty --out folder behind.
         let run = try removingEmptyFolderOnFailure(URL(fileURLWithPath: out)) { try job.prepare() }
         let trainer = run.trainer
+        if let trace { trainer.trace = try TraceWriter(url: URL(fileURLWithPath: trace), append: resume) }
         for w in trainer.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
         if run.resumed { FileHandle.standardError.write(Data("resuming after epoch \(trainer.epochsDone) of \(epochs)\n".utf8)) }
         let stepsPerEpoch = trainer.stepsPerEpoch
