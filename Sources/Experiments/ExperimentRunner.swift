@@ -47,7 +47,8 @@ public final class ExperimentRunner {
         self.results = ResultsFolder(out)
         // Features are keyed by the model too: another checkpoint gets its own folder.
         self.store = FeatureStore(model: model, modelPath: modelPath, modelDigest: digest, root: root,
-                                  directory: results.features.appendingPathComponent(digest))
+                                  directory: results.features.appendingPathComponent(
+                                      Compute.precision == .fp32 ? digest : "\(digest)-\(Compute.precision.rawValue)"))
         self.tokenizer = try CLIPTokenizer()
         self.events = events
     }
@@ -182,6 +183,7 @@ public final class ExperimentRunner {
         try writeJSON(spec, to: folder.spec)
         var record = RunRecord(spec: spec, status: .ok)
         record.digests["model"] = store.modelDigest
+        if Compute.precision != .fp32 { record.precision = Compute.precision.rawValue }
         let sets = try evaluationSets(spec, dataset: dataset)
 
         // Features: the training draw (augmented views for trained prompts), then every test set.

@@ -78,6 +78,8 @@ public struct RunRecord: Codable, Equatable, Sendable {
     public var fewShotSource: String?
     public var warnings: [String]
     public var finishedAt: String
+    /// "bf16" when the frozen towers ran with bf16 products; absent for exact fp32.
+    public var precision: String?
 
     public init(spec: RunSpec, status: Status, error: String? = nil) {
         self.version = PromptTuneVersion.current
@@ -90,7 +92,7 @@ public struct RunRecord: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case version, spec, status, error, accuracy, macroF1 = "macro_f1", evaluations, base, novel, hm, nc
         case ncHistory = "nc_history", history, timings, digests, fewShotSource = "few_shot_source", warnings
-        case finishedAt = "finished_at"
+        case finishedAt = "finished_at", precision
     }
 }
 

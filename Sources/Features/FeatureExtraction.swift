@@ -16,8 +16,12 @@ public struct ExtractionPlan: Codable, Equatable, Sendable {
     public var views: Int
     public var resolution: Int
     public var seed: UInt64
+    /// The towers' product precision when it is not exact fp32 ("bf16"); nil (absent) for fp32, so
+    /// fp32 plans are unchanged and a bf16 file is never taken for an fp32 one.
+    public var precision: String?
 
     public init(modelDigest: String, items: [Datum], transform: String, views: Int, resolution: Int, seed: UInt64) {
+        self.precision = Compute.precision == .fp32 ? nil : Compute.precision.rawValue
         self.modelDigest = modelDigest
         let list = items.map { "\($0.path)\t\($0.label)\t\($0.className)" }.joined(separator: "\n")
         self.imagesDigest = Data(list.utf8).withUnsafeBytes { contentDigest($0) }
