@@ -291,15 +291,22 @@ public final class ExperimentRunner {
         }
     }
 
-    /// Trains the cell's prompt (resuming its checkpoint), recording NC measures every `nc_every` epochs.
-    func trainPrompt(_ spec: RunSpec, dataset: DatasetName, train: StoredFeatures, tests: [(EvaluationSet, StoredFeatures)],
-                     folder: RunFolder, record: inout RunRecord) throws -> Classifier {
+    /// The trainer's settings of a cell: its method with the recipe's term weights, the recipe's
+    /// learning rate, epochs and batch size, the cell's seed, and the method's hand template for
+    /// the dataset (else the dataset's).
+    func trainConfig(_ spec: RunSpec, datasetTemplate: String) throws -> TrainConfig {
         let method = try Method.named(spec.method).withTermWeights(spec.recipe.termWeights)
         var optimizer = OptimizerConfig()
         optimizer.learningRate = spec.recipe.learningRate
-        let template = method.handTemplate(dataset: spec.dataset, default: train.template)
-        let config = TrainConfig(method: method, optimizer: optimizer, epochs: spec.recipe.epochs, batchSize: spec.recipe.batchSize,
-                                 seed: UInt64(spec.seed), template: template)
+        return TrainConfig(method: method, optimizer: optimizer, epochs: spec.recipe.epochs, batchSize: spec.recipe.batchSize,
+                           seed: UInt64(spec.seed), template: method.handTemplate(dataset: spec.dataset, default: datasetTemplate))
+    }
+
+    /// Trains the cell's prompt (resuming its checkpoint), recording NC measures every `nc_every` epochs.
+    func trainPrompt(_ spec: RunSpec, dataset: DatasetName, train: StoredFeatures, tests: [(EvaluationSet, StoredFeatures)],
+                     folder: RunFolder, record: inout RunRecord) throws -> Classifier {
+        let config = try trainConfig(spec, datasetTemplate: train.template)
+        let method = config.method
         let trainer = try PromptTrainer(model: model, tokenizer: tokenizer, features: train.set.labeled, config: config,
                                         modelDigest: store.modelDigest, featuresDigest: train.digest)
         let run = try TrainingRun(folder: folder, trainer: trainer, resume: .ifPresent)

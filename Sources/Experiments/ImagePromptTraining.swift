@@ -15,12 +15,8 @@ import TensorIO
 extension ExperimentRunner {
     func trainImagePrompt(_ spec: RunSpec, dataset: DatasetName, train: StoredFeatures, tests: [(EvaluationSet, StoredFeatures)],
                           folder: RunFolder, record: inout RunRecord) throws -> Classifier {
-        let method = try Method.named(spec.method).withTermWeights(spec.recipe.termWeights)
-        var optimizer = OptimizerConfig()
-        optimizer.learningRate = spec.recipe.learningRate
-        let template = method.handTemplate(dataset: spec.dataset, default: train.template)
-        let config = TrainConfig(method: method, optimizer: optimizer, epochs: spec.recipe.epochs, batchSize: spec.recipe.batchSize,
-                                 seed: UInt64(spec.seed), template: template)
+        let config = try trainConfig(spec, datasetTemplate: train.template)
+        let method = config.method, template = config.template
         let request = FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec), views: 1)
         let (items, selection, loaded) = try store.items(request)
         let images = AugmentedImages(items: items, classNames: selection.classNames, source: loaded.images)
