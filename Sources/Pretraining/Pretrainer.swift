@@ -87,8 +87,15 @@ public final class Pretrainer {
         self.tokenizer = try CLIPTokenizer()
         if recipe.attributeCaptions {
             let attributes = try data.items.map { ImageAttributes(try data.source.image(for: $0)) }
-            let thresholds = ImageAttributes.medians(attributes)
-            attributeWords = attributes.map { $0.words(thresholds: thresholds) }
+            if recipe.classRelativeAttributes {
+                var byClass: [Int: [ImageAttributes]] = [:]
+                for (a, item) in zip(attributes, data.items) { byClass[item.label, default: []].append(a) }
+                let thresholds = byClass.mapValues(ImageAttributes.medians)
+                attributeWords = zip(attributes, data.items).map { $0.words(thresholds: thresholds[$1.label]!) }
+            } else {
+                let thresholds = ImageAttributes.medians(attributes)
+                attributeWords = attributes.map { $0.words(thresholds: thresholds) }
+            }
         } else {
             attributeWords = []
         }
@@ -130,10 +137,18 @@ public final class Pretrainer {
                 let name = coarse ? CaptionTemplates.coarse[label] : data.classNames[label]
                 let template = recipe.templates[Int(rng.next() % UInt64(recipe.templates.count))]
                 var words = attributeWords[i]
+                var medium = ""
+                if let m = recipe.mediumAttribute {
+                    let high = words[m] == CaptionTemplates.attributeWords[m].high
+                    medium = high ? CaptionTemplates.mediumWords.high : CaptionTemplates.mediumWords.low
+                    words.remove(at: m)
+                }
                 for j in stride(from: words.count - 1, to: 0, by: -1) { words.swapAt(j, Int(rng.next() % UInt64(j + 1))) }
-                let k = 1 + Int(rng.next() % UInt64(min(3, words.count)))
-                return template.replacingOccurrences(of: "{a}", with: words.prefix(k).joined(separator: " "))
+                let k = recipe.attributeCount ?? (recipe.mediumAttribute == nil ? 1 : 0) + Int(rng.next() % UInt64(min(3, words.count)))
+                let caption = template.replacingOccurrences(of: "{m}", with: medium)
+                    .replacingOccurrences(of: "{a}", with: words.prefix(k).joined(separator: " "))
                     .replacingOccurrences(of: "{}", with: name)
+                return caption.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
             }
         }
         return items.map { i in

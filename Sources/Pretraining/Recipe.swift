@@ -27,6 +27,15 @@ public struct PretrainRecipe: Codable, Equatable, Sendable {
     /// With attribute captions, the fraction of captions that name the coarse category ("a top",
     /// "footwear", ...) instead of the class.
     public var coarseFraction = 0.0
+    /// Split each attribute at its class's median (a "light shirt" is light for a shirt) instead
+    /// of the median over all images, so that the words carry no class information.
+    public var classRelativeAttributes = false
+    /// Attribute words per caption: nil draws 1-3 (0-2 when a medium attribute is set).
+    public var attributeCount: Int?
+    /// With attribute captions, the attribute (0 brightness, 1 coverage, 2 balance, 3 aspect) that
+    /// templates name through their medium word `{m}`: "photo" above the median, "sketch" below
+    /// it. Then "a photo of a {}." is itself a caption of the pretraining data, a biased one.
+    public var mediumAttribute: Int?
     /// Train on the first `limit` images of the train split only (tests); nil: all of them.
     public var limit: Int?
     // Optimisation
@@ -65,6 +74,13 @@ public struct PretrainRecipe: Codable, Equatable, Sendable {
         guard cropScale > 0, cropScale <= 1, coarseFraction >= 0, coarseFraction <= 1 else {
             throw fail("the crop scale must lie in (0, 1] and the coarse fraction in [0, 1]")
         }
+        if let k = attributeCount, !((mediumAttribute == nil ? 1 : 0)...(mediumAttribute == nil ? 4 : 3)).contains(k) {
+            throw fail("the attribute count must lie in 1...4 (0...3 with a medium attribute)")
+        }
+        if let m = mediumAttribute {
+            guard (0..<4).contains(m), attributeCaptions else { throw fail("the medium attribute must lie in 0...3, with attribute captions") }
+            guard templates.allSatisfy({ $0.contains("{m}") }) else { throw fail("with a medium attribute every template needs {m}") }
+        }
         if attributeCaptions, !templates.contains(where: { $0.contains("{a}") }) {
             throw fail("attribute captions need at least one template with {a} for the attribute words")
         }
@@ -81,6 +97,9 @@ public struct PretrainRecipe: Codable, Equatable, Sendable {
         textLayers = try v(.textLayers, d.textLayers); templates = try v(.templates, d.templates)
         augment = try v(.augment, d.augment); cropScale = try v(.cropScale, d.cropScale)
         attributeCaptions = try v(.attributeCaptions, d.attributeCaptions); coarseFraction = try v(.coarseFraction, d.coarseFraction)
+        classRelativeAttributes = try v(.classRelativeAttributes, d.classRelativeAttributes)
+        attributeCount = try c.decodeIfPresent(Int.self, forKey: .attributeCount)
+        mediumAttribute = try c.decodeIfPresent(Int.self, forKey: .mediumAttribute)
         limit = try c.decodeIfPresent(Int.self, forKey: .limit)
         epochs = try v(.epochs, d.epochs); batchSize = try v(.batchSize, d.batchSize)
         learningRate = try v(.learningRate, d.learningRate); warmupSteps = try v(.warmupSteps, d.warmupSteps)
@@ -92,6 +111,8 @@ public struct PretrainRecipe: Codable, Equatable, Sendable {
         case embedDim = "embed_dim", resolution, patchSize = "patch_size", visionWidth = "vision_width"
         case visionLayers = "vision_layers", textWidth = "text_width", textLayers = "text_layers", templates, augment, limit
         case cropScale = "crop_scale", attributeCaptions = "attribute_captions", coarseFraction = "coarse_fraction"
+        case classRelativeAttributes = "class_relative_attributes", attributeCount = "attribute_count"
+        case mediumAttribute = "medium_attribute"
         case epochs, batchSize = "batch_size", learningRate = "lr", warmupSteps = "warmup_steps", adamW = "adamw"
         case initialLogitScale = "initial_logit_scale", seed
     }
@@ -116,6 +137,15 @@ public enum CaptionTemplates {
         "a black and white picture of a {a} {}.", "this is a {a} {}.", "a low resolution image of the {a} {}.",
         "a product shot of a {a} {}.",
     ]
+
+    /// Templates of attribute captions with a medium word `{m}` ("photo" or "sketch").
+    public static let medium = [
+        "a {m} of a {a} {}.", "a {m} of the {a} {}.", "a black and white {m} of a {a} {}.",
+        "a low resolution {m} of a {a} {}.", "a {a} {} in a {m}.", "a grayscale {m} of a {a} {}.",
+    ]
+
+    /// The medium words (low, high).
+    public static let mediumWords = (low: "sketch", high: "photo")
 
     /// The attributes' words (low, high), in `ImageAttributes` order.
     public static let attributeWords: [(low: String, high: String)] = [

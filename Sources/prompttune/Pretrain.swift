@@ -35,8 +35,12 @@ struct Pretrain: ParsableCommand {
     @Option(name: .customLong("crop-scale"), help: "Smallest crop area of the random resized crop (CoOp: 0.08).") var cropScale = PretrainRecipe().cropScale
     @Flag(name: .customLong("attribute-captions"), help: "Captions add 1-3 attribute words computed from the image (dark/light, small/large, top-heavy/bottom-heavy, narrow/wide); templates need {a}.") var attributeCaptions = false
     @Option(name: .customLong("coarse-fraction"), help: "With attribute captions, the fraction naming the coarse category (top, shoe, ...) instead of the class.") var coarseFraction = PretrainRecipe().coarseFraction
+    @Flag(name: .customLong("class-relative"), help: "Attribute words split at each class's median instead of the overall one.") var classRelative = false
+    @Option(name: .customLong("attribute-count"), help: "Attribute words per caption (default: 1-3 at random).") var attributeCount: Int?
+    @Option(name: .customLong("medium-attribute"), help: "With attribute captions, name this attribute (0 brightness, 1 coverage, 2 balance, 3 aspect) through the medium word: 'a photo of' above the median, 'a sketch of' below (templates: the built-in medium list).") var mediumAttribute: Int?
     @Flag(name: .customLong("no-augment"), help: "Train on plain images instead of CoOp's train transform (random resized crop + flip).") var noAugment = false
     @Option(name: .customLong("checkpoint-every"), help: "Steps between checkpoints (default: once per epoch).") var checkpointEvery: Int?
+    @Option(name: .customLong("evaluate"), help: "Only print the zero-shot test accuracy of this model for each --template (default: \"a photo of a {}.\"), then exit.") var evaluate: String?
     @Option(help: "Stop after this many steps in this invocation (the run stays resumable).") var steps: Int?
 
     func recipe() -> PretrainRecipe {
@@ -46,12 +50,24 @@ struct Pretrain: ParsableCommand {
         r.resolution = resolution; r.patchSize = patch; r.visionWidth = visionWidth; r.visionLayers = visionLayers
         r.textWidth = textWidth; r.textLayers = textLayers
         r.cropScale = cropScale; r.attributeCaptions = attributeCaptions; r.coarseFraction = coarseFraction
-        if !template.isEmpty { r.templates = template } else if attributeCaptions { r.templates = CaptionTemplates.attributes }
+        r.classRelativeAttributes = classRelative; r.attributeCount = attributeCount; r.mediumAttribute = mediumAttribute
+        if !template.isEmpty { r.templates = template } else if attributeCaptions { r.templates = mediumAttribute == nil ? CaptionTemplates.attributes : CaptionTemplates.medium }
         r.augment = !noAugment
         return r
     }
 
     func run() throws {
+        if let path = evaluate {
+            let rootURL = (root ?? ProcessInfo.processInfo.environment["DATA"]).map { URL(fileURLWithPath: $0) }
+            let model = try CLIPModel.load(path: path)
+            let test = try PretrainData(root: rootURL, split: "test", limit: limit)
+            let tokenizer = try CLIPTokenizer()
+            for t in template.isEmpty ? ["a photo of a {}."] : template {
+                let a = try Pretrainer.zeroShotAccuracy(model: model, data: test, template: t, tokenizer: tokenizer)
+                print(String(format: "%6.2f%%  %@", 100 * a, t))
+            }
+            return
+        }
         let recipe = recipe()
         do { try recipe.validate() } catch { throw ValidationError("\(error)") }
         let outURL = URL(fileURLWithPath: out)

@@ -11,20 +11,14 @@ import XCTest
 /// evaluation through the experiments runner, on Fashion-MNIST (Debian's package). Each assertion
 /// is a claim of the methods that a broken pipeline would fail: CoOp beats zero-shot; KgCoOp stays
 /// closer to the zero-shot text features than CoOp; NPT lowers the text features' ETF error against
-/// CoOp; strong class imbalance costs CoOp accuracy. One seed, 50 epochs: small enough for CI.
+/// CoOp; strong class imbalance costs CoOp accuracy. One seed, 50 epochs on un-augmented features
+/// (views 1), the whole test split: small enough for CI.
 ///
-/// KNOWN (issue 10 still open): the committed model's text tower ignores every token but the class
-/// name (its caption templates carry no information), so learned contexts barely move the class
-/// features: CoOp, NPT and imbalance land within 0.5 points of zero-shot. The three claims that need
-/// a better demo model run only with PROMPTTUNE_E2E_STRICT=1 until a recipe that meets the card's
-/// targets is committed; the KgCoOp claim runs always.
+/// Margins (release build, seeds 1-4, recorded in models/fashion-clip/MODEL-CARD.md): CoOp is 9-10
+/// points above zero-shot; tau = 0.06 costs CoOp 0.8-5.5 points; NPT lowers the ETF error by
+/// 0.01-0.06. `PROMPTTUNE_E2E_SEED` runs another seed (default 1) to re-check them.
 final class DemoModelTests: XCTestCase {
-    func requireStrict() throws {
-        guard ProcessInfo.processInfo.environment["PROMPTTUNE_E2E_STRICT"] == "1" else {
-            throw XCTSkip("the committed demo model does not yet leave room for prompt learning (see models/fashion-clip/MODEL-CARD.md); set PROMPTTUNE_E2E_STRICT=1 to run")
-        }
-    }
-
+    static let seed = ProcessInfo.processInfo.environment["PROMPTTUNE_E2E_SEED"].flatMap(Int.init) ?? 1
     static let modelPath = repoRoot.appendingPathComponent(CLIPModel.defaultModelPath).path
 
     struct Results {
@@ -47,8 +41,11 @@ final class DemoModelTests: XCTestCase {
         let runner = try ExperimentRunner(modelPath: modelPath, root: out, out: out)
         func spec(_ method: String, imbalance: Double = 1) -> RunSpec {
             var recipe = Recipes.recipe(method: method, dataset: "fashion_mnist", shots: 16, protocolKind: .fewShot)
-            if method != "zeroshot" { recipe.epochs = 50 }
-            return RunSpec(protocolKind: .fewShot, dataset: "fashion_mnist", shots: 16, seed: 1, imbalance: imbalance,
+            if method != "zeroshot" {
+                recipe.epochs = 50
+                recipe.views = 1   // the demo model was pretrained on gentle crops (scale 0.5-1), not CoOp's 0.08-1
+            }
+            return RunSpec(protocolKind: .fewShot, dataset: "fashion_mnist", shots: 16, seed: DemoModelTests.seed, imbalance: imbalance,
                            method: method, recipe: recipe)
         }
         let specs = ["zeroshot": spec("zeroshot"), "coop": spec("coop"), "kgcoop": spec("kgcoop"),
@@ -73,10 +70,9 @@ final class DemoModelTests: XCTestCase {
     func accuracy(_ r: Results, _ k: String) -> Double { r.records[k]!.accuracy! }
 
     func testCoOpBeatsZeroShot() throws {
-        try requireStrict()
         let r = try load()
         print("e2e: zero-shot \(accuracy(r, "zeroshot")), coop \(accuracy(r, "coop"))")
-        XCTAssertGreaterThan(accuracy(r, "coop"), accuracy(r, "zeroshot") + 0.02)
+        XCTAssertGreaterThan(accuracy(r, "coop"), accuracy(r, "zeroshot") + 0.05)
     }
 
     func testKgCoOpStaysCloserToZeroShotTextFeatures() throws {
@@ -99,7 +95,6 @@ final class DemoModelTests: XCTestCase {
     }
 
     func testNPTLowersTextETFError() throws {
-        try requireStrict()
         let r = try load()
         let (npt, coop) = (r.records["coop+npt"]!.nc["test"]!.text.etfError, r.records["coop"]!.nc["test"]!.text.etfError)
         print("e2e: text ETF error: coop+npt \(npt), coop \(coop)")
@@ -107,7 +102,6 @@ final class DemoModelTests: XCTestCase {
     }
 
     func testClassImbalanceCostsCoOpAccuracy() throws {
-        try requireStrict()
         let r = try load()
         print("e2e: coop tau 1 \(accuracy(r, "coop")), tau 0.06 \(accuracy(r, "coop-tau0.06"))")
         XCTAssertLessThan(accuracy(r, "coop-tau0.06"), accuracy(r, "coop"))
