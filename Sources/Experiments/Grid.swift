@@ -195,9 +195,8 @@ public enum BuiltInPlans {
             shots: [1, 4, 16]
             seeds: [1, 2, 3]
             imbalance: [1, 0.06]
-            epochs: 20
-            views: 2
-            nc_every: 5
+            epochs: 50
+            nc_every: 10
             """,
         "coop-few-shot": """
             # CoOp's few-shot table (Zhou et al., IJCV 2022, Fig. 3): 11 datasets, 1-16 shots, 3 seeds.

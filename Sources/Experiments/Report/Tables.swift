@@ -201,7 +201,8 @@ func markdownTable(_ t: ReportTable) -> String {
 func correlationTable(_ correlations: [NCCorrelation]) -> ReportTable {
     ReportTable(title: "Correlation of each NC measure with test accuracy",
                 caption: "One point per finished run and evaluation set (the measure on that set's features against its accuracy); "
-                    + "Pearson r and Spearman rank correlation over all points.",
+                    + "Pearson r and Spearman rank correlation over all points. \"undefined\" means the measure did not vary: "
+                    + "the image-side measures depend only on the frozen image features, so they are the same for every run on one test set.",
                 header: ["Measure", "Points", "Pearson r", "Spearman ρ", "What it measures"],
                 rows: correlations.map { c in
                     [c.measure.name, "\(c.points.count)", formatCorrelation(c.pearson), formatCorrelation(c.spearman), c.measure.definition]
