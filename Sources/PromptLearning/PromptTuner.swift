@@ -31,6 +31,8 @@ public final class PromptTuner {
     /// One JSON line per step when set (`--trace`).
     public var trace: TraceWriter?
     let featureViews: [Tensor]   // features source: per view N x D, normalised
+    /// The image tower's activations and backward temporaries, reused step after step (image sources).
+    let workspace = Workspace()
     let labels: [Int]
     let modelDigest: String
     let dataDigest: String
@@ -172,7 +174,8 @@ public final class PromptTuner {
         if let f = batch.features {
             images = f
         } else {
-            let (raw, tr) = model.image.forward(pixels: batch.pixels!, extraTokens: visual, keepCaches: visual != nil)
+            let (raw, tr) = model.image.forward(pixels: batch.pixels!, extraTokens: visual, keepCaches: visual != nil,
+                                                workspace: workspace, keepLinearInputs: false)
             (images, normCache) = L2Normalize.forward(raw)
             imageTrace = tr
         }
@@ -182,10 +185,11 @@ public final class PromptTuner {
         if let tr = textTrace {
             grads[ParameterName.textContext] = encoder.backward(value.dText, trace: tr, learner: learner)
         }
-        if visual != nil, let tr = imageTrace, let cache = normCache, let dF = value.dImages {
+        if visual != nil, var tr = imageTrace, let cache = normCache, let dF = value.dImages {
+            imageTrace = nil  // `tr` holds the only reference, so released caches are reused, not copied
             var dRaw = Tensor(zeros: dF.shape)
             L2Normalize.backward(dF, cache: cache, dx: &dRaw)
-            grads[ParameterName.visualPrompt] = model.image.backwardToExtraTokens(dRaw, trace: tr)
+            grads[ParameterName.visualPrompt] = model.image.backwardToExtraTokens(dRaw, releasing: &tr, workspace: workspace)
         }
         return (value, grads)
     }

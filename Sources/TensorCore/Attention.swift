@@ -52,12 +52,21 @@ public struct MultiheadAttention: Sendable {
     public var width: Int { outProj.outFeatures }
 
     public struct Cache: Sendable {
-        public var input: Tensor   // R, C (R = rows of all sequences)
+        public var input: Tensor   // R, C (R = rows of all sequences); empty when not kept
         public var qkv: Tensor     // R, 3C
         public var probs: [Float]  // per sequence s and head: T_s x T_s attention weights
-        public var context: Tensor // R, C (heads concatenated, before the out-projection)
+        public var context: Tensor // R, C (heads concatenated, before the out-projection); empty when not kept
         public var layout: SequenceLayout
         public var outputRows: [Int]?
+        /// Whether `input` and `context` (read only by the weight gradients) were kept.
+        public var hasLinearInputs: Bool { !context.data.isEmpty }
+
+        /// Gives every buffer back to `workspace` (the cache must not be read afterwards).
+        public mutating func recycle(into workspace: Workspace) {
+            workspace.recycle(input); workspace.recycle(qkv); workspace.recycle(context)
+            workspace.recycle(Tensor(shape: [probs.count], data: probs))
+            input = Tensor(zeros: [0]); qkv = Tensor(zeros: [0]); context = Tensor(zeros: [0]); probs = []
+        }
     }
 
     public struct Grads: Sendable {
@@ -79,16 +88,19 @@ public struct MultiheadAttention: Sendable {
     }
 
     // x: R, C -> R, C, where the rows hold the (prefix and) sequences of `layout`; with
-    // `outputRows`, only those rows leave the out-projection: S, C.
-    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil) -> (Tensor, Cache) {
+    // `outputRows`, only those rows leave the out-projection: S, C. With `keepLinearInputs` false
+    // the cache holds no input or context (enough for a backward without weight gradients), and the
+    // context goes back to `workspace` at once.
+    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil,
+                        workspace: Workspace? = nil, keepLinearInputs: Bool = true) -> (Tensor, Cache) {
         let (c, h) = (width, heads)
         let d = c / h
         precondition(x.rows == layout.rows && x.lastDim == c, "attention input \(x.shape) vs \(layout.rows) rows of width \(c)")
         precondition(layout.prefix == 0 || causal, "a shared prefix needs causal attention")
-        let qkv = inProj.forward(x)
+        let qkv = inProj.forward(x, workspace: workspace)
         let offsets = probOffsets(layout)
-        var probs = [Float](repeating: 0, count: offsets.total)
-        var context = Tensor(zeros: [layout.rows, c])
+        var probs = Workspace.tensor(workspace, [offsets.total]).data
+        var context = Workspace.tensor(workspace, [layout.rows, c])
         let scale = 1 / Float(d).squareRoot()
         let p = layout.prefix
         qkv.withPointer { pqkv in probs.withUnsafeMutableBufferPointer { pbuf in context.withMutablePointer { pctx in
@@ -118,26 +130,34 @@ public struct MultiheadAttention: Sendable {
                 }
             }
         } } }
-        let y = outProj.forward(outputRows.map { context.gatherRows($0) } ?? context)
+        let y = outProj.forward(outputRows.map { context.gatherRows($0) } ?? context, workspace: workspace)
+        if !keepLinearInputs {
+            workspace?.recycle(context)
+            return (y, Cache(input: Tensor(zeros: [0]), qkv: qkv, probs: probs, context: Tensor(zeros: [0]),
+                             layout: layout, outputRows: outputRows))
+        }
         return (y, Cache(input: x, qkv: qkv, probs: probs, context: context, layout: layout, outputRows: outputRows))
     }
 
-    public func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, grads: inout Grads?) {
+    /// Temporaries come from `workspace` when given and go back to it.
+    public func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, grads: inout Grads?, workspace: Workspace? = nil) {
         let (c, h) = (width, heads)
         let d = c / h
         let scale = 1 / Float(d).squareRoot()
         let layout = cache.layout
         let p = layout.prefix
-        var dContext = Tensor(zeros: cache.context.shape)
+        precondition(grads == nil || cache.hasLinearInputs,
+                     "attention weight gradients need the forward run with keepLinearInputs")
+        var dContext = Workspace.tensor(workspace, [layout.rows, c])
         var outGrads = grads?.outProj
         if let rows = cache.outputRows {
             var dRows = Tensor(zeros: [rows.count, width])
-            outProj.backward(dy, input: cache.context.gatherRows(rows), dx: &dRows, grads: &outGrads)
+            outProj.backward(dy, input: grads == nil ? cache.context : cache.context.gatherRows(rows), dx: &dRows, grads: &outGrads)
             dContext.addRows(dRows, at: rows)
         } else {
             outProj.backward(dy, input: cache.context, dx: &dContext, grads: &outGrads)
         }
-        var dqkv = Tensor(zeros: cache.qkv.shape)
+        var dqkv = Workspace.tensor(workspace, cache.qkv.shape)
         let offsets = probOffsets(layout)
         let longest = max(p * p, layout.lengths.map { $0 * (p + $0) }.max() ?? 0)
         let workers = min(Self.workers, h)
@@ -191,6 +211,7 @@ public struct MultiheadAttention: Sendable {
         var inGrads = grads?.inProj
         inProj.backward(dqkv, input: cache.input, dx: &dx, grads: &inGrads)
         if grads != nil { grads!.outProj = outGrads!; grads!.inProj = inGrads! }
+        if let workspace { workspace.recycle(dContext); workspace.recycle(dqkv) }
     }
 
     /// Threads that share the per-head loops. Each runs single-threaded GEMMs on its own heads
@@ -227,6 +248,8 @@ public struct ResidualBlock: Sendable {
         self.ln1 = ln1; self.attention = attention; self.ln2 = ln2; self.fc = fc; self.proj = proj
     }
 
+    /// ln1Out, ln2Out and gelu (and the attention's input and context) are the linear layers'
+    /// inputs, read only by weight gradients: empty when the forward ran with keepLinearInputs false.
     public struct Cache: Sendable {
         var ln1: LayerNorm.Cache
         var ln1Out: Tensor
@@ -235,6 +258,15 @@ public struct ResidualBlock: Sendable {
         var ln2Out: Tensor
         var hidden: Tensor  // c_fc output, before QuickGELU
         var gelu: Tensor
+
+        /// Gives every buffer back to `workspace` (the cache must not be read afterwards).
+        public mutating func recycle(into workspace: Workspace) {
+            workspace.recycle(ln1.input); workspace.recycle(ln1Out); workspace.recycle(ln2.input)
+            workspace.recycle(ln2Out); workspace.recycle(hidden); workspace.recycle(gelu)
+            attention.recycle(into: workspace)
+            let empty = Tensor(zeros: [0])
+            ln1.input = empty; ln1Out = empty; ln2.input = empty; ln2Out = empty; hidden = empty; gelu = empty
+        }
     }
 
     public struct Grads: Sendable {
@@ -251,39 +283,56 @@ public struct ResidualBlock: Sendable {
 
     // x: R, C -> R, C; with `outputRows`, S, C: after attention (which every row's keys and values
     // feed) only those rows go on through the out-projection, the residuals and the MLP.
-    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil) -> (Tensor, Cache) {
-        let (a, ln1Cache) = ln1.forward(x)
-        var (h, attnCache) = attention.forward(a, layout: layout, causal: causal, outputRows: outputRows)
+    // Outputs and kept activations come from `workspace` when given; with `keepLinearInputs`
+    // false the linear layers' inputs go back to it as soon as they are used (the cache then serves
+    // a backward without weight gradients only).
+    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil,
+                        workspace: Workspace? = nil, keepLinearInputs: Bool = true) -> (Tensor, Cache) {
+        let ws = keepLinearInputs ? nil : workspace
+        let empty = Tensor(zeros: [0])
+        let (a, ln1Cache) = ln1.forward(x, workspace: workspace)
+        var (h, attnCache) = attention.forward(a, layout: layout, causal: causal, outputRows: outputRows,
+                                               workspace: workspace, keepLinearInputs: keepLinearInputs)
+        ws?.recycle(a)
         h.accumulate(outputRows.map { x.gatherRows($0) } ?? x)
-        let (b, ln2Cache) = ln2.forward(h)
-        let hidden = fc.forward(b)
-        let g = QuickGELU.forward(hidden)
-        var y = proj.forward(g)
+        let (b, ln2Cache) = ln2.forward(h, workspace: workspace)
+        let hidden = fc.forward(b, workspace: workspace)
+        ws?.recycle(b)
+        let g = QuickGELU.forward(hidden, workspace: workspace)
+        var y = proj.forward(g, workspace: workspace)
+        ws?.recycle(g)
         y.accumulate(h)
-        return (y, Cache(ln1: ln1Cache, ln1Out: a, attention: attnCache, ln2: ln2Cache, ln2Out: b,
-                         hidden: hidden, gelu: g))
+        return (y, Cache(ln1: ln1Cache, ln1Out: keepLinearInputs ? a : empty, attention: attnCache, ln2: ln2Cache,
+                         ln2Out: keepLinearInputs ? b : empty, hidden: hidden, gelu: keepLinearInputs ? g : empty))
     }
 
-    public func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, grads: inout Grads?) {
+    /// Temporaries come from `workspace` when given and go back to it.
+    public func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, grads: inout Grads?, workspace: Workspace? = nil) {
+        precondition(grads == nil || !cache.gelu.data.isEmpty, "block weight gradients need the forward run with keepLinearInputs")
         // Second residual: dh = dy + d(mlp branch)
-        var dh = dy
+        var dh = Workspace.tensor(workspace, dy.shape, zeroed: false)
+        dh.withMutablePointer { p in dy.withPointer { q in p.update(from: q, count: dy.count) } }
         var projGrads = grads?.proj, fcGrads = grads?.fc, ln2Grads = grads?.ln2
-        var dg = Tensor(zeros: cache.gelu.shape)
+        var dg = Workspace.tensor(workspace, cache.hidden.shape)
         proj.backward(dy, input: cache.gelu, dx: &dg, grads: &projGrads)
-        var dHidden = Tensor(zeros: cache.hidden.shape)
+        var dHidden = Workspace.tensor(workspace, cache.hidden.shape)
         QuickGELU.backward(dg, input: cache.hidden, dx: &dHidden)
-        var dB = Tensor(zeros: cache.ln2Out.shape)
+        var dB = Workspace.tensor(workspace, cache.ln2.input.shape)
         fc.backward(dHidden, input: cache.ln2Out, dx: &dB, grads: &fcGrads)
         ln2.backward(dB, cache: cache.ln2, dx: &dh, grads: &ln2Grads)
         // First residual: dx += dh + d(attention branch)
         var attnGrads = grads?.attention, ln1Grads = grads?.ln1
-        var dA = Tensor(zeros: cache.ln1Out.shape)
-        attention.backward(dh, cache: cache.attention, dx: &dA, grads: &attnGrads)
+        var dA = Workspace.tensor(workspace, cache.ln1.input.shape)
+        attention.backward(dh, cache: cache.attention, dx: &dA, grads: &attnGrads, workspace: workspace)
         if let rows = cache.attention.outputRows { dx.addRows(dh, at: rows) } else { dx.accumulate(dh) }
         ln1.backward(dA, cache: cache.ln1, dx: &dx, grads: &ln1Grads)
         if grads != nil {
             grads!.proj = projGrads!; grads!.fc = fcGrads!; grads!.ln2 = ln2Grads!
             grads!.attention = attnGrads!; grads!.ln1 = ln1Grads!
+        }
+        if let workspace {
+            workspace.recycle(dh); workspace.recycle(dg); workspace.recycle(dHidden)
+            workspace.recycle(dB); workspace.recycle(dA)
         }
     }
 }
@@ -305,15 +354,21 @@ public struct Transformer: Sendable {
 
     // x: R, C -> R, C, or S, C with `outputRows`: the rows the caller reads (e.g. each sequence's
     // EOT or class token). The last block then computes only those rows after its attention.
+    //
+    // With a `workspace`, activations come from it; caches not kept go back to it block by block.
+    // `keepLinearInputs` false keeps only what a backward without weight gradients reads.
     public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil,
-                        keepCaches: Bool = false, keepHiddenStates: Bool = false) -> (Tensor, Trace) {
+                        keepCaches: Bool = false, keepHiddenStates: Bool = false,
+                        workspace: Workspace? = nil, keepLinearInputs: Bool = true) -> (Tensor, Trace) {
         var h = x
         var trace = Trace()
         for (i, blk) in blocks.enumerated() {
-            let (y, cache) = blk.forward(h, layout: layout, causal: causal, outputRows: i == blocks.count - 1 ? outputRows : nil)
+            var (y, cache) = blk.forward(h, layout: layout, causal: causal, outputRows: i == blocks.count - 1 ? outputRows : nil,
+                                         workspace: workspace, keepLinearInputs: keepLinearInputs || !keepCaches)
             if keepCaches { trace.caches.append(cache) }
             if keepHiddenStates { trace.hiddenStates.append(y) }
             h = y
+            if !keepCaches && !keepHiddenStates, let workspace, i > 0 { cache.recycle(into: workspace) }
         }
         return (h, trace)
     }
@@ -322,6 +377,26 @@ public struct Transformer: Sendable {
                         keepCaches: Bool = false, keepHiddenStates: Bool = false) -> (Tensor, Trace) {
         forward(x, layout: .uniform(batch: batch, tokens: tokens), causal: causal,
                 keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
+    }
+
+    /// The backward releasing the trace as it goes: each block's cache goes back to `workspace`
+    /// once that block's backward has run, and the backward's temporaries come from it, so a step's
+    /// backward reuses the memory its forward kept. `trace` is left without caches.
+    public func backward(_ dy: Tensor, releasing trace: inout Trace, grads: inout [ResidualBlock.Grads]?,
+                         workspace: Workspace) -> Tensor {
+        precondition(trace.caches.count == blocks.count, "Transformer.backward needs the forward run with keepCaches")
+        var d = dy
+        for i in blocks.indices.reversed() {
+            var cache = trace.caches.removeLast()
+            var dx = workspace.tensor(cache.ln1.input.shape)
+            var g = grads?[i]
+            blocks[i].backward(d, cache: cache, dx: &dx, grads: &g, workspace: workspace)
+            if let g { grads![i] = g }
+            cache.recycle(into: workspace)
+            if i != blocks.count - 1 { workspace.recycle(d) }  // the first d is the caller's
+            d = dx
+        }
+        return d
     }
 
     /// dy: gradient of the last block's output; returns the gradient of the first block's input.

@@ -53,11 +53,11 @@ public struct Linear: Sendable {
         }
     }
 
-    // x: N, In -> N, Out
-    public func forward(_ x: Tensor) -> Tensor {
+    // x: N, In -> N, Out (the output's storage from `workspace` when given).
+    public func forward(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
         let n = x.rows
         precondition(x.lastDim == inFeatures, "Linear: input width \(x.lastDim), expected \(inFeatures)")
-        var y = Tensor(zeros: Array(x.shape.dropLast()) + [outFeatures])
+        var y = Workspace.tensor(workspace, Array(x.shape.dropLast()) + [outFeatures])
         let done = y.withMutablePointer { py in x.withPointer { px in weight.withPointer { pw in
             if let bias { return bias.withPointer { pb in oneDNNProduct(forward: true, rows: n, a: px, w: pw, bias: pb, c: py) } }
             return oneDNNProduct(forward: true, rows: n, a: px, w: pw, bias: nil, c: py)
@@ -73,9 +73,10 @@ public struct Linear: Sendable {
         return y
     }
 
-    // dy: N, Out; x: the forward input N, In; dx: N, In (accumulated).
+    // dy: N, Out; x: the forward input N, In; dx: N, In (accumulated). `x` is read only for the
+    // weight gradient: with `grads` nil it may be an empty placeholder.
     public func backward(_ dy: Tensor, input x: Tensor, dx: inout Tensor, grads: inout Grads?) {
-        let n = x.rows
+        let n = dy.rows
         dy.withPointer { pdy in
             dx.withMutablePointer { pdx in weight.withPointer { pw in
                 if oneDNNProduct(forward: false, rows: n, a: pdy, w: pw, bias: nil, c: pdx) { return }
@@ -124,10 +125,10 @@ public struct LayerNorm: Sendable {
     }
 
     // x: N, C -> N, C
-    public func forward(_ x: Tensor) -> (Tensor, Cache) {
+    public func forward(_ x: Tensor, workspace: Workspace? = nil) -> (Tensor, Cache) {
         let (n, c) = (x.rows, x.lastDim)
         precondition(c == weight.count, "LayerNorm: input width \(c), expected \(weight.count)")
-        var y = Tensor(zeros: x.shape)
+        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written below
         var mean = [Float](repeating: 0, count: n), rstd = [Float](repeating: 0, count: n)
         y.withMutablePointer { py in x.withPointer { px in weight.withPointer { pw in bias.withPointer { pb in
             pt_layernorm_forward(py, &mean, &rstd, px, pw, pb, n, c, eps)
@@ -152,8 +153,8 @@ public struct LayerNorm: Sendable {
 // MARK: - QuickGELU
 
 public enum QuickGELU {
-    public static func forward(_ x: Tensor) -> Tensor {
-        var y = Tensor(zeros: x.shape)
+    public static func forward(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
+        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written below
         y.withMutablePointer { py in x.withPointer { px in pt_quickgelu_forward(py, px, x.count) } }
         return y
     }

@@ -27,13 +27,13 @@ public struct ImageTower: Sendable {
 
     /// pixels: B, 3, R, R -> B*G*G, 3*P*P; patches in row-major grid order, values in (c, y, x) order
     /// to match the convolution kernel's layout.
-    public func patchify(_ pixels: Tensor) -> Tensor {
+    public func patchify(_ pixels: Tensor, workspace: Workspace? = nil) -> Tensor {
         let (r, p, g) = (resolution, patchSize, gridSize)
         precondition(pixels.rank == 4 && Array(pixels.shape.dropFirst()) == [3, r, r],
                      "image tower input \(pixels.shape), expected [B, 3, \(r), \(r)]")
         let b = pixels.shape[0]
         let cols = 3 * p * p
-        var out = Tensor(zeros: [b * g * g, cols])
+        var out = Workspace.tensor(workspace, [b * g * g, cols], zeroed: false)  // every value written below
         pixels.withPointer { src in out.withMutablePointer { dst in
             for i in 0..<b {
                 for gy in 0..<g {
@@ -68,21 +68,30 @@ public struct ImageTower: Sendable {
 
     /// pixels: B, 3, R, R; extraTokens: nil, [N, W] (shared by every image) or [B, N, W]
     /// -> features B, E (not normalised).
+    ///
+    /// With a `workspace`, the activations (and the caches kept) come from it. `keepLinearInputs`
+    /// false keeps only what `backwardToExtraTokens` reads (no weight gradients): about a third
+    /// less memory per block.
     public func forward(pixels: Tensor, extraTokens: Tensor? = nil, keepCaches: Bool = false,
-                        keepHiddenStates: Bool = false) -> (Tensor, Trace) {
+                        keepHiddenStates: Bool = false, workspace: Workspace? = nil,
+                        keepLinearInputs: Bool = true) -> (Tensor, Trace) {
         let b = pixels.shape[0], w = width, gg = patchesPerImage
-        let patchRows = patchify(pixels)
-        let patches = patchEmbedding.forward(patchRows)  // B*G*G, W
+        let weightCaches = keepCaches && keepLinearInputs
+        let patchRows = patchify(pixels, workspace: workspace)
+        let patches = patchEmbedding.forward(patchRows, workspace: workspace)  // B*G*G, W
+        if !weightCaches { workspace?.recycle(patchRows) }
         // Class token then patches, plus positional embedding.
-        var x = Tensor(zeros: [b * (1 + gg), w])
+        var x = Workspace.tensor(workspace, [b * (1 + gg), w], zeroed: false)  // every value written below
         x.withMutablePointer { px in patches.withPointer { pp in classEmbedding.withPointer { pc in
             for i in 0..<b {
                 (px + i * (1 + gg) * w).update(from: pc, count: w)
                 (px + (i * (1 + gg) + 1) * w).update(from: pp + i * gg * w, count: gg * w)
             }
         } } }
+        workspace?.recycle(patches)
         x.addToEachBlock(positionalEmbedding)
-        var (h, lnPreCache) = lnPre.forward(x)
+        var (h, lnPreCache) = lnPre.forward(x, workspace: workspace)
+        if !weightCaches { lnPreCache.input = Tensor(zeros: [0]); workspace?.recycle(x) }
         // Visual prompts after ln_pre, between the class token and the patches.
         var n = 0, shared = true
         if let extra = extraTokens {
@@ -90,7 +99,7 @@ public struct ImageTower: Sendable {
             n = shared ? extra.shape[0] : extra.shape[1]
             precondition(extra.lastDim == w && (shared || extra.shape[0] == b),
                          "extra image tokens \(extra.shape), expected [N, \(w)] or [\(b), N, \(w)]")
-            var y = Tensor(zeros: [b * (1 + n + gg), w])
+            var y = Workspace.tensor(workspace, [b * (1 + n + gg), w], zeroed: false)  // every value written below
             y.withMutablePointer { py in h.withPointer { ph in extra.withPointer { pe in
                 for i in 0..<b {
                     let dst = py + i * (1 + n + gg) * w, src = ph + i * (1 + gg) * w
@@ -99,6 +108,7 @@ public struct ImageTower: Sendable {
                     (dst + (1 + n) * w).update(from: src + w, count: gg * w)
                 }
             } } }
+            workspace?.recycle(h)
             h = y
         }
         let t = 1 + n + gg
@@ -106,11 +116,12 @@ public struct ImageTower: Sendable {
         let classRows = (0..<b).map { $0 * t }
         let (out, blocks) = transformer.forward(h, layout: .uniform(batch: b, tokens: t), causal: false,
                                                 outputRows: keepHiddenStates ? nil : classRows,
-                                                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
+                                                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
+                                                workspace: workspace, keepLinearInputs: keepLinearInputs)
         let (pooled, lnCache) = lnPost.forward(keepHiddenStates ? out.gatherRows(classRows) : out)
         let features = matmul(pooled, projection)
         var trace = Trace(blocks: blocks, lnPost: lnCache, batch: b, tokens: t, extraTokens: n, sharedExtra: shared)
-        if keepCaches { trace.patches = patchRows; trace.lnPre = lnPreCache; trace.pooled = pooled }
+        if weightCaches { trace.patches = patchRows; trace.lnPre = lnPreCache; trace.pooled = pooled }
         return (features, trace)
     }
 
@@ -120,6 +131,28 @@ public struct ImageTower: Sendable {
         var none: ImageTower? = nil
         let dIn = backwardToTokens(dFeatures, trace: trace, grads: &none)
         return extraTokenGradient(dIn, trace: trace)
+    }
+
+    /// `backwardToExtraTokens` releasing the trace as it goes: each block's cache goes back to
+    /// `workspace` once its backward has run, and the temporaries come from it (the forward ran with
+    /// `keepCaches`, ideally with the same workspace and `keepLinearInputs: false`). Equal to
+    /// `backwardToExtraTokens(_:trace:)` bit for bit. `trace` is left without block caches.
+    public func backwardToExtraTokens(_ dFeatures: Tensor, releasing trace: inout Trace, workspace: Workspace) -> Tensor {
+        let (b, t, w) = (trace.batch, trace.tokens, width)
+        let dPooled = matmul(dFeatures, projection, transB: true)
+        var dClass = Tensor(zeros: [b, w])
+        var lnGrads: LayerNorm.Grads? = nil
+        lnPost.backward(dPooled, cache: trace.lnPost, dx: &dClass, grads: &lnGrads)
+        var dOut = dClass
+        if trace.blocks.outputRows == nil {
+            dOut = workspace.tensor([b * t, w])
+            dOut.addRows(dClass, at: (0..<b).map { $0 * t })
+        }
+        var none: [ResidualBlock.Grads]? = nil
+        let dIn = transformer.backward(dOut, releasing: &trace.blocks, grads: &none, workspace: workspace)
+        let dExtra = extraTokenGradient(dIn, trace: trace)
+        workspace.recycle(dIn)
+        return dExtra
     }
 
     /// The full backward (the forward run with `keepCaches`): every weight gradient accumulates into
@@ -179,11 +212,13 @@ public struct ImageTower: Sendable {
     func extraTokenGradient(_ dIn: Tensor, trace: Trace) -> Tensor {
         let (b, t, n, w) = (trace.batch, trace.tokens, trace.extraTokens, width)
         var dExtra = Tensor(zeros: trace.sharedExtra ? [n, w] : [b, n, w])
-        for i in 0..<b {
-            for k in 0..<(n * w) {
-                dExtra[(trace.sharedExtra ? 0 : i * n * w) + k] += dIn[(i * t + 1) * w + k]
+        // Images in order, so a shared prompt's sum is the same as element by element.
+        dExtra.withMutablePointer { pe in dIn.withPointer { pd in
+            for i in 0..<b {
+                let dst = pe + (trace.sharedExtra ? 0 : i * n * w), src = pd + (i * t + 1) * w
+                for k in 0..<(n * w) { dst[k] += src[k] }
             }
-        }
+        } }
         return dExtra
     }
 }
