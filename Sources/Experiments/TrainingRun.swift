@@ -93,11 +93,3 @@ extension Method {
         return m
     }
 }
-
-/// Zero-shot text features of `classNames` with a hand template (`{}` = class name; underscores
-/// in names become spaces, as CoOp's readers do), K x E, not normalised.
-public func zeroShotTextFeatures(model: CLIPModel, tokenizer: CLIPTokenizer, template: String, classNames: [String]) -> Tensor {
-    let prompts = classNames.map { template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
-    let ids = tokenizer.tokenize(prompts, contextLength: model.config.contextLength).map { $0.map(Int.init) }
-    return model.encodeText(ids)
-}

@@ -95,9 +95,8 @@ public final class PromptTuner {
         var inputs = TermInputs()
         let needs = method.termInputs
         if needs.contains(.zeroShot) {
-            let prompts = data.classNames.map { config.template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
-            let ids = tokenizer.tokenize(prompts, contextLength: model.config.contextLength).map { $0.map(Int.init) }
-            inputs.zeroShot = L2Normalize.forward(model.encodeText(ids)).0
+            inputs.zeroShot = L2Normalize.forward(zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: config.template,
+                                                                       classNames: data.classNames)).0
         }
         if let anchorOptions = method.anchors {
             let a = simplexETF(classes: k, dimension: d, rotation: anchorOptions.rotation, zeroShot: inputs.zeroShot, seed: anchorOptions.seed)
@@ -125,12 +124,7 @@ public final class PromptTuner {
 
     /// Batch indices of an epoch (`PromptTrainer.drawBatches`' rule).
     public func drawBatches() -> [[Int]] {
-        var order = Array(0..<labels.count)
-        order.shuffle(using: &rng)
-        let b = config.batchSize
-        let full = order.count / b
-        if full == 0 { return [order] }
-        return (0..<full).map { Array(order[($0 * b)..<(($0 + 1) * b)]) }
+        epochBatches(count: labels.count, batchSize: config.batchSize, rng: &rng)
     }
 
     public var stepsPerEpoch: Int { max(1, labels.count / config.batchSize) }
@@ -315,9 +309,8 @@ public final class PromptTuner {
     /// normalised; the zero-shot features for methods that do not learn the text.
     public func textFeatures(classNames names: [String]? = nil, tokenizer: CLIPTokenizer) throws -> Tensor {
         guard let ctx = parameters[ParameterName.textContext] else {
-            let names = names ?? learner.classNames
-            let prompts = names.map { config.template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
-            return model.encodeText(tokenizer.tokenize(prompts, contextLength: model.config.contextLength).map { $0.map(Int.init) })
+            return zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: config.template,
+                                        classNames: names ?? learner.classNames)
         }
         return try promptTextFeatures(model: model, method: config.method, context: ctx, classNames: names ?? learner.classNames,
                                       tokenizer: tokenizer)

@@ -91,9 +91,8 @@ public final class PromptTrainer {
         var inputs = TermInputs()
         let k = features.classNames.count
         if config.method.needsZeroShot {
-            let prompts = features.classNames.map { config.template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
-            let ids = tokenizer.tokenize(prompts, contextLength: model.config.contextLength).map { $0.map(Int.init) }
-            inputs.zeroShot = L2Normalize.forward(model.encodeText(ids)).0
+            inputs.zeroShot = L2Normalize.forward(zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: config.template,
+                                                                       classNames: features.classNames)).0
             guard inputs.zeroShot!.data.allSatisfy({ $0.isFinite }) else {
                 throw PromptError("the zero-shot text features of the hand template are not finite: the model checkpoint holds non-finite text-tower weights")
             }
@@ -114,12 +113,7 @@ public final class PromptTrainer {
     /// Batch indices of an epoch: a seeded shuffle cut into batches; the last partial batch is
     /// dropped when the data holds at least one full batch (Dassl's drop_last rule).
     public func drawBatches() -> [[Int]] {
-        var order = Array(0..<labels.count)
-        order.shuffle(using: &rng)
-        let b = config.batchSize
-        let full = order.count / b
-        if full == 0 { return [order] }
-        return (0..<full).map { Array(order[($0 * b)..<(($0 + 1) * b)]) }
+        epochBatches(count: labels.count, batchSize: config.batchSize, rng: &rng)
     }
 
     /// Loss and context gradient on a batch, without updating anything.
@@ -262,4 +256,22 @@ public func promptTextFeatures(model: CLIPModel, method: Method, context: Tensor
     let learner = try PromptLearner(config: method.prompt, classNames: classNames, text: model.text,
                                     tokenizer: tokenizer, context: context, rng: &rng)
     return PromptEncoder(text: model.text).forward(learner, context: context, keepCaches: false).0
+}
+
+/// Zero-shot text features of `classNames` with a hand template (`{}` = class name; underscores
+/// in names become spaces, as CoOp's readers do), K x E, not normalised.
+public func zeroShotTextFeatures(model: CLIPModel, tokenizer: CLIPTokenizer, template: String, classNames: [String]) -> Tensor {
+    let prompts = classNames.map { template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
+    let ids = tokenizer.tokenize(prompts, contextLength: model.config.contextLength).map { $0.map(Int.init) }
+    return model.encodeText(ids)
+}
+
+/// Batch indices of an epoch: a seeded shuffle cut into batches; the last partial batch is
+/// dropped when the data holds at least one full batch (Dassl's drop_last rule).
+func epochBatches(count: Int, batchSize b: Int, rng: inout SeededGenerator) -> [[Int]] {
+    var order = Array(0..<count)
+    order.shuffle(using: &rng)
+    let full = order.count / b
+    if full == 0 { return [order] }
+    return (0..<full).map { Array(order[($0 * b)..<(($0 + 1) * b)]) }
 }

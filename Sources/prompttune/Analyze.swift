@@ -43,8 +43,7 @@ struct Analyze: ParsableCommand {
             source = "prompt \(prompt)"
         } else {
             let template = set.provenance["template"] ?? "a photo of a {}."
-            let prompts = set.classNames.map { template.replacingOccurrences(of: "{}", with: $0.replacingOccurrences(of: "_", with: " ")) }
-            text = clip.encodeText(tokenizer.tokenize(prompts, contextLength: clip.config.contextLength).map { $0.map(Int.init) })
+            text = zeroShotTextFeatures(model: clip, tokenizer: tokenizer, template: template, classNames: set.classNames)
             source = "hand template \"\(template)\""
         }
         if !text.data.allSatisfy({ $0.isFinite }) {
