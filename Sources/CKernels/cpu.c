@@ -105,6 +105,34 @@ int pt_omp_set_threads(int n) {
     return n;
 }
 
+// Runs fn(ctx, worker, team) on a team of up to `workers` threads of libgomp's pool (the pool
+// oneDNN's GEMMs run on), the calling thread as worker 0, and returns when all are done. Loops
+// between GEMMs then share the GEMMs' threads instead of racing their spin-waiting on the same
+// cores. `team` is the team's real size (it may be smaller than asked). Returns 0, running
+// nothing, where libgomp is not loaded.
+struct pt_parallel_call { pt_parallel_task fn; void *ctx; int (*thread)(void); int (*team)(void); };
+
+static void pt_parallel_trampoline(void *data) {
+    struct pt_parallel_call *c = data;
+    c->fn(c->ctx, c->thread(), c->team());
+}
+
+int pt_parallel(long workers, pt_parallel_task fn, void *ctx) {
+    static void (*gomp_parallel)(void (*)(void *), void *, unsigned, unsigned);
+    static int (*thread)(void), (*team)(void);
+    static int looked;
+    if (!looked) {
+        gomp_parallel = (void (*)(void (*)(void *), void *, unsigned, unsigned))dlsym(RTLD_DEFAULT, "GOMP_parallel");
+        thread = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_thread_num");
+        team = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_num_threads");
+        looked = 1;
+    }
+    if (!gomp_parallel || !thread || !team || workers < 1) return 0;
+    struct pt_parallel_call c = { fn, ctx, thread, team };
+    gomp_parallel(pt_parallel_trampoline, &c, (unsigned)workers, 0);
+    return 1;
+}
+
 // ---------------------------------------------------------------------------- FMA peak
 // Twelve independent chains of vector FMAs: enough in flight to fill two FMA pipes of latency 4-6.
 #define FMA_LOOP(VT, iters)                                                                      \

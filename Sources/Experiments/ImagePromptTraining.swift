@@ -111,6 +111,7 @@ extension ExperimentRunner {
         let kept = items.filter { !skipped.contains($0.path) }
         let r = model.config.imageResolution, size = 3 * r * r
         var rows: [Float] = []
+        let workspace = Workspace()  // each chunk reuses the buffers of the one before
         for start in stride(from: 0, to: kept.count, by: 32) {
             let chunk = Array(kept[start..<min(kept.count, start + 32)])
             var pixels = [Float](repeating: 0, count: chunk.count * size)
@@ -128,7 +129,8 @@ extension ExperimentRunner {
                 }
             }
             if let failure { throw ExperimentError("test image could not be read: \(failure)") }
-            rows += model.image.forward(pixels: Tensor(shape: [chunk.count, 3, r, r], data: pixels), extraTokens: visualPrompt).0.data
+            rows += model.image.forward(pixels: Tensor(shape: [chunk.count, 3, r, r], data: pixels), extraTokens: visualPrompt,
+                                      workspace: workspace).0.data
         }
         return LabeledFeatures(features: Tensor(shape: [1, kept.count, model.config.embedDim], data: rows), labels: kept.map(\.label),
                                classNames: stored.classNames)

@@ -87,10 +87,11 @@ public func imagePrototypes(model: CLIPModel, images: any TrainingImages, seed: 
     let r = model.config.imageResolution
     var rows: [Float] = []
     rows.reserveCapacity(n * model.config.embedDim)
+    let workspace = Workspace()  // each chunk reuses the buffers of the one before
     for start in stride(from: 0, to: n, by: chunk) {
         let idx = Array(start..<min(n, start + chunk))
         let (pixels, _) = try images.load(idx, seeds: idx.map { augmentationSeed(seed, epoch: -1, index: $0) }, resolution: r)
-        rows += model.image.forward(pixels: pixels).0.data
+        rows += model.image.forward(pixels: pixels, workspace: workspace).0.data
     }
     let features = Tensor(shape: [n, model.config.embedDim], data: rows)
     return classPrototypes(features: features, labels: images.labels, classes: images.classNames.count)

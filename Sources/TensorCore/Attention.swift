@@ -99,14 +99,19 @@ public struct MultiheadAttention: Sendable {
         precondition(layout.prefix == 0 || causal, "a shared prefix needs causal attention")
         let qkv = inProj.forward(x, workspace: workspace)
         let offsets = probOffsets(layout)
-        var probs = Workspace.tensor(workspace, [offsets.total]).data
-        var context = Workspace.tensor(workspace, [layout.rows, c])
+        // Every value of both is written below (the first product into each block has beta 0).
+        var probs = Workspace.tensor(workspace, [offsets.total], zeroed: false).data
+        var context = Workspace.tensor(workspace, [layout.rows, c], zeroed: false)
         let scale = 1 / Float(d).squareRoot()
         let p = layout.prefix
         qkv.withPointer { pqkv in probs.withUnsafeMutableBufferPointer { pbuf in context.withMutablePointer { pctx in
             let pp = pbuf.baseAddress!
             let ldq = 3 * c
-            parallelOverHeads { head in
+            if let grid = gridShape(layout),
+               forwardGrid(qkv: pqkv, probs: pp, context: pctx, batch: grid.batch, tokens: grid.tokens, causal: causal) {
+                return
+            }
+            parallelOverHeads { head, _ in
                 let kp = pqkv + head * d + c, vp = pqkv + head * d + 2 * c  // prefix keys / values
                 if p > 0 {
                     let s = pp + offsets.prefix + head * p * p
@@ -158,6 +163,15 @@ public struct MultiheadAttention: Sendable {
             outProj.backward(dy, input: cache.context, dx: &dContext, grads: &outGrads)
         }
         var dqkv = Workspace.tensor(workspace, cache.qkv.shape)
+        if let grid = gridShape(layout),
+           backwardGrid(qkv: cache.qkv, probs: cache.probs, dContext: dContext, dqkv: &dqkv, batch: grid.batch,
+                        tokens: grid.tokens, workspace: workspace) {
+            var inGrads = grads?.inProj
+            inProj.backward(dqkv, input: cache.input, dx: &dx, grads: &inGrads)
+            if grads != nil { grads!.outProj = outGrads!; grads!.inProj = inGrads! }
+            if let workspace { workspace.recycle(dContext); workspace.recycle(dqkv) }
+            return
+        }
         let offsets = probOffsets(layout)
         let longest = max(p * p, layout.lengths.map { $0 * (p + $0) }.max() ?? 0)
         let workers = min(Self.workers, h)
@@ -166,8 +180,8 @@ public struct MultiheadAttention: Sendable {
             dqkv.withMutablePointer { pdqkv in scratch.withUnsafeMutableBufferPointer { sbuf in
                 let pp = pbuf.baseAddress!
                 let ldq = 3 * c
-                parallelOverHeads { head in
-                    let ds = sbuf.baseAddress! + (head % workers) * longest
+                parallelOverHeads { head, worker in
+                    let ds = sbuf.baseAddress! + worker * longest
                     let (qp, kp, vp) = (pqkv + head * d, pqkv + head * d + c, pqkv + head * d + 2 * c)
                     let (dqp, dkp, dvp) = (pdqkv + head * d, pdqkv + head * d + c, pdqkv + head * d + 2 * c)
                     for (i, t) in layout.lengths.enumerated() {
@@ -214,21 +228,103 @@ public struct MultiheadAttention: Sendable {
         if let workspace { workspace.recycle(dContext); workspace.recycle(dqkv) }
     }
 
+    /// (sequences, tokens) when the per-head products run as one oneDNN grid over sequences x
+    /// heads: every sequence of one length (an image tower's batch), no prefix, and products large
+    /// enough that oneDNN would run each of them anyway (a ViT-B/16 layer then makes 2 calls
+    /// instead of 2 per image and head).
+    func gridShape(_ layout: SequenceLayout) -> (batch: Int, tokens: Int)? {
+        guard layout.prefix == 0, Compute.gemmBackend == .oneDNN, let t = layout.lengths.first,
+              layout.lengths.allSatisfy({ $0 == t }), t * t * (width / heads) > smallGEMMLimit else { return nil }
+        return (layout.lengths.count, t)
+    }
+
+    /// The forward's per-head products as two grids over (sequence, head): scores into `probs`
+    /// (sequence-major, then head: the layout `probOffsets` gives), then context. False, with
+    /// nothing written, when oneDNN has no kernel for the strides.
+    private func forwardGrid(qkv: UnsafePointer<Float>, probs: UnsafeMutablePointer<Float>,
+                             context: UnsafeMutablePointer<Float>, batch: Int, tokens t: Int, causal: Bool) -> Bool {
+        let (c, h) = (width, heads)
+        let d = c / h, ldq = 3 * c
+        let grid = (batch, h), scale = 1 / Float(d).squareRoot()
+        let qkvStrides = (t * ldq, d), probStrides = (h * t * t, t * t)
+        guard oneDNNCanRunGrid(outer: grid, transB: true, m: t, n: t, k: d, alpha: scale, lda: ldq, strideA: qkvStrides,
+                               ldb: ldq, strideB: qkvStrides, ldc: t, strideC: probStrides),
+              oneDNNCanRunGrid(outer: grid, m: t, n: d, k: t, lda: t, strideA: probStrides, ldb: ldq,
+                               strideB: qkvStrides, ldc: c, strideC: (t * c, d))
+        else { return false }
+        // scores = q k^T / sqrt(d), softmax per row, context = scores v (into each head's columns)
+        gridGEMM(outer: grid, transB: true, m: t, n: t, k: d, alpha: scale, a: qkv, lda: ldq, strideA: qkvStrides,
+                 b: qkv + c, ldb: ldq, strideB: qkvStrides, c: probs, ldc: t, strideC: probStrides)
+        let blocks = batch * h
+        Compute.parallel(workers: min(Self.workers, blocks)) { w, team in
+            let (lo, hi) = (blocks * w / team, blocks * (w + 1) / team)
+            if causal {
+                for blk in lo..<hi { pt_softmax_rows(probs + blk * t * t, t, t, 0) }
+            } else if hi > lo {
+                pt_softmax_rows(probs + lo * t * t, (hi - lo) * t, t, -1)
+            }
+        }
+        gridGEMM(outer: grid, m: t, n: d, k: t, a: probs, lda: t, strideA: probStrides, b: qkv + 2 * c, ldb: ldq,
+                 strideB: qkvStrides, c: context, ldc: c, strideC: (t * c, d))
+        return true
+    }
+
+    /// The backward's per-head products as grids over (sequence, head), into `dqkv` (zero on
+    /// entry). False, with nothing written, when oneDNN has no kernel for the strides.
+    private func backwardGrid(qkv: Tensor, probs: [Float], dContext: Tensor, dqkv: inout Tensor, batch: Int,
+                              tokens t: Int, workspace: Workspace?) -> Bool {
+        let (c, h) = (width, heads)
+        let d = c / h, ldq = 3 * c
+        let grid = (batch, h), scale = 1 / Float(d).squareRoot()
+        let qkvStrides = (t * ldq, d), probStrides = (h * t * t, t * t), contextStrides = (t * c, d)
+        // dS = dctx v^T; dv = S^T dctx; dq = scale dS k; dk = scale dS^T q
+        guard oneDNNCanRunGrid(outer: grid, transB: true, m: t, n: t, k: d, lda: c, strideA: contextStrides,
+                               ldb: ldq, strideB: qkvStrides, ldc: t, strideC: probStrides),
+              oneDNNCanRunGrid(outer: grid, transA: true, m: t, n: d, k: t, lda: t, strideA: probStrides,
+                               ldb: c, strideB: contextStrides, ldc: ldq, strideC: qkvStrides),
+              oneDNNCanRunGrid(outer: grid, m: t, n: d, k: t, alpha: scale, lda: t, strideA: probStrides,
+                               ldb: ldq, strideB: qkvStrides, ldc: ldq, strideC: qkvStrides),
+              oneDNNCanRunGrid(outer: grid, transA: true, m: t, n: d, k: t, alpha: scale, lda: t, strideA: probStrides,
+                               ldb: ldq, strideB: qkvStrides, ldc: ldq, strideC: qkvStrides)
+        else { return false }
+        var dScores = Workspace.tensor(workspace, [batch * h * t * t], zeroed: false)  // written by the first product
+        qkv.withPointer { pqkv in probs.withUnsafeBufferPointer { pbuf in dContext.withPointer { pdctx in
+            dqkv.withMutablePointer { pdqkv in dScores.withMutablePointer { ds in
+                let s = pbuf.baseAddress!
+                gridGEMM(outer: grid, transB: true, m: t, n: t, k: d, a: pdctx, lda: c, strideA: contextStrides,
+                         b: pqkv + 2 * c, ldb: ldq, strideB: qkvStrides, c: ds, ldc: t, strideC: probStrides)
+                gridGEMM(outer: grid, transA: true, m: t, n: d, k: t, a: s, lda: t, strideA: probStrides,
+                         b: pdctx, ldb: c, strideB: contextStrides, c: pdqkv + 2 * c, ldc: ldq, strideC: qkvStrides)
+                let rows = batch * h * t
+                Compute.parallel(workers: min(Self.workers, rows)) { w, team in
+                    let (lo, hi) = (rows * w / team, rows * (w + 1) / team)
+                    if hi > lo { pt_softmax_backward(ds + lo * t, ds + lo * t, s + lo * t, hi - lo, t) }
+                }
+                gridGEMM(outer: grid, m: t, n: d, k: t, alpha: scale, a: ds, lda: t, strideA: probStrides,
+                         b: pqkv + c, ldb: ldq, strideB: qkvStrides, c: pdqkv, ldc: ldq, strideC: qkvStrides)
+                gridGEMM(outer: grid, transA: true, m: t, n: d, k: t, alpha: scale, a: ds, lda: t, strideA: probStrides,
+                         b: pqkv, ldb: ldq, strideB: qkvStrides, c: pdqkv + c, ldc: ldq, strideC: qkvStrides)
+            } }
+        } } }
+        workspace?.recycle(dScores)
+        return true
+    }
+
     /// Threads that share the per-head loops. Each runs single-threaded GEMMs on its own heads
     /// (all sequences of a head stay on one thread, so the shared prefix's gradient has one writer).
     static var workers: Int { max(1, Compute.threads) }
 
-    /// Runs body(head) for every head, heads split across `workers` threads.
-    func parallelOverHeads(_ body: (Int) -> Void) {
+    /// Runs body(head, worker) for every head, heads split across `workers` threads (worker <
+    /// min(workers, heads), one thread each: per-worker scratch is safe).
+    func parallelOverHeads(_ body: (_ head: Int, _ worker: Int) -> Void) {
         let workers = min(Self.workers, heads)
         if workers <= 1 {
-            for head in 0..<heads { body(head) }
+            for head in 0..<heads { body(head, 0) }
             return
         }
         Compute.withSingleThreadedGEMM {
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                var head = w
-                while head < heads { body(head); head += workers }
+            Compute.parallel(workers: workers) { w, team in
+                for head in stride(from: w, to: heads, by: team) { body(head, w) }
             }
         }
     }
@@ -360,6 +456,9 @@ public struct Transformer: Sendable {
     public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil,
                         keepCaches: Bool = false, keepHiddenStates: Bool = false,
                         workspace: Workspace? = nil, keepLinearInputs: Bool = true) -> (Tensor, Trace) {
+        // An inference forward without a workspace still reuses each block's buffers for the next
+        // (fresh buffers would fault in new pages every block).
+        let workspace = workspace ?? (keepCaches || keepHiddenStates ? nil : Workspace())
         var h = x
         var trace = Trace()
         for (i, blk) in blocks.enumerated() {

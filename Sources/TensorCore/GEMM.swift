@@ -75,6 +75,23 @@ public enum Compute {
     /// Threads one GEMM may use now (1 inside `withSingleThreadedGEMM`).
     nonisolated(unsafe) static var gemmThreads = configuredThreads
 
+    /// Runs body(worker, team) on `workers` threads at once (worker 0 on the calling thread) and
+    /// returns when every call has: a loop splits its items as `stride(from: worker, by: team)`.
+    /// The threads are the GEMMs' own OpenMP pool where it is loaded (so a loop between GEMMs
+    /// does not compete with that pool's spin-waiting threads), else Dispatch's.
+    public static func parallel(workers: Int, _ body: (_ worker: Int, _ team: Int) -> Void) {
+        if workers <= 1 { body(0, 1); return }
+        let ran = withoutActuallyEscaping(body) { task -> Bool in
+            var task = task
+            return withUnsafeMutablePointer(to: &task) { context in
+                pt_parallel(workers, { ctx, worker, team in
+                    ctx!.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(Int(worker), Int(team))
+                }, context) != 0
+            }
+        }
+        if !ran { DispatchQueue.concurrentPerform(iterations: workers) { body($0, workers) } }
+    }
+
     /// Runs `body` with GEMMs limited to one thread, for loops that parallelise over many
     /// small GEMMs themselves.
     public static func withSingleThreadedGEMM<R>(_ body: () throws -> R) rethrows -> R {
@@ -158,6 +175,50 @@ public func batchedGEMM(batch: Int, transA: Bool = false, transB: Bool = false, 
              a: a + i * strideA, lda: lda, b: b + i * strideB, ldb: ldb,
              beta: beta, c: c + i * strideC, ldc: ldc, backend: backend)
     }
+}
+
+/// `outer.0 x outer.1` independent products (e.g. images x heads of attention); product (i, j)
+/// reads A at `a + i * strideA.0 + j * strideA.1` (likewise B) and writes C at the same offsets
+/// of `c`. On oneDNN one primitive runs the whole grid, its threads splitting the products
+/// (`oneDNNCanRunGrid` says whether it will); otherwise a loop of `gemm`.
+public func gridGEMM(outer: (Int, Int), transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                     alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: (Int, Int),
+                     b: UnsafePointer<Float>, ldb: Int, strideB: (Int, Int),
+                     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, strideC: (Int, Int),
+                     backend: GEMMBackend = Compute.gemmBackend) {
+    if outer.0 == 0 || outer.1 == 0 || m == 0 || n == 0 { return }
+    if backend == .oneDNN {
+        let p = gridProblem(outer: outer, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, lda: lda,
+                            strideA: strideA, ldb: ldb, strideB: strideB, beta: beta, ldc: ldc, strideC: strideC)
+        if OneDNN.run(p, a: a, b: b, bias: nil, c: c, packed: nil) { return }
+    }
+    for i in 0..<outer.0 {
+        for j in 0..<outer.1 {
+            gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+                 a: a + i * strideA.0 + j * strideA.1, lda: lda, b: b + i * strideB.0 + j * strideB.1, ldb: ldb,
+                 beta: beta, c: c + i * strideC.0 + j * strideC.1, ldc: ldc, backend: backend)
+        }
+    }
+}
+
+/// Whether `gridGEMM` with these arguments runs as one oneDNN primitive (oneDNN is the backend
+/// and offers a kernel other than its reference code for the strides).
+public func oneDNNCanRunGrid(outer: (Int, Int), transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                             alpha: Float = 1, lda: Int, strideA: (Int, Int), ldb: Int, strideB: (Int, Int),
+                             beta: Float = 0, ldc: Int, strideC: (Int, Int)) -> Bool {
+    guard Compute.gemmBackend == .oneDNN else { return false }
+    return OneDNN.matmul(gridProblem(outer: outer, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+                                     lda: lda, strideA: strideA, ldb: ldb, strideB: strideB, beta: beta, ldc: ldc,
+                                     strideC: strideC)) != nil
+}
+
+private func gridProblem(outer: (Int, Int), transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                         lda: Int, strideA: (Int, Int), ldb: Int, strideB: (Int, Int), beta: Float, ldc: Int,
+                         strideC: (Int, Int)) -> OneDNN.Problem {
+    OneDNN.Problem(m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, transA: transA, transB: transB, alpha: alpha,
+                   beta: beta, bias: false, bf16: false, packedB: false, outer0: outer.0, outer1: outer.1,
+                   strideA0: strideA.0, strideA1: strideA.1, strideB0: strideB.0, strideB1: strideB.1,
+                   strideC0: strideC.0, strideC1: strideC.1)
 }
 
 /// Tensor-level matrix product of 2-D tensors: op(a) @ op(b).

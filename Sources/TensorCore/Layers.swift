@@ -57,7 +57,7 @@ public struct Linear: Sendable {
     public func forward(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
         let n = x.rows
         precondition(x.lastDim == inFeatures, "Linear: input width \(x.lastDim), expected \(inFeatures)")
-        var y = Workspace.tensor(workspace, Array(x.shape.dropLast()) + [outFeatures])
+        var y = Workspace.tensor(workspace, Array(x.shape.dropLast()) + [outFeatures], zeroed: false)  // every value written below
         let done = y.withMutablePointer { py in x.withPointer { px in weight.withPointer { pw in
             if let bias { return bias.withPointer { pb in oneDNNProduct(forward: true, rows: n, a: px, w: pw, bias: pb, c: py) } }
             return oneDNNProduct(forward: true, rows: n, a: px, w: pw, bias: nil, c: py)

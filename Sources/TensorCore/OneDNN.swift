@@ -84,6 +84,12 @@ enum OneDNN {
         var bf16: Bool
         /// Weights (B) in the primitive's own layout, from a `PackedWeight`.
         var packedB: Bool
+        /// A grid of `outer.0 x outer.1` such products in one primitive (e.g. images x heads), the
+        /// operands of product (i, j) at i * stride.0 + j * stride.1 elements from a, b and c.
+        var outer0 = 1, outer1 = 1
+        var strideA0 = 0, strideA1 = 0, strideB0 = 0, strideB1 = 0, strideC0 = 0, strideC1 = 0
+
+        var isGrid: Bool { outer0 * outer1 > 1 }
     }
 
     /// A created primitive with what running it needs.
@@ -127,6 +133,17 @@ enum OneDNN {
         return d
     }
 
+    /// A 4-D description of a grid of matrices: `outer` x rows x cols, matrix (i, j) at
+    /// i * strides.0 + j * strides.1 elements, each as in `desc`.
+    static func gridDesc(_ outer: (Int, Int), strides: (Int, Int), _ rows: Int, _ cols: Int, ld: Int,
+                         transposed: Bool = false) -> dnnl_memory_desc_t {
+        var d = dnnl_memory_desc_t()
+        let dims: [Int64] = [Int64(outer.0), Int64(outer.1), Int64(rows), Int64(cols)]
+        let inner: [Int64] = transposed ? [1, Int64(ld)] : [Int64(ld), 1]
+        _ = dnnl_memory_desc_init_by_strides(&d, 4, dims, dnnl_f32, [Int64(strides.0), Int64(strides.1)] + inner)
+        return d
+    }
+
     static func anyDesc(_ rows: Int, _ cols: Int, _ type: dnnl_data_type_t) -> dnnl_memory_desc_t {
         var d = dnnl_memory_desc_t()
         _ = dnnl_memory_desc_init_by_tag(&d, 2, [Int64(rows), Int64(cols)], type, dnnl_format_tag_any)
@@ -148,12 +165,17 @@ enum OneDNN {
     private static func create(_ p: Problem) -> Matmul? {
         guard let engine else { return nil }
         let type = p.bf16 ? dnnl_bf16 : dnnl_f32
-        let plainSrc = desc(p.m, p.k, ld: p.lda, transposed: p.transA)
+        precondition(!p.isGrid || !(p.bf16 || p.packedB || p.bias), "a grid of products is plain fp32")
+        let grid = (p.outer0, p.outer1)
+        let plainSrc = p.isGrid ? gridDesc(grid, strides: (p.strideA0, p.strideA1), p.m, p.k, ld: p.lda, transposed: p.transA)
+                                : desc(p.m, p.k, ld: p.lda, transposed: p.transA)
         var src = p.bf16 ? desc(p.m, p.k, ld: p.k, dnnl_bf16) : plainSrc
         // B is k x n; a PyTorch-layout weight [n, k] is B transposed.
-        let plainWeights = desc(p.k, p.n, ld: p.ldb, transposed: p.transB)
+        let plainWeights = p.isGrid ? gridDesc(grid, strides: (p.strideB0, p.strideB1), p.k, p.n, ld: p.ldb, transposed: p.transB)
+                                    : desc(p.k, p.n, ld: p.ldb, transposed: p.transB)
         var weights = p.packedB ? anyDesc(p.k, p.n, type) : plainWeights
-        var dst = desc(p.m, p.n, ld: p.ldc)
+        var dst = p.isGrid ? gridDesc(grid, strides: (p.strideC0, p.strideC1), p.m, p.n, ld: p.ldc)
+                           : desc(p.m, p.n, ld: p.ldc)
         var bias = desc(1, p.n, ld: p.n)
 
         var attr: dnnl_primitive_attr_t?

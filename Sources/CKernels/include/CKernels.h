@@ -88,6 +88,9 @@ const char *pt_openblas_core_for_level(int level);
 int pt_openblas_reselect_core(const char *core);
 // Sets the OpenMP thread count of the calling thread (oneDNN's pool); -1 without OpenMP.
 int pt_omp_set_threads(int n);
+
+typedef void (*pt_parallel_task)(void *ctx, int worker, int team);
+int pt_parallel(long workers, pt_parallel_task fn, void *ctx);
 // A loop of independent vector FMAs (AVX-512, else AVX2, else scalar) on the calling thread: the
 // fp32 peak that `prompttune bench gemm` measures GEMMs against. Returns the FLOPs done.
 double pt_fma_peak_loop(long iters, float *sink);

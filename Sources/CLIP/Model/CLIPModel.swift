@@ -30,8 +30,9 @@ public struct CLIPModel: Sendable {
         let b = pixels.shape[0]
         var rows: [Float] = []
         rows.reserveCapacity(b * config.embedDim)
+        let workspace = Workspace()  // each chunk reuses the buffers of the one before
         for start in stride(from: 0, to: b, by: chunk) {
-            rows += image.forward(pixels: pixels.slice(rows: start..<min(b, start + chunk))).0.data
+            rows += image.forward(pixels: pixels.slice(rows: start..<min(b, start + chunk)), workspace: workspace).0.data
         }
         return Tensor(shape: [b, config.embedDim], data: rows)
     }

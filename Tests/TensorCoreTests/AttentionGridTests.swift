@@ -1,0 +1,101 @@
+@testable import TensorCore
+import TestSupport
+import XCTest
+
+/// The per-head attention products run as one oneDNN grid over (sequence, head) when every
+/// sequence has one length and the products are large (an image tower): same results as the
+/// per-head loops.
+final class AttentionGridTests: XCTestCase {
+    private let defaultBackend = Compute.gemmBackend
+    override func tearDown() { Compute.gemmBackend = defaultBackend }
+
+    func testGridGEMMMatchesNaiveForEveryTranspose() {
+        var rng = SeededGenerator(seed: 21)
+        // Operands laid out as attention reads them: (sequence, head) grids inside wider rows.
+        let (outer, m, n, k) = ((2, 3), 7, 5, 6)
+        let ld = 40, rowsPer = 8
+        let a = Tensor.randomNormal([outer.0 * rowsPer, ld], using: &rng)
+        let b = Tensor.randomNormal([outer.0 * rowsPer, ld], using: &rng)
+        let strides = (rowsPer * ld, 9)
+        for transA in [false, true] {
+            for transB in [false, true] {
+                for backend in [GEMMBackend.oneDNN, .openBLAS] {
+                    var got = Tensor.randomNormal([outer.0 * outer.1 * m * n], using: &rng)
+                    var want = got
+                    a.withPointer { pa in b.withPointer { pb in
+                        got.withMutablePointer { pc in
+                            gridGEMM(outer: outer, transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5,
+                                     a: pa, lda: ld, strideA: strides, b: pb + 3, ldb: ld, strideB: strides,
+                                     beta: 0.25, c: pc, ldc: n, strideC: (outer.1 * m * n, m * n), backend: backend)
+                        }
+                        want.withMutablePointer { pc in
+                            for i in 0..<outer.0 {
+                                for j in 0..<outer.1 {
+                                    naiveGEMM(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5,
+                                              a: pa + i * strides.0 + j * strides.1, lda: ld,
+                                              b: pb + 3 + i * strides.0 + j * strides.1, ldb: ld, beta: 0.25,
+                                              c: pc + (i * outer.1 + j) * m * n, ldc: n)
+                                }
+                            }
+                        }
+                    } }
+                    assertClose(got, want, atol: 1e-5, rtol: 1e-5, "transA \(transA) transB \(transB) \(backend)")
+                }
+            }
+        }
+    }
+
+    /// Sequences of 50 tokens, head width 64: products of 50 x 50 x 64, above `smallGEMMLimit`.
+    func testGridAttentionEqualsPerHeadLoops() {
+        var rng = SeededGenerator(seed: 22)
+        let (b, t, c, h) = (3, 50, 128, 2)
+        XCTAssertGreaterThan(t * t * (c / h), smallGEMMLimit, "the grid path needs products above the small-product limit")
+        let attn = MultiheadAttention(inProj: Linear(weight: .randomNormal([3 * c, c], std: 0.2, using: &rng), bias: .randomNormal([3 * c], std: 0.1, using: &rng)),
+                                      outProj: Linear(weight: .randomNormal([c, c], std: 0.2, using: &rng), bias: nil), heads: h)
+        let x = Tensor.randomNormal([b * t, c], using: &rng), dy = Tensor.randomNormal([b * t, c], using: &rng)
+        let layout = SequenceLayout.uniform(batch: b, tokens: t)
+        Compute.gemmBackend = .oneDNN
+        XCTAssertNotNil(attn.gridShape(layout))
+        let (d, q) = (c / h, (t * 3 * c, c / h)), p = (h * t * t, t * t), ctx = (t * c, c / h)
+        let problems: [OneDNN.Problem] = [
+            .init(m: t, n: t, k: d, lda: 3 * c, ldb: 3 * c, ldc: t, transA: false, transB: true, alpha: 0.125, beta: 0, bias: false, bf16: false, packedB: false, outer0: b, outer1: h, strideA0: q.0, strideA1: q.1, strideB0: q.0, strideB1: q.1, strideC0: p.0, strideC1: p.1),
+            .init(m: t, n: d, k: t, lda: t, ldb: 3 * c, ldc: c, transA: false, transB: false, alpha: 1, beta: 0, bias: false, bf16: false, packedB: false, outer0: b, outer1: h, strideA0: p.0, strideA1: p.1, strideB0: q.0, strideB1: q.1, strideC0: ctx.0, strideC1: ctx.1),
+            .init(m: t, n: t, k: d, lda: c, ldb: 3 * c, ldc: t, transA: false, transB: true, alpha: 1, beta: 0, bias: false, bf16: false, packedB: false, outer0: b, outer1: h, strideA0: ctx.0, strideA1: ctx.1, strideB0: q.0, strideB1: q.1, strideC0: p.0, strideC1: p.1),
+            .init(m: t, n: d, k: t, lda: t, ldb: c, ldc: 3 * c, transA: true, transB: false, alpha: 1, beta: 0, bias: false, bf16: false, packedB: false, outer0: b, outer1: h, strideA0: p.0, strideA1: p.1, strideB0: ctx.0, strideB1: ctx.1, strideC0: q.0, strideC1: q.1),
+        ]
+        // oneDNN runs the forward's and backward's grid shapes with a kernel (not its reference code),
+        // so the comparison below is between the two paths.
+        for (i, pr) in problems.enumerated() where OneDNN.isAvailable { XCTAssertNotNil(OneDNN.matmul(pr), "grid problem \(i)") }
+        for causal in [false, true] {
+            func run(_ backend: GEMMBackend) -> (y: Tensor, dx: Tensor, grads: MultiheadAttention.Grads) {
+                Compute.gemmBackend = backend
+                let workspace = Workspace()
+                let (y, cache) = attn.forward(x, layout: layout, causal: causal, workspace: workspace)
+                var dx = Tensor(zeros: x.shape)
+                var grads: MultiheadAttention.Grads? = .init(zerosLike: attn)
+                attn.backward(dy, cache: cache, dx: &dx, grads: &grads, workspace: workspace)
+                return (y, dx, grads!)
+            }
+            let loops = run(.openBLAS), grid = run(.oneDNN)
+            assertClose(grid.y, loops.y, atol: 1e-5, rtol: 1e-5, "output causal=\(causal)")
+            assertClose(grid.dx, loops.dx, atol: 1e-5, rtol: 1e-5, "dx causal=\(causal)")
+            assertClose(grid.grads.inProj.weight, loops.grads.inProj.weight, atol: 1e-4, rtol: 1e-5, "dW_in causal=\(causal)")
+            assertClose(grid.grads.inProj.bias!, loops.grads.inProj.bias!, atol: 1e-4, rtol: 1e-5, "db_in causal=\(causal)")
+            assertClose(grid.grads.outProj.weight, loops.grads.outProj.weight, atol: 1e-4, rtol: 1e-5, "dW_out causal=\(causal)")
+        }
+    }
+
+    func testParallelRunsEveryWorkerOnce() {
+        for workers in [1, 2, 3, 8] {
+            let lock = NSLock()
+            var seen: [Int] = [], teams = Set<Int>()
+            Compute.parallel(workers: workers) { w, team in
+                lock.lock(); seen.append(w); teams.insert(team); lock.unlock()
+            }
+            XCTAssertEqual(teams.count, 1, "one team size per call")
+            let team = teams.first!
+            XCTAssertTrue((1...workers).contains(team), "team \(team) of at most \(workers)")
+            XCTAssertEqual(seen.sorted(), Array(0..<team), "workers \(workers)")
+        }
+    }
+}
