@@ -10,8 +10,10 @@ public enum GEMMBackend: String, Sendable, CaseIterable {
     case naive
 }
 
-/// The number format of the inputs of products with a layer's weights (`Linear`). Accumulation,
-/// outputs and everything outside those products stay fp32.
+/// The number format of the inputs of products with a layer's weights (`Linear`) and of the
+/// attention products that run as one oneDNN grid (equal-length sequences with large heads: the
+/// image tower's; the text tower's per-sequence attention stays fp32). Accumulation, outputs and
+/// everything outside those products (layer norm, softmax, residual stream) stay fp32.
 public enum Precision: String, Sendable, CaseIterable {
     /// Exact fp32 (the default).
     case fp32
@@ -180,16 +182,17 @@ public func batchedGEMM(batch: Int, transA: Bool = false, transB: Bool = false, 
 /// `outer.0 x outer.1` independent products (e.g. images x heads of attention); product (i, j)
 /// reads A at `a + i * strideA.0 + j * strideA.1` (likewise B) and writes C at the same offsets
 /// of `c`. On oneDNN one primitive runs the whole grid, its threads splitting the products
-/// (`oneDNNCanRunGrid` says whether it will); otherwise a loop of `gemm`.
+/// (`oneDNNCanRunGrid` says whether it will); otherwise a loop of `gemm`. With `bf16`, oneDNN
+/// reads both operands rounded to bfloat16 (fp32 accumulation and output); the loop stays fp32.
 public func gridGEMM(outer: (Int, Int), transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
                      alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: (Int, Int),
                      b: UnsafePointer<Float>, ldb: Int, strideB: (Int, Int),
                      beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, strideC: (Int, Int),
-                     backend: GEMMBackend = Compute.gemmBackend) {
+                     bf16: Bool = false, backend: GEMMBackend = Compute.gemmBackend) {
     if outer.0 == 0 || outer.1 == 0 || m == 0 || n == 0 { return }
     if backend == .oneDNN {
         let p = gridProblem(outer: outer, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, lda: lda,
-                            strideA: strideA, ldb: ldb, strideB: strideB, beta: beta, ldc: ldc, strideC: strideC)
+                            strideA: strideA, ldb: ldb, strideB: strideB, beta: beta, ldc: ldc, strideC: strideC, bf16: bf16)
         if OneDNN.run(p, a: a, b: b, bias: nil, c: c, packed: nil) { return }
     }
     for i in 0..<outer.0 {
@@ -205,18 +208,18 @@ public func gridGEMM(outer: (Int, Int), transA: Bool = false, transB: Bool = fal
 /// and offers a kernel other than its reference code for the strides).
 public func oneDNNCanRunGrid(outer: (Int, Int), transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
                              alpha: Float = 1, lda: Int, strideA: (Int, Int), ldb: Int, strideB: (Int, Int),
-                             beta: Float = 0, ldc: Int, strideC: (Int, Int)) -> Bool {
+                             beta: Float = 0, ldc: Int, strideC: (Int, Int), bf16: Bool = false) -> Bool {
     guard Compute.gemmBackend == .oneDNN else { return false }
     return OneDNN.matmul(gridProblem(outer: outer, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
                                      lda: lda, strideA: strideA, ldb: ldb, strideB: strideB, beta: beta, ldc: ldc,
-                                     strideC: strideC)) != nil
+                                     strideC: strideC, bf16: bf16)) != nil
 }
 
 private func gridProblem(outer: (Int, Int), transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                          lda: Int, strideA: (Int, Int), ldb: Int, strideB: (Int, Int), beta: Float, ldc: Int,
-                         strideC: (Int, Int)) -> OneDNN.Problem {
+                         strideC: (Int, Int), bf16: Bool) -> OneDNN.Problem {
     OneDNN.Problem(m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, transA: transA, transB: transB, alpha: alpha,
-                   beta: beta, bias: false, bf16: false, packedB: false, outer0: outer.0, outer1: outer.1,
+                   beta: beta, bias: false, bf16: bf16, packedB: false, outer0: outer.0, outer1: outer.1,
                    strideA0: strideA.0, strideA1: strideA.1, strideB0: strideB.0, strideB1: strideB.1,
                    strideC0: strideC.0, strideC1: strideC.1)
 }

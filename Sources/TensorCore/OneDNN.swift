@@ -101,19 +101,24 @@ enum OneDNN {
         /// f32 -> bf16 conversion of A (bf16 problems only) and its dense bf16 description.
         let convert: dnnl_primitive_t?
         let plainSrc: dnnl_memory_desc_t
+        /// f32 -> bf16 conversion of B when it is not a packed weight (bf16 grids: both operands
+        /// are activations), into `weights`.
+        let convertB: dnnl_primitive_t?
         let name: String
 
         init(primitive: dnnl_primitive_t, src: dnnl_memory_desc_t, plainSrc: dnnl_memory_desc_t,
              convert: dnnl_primitive_t?, weights: dnnl_memory_desc_t, plainWeights: dnnl_memory_desc_t,
-             bias: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, scratchpadBytes: Int, name: String) {
+             convertB: dnnl_primitive_t?, bias: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, scratchpadBytes: Int,
+             name: String) {
             self.primitive = primitive; self.src = src; self.plainSrc = plainSrc; self.convert = convert
-            self.weights = weights; self.plainWeights = plainWeights; self.bias = bias; self.dst = dst
-            self.scratchpadBytes = scratchpadBytes; self.name = name
+            self.weights = weights; self.plainWeights = plainWeights; self.convertB = convertB; self.bias = bias
+            self.dst = dst; self.scratchpadBytes = scratchpadBytes; self.name = name
         }
 
         deinit {
             dnnl_primitive_destroy(primitive)
             if let convert { dnnl_primitive_destroy(convert) }
+            if let convertB { dnnl_primitive_destroy(convertB) }
         }
     }
 
@@ -144,6 +149,13 @@ enum OneDNN {
         return d
     }
 
+    /// The same grid stored densely (row-major matrices one after another) in `type`.
+    static func denseGridDesc(_ outer: (Int, Int), _ rows: Int, _ cols: Int, _ type: dnnl_data_type_t) -> dnnl_memory_desc_t {
+        var d = dnnl_memory_desc_t()
+        _ = dnnl_memory_desc_init_by_tag(&d, 4, [Int64(outer.0), Int64(outer.1), Int64(rows), Int64(cols)], type, dnnl_abcd)
+        return d
+    }
+
     static func anyDesc(_ rows: Int, _ cols: Int, _ type: dnnl_data_type_t) -> dnnl_memory_desc_t {
         var d = dnnl_memory_desc_t()
         _ = dnnl_memory_desc_init_by_tag(&d, 2, [Int64(rows), Int64(cols)], type, dnnl_format_tag_any)
@@ -165,15 +177,16 @@ enum OneDNN {
     private static func create(_ p: Problem) -> Matmul? {
         guard let engine else { return nil }
         let type = p.bf16 ? dnnl_bf16 : dnnl_f32
-        precondition(!p.isGrid || !(p.bf16 || p.packedB || p.bias), "a grid of products is plain fp32")
+        precondition(!p.isGrid || !(p.packedB || p.bias), "a grid of products has no packed weight or bias")
+        precondition(!p.bf16 || p.packedB || p.isGrid, "bf16 products read a packed weight, or are grids")
         let grid = (p.outer0, p.outer1)
         let plainSrc = p.isGrid ? gridDesc(grid, strides: (p.strideA0, p.strideA1), p.m, p.k, ld: p.lda, transposed: p.transA)
                                 : desc(p.m, p.k, ld: p.lda, transposed: p.transA)
-        var src = p.bf16 ? desc(p.m, p.k, ld: p.k, dnnl_bf16) : plainSrc
+        var src = !p.bf16 ? plainSrc : p.isGrid ? denseGridDesc(grid, p.m, p.k, dnnl_bf16) : desc(p.m, p.k, ld: p.k, dnnl_bf16)
         // B is k x n; a PyTorch-layout weight [n, k] is B transposed.
         let plainWeights = p.isGrid ? gridDesc(grid, strides: (p.strideB0, p.strideB1), p.k, p.n, ld: p.ldb, transposed: p.transB)
                                     : desc(p.k, p.n, ld: p.ldb, transposed: p.transB)
-        var weights = p.packedB ? anyDesc(p.k, p.n, type) : plainWeights
+        var weights = p.packedB ? anyDesc(p.k, p.n, type) : p.bf16 ? denseGridDesc(grid, p.k, p.n, dnnl_bf16) : plainWeights
         var dst = p.isGrid ? gridDesc(grid, strides: (p.strideC0, p.strideC1), p.m, p.n, ld: p.ldc)
                            : desc(p.m, p.n, ld: p.ldc)
         var bias = desc(1, p.n, ld: p.n)
@@ -211,17 +224,27 @@ enum OneDNN {
         var primitive: dnnl_primitive_t?
         guard dnnl_primitive_create(&primitive, pd) == dnnl_success, let primitive else { return nil }
 
-        var convert: dnnl_primitive_t?
-        if p.bf16 {
-            var rpd: dnnl_primitive_desc_t?
-            var from = plainSrc
-            guard dnnl_reorder_primitive_desc_create(&rpd, &from, engine, &src, engine, nil) == dnnl_success, let rpd
-            else { dnnl_primitive_destroy(primitive); return nil }
+        func reorder(from plain: dnnl_memory_desc_t, to target: dnnl_memory_desc_t) -> dnnl_primitive_t? {
+            var rpd: dnnl_primitive_desc_t?, made: dnnl_primitive_t?
+            var from = plain, to = target
+            guard dnnl_reorder_primitive_desc_create(&rpd, &from, engine, &to, engine, nil) == dnnl_success, let rpd
+            else { return nil }
             defer { dnnl_primitive_desc_destroy(rpd) }
-            guard dnnl_primitive_create(&convert, rpd) == dnnl_success else { dnnl_primitive_destroy(primitive); return nil }
+            return dnnl_primitive_create(&made, rpd) == dnnl_success ? made : nil
+        }
+        var convert: dnnl_primitive_t?, convertB: dnnl_primitive_t?
+        if p.bf16 {
+            convert = reorder(from: plainSrc, to: src)
+            if !p.packedB { convertB = reorder(from: plainWeights, to: weights) }
+            guard convert != nil, p.packedB || convertB != nil else {
+                dnnl_primitive_destroy(primitive)
+                if let convert { dnnl_primitive_destroy(convert) }
+                return nil
+            }
         }
         return Matmul(primitive: primitive, src: src, plainSrc: plainSrc, convert: convert, weights: weights,
-                      plainWeights: plainWeights, bias: bias, dst: dst, scratchpadBytes: scratch, name: name)
+                      plainWeights: plainWeights, convertB: convertB, bias: bias, dst: dst, scratchpadBytes: scratch,
+                      name: name)
     }
 
     /// Runs problem `p`; false when oneDNN cannot (the caller falls back to OpenBLAS).
@@ -263,9 +286,17 @@ enum OneDNN {
             guard dnnl_primitive_execute(convert, stream, 2, &args) == dnnl_success else { return false }
             src = converted
         }
+        var weights = memory(p.packedB ? mm.weights : mm.plainWeights, weightData)
+        if let convertB = mm.convertB {
+            var w = mm.weights
+            let converted = memory(mm.weights, buffer(dnnl_memory_desc_get_size(&w)))
+            var args = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: weights), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: converted)]
+            guard dnnl_primitive_execute(convertB, stream, 2, &args) == dnnl_success else { return false }
+            weights = converted
+        }
         var args = [
             dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: src),
-            dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: memory(mm.weights, weightData)),
+            dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: weights),
             dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: memory(mm.dst, c)),
         ]
         if p.bias, let bias { args.append(dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: memory(mm.bias, UnsafeMutableRawPointer(mutating: bias)))) }

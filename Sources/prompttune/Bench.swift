@@ -27,7 +27,7 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "Python interpreter that runs the reference script.")
     var python = "python3"
 
-    @Option(help: "Inputs of the products with layer weights: fp32 (exact) or bf16 (fp32 accumulation; PyTorch runs under autocast).")
+    @Option(help: "Inputs of the products with layer weights (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; PyTorch runs under autocast).")
     var precision: Precision = .fp32
 
     /// Threads and precision for the run; the GEMM path it uses, to print.

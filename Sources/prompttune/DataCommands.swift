@@ -78,7 +78,7 @@ struct FeaturesCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Encode only the first N images of the selection (quick runs).") var limit: Int?
     @Option(help: "Output file (default: features/<dataset>-<split>[...].safetensors).") var out: String?
     @Option(parsing: .unconditional, help: "Threads (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    @Option(help: "Inputs of the image tower's layer products: fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
+    @Option(help: "Inputs of the image tower's matrix products (layers and attention): fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
     var precision: Precision = .fp32
     @OptionGroup var imageOptions: ImageOptions
     @Flag(help: "Print a JSON summary.") var json = false

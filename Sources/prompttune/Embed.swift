@@ -13,7 +13,7 @@ struct Embed: ParsableCommand {
     @Option(name: .customLong("text"), help: "A text to embed (repeatable).") var texts: [String] = []
     @Option(name: .customLong("image"), help: "A PNG or JPEG image to embed (repeatable).") var images: [String] = []
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    @Option(help: "Inputs of the towers' layer products: fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
+    @Option(help: "Inputs of the towers' layer products (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
     var precision: Precision = .fp32
     @OptionGroup var imageOptions: ImageOptions
 

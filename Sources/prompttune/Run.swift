@@ -48,7 +48,7 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Append one JSON line per training step of every trained cell that runs to FILE (sorted keys): cell, epoch, step, lr, the batch's dataset indices, each image's crop box and flip (dapt, vpt) or cached view, and every loss term.", valueName: "FILE"))
     var trace: String?
     @OptionGroup var imageOptions: ImageOptions
-    @Option(help: "Inputs of the frozen towers' layer products: fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX). Features made in bf16 are cached apart from fp32 ones only if --out differs.")
+    @Option(help: "Inputs of the frozen towers' layer products (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX). Features made in bf16 are cached apart from fp32 ones only if --out differs.")
     var precision: Precision = .fp32
     @Option(parsing: .unconditional, help: "Threads (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 

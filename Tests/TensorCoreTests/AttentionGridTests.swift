@@ -85,6 +85,54 @@ final class AttentionGridTests: XCTestCase {
         }
     }
 
+    /// A bf16 grid reads both operands rounded to bfloat16 (to nearest even) and accumulates in
+    /// fp32: equal, to fp32 accumulation error, to the product of the rounded operands.
+    func testBF16GridReadsRoundedOperands() throws {
+        guard CPU.hasBF16, OneDNN.isAvailable else { throw XCTSkip("no bf16 hardware or no oneDNN here") }
+        Compute.gemmBackend = .oneDNN
+        var rng = SeededGenerator(seed: 23)
+        let (outer, m, n, k, ld, rowsPer) = ((2, 3), 50, 50, 64, 3 * 64 * 3, 50)
+        let a = Tensor.randomNormal([outer.0 * rowsPer, ld], using: &rng), b = Tensor.randomNormal([outer.0 * rowsPer, ld], using: &rng)
+        func rounded(_ t: Tensor) -> Tensor {
+            Tensor(shape: t.shape, data: t.data.map { v in
+                let bits = v.bitPattern
+                return Float(bitPattern: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000)
+            })
+        }
+        let (ra, rb) = (rounded(a), rounded(b))
+        let strides = (rowsPer * ld, 64)
+        var got = Tensor(zeros: [outer.0 * outer.1 * m * n]), want = got
+        a.withPointer { pa in b.withPointer { pb in got.withMutablePointer { pc in
+            gridGEMM(outer: outer, transB: true, m: m, n: n, k: k, alpha: 0.125, a: pa, lda: ld, strideA: strides,
+                     b: pb, ldb: ld, strideB: strides, c: pc, ldc: n, strideC: (outer.1 * m * n, m * n), bf16: true)
+        } } }
+        ra.withPointer { pa in rb.withPointer { pb in want.withMutablePointer { pc in
+            gridGEMM(outer: outer, transB: true, m: m, n: n, k: k, alpha: 0.125, a: pa, lda: ld, strideA: strides,
+                     b: pb, ldb: ld, strideB: strides, c: pc, ldc: n, strideC: (outer.1 * m * n, m * n), backend: .naive)
+        } } }
+        assertClose(got, want, atol: 1e-5, rtol: 1e-5, "bf16 grid vs rounded operands")
+        XCTAssertTrue(oneDNNCanRunGrid(outer: outer, transB: true, m: m, n: n, k: k, alpha: 0.125, lda: ld, strideA: strides,
+                                       ldb: ld, strideB: strides, ldc: n, strideC: (outer.1 * m * n, m * n), bf16: true))
+    }
+
+    /// Under bf16 a tower-like attention (grid path) stays close to fp32.
+    func testBF16GridAttentionIsCloseToFP32() throws {
+        guard CPU.hasBF16, OneDNN.isAvailable else { throw XCTSkip("no bf16 hardware or no oneDNN here") }
+        var rng = SeededGenerator(seed: 24)
+        let (b, t, c, h) = (2, 50, 128, 2)
+        let attn = MultiheadAttention(inProj: Linear(weight: .randomNormal([3 * c, c], std: 0.05, using: &rng), bias: nil),
+                                      outProj: Linear(weight: .randomNormal([c, c], std: 0.05, using: &rng), bias: nil), heads: h)
+        let x = Tensor.randomNormal([b * t, c], using: &rng)
+        let layout = SequenceLayout.uniform(batch: b, tokens: t)
+        Compute.gemmBackend = .oneDNN
+        let fp32 = attn.forward(x, layout: layout, causal: false).0
+        try Compute.setPrecision(.bf16)
+        defer { try? Compute.setPrecision(.fp32) }
+        let half = attn.forward(x, layout: layout, causal: false).0
+        XCTAssertNotEqual(half, fp32)
+        assertClose(half, fp32, atol: 1e-2, rtol: 2e-2, "bf16 grid attention")
+    }
+
     func testParallelRunsEveryWorkerOnce() {
         for workers in [1, 2, 3, 8] {
             let lock = NSLock()
