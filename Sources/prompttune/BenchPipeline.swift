@@ -98,9 +98,11 @@ extension Bench {
             }
             if let failure { throw failure }
 
-            // (b) per batch: decode + preprocess in parallel into one [B,3,R,R] tensor, then the image tower.
+            // (b) per batch: decode + preprocess in parallel into one [B,3,R,R] tensor, then the image tower
+            // (each batch reusing the buffers of the one before, as feature extraction does).
             let encS = bench.time {
                 do {
+                    let workspace = Workspace()
                     for start in stride(from: 0, to: n, by: batch) {
                         let count = min(batch, n - start)
                         var pixels = [Float](repeating: 0, count: count * plane)
@@ -112,7 +114,8 @@ extension Bench {
                                 }
                             }
                         }
-                        let (features, _) = model.image.forward(pixels: Tensor(shape: [count, 3, r, r], data: pixels))
+                        let (features, _) = model.image.forward(pixels: Tensor(shape: [count, 3, r, r], data: pixels),
+                                                                workspace: workspace)
                         checksum[start] += features.data[0]
                     }
                 } catch { failure = error }
