@@ -278,21 +278,22 @@ enum OneDNN {
             return b.data
         }
 
+        /// `from` converted by `reorder` into a scratch buffer of layout `to` (nil on failure).
+        func converted(_ from: dnnl_memory_t?, by reorder: dnnl_primitive_t, to: dnnl_memory_desc_t) -> dnnl_memory_t? {
+            var d = to
+            let out = memory(to, buffer(dnnl_memory_desc_get_size(&d)))
+            var args = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: from), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: out)]
+            return dnnl_primitive_execute(reorder, stream, 2, &args) == dnnl_success ? out : nil
+        }
         var src = memory(mm.plainSrc, UnsafeMutableRawPointer(mutating: a))
         if let convert = mm.convert {
-            var s = mm.src
-            let converted = memory(mm.src, buffer(dnnl_memory_desc_get_size(&s)))
-            var args = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: src), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: converted)]
-            guard dnnl_primitive_execute(convert, stream, 2, &args) == dnnl_success else { return false }
-            src = converted
+            guard let bf16 = converted(src, by: convert, to: mm.src) else { return false }
+            src = bf16
         }
         var weights = memory(p.packedB ? mm.weights : mm.plainWeights, weightData)
         if let convertB = mm.convertB {
-            var w = mm.weights
-            let converted = memory(mm.weights, buffer(dnnl_memory_desc_get_size(&w)))
-            var args = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: weights), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: converted)]
-            guard dnnl_primitive_execute(convertB, stream, 2, &args) == dnnl_success else { return false }
-            weights = converted
+            guard let bf16 = converted(weights, by: convertB, to: mm.weights) else { return false }
+            weights = bf16
         }
         var args = [
             dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: src),
