@@ -25,6 +25,7 @@ public enum Precision: String, Sendable, CaseIterable {
 public enum ComputeError: Error, CustomStringConvertible {
     case bf16Unsupported(cpu: String)
     case bf16NeedsOneDNN(GEMMBackend)
+    case bf16NoKernel(isa: String)
 
     public var description: String {
         switch self {
@@ -32,6 +33,8 @@ public enum ComputeError: Error, CustomStringConvertible {
             return "bf16 needs a CPU with AVX-512 BF16 or AMX-BF16 (this one has \(cpu)); emulating it would be slower than fp32, so it is refused: use fp32"
         case .bf16NeedsOneDNN(let b):
             return "bf16 runs on the oneDNN GEMM backend, not \(b.rawValue)"
+        case .bf16NoKernel(let isa):
+            return "this oneDNN offers no bf16 kernel (it runs at ISA \(isa); ONEDNN_MAX_CPU_ISA, if set, limits it), so bf16 products would run as fp32: use fp32"
         }
     }
 }
@@ -50,12 +53,18 @@ public enum Compute {
     /// The input format of products with layer weights; set it with `setPrecision`.
     nonisolated(unsafe) public private(set) static var precision: Precision = .fp32
 
-    /// Chooses bf16 or fp32 products for `Linear`; bf16 is refused on CPUs without bf16 hardware
-    /// and on backends other than oneDNN.
+    /// Whether `setPrecision(.bf16)` is accepted here (bf16 hardware, the oneDNN backend, and a
+    /// oneDNN bf16 kernel).
+    public static var canRunBF16: Bool { CPU.hasBF16 && gemmBackend == .oneDNN && OneDNN.hasBF16Kernel }
+
+    /// Chooses bf16 or fp32 products for `Linear`; bf16 is refused on CPUs without bf16 hardware,
+    /// on backends other than oneDNN, and where oneDNN has no bf16 kernel (its products would
+    /// otherwise fall back to fp32 unnoticed).
     public static func setPrecision(_ p: Precision) throws {
         if p == .bf16 {
             guard CPU.hasBF16 else { throw ComputeError.bf16Unsupported(cpu: CPU.featureSummary) }
             guard gemmBackend == .oneDNN, OneDNN.isAvailable else { throw ComputeError.bf16NeedsOneDNN(gemmBackend) }
+            guard OneDNN.hasBF16Kernel else { throw ComputeError.bf16NoKernel(isa: OneDNN.isa) }
         }
         precision = p
     }

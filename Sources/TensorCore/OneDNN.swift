@@ -366,6 +366,10 @@ enum OneDNN {
         return out
     }
 
+    /// Whether oneDNN runs bf16 products with a kernel here (not only its reference code: that
+    /// is the case on CPUs without bf16 hardware, or with `ONEDNN_MAX_CPU_ISA` below it).
+    static let hasBF16Kernel: Bool = isAvailable && CPU.hasBF16 && !kernelName(bf16: true).hasPrefix("none")
+
     /// The implementation oneDNN picks for a tower-sized product (e.g. "brg:avx512_core"), or why none.
     static func kernelName(bf16: Bool) -> String {
         let p = Problem(m: 1024, n: 768, k: 768, lda: 768, ldb: 768, ldc: 768, transA: false, transB: true,

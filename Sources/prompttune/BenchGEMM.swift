@@ -70,7 +70,7 @@ extension Bench {
             let gemm = try bench.configure()
             let peak = Self.peak(threads: bench.threads)
             var rng = SeededGenerator(seed: 5)
-            let bf16 = CPU.hasBF16
+            let bf16 = Compute.canRunBF16
             var rows: [(String, String)] = []
             var results: [[String: Any]] = []
             for s in shapes {

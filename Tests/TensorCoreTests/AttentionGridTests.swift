@@ -78,7 +78,7 @@ final class AttentionGridTests: XCTestCase {
             }
             let loops = run(.openBLAS), grid = run(.oneDNN)
             assertClose(grid.y, loops.y, atol: 1e-5, rtol: 1e-5, "output causal=\(causal)")
-            assertClose(grid.dx, loops.dx, atol: 1e-5, rtol: 1e-5, "dx causal=\(causal)")
+            assertClose(grid.dx, loops.dx, atol: 1e-4, rtol: 1e-4, "dx causal=\(causal)")  // sums of many terms
             assertClose(grid.grads.inProj.weight, loops.grads.inProj.weight, atol: 1e-4, rtol: 1e-5, "dW_in causal=\(causal)")
             assertClose(grid.grads.inProj.bias!, loops.grads.inProj.bias!, atol: 1e-4, rtol: 1e-5, "db_in causal=\(causal)")
             assertClose(grid.grads.outProj.weight, loops.grads.outProj.weight, atol: 1e-4, rtol: 1e-5, "dW_out causal=\(causal)")
@@ -88,8 +88,8 @@ final class AttentionGridTests: XCTestCase {
     /// A bf16 grid reads both operands rounded to bfloat16 (to nearest even) and accumulates in
     /// fp32: equal, to fp32 accumulation error, to the product of the rounded operands.
     func testBF16GridReadsRoundedOperands() throws {
-        guard CPU.hasBF16, OneDNN.isAvailable else { throw XCTSkip("no bf16 hardware or no oneDNN here") }
         Compute.gemmBackend = .oneDNN
+        guard Compute.canRunBF16 else { throw XCTSkip("no bf16 hardware or no oneDNN bf16 kernel here") }
         var rng = SeededGenerator(seed: 23)
         let (outer, m, n, k, ld, rowsPer) = ((2, 3), 50, 50, 64, 3 * 64 * 3, 50)
         let a = Tensor.randomNormal([outer.0 * rowsPer, ld], using: &rng), b = Tensor.randomNormal([outer.0 * rowsPer, ld], using: &rng)
@@ -117,14 +117,14 @@ final class AttentionGridTests: XCTestCase {
 
     /// Under bf16 a tower-like attention (grid path) stays close to fp32.
     func testBF16GridAttentionIsCloseToFP32() throws {
-        guard CPU.hasBF16, OneDNN.isAvailable else { throw XCTSkip("no bf16 hardware or no oneDNN here") }
+        Compute.gemmBackend = .oneDNN
+        guard Compute.canRunBF16 else { throw XCTSkip("no bf16 hardware or no oneDNN bf16 kernel here") }
         var rng = SeededGenerator(seed: 24)
         let (b, t, c, h) = (2, 50, 128, 2)
         let attn = MultiheadAttention(inProj: Linear(weight: .randomNormal([3 * c, c], std: 0.05, using: &rng), bias: nil),
                                       outProj: Linear(weight: .randomNormal([c, c], std: 0.05, using: &rng), bias: nil), heads: h)
         let x = Tensor.randomNormal([b * t, c], using: &rng)
         let layout = SequenceLayout.uniform(batch: b, tokens: t)
-        Compute.gemmBackend = .oneDNN
         let fp32 = attn.forward(x, layout: layout, causal: false).0
         try Compute.setPrecision(.bf16)
         defer { try? Compute.setPrecision(.fp32) }
