@@ -19,8 +19,10 @@ public struct PromptEncoder: Sendable {
         var shared: Bool
     }
 
-    /// -> text features K, E (not normalised).
-    public func forward(_ learner: PromptLearner, context: Tensor, keepCaches: Bool = true) -> (Tensor, Trace) {
+    /// -> text features K, E (not normalised). With a `workspace`, the activations come from it and
+    /// the caches hold only what `backward(_:releasing:learner:workspace:)` reads.
+    public func forward(_ learner: PromptLearner, context: Tensor, keepCaches: Bool = true,
+                        workspace: Workspace? = nil) -> (Tensor, Trace) {
         let k = learner.classCount
         if learner.config.sharesPrefix {
             let p = 1 + learner.config.contextLength
@@ -41,7 +43,8 @@ public struct PromptEncoder: Sendable {
                     for i in 0..<(layout.lengths[c] * d) { base[i] += from[i] }
                 }
             } }
-            let (features, trace) = text.forward(packed: h, layout: layout, keepCaches: keepCaches)
+            let (features, trace) = text.forward(packed: h, layout: layout, keepCaches: keepCaches, workspace: workspace,
+                                                     keepLinearInputs: workspace == nil)
             return (features, Trace(tower: trace, shared: true))
         }
         let layout = SequenceLayout(lengths: learner.eot.map { $0 + 1 })
@@ -50,13 +53,28 @@ public struct PromptEncoder: Sendable {
         for c in 0..<k { rows += learner.promptRows(c, context: context).data }
         var h = Tensor(shape: [layout.rows, text.width], data: rows)
         h.addPositions(layout, text.positionalEmbedding)
-        let (features, trace) = text.forward(packed: h, layout: layout, keepCaches: keepCaches)
+        let (features, trace) = text.forward(packed: h, layout: layout, keepCaches: keepCaches, workspace: workspace,
+                                                     keepLinearInputs: workspace == nil)
         return (features, Trace(tower: trace, shared: false))
     }
 
     /// dFeatures: K, E -> gradient of the context (shape of `learner.context`).
     public func backward(_ dFeatures: Tensor, trace: Trace, learner: PromptLearner) -> Tensor {
-        let dRows = text.backwardPacked(dFeatures, trace: trace.tower)
+        contextGradient(text.backwardPacked(dFeatures, trace: trace.tower), trace: trace, learner: learner)
+    }
+
+    /// The same, releasing the trace's caches into `workspace` as the backward goes (the forward
+    /// ran with that workspace); equal to `backward(_:trace:learner:)`.
+    public func backward(_ dFeatures: Tensor, releasing trace: inout Trace, learner: PromptLearner,
+                         workspace: Workspace) -> Tensor {
+        let dRows = text.backwardPacked(dFeatures, releasing: &trace.tower, workspace: workspace)
+        let dContext = contextGradient(dRows, trace: trace, learner: learner)
+        workspace.recycle(dRows)
+        return dContext
+    }
+
+    /// The gradient of the packed input rows -> the context's (summed over the classes sharing it).
+    private func contextGradient(_ dRows: Tensor, trace: Trace, learner: PromptLearner) -> Tensor {
         let (m, d) = (learner.config.contextLength, text.width)
         if trace.shared {
             return dRows.slice(rows: 1..<(1 + m))  // the prefix rows after SOS, already summed over classes

@@ -155,7 +155,7 @@ public final class PromptTuner {
         var textTrace: PromptEncoder.Trace?
         let textFeatures: Tensor
         if let ctx = parameters[ParameterName.textContext] {
-            let (t, tr) = encoder.forward(learner, context: ctx)
+            let (t, tr) = encoder.forward(learner, context: ctx, workspace: workspace)
             textFeatures = t
             textTrace = tr
         } else {
@@ -176,8 +176,9 @@ public final class PromptTuner {
         let value = objective(method: method, textFeatures: textFeatures, images: images, labels: batch.labels,
                               logitScale: model.logitScale, inputs: inputs, imageGradient: visual != nil)
         var grads = ParameterSet()
-        if let tr = textTrace {
-            grads[ParameterName.textContext] = encoder.backward(value.dText, trace: tr, learner: learner)
+        if var tr = textTrace {
+            textTrace = nil  // `tr` holds the only reference, so released caches are reused, not copied
+            grads[ParameterName.textContext] = encoder.backward(value.dText, releasing: &tr, learner: learner, workspace: workspace)
         }
         if visual != nil, var tr = imageTrace, let cache = normCache, let dF = value.dImages {
             imageTrace = nil  // `tr` holds the only reference, so released caches are reused, not copied

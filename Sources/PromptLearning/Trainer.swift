@@ -32,6 +32,8 @@ public final class PromptTrainer {
     public private(set) var steps = 0
     public private(set) var history: [EpochRecord] = []
     public private(set) var rng: SeededGenerator
+    /// The text tower's activations, reused step after step.
+    private let workspace = Workspace()
     /// Warnings worth showing the user (e.g. no simplex ETF for K > d + 1).
     public private(set) var warnings: [String] = []
     /// One JSON line per step when set (`--trace`): the batch's indices, each image's cached view
@@ -118,7 +120,7 @@ public final class PromptTrainer {
 
     /// Loss and context gradient on a batch, without updating anything.
     public func evaluateBatch(_ batch: [Int], views: [Int]? = nil) -> (ObjectiveValue, Tensor) {
-        let (features, trace) = encoder.forward(learner, context: learner.context)
+        var (features, trace) = encoder.forward(learner, context: learner.context, workspace: workspace)
         let d = model.config.embedDim
         var rows: [Float] = []
         rows.reserveCapacity(batch.count * d)
@@ -128,7 +130,7 @@ public final class PromptTrainer {
         }
         let value = objective(method: config.method, textFeatures: features, images: Tensor(shape: [batch.count, d], data: rows),
                               labels: batch.map { labels[$0] }, logitScale: model.logitScale, inputs: inputs)
-        let dContext = encoder.backward(value.dText, trace: trace, learner: learner)
+        let dContext = encoder.backward(value.dText, releasing: &trace, learner: learner, workspace: workspace)
         return (value, dContext)
     }
 

@@ -54,13 +54,18 @@ public struct TextTower: Sendable {
     /// The transformer on packed rows that already include positional embeddings; the feature of
     /// each sequence is taken at its last row (its EOT). With `layout.prefix` > 0, the prefix rows are
     /// the shared beginning of every sequence (CoOp's shared context).
+    ///
+    /// With a `workspace`, the activations (and the caches kept) come from it; `keepLinearInputs`
+    /// false keeps only what a backward without weight gradients reads (`backwardPacked(_:releasing:workspace:)`).
     public func forward(packed h: Tensor, layout: SequenceLayout, keepCaches: Bool = false,
-                        keepHiddenStates: Bool = false) -> (Tensor, Trace) {
+                        keepHiddenStates: Bool = false, workspace: Workspace? = nil,
+                        keepLinearInputs: Bool = true) -> (Tensor, Trace) {
         let rows = layout.lengths.indices.map { layout.rowOffsets[$0] + layout.lengths[$0] - 1 }
         // Only the EOT rows are read, so the last block computes just those after its attention
         // (all of them when hidden states are kept for inspection).
         let (out, blocks) = transformer.forward(h, layout: layout, causal: true, outputRows: keepHiddenStates ? nil : rows,
-                                                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
+                                                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
+                                                workspace: workspace, keepLinearInputs: keepLinearInputs)
         let (pooled, lnCache) = lnFinal.forward(keepHiddenStates ? out.gatherRows(rows) : out)
         let features = matmul(pooled, projection)
         return (features, Trace(blocks: blocks, lnFinal: lnCache, pooled: pooled, layout: layout, outputRows: rows))
@@ -72,26 +77,44 @@ public struct TextTower: Sendable {
         return backwardPacked(dFeatures, trace: trace, grads: &none)
     }
 
-    /// dFeatures: B, E -> gradient w.r.t. the packed input rows (R, C). With `grads` (a tower-shaped
-    /// gradient, e.g. `CLIPModel.zeroGradient().text`), the weight gradients accumulate into it:
-    /// projection, ln_final, every block, and the positional embedding (the packed rows include it);
-    /// the token embedding's gradient needs the token ids (`backward(_:trace:tokens:grads:)`).
-    public func backwardPacked(_ dFeatures: Tensor, trace: Trace, grads: inout TextTower?) -> Tensor {
+    /// `backwardPacked(_:trace:)` releasing the trace as it goes: each block's cache goes back to
+    /// `workspace` once its backward has run, and the temporaries come from it, so a training
+    /// step's backward reuses the memory its forward kept (the forward ran with `keepCaches`,
+    /// ideally with the same workspace and `keepLinearInputs: false`). `trace` is left without
+    /// block caches; the result's storage may go back to `workspace` once read.
+    public func backwardPacked(_ dFeatures: Tensor, releasing trace: inout Trace, workspace: Workspace) -> Tensor {
+        var noTower: TextTower? = nil
+        let dOut = gradientAtOutputRows(dFeatures, trace: trace, grads: &noTower)
+        var noBlocks: [ResidualBlock.Grads]? = nil
+        return transformer.backward(dOut, releasing: &trace.blocks, grads: &noBlocks, workspace: workspace)
+    }
+
+    /// dFeatures -> the gradient of the last block's output (its EOT rows, or every row when the
+    /// trace kept hidden states), through the projection and ln_final.
+    /// With `grads`, the projection's and ln_final's weight gradients accumulate into it.
+    private func gradientAtOutputRows(_ dFeatures: Tensor, trace: Trace, grads: inout TextTower?) -> Tensor {
         let (b, c) = (trace.outputRows.count, width)
         let dPooled = matmul(dFeatures, projection, transB: true)
         if grads != nil { grads!.projection.accumulate(matmul(trace.pooled, dFeatures, transA: true)) }
         var dGathered = Tensor(zeros: [b, c])
         var lnGrads = grads?.lnFinal.asGrads
         lnFinal.backward(dPooled, cache: trace.lnFinal, dx: &dGathered, grads: &lnGrads)
-        var dOut = dGathered
-        if trace.blocks.outputRows == nil {
-            dOut = Tensor(zeros: [trace.layout.rows, c])
-            dOut.addRows(dGathered, at: trace.outputRows)
-        }
+        if grads != nil { grads!.lnFinal.set(lnGrads!) }
+        guard trace.blocks.outputRows == nil else { return dGathered }
+        var dOut = Tensor(zeros: [trace.layout.rows, c])
+        dOut.addRows(dGathered, at: trace.outputRows)
+        return dOut
+    }
+
+    /// dFeatures: B, E -> gradient w.r.t. the packed input rows (R, C). With `grads` (a tower-shaped
+    /// gradient, e.g. `CLIPModel.zeroGradient().text`), the weight gradients accumulate into it:
+    /// projection, ln_final, every block, and the positional embedding (the packed rows include it);
+    /// the token embedding's gradient needs the token ids (`backward(_:trace:tokens:grads:)`).
+    public func backwardPacked(_ dFeatures: Tensor, trace: Trace, grads: inout TextTower?) -> Tensor {
+        let dOut = gradientAtOutputRows(dFeatures, trace: trace, grads: &grads)
         var blockGrads = grads?.transformer.asGrads
         let dIn = transformer.backward(dOut, trace: trace.blocks, grads: &blockGrads)
         if grads != nil {
-            grads!.lnFinal.set(lnGrads!)
             grads!.transformer.set(blockGrads!)
             // Row j of the prefix is position j; row j of sequence s is position prefix + j.
             let layout = trace.layout
