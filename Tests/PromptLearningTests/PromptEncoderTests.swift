@@ -58,6 +58,29 @@ final class PromptEncoderTests: XCTestCase {
         XCTAssertLessThan(maxDiff(summed, g), 1e-4 * g.maxAbs, "the shared gradient is the sum of the per-class gradients")
     }
 
+    /// The arena path (forward into a workspace keeping only what the input gradient reads, backward
+    /// releasing block by block) equals the plain path bit for bit, step after step, on both the
+    /// shared-prefix and the per-class layouts; the second step reuses the first one's buffers.
+    func testWorkspacePathIsBitIdentical() throws {
+        let encoder = PromptEncoder(text: smallModel.text)
+        var rng = SeededGenerator(seed: 9)
+        for config in [PromptConfig(contextLength: 4), PromptConfig(contextLength: 3, position: .middle),
+                       PromptConfig(contextLength: 2, classSpecific: true)] {
+            let l = try learner(config)
+            let workspace = Workspace()
+            for step in 0..<2 {
+                let (f, trace) = encoder.forward(l, context: l.context)
+                let r = Tensor.randomNormal(f.shape, using: &rng)
+                let g = encoder.backward(r, trace: trace, learner: l)
+                var (fw, tw) = encoder.forward(l, context: l.context, workspace: workspace)
+                let gw = encoder.backward(r, releasing: &tw, learner: l, workspace: workspace)
+                XCTAssertEqual(fw, f, "features, \(config), step \(step)")
+                XCTAssertEqual(gw, g, "context gradient, \(config), step \(step)")
+            }
+            XCTAssertGreaterThan(workspace.reused, 0, "the second step reuses the first one's buffers")
+        }
+    }
+
     func testMiddleAndFrontPositionsGradient() throws {
         let encoder = PromptEncoder(text: smallModel.text)
         var rng = SeededGenerator(seed: 4)
