@@ -76,15 +76,35 @@ public func readJSON<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {
 
 /// An exclusive lock on `<path>.lock` held while `body` runs, so that parallel cells (`--cell N`
 /// under a scheduler) never build the same features file twice at once.
+///
+/// The holder removes the lock file before unlocking, so none is left behind. That is safe because
+/// a waiter that then gets its lock checks that the file it locked is still the one at the path
+/// (same device and inode); if it was removed meanwhile, the waiter opens the path again. Every
+/// holder thus holds the lock of the file at the path, and there is only one.
 public func withFileLock<T>(_ url: URL, _ body: () throws -> T) throws -> T {
     let lockPath = url.path + ".lock"
     try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-    let fd = open(lockPath, O_CREAT | O_RDWR, 0o644)
-    guard fd >= 0 else { throw ExperimentError("cannot create the lock file \(lockPath): \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    while flock(fd, LOCK_EX) != 0 {
-        guard errno == EINTR else { throw ExperimentError("cannot lock \(lockPath): \(String(cString: strerror(errno)))") }
+    var fd: Int32 = -1
+    while true {
+        fd = open(lockPath, O_CREAT | O_RDWR, 0o644)
+        guard fd >= 0 else { throw ExperimentError("cannot create the lock file \(lockPath): \(String(cString: strerror(errno)))") }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else {
+                let reason = String(cString: strerror(errno))
+                close(fd)
+                throw ExperimentError("cannot lock \(lockPath): \(reason)")
+            }
+        }
+        var held = stat(), current = stat()
+        if fstat(fd, &held) == 0, stat(lockPath, &current) == 0, held.st_ino == current.st_ino, held.st_dev == current.st_dev {
+            break
+        }
+        close(fd)  // the file was removed by the holder before us: lock the one at the path now
     }
-    defer { flock(fd, LOCK_UN) }
+    defer {
+        unlink(lockPath)  // while still held: a later caller creates a fresh file
+        flock(fd, LOCK_UN)
+        close(fd)
+    }
     return try body()
 }

@@ -84,7 +84,7 @@ func nonFiniteWeightsError(path: String, tensors: [String: Tensor]) -> Presented
 }
 
 /// Runs `body`, which writes into the folder `url`; when it fails and the folder was created by
-/// this run and holds nothing (but the lock files of `withFileLock`, which this run made), the
+/// this run and holds nothing (but lock files of `withFileLock`, which a killed run may leave), the
 /// folder is removed: a failed command leaves no empty folder behind.
 func removingEmptyFolderOnFailure<T>(_ url: URL, _ body: () throws -> T) throws -> T {
     let fm = FileManager.default
