@@ -163,65 +163,62 @@ public struct MultiheadAttention: Sendable {
             outProj.backward(dy, input: cache.context, dx: &dContext, grads: &outGrads)
         }
         var dqkv = Workspace.tensor(workspace, cache.qkv.shape)
-        if let grid = gridShape(layout),
-           backwardGrid(qkv: cache.qkv, probs: cache.probs, dContext: dContext, dqkv: &dqkv, batch: grid.batch,
-                        tokens: grid.tokens, workspace: workspace) {
-            var inGrads = grads?.inProj
-            inProj.backward(dqkv, input: cache.input, dx: &dx, grads: &inGrads)
-            if grads != nil { grads!.outProj = outGrads!; grads!.inProj = inGrads! }
-            if let workspace { workspace.recycle(dContext); workspace.recycle(dqkv) }
-            return
+        let ranGrid = gridShape(layout).map {
+            backwardGrid(qkv: cache.qkv, probs: cache.probs, dContext: dContext, dqkv: &dqkv, batch: $0.batch,
+                         tokens: $0.tokens, workspace: workspace)
+        } ?? false
+        if !ranGrid {
+            let offsets = probOffsets(layout)
+            let longest = max(p * p, layout.lengths.map { $0 * (p + $0) }.max() ?? 0)
+            let workers = min(Self.workers, h)
+            var scratch = [Float](repeating: 0, count: workers * longest)
+            cache.qkv.withPointer { pqkv in cache.probs.withUnsafeBufferPointer { pbuf in dContext.withPointer { pdctx in
+                dqkv.withMutablePointer { pdqkv in scratch.withUnsafeMutableBufferPointer { sbuf in
+                    let pp = pbuf.baseAddress!
+                    let ldq = 3 * c
+                    parallelOverHeads { head, worker in
+                        let ds = sbuf.baseAddress! + worker * longest
+                        let (qp, kp, vp) = (pqkv + head * d, pqkv + head * d + c, pqkv + head * d + 2 * c)
+                        let (dqp, dkp, dvp) = (pdqkv + head * d, pdqkv + head * d + c, pdqkv + head * d + 2 * c)
+                        for (i, t) in layout.lengths.enumerated() {
+                            let r0 = layout.rowOffsets[i]
+                            let n = p + t
+                            let off = r0 * ldq + head * d
+                            let (q, k, v) = (pqkv + off, pqkv + off + c, pqkv + off + 2 * c)
+                            let (dq, dk, dv) = (pdqkv + off, pdqkv + off + c, pdqkv + off + 2 * c)
+                            let s = pp + offsets.sequences[i] + head * t * n
+                            let dctx = pdctx + r0 * c + head * d
+                            // dS = dctx [v_prefix; v]^T; dv = s^T dctx (the prefix's part accumulates over sequences)
+                            if p > 0 {
+                                gemm(transB: true, m: t, n: p, k: d, a: dctx, lda: c, b: vp, ldb: ldq, c: ds, ldc: n)
+                                gemm(transA: true, m: p, n: d, k: t, a: s, lda: n, b: dctx, ldb: c, beta: 1, c: dvp, ldc: ldq)
+                            }
+                            gemm(transB: true, m: t, n: t, k: d, a: dctx, lda: c, b: v, ldb: ldq, c: ds + p, ldc: n)
+                            gemm(transA: true, m: t, n: d, k: t, a: s + p, lda: n, b: dctx, ldb: c, c: dv, ldc: ldq)
+                            // softmax backward (masked entries have s = 0, so their gradient is 0)
+                            pt_softmax_backward(ds, ds, s, t, n)
+                            // dq = scale dS [k_prefix; k]; dk = scale dS^T q (prefix part accumulates)
+                            if p > 0 {
+                                gemm(m: t, n: d, k: p, alpha: scale, a: ds, lda: n, b: kp, ldb: ldq, c: dq, ldc: ldq)
+                                gemm(transA: true, m: p, n: d, k: t, alpha: scale, a: ds, lda: n, b: q, ldb: ldq, beta: 1, c: dkp, ldc: ldq)
+                            }
+                            gemm(m: t, n: d, k: t, alpha: scale, a: ds + p, lda: n, b: k, ldb: ldq, beta: p > 0 ? 1 : 0, c: dq, ldc: ldq)
+                            gemm(transA: true, m: t, n: d, k: t, alpha: scale, a: ds + p, lda: n, b: q, ldb: ldq, c: dk, ldc: ldq)
+                        }
+                        if p > 0 {
+                            // The prefix's own causal self-attention; its gradients add to what the sequences gave.
+                            let s = pp + offsets.prefix + head * p * p
+                            let dctx = pdctx + head * d
+                            gemm(transB: true, m: p, n: p, k: d, a: dctx, lda: c, b: vp, ldb: ldq, c: ds, ldc: p)
+                            gemm(transA: true, m: p, n: d, k: p, a: s, lda: p, b: dctx, ldb: c, beta: 1, c: dvp, ldc: ldq)
+                            pt_softmax_backward(ds, ds, s, p, p)
+                            gemm(m: p, n: d, k: p, alpha: scale, a: ds, lda: p, b: kp, ldb: ldq, beta: 1, c: dqp, ldc: ldq)
+                            gemm(transA: true, m: p, n: d, k: p, alpha: scale, a: ds, lda: p, b: qp, ldb: ldq, beta: 1, c: dkp, ldc: ldq)
+                        }
+                    }
+                } }
+            } } }
         }
-        let offsets = probOffsets(layout)
-        let longest = max(p * p, layout.lengths.map { $0 * (p + $0) }.max() ?? 0)
-        let workers = min(Self.workers, h)
-        var scratch = [Float](repeating: 0, count: workers * longest)
-        cache.qkv.withPointer { pqkv in cache.probs.withUnsafeBufferPointer { pbuf in dContext.withPointer { pdctx in
-            dqkv.withMutablePointer { pdqkv in scratch.withUnsafeMutableBufferPointer { sbuf in
-                let pp = pbuf.baseAddress!
-                let ldq = 3 * c
-                parallelOverHeads { head, worker in
-                    let ds = sbuf.baseAddress! + worker * longest
-                    let (qp, kp, vp) = (pqkv + head * d, pqkv + head * d + c, pqkv + head * d + 2 * c)
-                    let (dqp, dkp, dvp) = (pdqkv + head * d, pdqkv + head * d + c, pdqkv + head * d + 2 * c)
-                    for (i, t) in layout.lengths.enumerated() {
-                        let r0 = layout.rowOffsets[i]
-                        let n = p + t
-                        let off = r0 * ldq + head * d
-                        let (q, k, v) = (pqkv + off, pqkv + off + c, pqkv + off + 2 * c)
-                        let (dq, dk, dv) = (pdqkv + off, pdqkv + off + c, pdqkv + off + 2 * c)
-                        let s = pp + offsets.sequences[i] + head * t * n
-                        let dctx = pdctx + r0 * c + head * d
-                        // dS = dctx [v_prefix; v]^T; dv = s^T dctx (the prefix's part accumulates over sequences)
-                        if p > 0 {
-                            gemm(transB: true, m: t, n: p, k: d, a: dctx, lda: c, b: vp, ldb: ldq, c: ds, ldc: n)
-                            gemm(transA: true, m: p, n: d, k: t, a: s, lda: n, b: dctx, ldb: c, beta: 1, c: dvp, ldc: ldq)
-                        }
-                        gemm(transB: true, m: t, n: t, k: d, a: dctx, lda: c, b: v, ldb: ldq, c: ds + p, ldc: n)
-                        gemm(transA: true, m: t, n: d, k: t, a: s + p, lda: n, b: dctx, ldb: c, c: dv, ldc: ldq)
-                        // softmax backward (masked entries have s = 0, so their gradient is 0)
-                        pt_softmax_backward(ds, ds, s, t, n)
-                        // dq = scale dS [k_prefix; k]; dk = scale dS^T q (prefix part accumulates)
-                        if p > 0 {
-                            gemm(m: t, n: d, k: p, alpha: scale, a: ds, lda: n, b: kp, ldb: ldq, c: dq, ldc: ldq)
-                            gemm(transA: true, m: p, n: d, k: t, alpha: scale, a: ds, lda: n, b: q, ldb: ldq, beta: 1, c: dkp, ldc: ldq)
-                        }
-                        gemm(m: t, n: d, k: t, alpha: scale, a: ds + p, lda: n, b: k, ldb: ldq, beta: p > 0 ? 1 : 0, c: dq, ldc: ldq)
-                        gemm(transA: true, m: t, n: d, k: t, alpha: scale, a: ds + p, lda: n, b: q, ldb: ldq, c: dk, ldc: ldq)
-                    }
-                    if p > 0 {
-                        // The prefix's own causal self-attention; its gradients add to what the sequences gave.
-                        let s = pp + offsets.prefix + head * p * p
-                        let dctx = pdctx + head * d
-                        gemm(transB: true, m: p, n: p, k: d, a: dctx, lda: c, b: vp, ldb: ldq, c: ds, ldc: p)
-                        gemm(transA: true, m: p, n: d, k: p, a: s, lda: p, b: dctx, ldb: c, beta: 1, c: dvp, ldc: ldq)
-                        pt_softmax_backward(ds, ds, s, p, p)
-                        gemm(m: p, n: d, k: p, alpha: scale, a: ds, lda: p, b: kp, ldb: ldq, beta: 1, c: dqp, ldc: ldq)
-                        gemm(transA: true, m: p, n: d, k: p, alpha: scale, a: ds, lda: p, b: qp, ldb: ldq, beta: 1, c: dkp, ldc: ldq)
-                    }
-                }
-            } }
-        } } }
         var inGrads = grads?.inProj
         inProj.backward(dqkv, input: cache.input, dx: &dx, grads: &inGrads)
         if grads != nil { grads!.outProj = outGrads!; grads!.inProj = inGrads! }
