@@ -245,14 +245,13 @@ public struct MultiheadAttention: Sendable {
         let grid = (batch, h), scale = 1 / Float(d).squareRoot()
         let bf16 = Compute.precision == .bf16  // as the layers' products: bf16 inputs, fp32 accumulation
         let qkvStrides = (t * ldq, d), probStrides = (h * t * t, t * t)
-        guard oneDNNCanRunGrid(outer: grid, transB: true, m: t, n: t, k: d, alpha: scale, lda: ldq, strideA: qkvStrides,
-                               ldb: ldq, strideB: qkvStrides, ldc: t, strideC: probStrides, bf16: bf16),
-              oneDNNCanRunGrid(outer: grid, m: t, n: d, k: t, lda: t, strideA: probStrides, ldb: ldq,
-                               strideB: qkvStrides, ldc: c, strideC: (t * c, d), bf16: bf16)
-        else { return false }
         // scores = q k^T / sqrt(d), softmax per row, context = scores v (into each head's columns)
-        gridGEMM(outer: grid, transB: true, m: t, n: t, k: d, alpha: scale, a: qkv, lda: ldq, strideA: qkvStrides,
-                 b: qkv + c, ldb: ldq, strideB: qkvStrides, c: probs, ldc: t, strideC: probStrides, bf16: bf16)
+        let scores = GridGEMM(outer: grid, transB: true, m: t, n: t, k: d, alpha: scale, lda: ldq, strideA: qkvStrides,
+                              ldb: ldq, strideB: qkvStrides, ldc: t, strideC: probStrides, bf16: bf16)
+        let mix = GridGEMM(outer: grid, m: t, n: d, k: t, lda: t, strideA: probStrides, ldb: ldq, strideB: qkvStrides,
+                           ldc: c, strideC: (t * c, d), bf16: bf16)
+        guard scores.runsOnOneDNN, mix.runsOnOneDNN else { return false }
+        scores.run(a: qkv, b: qkv + c, c: probs)
         let blocks = batch * h
         Compute.parallel(workers: min(Self.workers, blocks)) { w, team in
             let (lo, hi) = (blocks * w / team, blocks * (w + 1) / team)
@@ -262,8 +261,7 @@ public struct MultiheadAttention: Sendable {
                 pt_softmax_rows(probs + lo * t * t, (hi - lo) * t, t, -1)
             }
         }
-        gridGEMM(outer: grid, m: t, n: d, k: t, a: probs, lda: t, strideA: probStrides, b: qkv + 2 * c, ldb: ldq,
-                 strideB: qkvStrides, c: context, ldc: c, strideC: (t * c, d), bf16: bf16)
+        mix.run(a: probs, b: qkv + 2 * c, c: context)
         return true
     }
 
@@ -277,32 +275,28 @@ public struct MultiheadAttention: Sendable {
         let bf16 = Compute.precision == .bf16  // as the layers' products: bf16 inputs, fp32 accumulation
         let qkvStrides = (t * ldq, d), probStrides = (h * t * t, t * t), contextStrides = (t * c, d)
         // dS = dctx v^T; dv = S^T dctx; dq = scale dS k; dk = scale dS^T q
-        guard oneDNNCanRunGrid(outer: grid, transB: true, m: t, n: t, k: d, lda: c, strideA: contextStrides,
-                               ldb: ldq, strideB: qkvStrides, ldc: t, strideC: probStrides, bf16: bf16),
-              oneDNNCanRunGrid(outer: grid, transA: true, m: t, n: d, k: t, lda: t, strideA: probStrides,
-                               ldb: c, strideB: contextStrides, ldc: ldq, strideC: qkvStrides, bf16: bf16),
-              oneDNNCanRunGrid(outer: grid, m: t, n: d, k: t, alpha: scale, lda: t, strideA: probStrides,
-                               ldb: ldq, strideB: qkvStrides, ldc: ldq, strideC: qkvStrides, bf16: bf16),
-              oneDNNCanRunGrid(outer: grid, transA: true, m: t, n: d, k: t, alpha: scale, lda: t, strideA: probStrides,
-                               ldb: ldq, strideB: qkvStrides, ldc: ldq, strideC: qkvStrides, bf16: bf16)
-        else { return false }
+        let dScoresProduct = GridGEMM(outer: grid, transB: true, m: t, n: t, k: d, lda: c, strideA: contextStrides,
+                                      ldb: ldq, strideB: qkvStrides, ldc: t, strideC: probStrides, bf16: bf16)
+        let dValues = GridGEMM(outer: grid, transA: true, m: t, n: d, k: t, lda: t, strideA: probStrides,
+                               ldb: c, strideB: contextStrides, ldc: ldq, strideC: qkvStrides, bf16: bf16)
+        let dQueries = GridGEMM(outer: grid, m: t, n: d, k: t, alpha: scale, lda: t, strideA: probStrides,
+                                ldb: ldq, strideB: qkvStrides, ldc: ldq, strideC: qkvStrides, bf16: bf16)
+        let dKeys = GridGEMM(outer: grid, transA: true, m: t, n: d, k: t, alpha: scale, lda: t, strideA: probStrides,
+                             ldb: ldq, strideB: qkvStrides, ldc: ldq, strideC: qkvStrides, bf16: bf16)
+        guard [dScoresProduct, dValues, dQueries, dKeys].allSatisfy(\.runsOnOneDNN) else { return false }
         var dScores = Workspace.tensor(workspace, [batch * h * t * t], zeroed: false)  // written by the first product
         qkv.withPointer { pqkv in probs.withUnsafeBufferPointer { pbuf in dContext.withPointer { pdctx in
             dqkv.withMutablePointer { pdqkv in dScores.withMutablePointer { ds in
                 let s = pbuf.baseAddress!
-                gridGEMM(outer: grid, transB: true, m: t, n: t, k: d, a: pdctx, lda: c, strideA: contextStrides,
-                         b: pqkv + 2 * c, ldb: ldq, strideB: qkvStrides, c: ds, ldc: t, strideC: probStrides, bf16: bf16)
-                gridGEMM(outer: grid, transA: true, m: t, n: d, k: t, a: s, lda: t, strideA: probStrides,
-                         b: pdctx, ldb: c, strideB: contextStrides, c: pdqkv + 2 * c, ldc: ldq, strideC: qkvStrides, bf16: bf16)
+                dScoresProduct.run(a: pdctx, b: pqkv + 2 * c, c: ds)
+                dValues.run(a: s, b: pdctx, c: pdqkv + 2 * c)
                 let rows = batch * h * t
                 Compute.parallel(workers: min(Self.workers, rows)) { w, team in
                     let (lo, hi) = (rows * w / team, rows * (w + 1) / team)
                     if hi > lo { pt_softmax_backward(ds + lo * t, ds + lo * t, s + lo * t, hi - lo, t) }
                 }
-                gridGEMM(outer: grid, m: t, n: d, k: t, alpha: scale, a: ds, lda: t, strideA: probStrides,
-                         b: pqkv + c, ldb: ldq, strideB: qkvStrides, c: pdqkv, ldc: ldq, strideC: qkvStrides, bf16: bf16)
-                gridGEMM(outer: grid, transA: true, m: t, n: d, k: t, alpha: scale, a: ds, lda: t, strideA: probStrides,
-                         b: pqkv, ldb: ldq, strideB: qkvStrides, c: pdqkv + c, ldc: ldq, strideC: qkvStrides, bf16: bf16)
+                dQueries.run(a: ds, b: pqkv + c, c: pdqkv)
+                dKeys.run(a: ds, b: pqkv, c: pdqkv + c)
             } }
         } } }
         workspace?.recycle(dScores)

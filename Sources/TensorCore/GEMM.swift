@@ -188,49 +188,40 @@ public func batchedGEMM(batch: Int, transA: Bool = false, transB: Bool = false, 
     }
 }
 
-/// `outer.0 x outer.1` independent products (e.g. images x heads of attention); product (i, j)
-/// reads A at `a + i * strideA.0 + j * strideA.1` (likewise B) and writes C at the same offsets
-/// of `c`. On oneDNN one primitive runs the whole grid, its threads splitting the products
-/// (`oneDNNCanRunGrid` says whether it will); otherwise a loop of `gemm`. With `bf16`, oneDNN
-/// reads both operands rounded to bfloat16 (fp32 accumulation and output); the loop stays fp32.
-public func gridGEMM(outer: (Int, Int), transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
-                     alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: (Int, Int),
-                     b: UnsafePointer<Float>, ldb: Int, strideB: (Int, Int),
-                     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, strideC: (Int, Int),
-                     bf16: Bool = false, backend: GEMMBackend = Compute.gemmBackend) {
-    if outer.0 == 0 || outer.1 == 0 || m == 0 || n == 0 { return }
-    if backend == .oneDNN {
-        let p = gridProblem(outer: outer, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, lda: lda,
-                            strideA: strideA, ldb: ldb, strideB: strideB, beta: beta, ldc: ldc, strideC: strideC, bf16: bf16)
-        if OneDNN.run(p, a: a, b: b, bias: nil, c: c, packed: nil) { return }
+/// `outer.0 x outer.1` independent products (e.g. images x heads of attention), described once:
+/// product (i, j) reads A at `a + i * strideA.0 + j * strideA.1` (likewise B) and writes C at the
+/// same offsets of `c`. On oneDNN one primitive runs the whole grid, its threads splitting the
+/// products (`runsOnOneDNN` says whether it will); otherwise `run` loops over `gemm`. With `bf16`,
+/// oneDNN reads both operands rounded to bfloat16 (fp32 accumulation and output); the loop stays fp32.
+public struct GridGEMM: Sendable {
+    let problem: OneDNN.Problem
+
+    public init(outer: (Int, Int), transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                alpha: Float = 1, lda: Int, strideA: (Int, Int), ldb: Int, strideB: (Int, Int),
+                beta: Float = 0, ldc: Int, strideC: (Int, Int), bf16: Bool = false) {
+        problem = OneDNN.Problem(m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, transA: transA, transB: transB,
+                                 alpha: alpha, beta: beta, bias: false, bf16: bf16, packedB: false,
+                                 outer0: outer.0, outer1: outer.1, strideA0: strideA.0, strideA1: strideA.1,
+                                 strideB0: strideB.0, strideB1: strideB.1, strideC0: strideC.0, strideC1: strideC.1)
     }
-    for i in 0..<outer.0 {
-        for j in 0..<outer.1 {
-            gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
-                 a: a + i * strideA.0 + j * strideA.1, lda: lda, b: b + i * strideB.0 + j * strideB.1, ldb: ldb,
-                 beta: beta, c: c + i * strideC.0 + j * strideC.1, ldc: ldc, backend: backend)
+
+    /// Whether `run` is one oneDNN primitive here (oneDNN is the backend and offers a kernel other
+    /// than its reference code for these strides).
+    public var runsOnOneDNN: Bool { Compute.gemmBackend == .oneDNN && OneDNN.matmul(problem) != nil }
+
+    public func run(a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>,
+                    backend: GEMMBackend = Compute.gemmBackend) {
+        let p = problem
+        if p.outer0 == 0 || p.outer1 == 0 || p.m == 0 || p.n == 0 { return }
+        if backend == .oneDNN, OneDNN.run(p, a: a, b: b, bias: nil, c: c, packed: nil) { return }
+        for i in 0..<p.outer0 {
+            for j in 0..<p.outer1 {
+                gemm(transA: p.transA, transB: p.transB, m: p.m, n: p.n, k: p.k, alpha: p.alpha,
+                     a: a + i * p.strideA0 + j * p.strideA1, lda: p.lda, b: b + i * p.strideB0 + j * p.strideB1,
+                     ldb: p.ldb, beta: p.beta, c: c + i * p.strideC0 + j * p.strideC1, ldc: p.ldc, backend: backend)
+            }
         }
     }
-}
-
-/// Whether `gridGEMM` with these arguments runs as one oneDNN primitive (oneDNN is the backend
-/// and offers a kernel other than its reference code for the strides).
-public func oneDNNCanRunGrid(outer: (Int, Int), transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
-                             alpha: Float = 1, lda: Int, strideA: (Int, Int), ldb: Int, strideB: (Int, Int),
-                             beta: Float = 0, ldc: Int, strideC: (Int, Int), bf16: Bool = false) -> Bool {
-    guard Compute.gemmBackend == .oneDNN else { return false }
-    return OneDNN.matmul(gridProblem(outer: outer, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
-                                     lda: lda, strideA: strideA, ldb: ldb, strideB: strideB, beta: beta, ldc: ldc,
-                                     strideC: strideC, bf16: bf16)) != nil
-}
-
-private func gridProblem(outer: (Int, Int), transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
-                         lda: Int, strideA: (Int, Int), ldb: Int, strideB: (Int, Int), beta: Float, ldc: Int,
-                         strideC: (Int, Int), bf16: Bool) -> OneDNN.Problem {
-    OneDNN.Problem(m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, transA: transA, transB: transB, alpha: alpha,
-                   beta: beta, bias: false, bf16: bf16, packedB: false, outer0: outer.0, outer1: outer.1,
-                   strideA0: strideA.0, strideA1: strideA.1, strideB0: strideB.0, strideB1: strideB.1,
-                   strideC0: strideC.0, strideC1: strideC.1)
 }
 
 /// Tensor-level matrix product of 2-D tensors: op(a) @ op(b).
