@@ -162,7 +162,9 @@ public struct MultiheadAttention: Sendable {
         } else {
             outProj.backward(dy, input: cache.context, dx: &dContext, grads: &outGrads)
         }
-        var dqkv = Workspace.tensor(workspace, cache.qkv.shape)
+        // Every dq, dk, dv row is written with beta 0 below, except a shared prefix's, which
+        // accumulates over sequences: only then does dqkv start from zero.
+        var dqkv = Workspace.tensor(workspace, cache.qkv.shape, zeroed: layout.prefix > 0)
         let ranGrid = gridShape(layout).map {
             backwardGrid(qkv: cache.qkv, probs: cache.probs, dContext: dContext, dqkv: &dqkv, batch: $0.batch,
                          tokens: $0.tokens, workspace: workspace)
@@ -265,8 +267,8 @@ public struct MultiheadAttention: Sendable {
         return true
     }
 
-    /// The backward's per-head products as grids over (sequence, head), into `dqkv` (zero on
-    /// entry). False, with nothing written, when oneDNN has no kernel for the strides.
+    /// The backward's per-head products as grids over (sequence, head), writing all of `dqkv`.
+    /// False, with nothing written, when oneDNN has no kernel for the strides.
     private func backwardGrid(qkv: Tensor, probs: [Float], dContext: Tensor, dqkv: inout Tensor, batch: Int,
                               tokens t: Int, workspace: Workspace?) -> Bool {
         let (c, h) = (width, heads)

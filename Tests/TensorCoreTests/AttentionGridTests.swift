@@ -136,6 +136,36 @@ final class AttentionGridTests: XCTestCase {
         assertClose(half, fp32, atol: 1e-2, rtol: 2e-2, "bf16 grid attention")
     }
 
+    /// Buffers a workspace hands out unzeroed (outputs, scores, context, dqkv) are written in full:
+    /// a second round on reused, stale buffers equals a fresh computation, on the grid path, the
+    /// per-head path and a shared prefix (whose dqkv must start from zero).
+    func testReusedBuffersNeverLeakStaleValues() {
+        var rng = SeededGenerator(seed: 25)
+        let (c, h) = (128, 2)
+        let attn = MultiheadAttention(inProj: Linear(weight: .randomNormal([3 * c, c], std: 0.1, using: &rng), bias: nil),
+                                      outProj: Linear(weight: .randomNormal([c, c], std: 0.1, using: &rng), bias: nil), heads: h)
+        for (layout, causal) in [(SequenceLayout.uniform(batch: 2, tokens: 50), false), (SequenceLayout(lengths: [5, 7, 2]), true),
+                                 (SequenceLayout(prefix: 2, lengths: [3, 1, 4]), true)] {
+            let workspace = Workspace()
+            for round in 0..<2 {
+                let x = Tensor.randomNormal([layout.rows, c], using: &rng), dy = Tensor.randomNormal([layout.rows, c], using: &rng)
+                var none: MultiheadAttention.Grads? = nil
+                let (fresh, freshCache) = attn.forward(x, layout: layout, causal: causal)
+                var freshDx = Tensor(zeros: x.shape)
+                attn.backward(dy, cache: freshCache, dx: &freshDx, grads: &none)
+                var (y, cache) = attn.forward(x, layout: layout, causal: causal, workspace: workspace, keepLinearInputs: false)
+                var dx = Tensor(zeros: x.shape)
+                attn.backward(dy, cache: cache, dx: &dx, grads: &none, workspace: workspace)
+                XCTAssertEqual(y, fresh, "output, \(layout.lengths) round \(round)")
+                XCTAssertEqual(dx, freshDx, "dx, \(layout.lengths) round \(round)")
+                cache.recycle(into: workspace)
+                workspace.recycle(y)
+                y = Tensor(zeros: [0])
+            }
+            XCTAssertGreaterThan(workspace.reused, 0, "the second round reuses the first one's buffers")
+        }
+    }
+
     func testParallelRunsEveryWorkerOnce() {
         for workers in [1, 2, 3, 8] {
             let lock = NSLock()
