@@ -95,6 +95,25 @@ public struct Linear: Sendable {
     }
 }
 
+extension Linear {
+    /// Largest |y - ref| over largest |ref|, ref = x W^T + b computed in Double: how far a forward's
+    /// output `y` (N x Out) for input `x` (N x In) is from the exact product, read on every
+    /// `rowStep`-th row. A check for backends and precisions (`bench gemm`, the GEMM tests).
+    public func referenceError(of y: Tensor, input x: Tensor, rowStep: Int = 1) -> Double {
+        let (k, n) = (inFeatures, outFeatures)
+        var worst = 0.0, scale = 0.0
+        for r in stride(from: 0, to: x.rows, by: max(1, rowStep)) {
+            for j in 0..<n {
+                var s = Double(bias?[j] ?? 0)
+                for p in 0..<k { s += Double(x[r * k + p]) * Double(weight[j * k + p]) }
+                worst = max(worst, abs(Double(y[r * n + j]) - s))
+                scale = max(scale, abs(s))
+            }
+        }
+        return worst / scale
+    }
+}
+
 // MARK: - LayerNorm
 
 public struct LayerNorm: Sendable {

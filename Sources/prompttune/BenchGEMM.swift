@@ -51,21 +51,6 @@ extension Bench {
             return best
         }
 
-        /// Largest |y - ref| over largest |ref| on a few rows, ref = x W^T + b in Double.
-        static func error(_ y: Tensor, _ x: Tensor, _ l: Linear) -> Double {
-            let (k, n) = (l.inFeatures, l.outFeatures)
-            var worst = 0.0, scale = 0.0
-            for r in stride(from: 0, to: x.rows, by: max(1, x.rows / 4)) {
-                for j in 0..<n {
-                    var s = Double(l.bias?[j] ?? 0)
-                    for p in 0..<k { s += Double(x[r * k + p]) * Double(l.weight[j * k + p]) }
-                    worst = max(worst, abs(Double(y[r * n + j]) - s))
-                    scale = max(scale, abs(s))
-                }
-            }
-            return worst / scale
-        }
-
         func run() throws {
             let gemm = try bench.configure()
             let peak = Self.peak(threads: bench.threads)
@@ -86,7 +71,7 @@ extension Bench {
                     // fresh pages are faulted in inside the timing.
                     let workspace = Workspace()
                     let t = bench.time { workspace.recycle(layer.forward(x, workspace: workspace)) }
-                    return (flop / t / 1e9, Self.error(layer.forward(x), x, layer))
+                    return (flop / t / 1e9, layer.referenceError(of: layer.forward(x), input: x, rowStep: x.rows / 4))
                 }
                 let dnnl = try measure(.oneDNN, .fp32), blas = try measure(.openBLAS, .fp32)
                 let half = bf16 ? try measure(.oneDNN, .bf16) : nil
