@@ -201,7 +201,7 @@ public struct GridGEMM: Sendable {
                 beta: Float = 0, ldc: Int, strideC: (Int, Int), bf16: Bool = false) {
         problem = OneDNN.Problem(m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, transA: transA, transB: transB,
                                  alpha: alpha, beta: beta, bias: false, bf16: bf16, packedB: false,
-                                 outer0: outer.0, outer1: outer.1, strideA0: strideA.0, strideA1: strideA.1,
+                                 isGrid: true, outer0: outer.0, outer1: outer.1, strideA0: strideA.0, strideA1: strideA.1,
                                  strideB0: strideB.0, strideB1: strideB.1, strideC0: strideC.0, strideC1: strideC.1)
     }
 

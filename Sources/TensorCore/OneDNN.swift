@@ -86,10 +86,10 @@ enum OneDNN {
         var packedB: Bool
         /// A grid of `outer.0 x outer.1` such products in one primitive (e.g. images x heads), the
         /// operands of product (i, j) at i * stride.0 + j * stride.1 elements from a, b and c.
+        /// Set by `GridGEMM` (a grid of one product is still described in 4-D, with dense bf16 copies).
+        var isGrid = false
         var outer0 = 1, outer1 = 1
         var strideA0 = 0, strideA1 = 0, strideB0 = 0, strideB1 = 0, strideC0 = 0, strideC1 = 0
-
-        var isGrid: Bool { outer0 * outer1 > 1 }
     }
 
     /// A created primitive with what running it needs.

@@ -95,27 +95,29 @@ final class AttentionGridTests: XCTestCase {
         Compute.gemmBackend = .oneDNN
         guard Compute.canRunBF16 else { throw XCTSkip("no bf16 hardware or no oneDNN bf16 kernel here") }
         var rng = SeededGenerator(seed: 23)
-        let (outer, m, n, k, ld, rowsPer) = ((2, 3), 50, 50, 64, 3 * 64 * 3, 50)
-        let a = Tensor.randomNormal([outer.0 * rowsPer, ld], using: &rng), b = Tensor.randomNormal([outer.0 * rowsPer, ld], using: &rng)
-        func rounded(_ t: Tensor) -> Tensor {
-            Tensor(shape: t.shape, data: t.data.map { v in
-                let bits = v.bitPattern
-                return Float(bitPattern: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000)
-            })
+        for outer in [(2, 3), (1, 1)] {  // a grid of one product too
+            let (m, n, k, ld, rowsPer) = (50, 50, 64, 3 * 64 * 3, 50)
+            let a = Tensor.randomNormal([outer.0 * rowsPer, ld], using: &rng), b = Tensor.randomNormal([outer.0 * rowsPer, ld], using: &rng)
+            func rounded(_ t: Tensor) -> Tensor {
+                Tensor(shape: t.shape, data: t.data.map { v in
+                    let bits = v.bitPattern
+                    return Float(bitPattern: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000)
+                })
+            }
+            let (ra, rb) = (rounded(a), rounded(b))
+            let strides = (rowsPer * ld, 64)
+            func product(bf16: Bool) -> GridGEMM {
+                GridGEMM(outer: outer, transB: true, m: m, n: n, k: k, alpha: 0.125, lda: ld, strideA: strides,
+                         ldb: ld, strideB: strides, ldc: n, strideC: (outer.1 * m * n, m * n), bf16: bf16)
+            }
+            var got = Tensor(zeros: [outer.0 * outer.1 * m * n]), want = got
+            a.withPointer { pa in b.withPointer { pb in got.withMutablePointer { pc in product(bf16: true).run(a: pa, b: pb, c: pc) } } }
+            ra.withPointer { pa in rb.withPointer { pb in want.withMutablePointer { pc in
+                product(bf16: false).run(a: pa, b: pb, c: pc, backend: .naive)
+            } } }
+            assertClose(got, want, atol: 1e-5, rtol: 1e-5, "bf16 grid vs rounded operands, grid \(outer)")
+            XCTAssertTrue(product(bf16: true).runsOnOneDNN)
         }
-        let (ra, rb) = (rounded(a), rounded(b))
-        let strides = (rowsPer * ld, 64)
-        func product(bf16: Bool) -> GridGEMM {
-            GridGEMM(outer: outer, transB: true, m: m, n: n, k: k, alpha: 0.125, lda: ld, strideA: strides,
-                     ldb: ld, strideB: strides, ldc: n, strideC: (outer.1 * m * n, m * n), bf16: bf16)
-        }
-        var got = Tensor(zeros: [outer.0 * outer.1 * m * n]), want = got
-        a.withPointer { pa in b.withPointer { pb in got.withMutablePointer { pc in product(bf16: true).run(a: pa, b: pb, c: pc) } } }
-        ra.withPointer { pa in rb.withPointer { pb in want.withMutablePointer { pc in
-            product(bf16: false).run(a: pa, b: pb, c: pc, backend: .naive)
-        } } }
-        assertClose(got, want, atol: 1e-5, rtol: 1e-5, "bf16 grid vs rounded operands")
-        XCTAssertTrue(product(bf16: true).runsOnOneDNN)
     }
 
     /// Under bf16 a tower-like attention (grid path) stays close to fp32.
