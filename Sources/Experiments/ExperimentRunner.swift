@@ -183,6 +183,7 @@ public final class ExperimentRunner {
         try writeJSON(spec, to: folder.spec)
         var record = RunRecord(spec: spec, status: .ok)
         record.digests["model"] = store.modelDigest
+        record.model = URL(fileURLWithPath: store.modelPath).standardizedFileURL.lastPathComponent
         if Compute.precision != .fp32 { record.precision = Compute.precision.rawValue }
         let sets = try evaluationSets(spec, dataset: dataset)
 

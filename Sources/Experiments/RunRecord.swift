@@ -80,6 +80,8 @@ public struct RunRecord: Codable, Equatable, Sendable {
     public var finishedAt: String
     /// "bf16" when the frozen towers ran with bf16 products; absent for exact fp32.
     public var precision: String?
+    /// The model's file name (the folder's for a Hugging Face directory); its digest is `digests["model"]`.
+    public var model: String?
 
     public init(spec: RunSpec, status: Status, error: String? = nil) {
         self.version = PromptTuneVersion.current
@@ -92,7 +94,7 @@ public struct RunRecord: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case version, spec, status, error, accuracy, macroF1 = "macro_f1", evaluations, base, novel, hm, nc
         case ncHistory = "nc_history", history, timings, digests, fewShotSource = "few_shot_source", warnings
-        case finishedAt = "finished_at", precision
+        case finishedAt = "finished_at", precision, model
     }
 }
 
