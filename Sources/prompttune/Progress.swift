@@ -7,6 +7,9 @@ final class ProgressBar {
     let label: String
     let unit: String
     private let start = Date()
+    /// The count at the first update: work found done (cached features, a resumed run) is not
+    /// work done at this rate.
+    private var baseline: Int?
     private var lastPrint = Date.distantPast
     private let interactive = isatty(STDERR_FILENO) == 1
 
@@ -20,24 +23,35 @@ final class ProgressBar {
         // Clamped: a resumed run's count comes from a file, and a negative or oversized count must
         // draw a bar, not trap in String(repeating:count:).
         let done = min(max(done, 0), total)
+        if baseline == nil { baseline = done }
         let now = Date()
         let minGap = interactive ? 0.1 : 5.0
         guard force || done >= total || now.timeIntervalSince(lastPrint) >= minGap else { return }
         lastPrint = now
-        let elapsed = now.timeIntervalSince(start)
-        let rate = elapsed > 0 ? Double(done) / elapsed : 0
-        let left = rate > 0 ? Double(total - done) / rate : 0
+        let rate = Self.rate(done: done - (baseline ?? 0), elapsed: now.timeIntervalSince(start))
         let width = 24
         let filled = min(width, Int(Double(width) * Double(done) / Double(total)))
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let line = String(format: "%@ [%@] %d/%d %.1f %@/s, %@ left  %@", label, bar, done, total, rate, unit,
-                          Self.clock(left), status)
+        let speed: String
+        if let rate {
+            speed = String(format: "%.1f %@/s, %@ left", rate, unit, Self.clock(Double(total - done) / rate))
+        } else {
+            speed = done >= total && done == baseline ? "already done" : "--.- \(unit)/s, --:-- left"
+        }
+        let line = String(format: "%@ [%@] %d/%d %@  %@", label, bar, done, total, speed, status)
         FileHandle.standardError.write(Data(((interactive ? "\r\u{1B}[K" : "") + line + (interactive ? "" : "\n")).utf8))
     }
 
     func finish(_ status: String = "") {
         update(total, status: status, force: true)
         if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+
+    /// Items per second, or nil while it means nothing: under half a second of work, or no work
+    /// done yet (a cached step used to print 1945184.5 img/s).
+    static func rate(done: Int, elapsed: TimeInterval) -> Double? {
+        guard done > 0, elapsed >= 0.5, elapsed.isFinite else { return nil }
+        return Double(done) / elapsed
     }
 
     static func clock(_ seconds: Double) -> String {
