@@ -331,9 +331,34 @@ DISPATCH(void, pt_gemm_small,
 
 // ---------------------------------------------------------------------------- L2 normalise
 
+// A row whose sum of squares leaves float's normal range (a huge but finite feature overflows it to
+// inf, which turned every embedding into zeros; a tiny one underflows) is scaled by its largest
+// magnitude first. Rows in range take the plain path, bit for bit as before.
+static void l2norm_row_scaled(float *out, float *norm, const float *x, long C) {
+    float m = 0;
+    for (long c = 0; c < C; c++) m = fmaxf(m, fabsf(x[c]));
+    if (!(m > 0) || !isfinite(m)) {  // a zero or non-finite row: NaN out, as 0/0 gives; callers check
+        for (long c = 0; c < C; c++) out[c] = x[c] / (m * 0.0f);
+        *norm = m;
+        return;
+    }
+    float invm = 1.0f / m, ss = 0;
+    for (long c = 0; c < C; c++) { float v = x[c] * invm; ss += v * v; }
+    float root = sqrtf(ss), scale = invm / root;
+    *norm = m * root;  // may be inf for rows near FLT_MAX; the output is finite all the same
+    for (long c = 0; c < C; c++) out[c] = x[c] * scale;
+}
+
 void pt_l2norm_forward(float *out, float *norms, const float *inp, long N, long C) {
     for (long r = 0; r < N; r++) {
-        float nrm = sqrtf(pt_dot(inp + r * C, inp + r * C, C));
+        float ss = pt_dot(inp + r * C, inp + r * C, C);
+        if (!(ss >= 1e-30f && ss <= 1e30f)) {
+            float nrm;
+            l2norm_row_scaled(out + r * C, &nrm, inp + r * C, C);
+            if (norms) norms[r] = nrm;
+            continue;
+        }
+        float nrm = sqrtf(ss);
         if (norms) norms[r] = nrm;
         float inv = 1.0f / nrm;
         for (long c = 0; c < C; c++) out[r * C + c] = inp[r * C + c] * inv;

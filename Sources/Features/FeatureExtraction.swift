@@ -184,6 +184,13 @@ private func extractChunks(model: CLIPModel, plan: ExtractionPlan, items: [Datum
             let image = range.lowerBound + bad / d % n
             throw ExtractionError(description: "the image tower gives non-finite features (\(rows[bad])) for \(items[image].path): the model checkpoint holds non-finite weights; check it (prompttune info --model) or use another")
         }
+        // An all-zero feature has no direction: every cosine with it is 0/0. Weights out of range
+        // gave such rows once; name the image rather than store them.
+        for v in 0..<plan.views {
+            for i in 0..<n where failures[i] == nil && rows[((v * n + i) * d)..<((v * n + i + 1) * d)].allSatisfy({ $0 == 0 }) {
+                throw ExtractionError(description: "the image tower gives an all-zero feature for \(items[range.lowerBound + i].path): its weights are out of range; check the checkpoint (prompttune info --model) or use another")
+            }
+        }
         let valid = failures.map { $0 == nil ? Float(1) : 0 }
         var meta: [String: String] = [:]
         for (i, f) in failures.enumerated() { if let f { meta["skip.\(range.lowerBound + i)"] = f } }

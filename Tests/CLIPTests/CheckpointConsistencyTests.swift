@@ -67,6 +67,37 @@ final class CheckpointConsistencyTests: XCTestCase {
         XCTAssertTrue(e.message.contains("tensor 'logit_scale' holds NaN or infinite values (and 1 more: visual.ln_post.bias)"), e.message)
     }
 
+    /// A finite but huge weight (5e37: one flipped exponent bit of an fp32 file) used to overflow
+    /// every feature's norm and give all-zero embeddings; it is refused at load, naming the tensor.
+    func testHugeFiniteWeightsAreRefused() throws {
+        for name in ["text_projection", "visual.proj"] {
+            var t = try tinyTensors()
+            var w = t[name]!
+            w[5] = 5e37
+            t[name] = w
+            let e = try XCTUnwrap(try error(loading: t))
+            XCTAssertEqual(e.kind, .invalidWeights)
+            XCTAssertTrue(e.message.contains("tensor '\(name)' holds a weight of magnitude 5e+37"), e.message)
+        }
+    }
+
+    /// A logit scale whose exp leaves float32 (raw 100, or 3e38) or any sane range is refused; the
+    /// bounds are the documented ones.
+    func testLogitScaleOutOfRangeIsRefused() throws {
+        for raw: Float in [100, 3e38, -10, 7.0] {
+            var t = try tinyTensors()
+            t["logit_scale"] = Tensor(shape: t["logit_scale"]!.shape, data: [raw])
+            let e = try XCTUnwrap(try error(loading: t))
+            XCTAssertEqual(e.kind, .invalidWeights)
+            XCTAssertTrue(e.message.contains("tensor 'logit_scale' is \(raw)"), e.message)
+        }
+        var t = try tinyTensors()
+        t["logit_scale"] = Tensor(shape: t["logit_scale"]!.shape, data: [Float(log(100.0))])
+        let url = try makeTempDir(self, prefix: "clip-scale").appendingPathComponent("model.safetensors")
+        try Safetensors.write(tensors: t, to: url)
+        XCTAssertEqual(Double(try CLIPModel.load(path: url.path).logitScale), 100, accuracy: 1e-3)
+    }
+
     /// A Hugging Face config.json, mutated 2,000 times through its reader (and every 100th through
     /// the whole loader): a typed error or a plausible result, never a trap.
     func testMutatedHuggingFaceConfigs() throws {

@@ -54,6 +54,18 @@ final class FeatureExtractionTests: XCTestCase {
         XCTAssertNotNil(r.features.provenance["model_digest"])
     }
 
+    /// A tower whose features are all zero (weights out of range once gave that) is an error naming
+    /// an image, not a features file of zero vectors that every later cosine divides by.
+    func testAllZeroFeaturesAreAnError() throws {
+        var model = Self.model
+        model.image.projection = Tensor(zeros: model.image.projection.shape)
+        XCTAssertThrowsError(try extractFeatures(model: model, plan: plan(views: 1), items: items, classNames: ["class0", "class1", "class2"],
+                                                 source: FileImageSource(root: dir), provenance: ["dataset": "test"],
+                                                 output: dir.appendingPathComponent("zero.safetensors"), chunk: 3)) {
+            XCTAssertTrue("\($0)".contains("all-zero feature for \(self.items[0].path)"), "\($0)")
+        }
+    }
+
     func testInterruptedExtractionResumesToTheSameFile() throws {
         let p = plan()
         let whole = try extract(p, to: "whole.safetensors").features

@@ -72,4 +72,21 @@ final class KernelTests: XCTestCase {
             XCTAssertEqual(Double(cache.norms[r]), xn, accuracy: 1e-5 * xn)
         }
     }
+
+    /// Rows whose sum of squares leaves float's range: huge ones (features of a 5e37 weight) used to
+    /// overflow to inf and normalise to all zeros, tiny ones to underflow to NaN. Both give unit rows
+    /// in the direction of the input; ordinary rows keep the plain path bit for bit.
+    func testL2NormalizeIsOverflowSafe() {
+        var rng = SeededGenerator(seed: 9)
+        let base = Tensor.randomNormal([1, 32], using: &rng)
+        let plain = L2Normalize.forward(base).0
+        for scale: Float in [1e37, 3e20, 1e-25, 1e-33] {
+            let x = Tensor(shape: [1, 32], data: base.data.map { $0 * scale })
+            let y = L2Normalize.forward(x).0
+            XCTAssertTrue(y.data.allSatisfy(\.isFinite), "scale \(scale)")
+            for j in 0..<32 { XCTAssertEqual(y[j], plain[j], accuracy: 1e-5, "scale \(scale), column \(j)") }
+        }
+        let manual = base.data.map { $0 / base.data.map { $0 * $0 }.reduce(0, +).squareRoot() }
+        XCTAssertEqual(plain.data.count, manual.count)
+    }
 }

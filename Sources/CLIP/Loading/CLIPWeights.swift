@@ -119,6 +119,7 @@ public func loadCLIPWeights(path: String) throws -> CLIPWeights {
                                   + (nonFinite.count > 1 ? " (and \(nonFinite.count - 1) more: \(nonFinite.dropFirst().prefix(5).joined(separator: ", "))\(nonFinite.count > 6 ? ", ..." : ""))" : "")
                                   + "; the checkpoint is damaged: download it again or check its origin.")
     }
+    try checkWeightRanges(tensors, describe: describe)
     let hiddenAct = (opened.hfConfig?.vision["hidden_act"] as? String) ?? (opened.hfConfig?.text["hidden_act"] as? String)
     return CLIPWeights(config: config, format: format, tensors: tensors, path: path,
                        hiddenAct: opened.hfConfig == nil ? nil : (hiddenAct ?? "quick_gelu"))
@@ -233,4 +234,38 @@ private func apply(_ hf: HFConfigFile, to config: inout CLIPConfig, weightsPath:
     }
     if let h = hf.int(hf.vision, "num_attention_heads") { config.visionHeads = h }
     if let h = hf.int(hf.text, "num_attention_heads") { config.textHeads = h }
+}
+
+/// Bounds on a loaded model's weights (docs/HARDENING.md, "Weight ranges"). CLIP checkpoints are
+/// released in fp16, so no trained weight lies outside fp16's range; a finite weight far beyond it
+/// (5e37, what one flipped exponent bit in an fp32 file gives) overflowed every feature's norm and
+/// turned all embeddings into zeros. The logit scale is stored as a log: CLIP clamps exp(logit_scale)
+/// to at most 100 in training, and a value whose exp leaves a sane range is a damaged file.
+public enum WeightBounds {
+    /// Largest magnitude of any weight: fp16's largest finite value.
+    public static let maxMagnitude: Float = 65504
+    /// exp(logit_scale) must lie in this range.
+    public static let logitScale: ClosedRange<Double> = 1e-2...1e3
+}
+
+func checkWeightRanges(_ tensors: [String: Tensor], describe: String) throws {
+    if let raw = tensors["logit_scale"]?.data.first {
+        let scale = exp(Double(raw))
+        if !WeightBounds.logitScale.contains(scale) {
+            throw CLIPCheckpointError(.invalidWeights, path: describe,
+                                      "tensor 'logit_scale' is \(raw), so the logit scale exp(\(raw)) = \(scale) lies outside \(WeightBounds.logitScale.lowerBound)...\(WeightBounds.logitScale.upperBound) (CLIP clamps it to at most 100); the checkpoint is damaged: download it again or check its origin.")
+        }
+    }
+    var huge: [(String, Float)] = []
+    for (name, t) in tensors where name != "logit_scale" {
+        let m = t.data.reduce(Float(0)) { max($0, abs($1)) }
+        if m > WeightBounds.maxMagnitude { huge.append((name, m)) }
+    }
+    huge.sort { $0.0 < $1.0 }
+    if let (name, m) = huge.first {
+        throw CLIPCheckpointError(.invalidWeights, path: describe,
+                                  "tensor '\(name)' holds a weight of magnitude \(m), beyond \(WeightBounds.maxMagnitude) (fp16's range, where every released CLIP weight lies)"
+                                  + (huge.count > 1 ? " (and \(huge.count - 1) more tensors: \(huge.dropFirst().prefix(5).map(\.0).joined(separator: ", ")))" : "")
+                                  + "; the checkpoint is damaged: download it again or check its origin.")
+    }
 }
