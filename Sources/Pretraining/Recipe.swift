@@ -57,8 +57,60 @@ public struct PretrainRecipe: Codable, Equatable, Sendable {
     }
 
     /// Checks that the recipe describes a model PromptTune can build and train.
+    /// Bounds on the architecture and schedule: past them a run overflows Int arithmetic or cannot
+    /// fit in memory long before it could finish (docs/HARDENING.md, "Pretraining options").
+    public enum Limits {
+        public static let maxResolution = 1024
+        public static let maxWidth = 4096
+        public static let maxLayers = 48
+        public static let maxEpochs = 10_000
+        public static let maxBatchSize = 1 << 16
+        public static let maxWarmupSteps = 1 << 30
+    }
+
+    /// Bytes a training step holds, roughly: weights, gradients and AdamW's two moments (4 copies),
+    /// plus every block's forward cache and backward temporaries for the batch in both towers.
+    public var estimatedBytes: Double {
+        let c = config
+        let tv = Double((c.imageResolution / max(1, c.patchSize)) * (c.imageResolution / max(1, c.patchSize)) + 1)
+        let tt = Double(c.contextLength)
+        let wv = Double(c.visionWidth), wt = Double(c.textWidth)
+        let params = Double(c.vocabSize) * wt + tt * wt + Double(c.visionLayers) * 12 * wv * wv
+            + Double(c.textLayers) * 12 * wt * wt + 3 * Double(c.patchSize * c.patchSize) * wv + tv * wv
+            + (wv + wt) * Double(c.embedDim)
+        let perImage = Double(c.visionLayers) * (28 * tv * wv + 2 * Double(c.visionHeads) * tv * tv)
+        let perText = Double(c.textLayers) * (28 * tt * wt + 2 * Double(c.textHeads) * tt * tt)
+        return 4 * (4 * params + Double(batchSize) * (perImage + perText))
+    }
+
     public func validate() throws {
         func fail(_ s: String) -> PretrainError { PretrainError(s) }
+        func within(_ name: String, _ v: Int, _ r: ClosedRange<Int>) throws {
+            guard r.contains(v) else { throw fail("\(name) must lie in \(r.lowerBound)...\(r.upperBound) (got \(v))") }
+        }
+        try within("the resolution (--resolution)", resolution, 1...Limits.maxResolution)
+        try within("the patch size (--patch)", patchSize, 1...max(1, resolution))
+        try within("the embedding width (--embed-dim)", embedDim, 1...Limits.maxWidth)
+        try within("the vision width (--vision-width)", visionWidth, 1...Limits.maxWidth)
+        try within("the text width (--text-width)", textWidth, 1...Limits.maxWidth)
+        try within("the vision layers (--vision-layers)", visionLayers, 1...Limits.maxLayers)
+        try within("the text layers (--text-layers)", textLayers, 1...Limits.maxLayers)
+        try within("the epochs (--epochs)", epochs, 1...Limits.maxEpochs)
+        try within("the batch size (--batch-size)", batchSize, 2...Limits.maxBatchSize)
+        try within("the warm-up steps (--warmup)", warmupSteps, 0...Limits.maxWarmupSteps)
+        if let limit { try within("--limit", limit, 1...Int(Int32.max)) }
+        guard learningRate.isFinite, learningRate > 0 else { throw fail("the learning rate (--lr) must be positive and finite (got \(learningRate))") }
+        guard adamW.weightDecay.isFinite, adamW.weightDecay >= 0 else {
+            throw fail("the weight decay (--weight-decay) must be finite and at least 0 (got \(adamW.weightDecay))")
+        }
+        for (name, w) in [("vision", visionWidth), ("text", textWidth)] where w % max(1, w / 64) != 0 {
+            throw fail("the \(name) width \(w) does not split into \(max(1, w / 64)) heads (width / 64): use a multiple of 64, or a width under 128")
+        }
+        let budget = Double(ProcessInfo.processInfo.physicalMemory) * 0.8
+        if estimatedBytes > budget {
+            throw fail(String(format: "this model and batch need about %.1f GB for a training step, more than 80%% of this machine's memory (%.1f GB); lower --batch-size, the widths, the layers or the resolution",
+                              estimatedBytes / 1e9, budget / 0.8 / 1e9))
+        }
         guard resolution > 0, patchSize > 0, resolution % patchSize == 0 else {
             throw fail("the resolution \(resolution) is not a multiple of the patch size \(patchSize)")
         }

@@ -43,6 +43,15 @@ struct Pretrain: ParsableCommand {
     @Option(name: .customLong("evaluate"), help: "Only print the zero-shot test accuracy of this model for each --template (default: \"a photo of a {}.\"), then exit.") var evaluate: String?
     @Option(help: "Stop after this many steps in this invocation (the run stays resumable).") var steps: Int?
 
+    func validate() throws {
+        if let checkpointEvery { try OptionLimits.range("--checkpoint-every", checkpointEvery, 1...Int(Int32.max), "steps between checkpoints") }
+        if let steps { try OptionLimits.range("--steps", steps, 1...Int(Int32.max)) }
+        if let limit { try OptionLimits.range("--limit", limit, 1...Int(Int32.max)) }
+        if evaluate == nil {
+            do { try recipe().validate() } catch { throw ValidationError("\(error)") }
+        }
+    }
+
     func recipe() -> PretrainRecipe {
         var r = PretrainRecipe()
         r.epochs = epochs; r.batchSize = batchSize; r.learningRate = lr; r.warmupSteps = warmup
