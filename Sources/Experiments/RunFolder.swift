@@ -59,7 +59,7 @@ public func encodeJSON<T: Encodable>(_ value: T, pretty: Bool = true) throws -> 
 
 public func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
     let data = try encodeJSON(value)
-    try writeAtomically(to: url) { $0.write(data + Data("\n".utf8)) }
+    try writeAtomically(data + Data("\n".utf8), to: url)
 }
 
 public func readJSON<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {

@@ -121,7 +121,7 @@ public func extractFeatures(model: CLIPModel, plan: ExtractionPlan, items: [Datu
         }
     } else {
         try fm.createDirectory(at: partial, withIntermediateDirectories: true)
-        try Data(plan.asJSON.utf8).write(to: manifest, options: .atomic)
+        try writeAtomically(Data(plan.asJSON.utf8), to: manifest)
     }
     do {
         return try extractChunks(model: model, plan: plan, items: items, classNames: classNames, source: source, provenance: provenance,

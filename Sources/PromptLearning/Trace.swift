@@ -1,4 +1,5 @@
 import Foundation
+import TensorIO
 
 /// One step of a run as `--trace` writes it: everything another implementation needs to replay the
 /// step from the run's initial parameters.
@@ -30,33 +31,42 @@ public struct StepTrace: Codable, Equatable, Sendable {
 
 /// Writes one JSON line per step, flushed as it goes, so a run killed mid-epoch leaves a usable trace.
 public final class TraceWriter {
-    let handle: FileHandle
+    let output: OutputFile
+    let fd: Int32
     let encoder: JSONEncoder
     /// Stamped on every line that has no `cell` of its own (set per grid cell by the runner).
     public var cell: String?
 
-    /// Creates (or, with `append`, continues) the trace file at `url`.
+    /// Creates (or, with `append`, continues) the trace file at `url`. The file is opened with
+    /// O_APPEND and every line goes out in one write, so processes sharing a trace (`run --cell`
+    /// in parallel) interleave whole lines and lose none. A character device (`/dev/null`) is
+    /// written in place; a symbolic link, FIFO or other special file is refused.
     public init(url: URL, append: Bool = false) throws {
-        let fm = FileManager.default
-        if !append || !fm.fileExists(atPath: url.path) {
-            guard fm.createFile(atPath: url.path, contents: nil) else {
-                throw PromptError("cannot create the trace file \(url.path)")
-            }
+        let kind: OutputTarget
+        do { kind = try OutputTarget.check(url) } catch let e as TensorIOError {
+            throw PromptError("the trace file \(e.message)")
         }
-        handle = try FileHandle(forWritingTo: url)
-        if append { try handle.seekToEnd() }
+        var flags = O_WRONLY | O_CLOEXEC
+        if kind == .replaceable { flags |= O_CREAT | O_APPEND | (append ? 0 : O_TRUNC) }
+        fd = open(url.path, flags, 0o644)
+        guard fd >= 0 else {
+            throw PromptError("cannot open the trace file \(url.path) (\(String(cString: strerror(errno)))); choose a path in a folder you can write to")
+        }
+        output = OutputFile(fd: fd, path: url.path)
         encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
     }
 
-    deinit { try? handle.close() }
+    deinit { close(fd) }
 
     public func write(_ step: StepTrace) throws {
         var step = step
         if step.cell == nil { step.cell = cell }
         var line = try encoder.encode(step)
         line.append(0x0a)
-        try handle.write(contentsOf: line)
+        do { try output.write(line) } catch let e as TensorIOError {
+            throw PromptError("while writing the trace file \(e.message)")
+        }
     }
 
     /// The steps of a trace file.

@@ -128,7 +128,7 @@ struct Pretrain: ParsableCommand {
             "recipe": try JSONSerialization.jsonObject(with: JSONEncoder().encode(recipe)),
         ]
         let json = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
-        try json.write(to: outURL.appendingPathComponent("summary.json"))
+        try writeAtomically(json, to: outURL.appendingPathComponent("summary.json"))
         print(String(format: "done: %d steps in %.0f s, final loss %.4f; zero-shot test accuracy (\"a photo of a {}.\") %.2f%%",
                      trainer.step, trainer.seconds, trainer.losses.last ?? 0, 100 * accuracy))
         print("wrote \(out)/model.pt and \(out)/open_clip_model.safetensors (fp16)")

@@ -4,6 +4,7 @@ import Experiments
 import Foundation
 import PromptLearning
 import TensorCore
+import TensorIO
 
 extension ProtocolKind: ExpressibleByArgument {}
 
@@ -133,7 +134,7 @@ struct Run: ParsableCommand {
             runner.useCoOpCache = !noCoopCache
             if let trace { runner.trace = try TraceWriter(url: URL(fileURLWithPath: trace), append: true) }
             try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-            if cell.isEmpty { try Data(plan.yaml().utf8).write(to: ResultsFolder(out).plan, options: .atomic) }
+            if cell.isEmpty { try writeAtomically(Data(plan.yaml().utf8), to: ResultsFolder(out).plan) }
             return try runner.run(cells, only: cell.isEmpty ? nil : cell)
         }
         let failed = records.filter { $0.status == .failed }.count

@@ -1,5 +1,6 @@
 import Analysis
 import Foundation
+import TensorIO
 
 // `prompttune report DIR`: reads every `record.json` under a results folder, aggregates the runs
 // over seeds into the papers' tables (Tables.swift) and plots (HTML.swift), and writes
@@ -114,7 +115,7 @@ public func writeReport(records: [RunRecord], directory: URL) throws -> ReportSu
     var written: [URL] = []
     for (name, text) in files {
         let url = directory.appendingPathComponent(name)
-        try Data(text.utf8).write(to: url, options: .atomic)
+        try writeAtomically(Data(text.utf8), to: url)
         written.append(url)
     }
     return ReportSummary(written: written, records: records.count, succeeded: data.ok.count, failed: data.failed.count)
