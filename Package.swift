@@ -66,7 +66,7 @@ let package = Package(
         .testTarget(name: "PromptLearningTests", dependencies: ["PromptLearning", "CLIP", "TensorIO", "TensorCore", "Features", "TestSupport"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "TensorCore", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorIO", "TensorCore", "TestSupport"]),
-        .testTarget(name: "FeaturesTests", dependencies: ["Features", "Datasets", "CLIP", "TensorIO", "TensorCore", "TestSupport"]),
+        .testTarget(name: "FeaturesTests", dependencies: ["Features", "Datasets", "CLIP", "Imaging", "TensorIO", "TensorCore", "TestSupport"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "TensorCore", "TestSupport"]),
         .testTarget(name: "PretrainingTests", dependencies: ["Pretraining", "CLIP", "TensorIO", "TensorCore", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Experiments", "Analysis", "PromptLearning", "Datasets", "Features", "CLIP", "TensorCore", "TestSupport"]),

@@ -114,13 +114,23 @@ public func extractFeatures(model: CLIPModel, plan: ExtractionPlan, items: [Datu
     guard let need, need <= memoryBudget else {
         throw ExtractionError(description: "\(plan.views) views of \(plan.count) images would need \(need.map(formatBytes) ?? "more memory than can be counted") (pixels of a chunk and the features of every view) but the budget is \(formatBytes(memoryBudget)) (half this machine's memory); use fewer views or images. Nothing was written")
     }
-    if fm.fileExists(atPath: manifest.path) {
-        let recorded = (try? String(contentsOf: manifest, encoding: .utf8)) ?? ""
-        guard recorded == plan.asJSON else {
-            throw ExtractionError(description: "\(partial.path) holds an interrupted extraction made under another plan (model, image list or transform); delete that folder to start over")
+    // A partial folder is resumed only under the plan and the decoding options it was made with;
+    // otherwise its chunks are stale (an image-size limit lifted since would skip the same images
+    // again) and it is discarded.
+    let optionsFile = partial.appendingPathComponent("options.json")
+    let options = decodingOptionsJSON()
+    if fm.fileExists(atPath: partial.path) {
+        let recordedPlan = (try? String(contentsOf: manifest, encoding: .utf8)) ?? ""
+        let recordedOptions = (try? String(contentsOf: optionsFile, encoding: .utf8)) ?? ""
+        if recordedPlan != plan.asJSON || recordedOptions != options {
+            do { try fm.removeItem(at: partial) } catch {
+                throw ExtractionError(description: "\(partial.path) holds an interrupted extraction made under another plan or other decoding options, and it cannot be removed (\(error.localizedDescription)); delete that folder")
+            }
         }
-    } else {
+    }
+    if !fm.fileExists(atPath: manifest.path) {
         try fm.createDirectory(at: partial, withIntermediateDirectories: true)
+        try writeAtomically(Data(options.utf8), to: optionsFile)
         try writeAtomically(Data(plan.asJSON.utf8), to: manifest)
     }
     do {
@@ -129,7 +139,7 @@ public func extractFeatures(model: CLIPModel, plan: ExtractionPlan, items: [Datu
     } catch {
         // A run that failed before finishing a chunk leaves nothing behind (a stop after some chunks keeps them to resume).
         let left = (try? fm.contentsOfDirectory(atPath: partial.path)) ?? []
-        if left.allSatisfy({ $0 == "plan.json" }) { try? fm.removeItem(at: partial) }
+        if left.allSatisfy({ $0 == "plan.json" || $0 == "options.json" }) { try? fm.removeItem(at: partial) }
         throw error
     }
 }
@@ -143,7 +153,10 @@ private func extractChunks(model: CLIPModel, plan: ExtractionPlan, items: [Datum
     var done = 0
     for (c, range) in chunks.enumerated() {
         let file = partial.appendingPathComponent(String(format: "chunk-%06d.safetensors", c))
-        if fm.fileExists(atPath: file.path) {
+        // A finished chunk is kept unless it skipped images: those are tried again (one may have
+        // been restored since the run that skipped it).
+        if fm.fileExists(atPath: file.path), let meta = try? Safetensors.read(path: file.path).1,
+           !meta.keys.contains(where: { $0.hasPrefix("skip.") }) {
             done += range.count
             progress(done, items.count)
             continue
@@ -235,6 +248,11 @@ private func extractChunks(model: CLIPModel, plan: ExtractionPlan, items: [Datum
     try set.write(to: output)
     try? fm.removeItem(at: partial)
     return ExtractionResult(features: set, skipped: skipped, reused: false)
+}
+
+/// The decoding options an extraction's skips depend on, as recorded in `<out>.partial/options.json`.
+func decodingOptionsJSON() -> String {
+    "{\"max_image_pixels\":\(ImageLimits.current.maxPixels)}"
 }
 
 /// A byte count in plain units, for messages.

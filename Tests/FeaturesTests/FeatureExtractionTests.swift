@@ -86,10 +86,34 @@ final class FeatureExtractionTests: XCTestCase {
         XCTAssertThrowsError(try extract(plan(views: 1, digest: "model-b"), to: "c.safetensors")) {
             XCTAssertTrue("\($0)".contains("another model, image list or transform"), "\($0)")
         }
+        // A partial folder made under another plan is discarded, not resumed: the result equals a
+        // fresh extraction under the new plan.
         XCTAssertThrowsError(try extract(plan(), to: "d.safetensors", stopAfter: 1))
-        XCTAssertThrowsError(try extract(plan(seed: 6), to: "d.safetensors")) {
-            XCTAssertTrue("\($0)".contains("interrupted extraction made under another plan"), "\($0)")
-        }
+        let fresh = try extract(plan(seed: 6), to: "fresh.safetensors").features
+        XCTAssertEqual(try extract(plan(seed: 6), to: "d.safetensors").features.features, fresh.features)
+    }
+
+    /// A failed or interrupted extraction's chunks used to pin its skips: an image restored since,
+    /// or one refused under an image-size limit lifted since, stayed missing on every later run.
+    func testSkippedImagesAreRetriedAndStaleOptionsDiscardTheChunks() throws {
+        let p = plan(views: 1)
+        // The broken image sits in chunk 1 (items 3...5); stop after both of the first chunks.
+        XCTAssertThrowsError(try extract(p, to: "r.safetensors", stopAfter: 2))
+        try FileManager.default.copyItem(at: dir.appendingPathComponent(items[0].path), to: dir.appendingPathComponent("class1/restored.png"))
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("class1/broken.png"))
+        try FileManager.default.moveItem(at: dir.appendingPathComponent("class1/restored.png"), to: dir.appendingPathComponent("class1/broken.png"))
+        let r = try extract(p, to: "r.safetensors")
+        XCTAssertEqual(r.skipped, [], "the restored image is read on resume")
+        XCTAssertEqual(r.features.count, items.count)
+
+        // Under a limit that refuses every image, the chunks skip everything; lifting the limit
+        // discards them instead of repeating the stale refusals.
+        let saved = ImageLimits.current
+        defer { ImageLimits.current = saved }
+        ImageLimits.current = ImageLimits(maxPixels: 1)
+        XCTAssertThrowsError(try extract(p, to: "s.safetensors", stopAfter: 1))
+        ImageLimits.current = saved
+        XCTAssertEqual(try extract(p, to: "s.safetensors").features.count, items.count)
     }
 
     /// Re-extracting identical features gives a byte-identical file (sorted JSON in the metadata and
