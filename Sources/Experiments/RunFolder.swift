@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 import TensorIO
 
 /// Where a results folder keeps things:
@@ -64,6 +65,9 @@ public func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
 
 public func readJSON<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {
     let data: Data
+    if let kind = nonRegularFileKind(url.path) {
+        throw ExperimentError("\(url.path) is \(kind), not a regular file; give the path of the file itself")
+    }
     do { data = try Data(contentsOf: url) } catch {
         throw ExperimentError("cannot read \(url.path): \(error.localizedDescription)")
     }

@@ -15,6 +15,9 @@ public struct FeatureSet: Sendable, Equatable {
     public var labeled: LabeledFeatures
     public var provenance: [String: String]
 
+    /// Most class names a features file may list.
+    public static let maxClasses = 100_000
+
     public init(features: Tensor, labels: [Int], classNames: [String], provenance: [String: String] = [:]) {
         self.labeled = LabeledFeatures(features: features, labels: labels, classNames: classNames)
         self.provenance = provenance
@@ -73,6 +76,11 @@ public struct FeatureSet: Sendable, Equatable {
             throw fail(.notFeatures, "metadata 'classnames' is missing or not a JSON array of strings")
         }
         guard !names.isEmpty else { throw fail(.badShape, "metadata 'classnames' lists no class") }
+        // Every class costs a text-tower forward and a classifier row wherever the file is used: a
+        // file naming 1,000,000 classes made `eval` allocate 6 GB and die after a minute.
+        guard names.count <= FeatureSet.maxClasses else {
+            throw fail(.badShape, "metadata 'classnames' lists \(names.count) classes; at most \(FeatureSet.maxClasses) are supported (ImageNet-21k has 21,841); the file is damaged or not meant for classification")
+        }
         guard let features = tensors["features"], features.rank == 3 else {
             throw fail(.badShape, "tensor 'features' [views, N, dim] is missing or has shape \(tensors["features"]?.shape.description ?? "-")")
         }

@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 
 /// Image container formats recognised by their first bytes. PromptTune decodes only JPEG and PNG;
 /// the others are recognised so that the error can say what the file is.
@@ -104,6 +105,9 @@ public func decodeImage(path: String, limits: ImageLimits = .current) throws -> 
     }
     if isDir.boolValue {
         throw ImageFileError(source: path, kind: .unreadable, format: nil, detail: "it is a directory")
+    }
+    if let kind = nonRegularFileKind(path) {
+        throw ImageFileError(source: path, kind: .unreadable, format: nil, detail: "it is \(kind), not a regular file")
     }
     let data: Data
     do {

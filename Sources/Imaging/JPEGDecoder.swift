@@ -1,5 +1,6 @@
 import CCodecs
 import Foundation
+import TensorCore
 
 /// Why a JPEG could not be decoded. `description` names the file and says what is wrong.
 public struct JPEGDecodingError: Error, Equatable, CustomStringConvertible, LocalizedError {
@@ -117,6 +118,9 @@ public enum JPEGDecoder {
         }
         if isDir.boolValue {
             throw JPEGDecodingError(source: path, kind: .unreadable, detail: "it is a directory")
+        }
+        if let kind = nonRegularFileKind(path) {
+            throw JPEGDecodingError(source: path, kind: .unreadable, detail: "it is \(kind), not a regular file")
         }
         do {
             return [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))

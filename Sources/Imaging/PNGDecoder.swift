@@ -1,6 +1,7 @@
 import CCodecs
 import CPNG
 import Foundation
+import TensorCore
 
 /// How 16-bit grayscale PNGs become 8-bit RGB.
 public enum Gray16Conversion: Sendable, Equatable {
@@ -67,6 +68,9 @@ public enum PNGDecoder {
         }
         if isDir.boolValue {
             throw PNGDecodingError(source: path, kind: .unreadable, detail: "it is a directory")
+        }
+        if let kind = nonRegularFileKind(path) {
+            throw PNGDecodingError(source: path, kind: .unreadable, detail: "it is \(kind), not a regular file")
         }
         let data: Data
         do {

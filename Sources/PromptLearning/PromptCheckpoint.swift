@@ -87,6 +87,9 @@ public struct PromptCheckpoint: Equatable, Sendable {
         guard !isDirectory.boolValue else {
             throw PromptCheckpointError(.unreadable, path: path, "is a folder, not a prompt checkpoint (training writes prompt.ptprompt inside its output folder)")
         }
+        if let kind = nonRegularFileKind(path) {
+            throw PromptCheckpointError(.unreadable, path: path, "is \(kind), not a regular file; give the prompt checkpoint's path")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw PromptCheckpointError(.unreadable, path: path, "cannot read the file; check its permissions")
         }

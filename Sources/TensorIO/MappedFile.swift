@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -28,6 +29,9 @@ public final class MappedFile: @unchecked Sendable {
         }
         if isDirectory.boolValue {
             throw TensorIOError(.unreadable, path: path, "is a directory, expected a file.")
+        }
+        if let kind = nonRegularFileKind(path) {
+            throw TensorIOError(.unreadable, path: path, "is \(kind), not a regular file; give the path of the file itself.")
         }
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else {

@@ -162,6 +162,7 @@ struct Eval: ParsableCommand {
         Compute.threads = threads
         var names: [String]?
         if let classnames {
+            if let kind = nonRegularFileKind(classnames) { throw ValidationError("--classnames \(classnames) is \(kind), not a regular file") }
             guard let text = try? String(contentsOfFile: classnames, encoding: .utf8) else {
                 throw ValidationError("cannot read --classnames \(classnames)")
             }

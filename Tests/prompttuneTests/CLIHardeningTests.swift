@@ -40,9 +40,9 @@ final class CLIHardeningTests: XCTestCase {
         let features = ["features", "--model", Self.model, "--dataset", "fashion_mnist"]
         let run = ["run", "--datasets", "fashion_mnist", "--methods", "coop", "--model", Self.model]
         let missingOut = dir.appendingPathComponent("never-made").path
-        // K10: 100,010 class names and NPT's K x K anchors (40 GB) are refused before allocating.
+        // K10: 20,010 class names and NPT's K x K anchors (40 GB) are refused before allocating.
         let manyNames = dir.appendingPathComponent("many-names.safetensors").path
-        try FeatureSet(features: Tensor(zeros: [1, 2, 32]), labels: [0, 1], classNames: (0..<100_010).map { "class \($0)" })
+        try FeatureSet(features: Tensor(zeros: [1, 2, 32]), labels: [0, 1], classNames: (0..<20_010).map { "class \($0)" })
             .write(to: URL(fileURLWithPath: manyNames))
         // (arguments, what the message must contain)
         let cases: [([String], [String])] = [
@@ -86,7 +86,7 @@ final class CLIHardeningTests: XCTestCase {
             (train + ["--resume", "--out", try resumeFolder("k6-epochs-done-negative")], ["prompt.ptprompt", "epochs done (-5)"]),                        // K6
             (train + ["--resume", "--out", try resumeFolder("k4-context-shape-huge")], ["prompt.ptprompt", "context shape"]),                            // K4
             (train + ["--resume", "--out", try resumeFolder("k5-steps-int-max")], ["prompt.ptprompt", "step count"]),                                   // K5
-            (["train", "--model", Self.model, "--features", manyNames, "--method", "kgcoop+npt"], ["100010 classes", "at most 16384"]), // K10
+            (["train", "--model", Self.model, "--features", manyNames, "--method", "kgcoop+npt"], ["20010 classes", "at most 16384"]), // K10
             (eval, ["k4-context-shape-huge.ptprompt"]),
             (eval + ["--threads", "0"], ["--threads"]),
             (["eval", "--model", Self.model, "--prompt", "/nonexistent.ptprompt", "--features", Self.features], ["/nonexistent.ptprompt"]),
