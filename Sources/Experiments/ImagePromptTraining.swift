@@ -33,8 +33,7 @@ extension ExperimentRunner {
                 try tuner.restore(ParameterCheckpoint.read(path: checkpoint.path))
                 resumed = true
             } catch {
-                record.warnings.append("the checkpoint \(checkpoint.path) could not be resumed (\(error)); training from the start")
-                try? FileManager.default.removeItem(at: checkpoint)
+                record.warnings.append("the checkpoint \(checkpoint.path) could not be resumed (\(error)); \(setAside(checkpoint)); training from the start")
             }
         }
         // Every run saves what it starts from (a restart under other settings replaces it).

@@ -50,6 +50,16 @@ public struct RunFolder: Sendable {
     }
 }
 
+/// Moves a checkpoint that cannot be resumed out of the way, to `<name>.rejected` (replacing an
+/// older one), so that the run starts over and the file stays for inspection; says what it did.
+func setAside(_ url: URL) -> String {
+    let rejected = URL(fileURLWithPath: url.path + ".rejected")
+    try? FileManager.default.removeItem(at: rejected)
+    if (try? FileManager.default.moveItem(at: url, to: rejected)) != nil { return "set aside as \(rejected.lastPathComponent)" }
+    try? FileManager.default.removeItem(at: url)
+    return "removed (it could not be moved aside)"
+}
+
 /// JSON as PromptTune writes it everywhere: sorted keys (byte-reproducible), written atomically.
 public func encodeJSON<T: Encodable>(_ value: T, pretty: Bool = true) throws -> Data {
     let encoder = JSONEncoder()

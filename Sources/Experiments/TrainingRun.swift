@@ -48,8 +48,7 @@ public final class TrainingRun {
                     try trainer.restore(PromptCheckpoint.read(path: path))
                     resumed = true
                 } catch {
-                    warnings.append("the checkpoint \(path) could not be resumed (\(error)); training from the start")
-                    try? FileManager.default.removeItem(atPath: path)
+                    warnings.append("the checkpoint \(path) could not be resumed (\(error)); \(setAside(folder.checkpoint)); training from the start")
                 }
             }
         }

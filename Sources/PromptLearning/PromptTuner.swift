@@ -196,7 +196,7 @@ public final class PromptTuner {
         let (value, grads) = evaluate(batch)
         guard value.total.isFinite, grads.allFinite else {
             let terms = value.terms.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
-            throw TrainingError(description: "the loss became \(value.total) at epoch \(epochsDone + 1), step \(steps + 1) (\(terms)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate (this step's was \(lr)).")
+            throw TrainingError(description: nonFiniteLossMessage(value.total, terms: terms, epochsDone: epochsDone, steps: steps, lr: lr))
         }
         var params = parameters, state = optimizer
         state.step(&params, gradients: grads, lr: lr, config: config.optimizer)
@@ -294,6 +294,9 @@ public final class PromptTuner {
         if !modelDigest.isEmpty && !h.modelDigest.isEmpty && h.modelDigest != modelDigest { throw mismatch("another model checkpoint") }
         if !dataDigest.isEmpty && !h.dataDigest.isEmpty && h.dataDigest != dataDigest { throw mismatch("other training data") }
         guard let state = UInt64(h.rngState) else { throw PromptError("corrupt checkpoint: generator state '\(h.rngState)'") }
+        if let problem = progressProblem(c) {
+            throw PromptError("cannot resume: \(problem); the checkpoint is damaged or was edited")
+        }
         var p = ParameterSet()
         for n in parameters.names { p[n] = c.parameters[n]! }
         parameters = p
@@ -304,6 +307,46 @@ public final class PromptTuner {
         steps = h.steps
         history = h.history
         rng = SeededGenerator(state: state)
+    }
+
+    /// What makes a checkpoint of this run impossible to continue from, or nil: values that are not
+    /// finite, momentum of unknown parameters or other shapes (it trapped in `sgdStep`), progress
+    /// outside the run (epochs done below 0 trained without end, past the run's epochs with a short
+    /// history recorded an unfinished cell as done) and a step count that no run of these epochs
+    /// takes (2^63-1 overflowed the next step).
+    func progressProblem(_ c: ParameterCheckpoint) -> String? {
+        let h = c.header
+        for n in c.parameters.names.sorted() {
+            if let bad = c.parameters[n]!.data.firstIndex(where: { !$0.isFinite }) {
+                return "parameter '\(n)' holds a non-finite value (\(c.parameters[n]!.data[bad]) at element \(bad))"
+            }
+        }
+        for n in c.momentum.names.sorted() {
+            guard let p = parameters[n] else { return "it holds momentum for '\(n)', which this method does not learn" }
+            let m = c.momentum[n]!
+            guard m.shape == p.shape else { return "the momentum of '\(n)' has shape \(m.shape), the parameter \(p.shape)" }
+            if let bad = m.data.firstIndex(where: { !$0.isFinite }) {
+                return "the momentum of '\(n)' holds a non-finite value (\(m.data[bad]) at element \(bad))"
+            }
+        }
+        guard h.epochsDone >= 0, h.epochsDone <= config.epochs else {
+            return "epochs done (\(h.epochsDone)) must lie in 0...\(config.epochs) (the run's epochs)"
+        }
+        guard h.history.count == h.epochsDone else {
+            return "it records \(h.epochsDone) finished epochs but a history of \(h.history.count)"
+        }
+        for (i, r) in h.history.enumerated() {
+            guard r.epoch == i, r.loss.isFinite, r.accuracy.isFinite, r.learningRate.isFinite, r.terms.values.allSatisfy(\.isFinite) else {
+                return "history record \(i) is not a finished epoch with finite numbers"
+            }
+        }
+        // Checkpoints are written after whole epochs of `stepsPerEpoch` steps each.
+        let (expected, overflow) = h.epochsDone.multipliedReportingOverflow(by: stepsPerEpoch)
+        guard !overflow, h.steps == expected else {
+            return "its step count \(h.steps) is not the \(h.epochsDone) x \(stepsPerEpoch) steps of its \(h.epochsDone) finished epochs"
+        }
+        if !c.momentum.names.isEmpty && h.steps == 0 { return "it holds momentum before any step" }
+        return nil
     }
 
     /// The trained text features for `classNames` (the training names by default), K x E, not

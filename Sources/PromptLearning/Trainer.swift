@@ -145,7 +145,7 @@ public final class PromptTrainer {
                 // Nothing has been updated yet, so the learning rate cannot be at fault.
                 throw TrainingError(description: "the loss is \(value.total) at the very first step, before any update (\(terms)): the inputs are not usable (the model's text tower or the prompt's initialisation gives non-finite values); check the model checkpoint")
             }
-            throw TrainingError(description: "the loss became \(value.total) at epoch \(epochsDone + 1), step \(steps + 1) (\(terms)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate (this step's was \(lr)).")
+            throw TrainingError(description: nonFiniteLossMessage(value.total, terms: terms, epochsDone: epochsDone, steps: steps, lr: lr))
         }
         var ctx = learner.context, buffer = momentum
         sgdStep(&ctx, gradient: grad, momentumBuffer: &buffer, lr: lr, config: config.optimizer)
@@ -276,4 +276,14 @@ func epochBatches(count: Int, batchSize b: Int, rng: inout SeededGenerator) -> [
     let full = order.count / b
     if full == 0 { return [order] }
     return (0..<full).map { Array(order[($0 * b)..<(($0 + 1) * b)]) }
+}
+
+/// Why training stopped on a non-finite loss. A lower learning rate helps only when the loss
+/// diverged after updates; a loss that is not finite at the very first step, before any update,
+/// comes from the inputs (features, the model's weights, prototypes), which the message says.
+func nonFiniteLossMessage(_ loss: Double, terms: String, epochsDone: Int, steps: Int, lr: Double) -> String {
+    if steps == 0 {
+        return "the loss is \(loss) at the first step, before any update (\(terms)); training stopped. The inputs give non-finite values: check the features file, the model checkpoint (prompttune info --model) and any prototypes; the learning rate plays no part yet."
+    }
+    return "the loss diverged to \(loss) at epoch \(epochsDone + 1), step \(steps + 1) (\(terms)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate (this step's was \(lr))."
 }
