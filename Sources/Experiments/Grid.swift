@@ -55,9 +55,10 @@ public struct GridPlan: Codable, Equatable, Sendable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decodeIfPresent(String.self, forKey: .name)
         protocolKind = try c.decodeIfPresent(ProtocolKind.self, forKey: .protocolKind) ?? .fewShot
-        datasets = try c.decode([String].self, forKey: .datasets)
+        // A recipe-only plan (no datasets or methods) is completed by flags; `validate` asks for them.
+        datasets = try c.decodeIfPresent([String].self, forKey: .datasets) ?? []
         targets = try c.decodeIfPresent([String].self, forKey: .targets)
-        methods = try c.decode([String].self, forKey: .methods)
+        methods = try c.decodeIfPresent([String].self, forKey: .methods) ?? []
         shots = try c.decodeIfPresent([Int].self, forKey: .shots) ?? [16]
         seeds = try c.decodeIfPresent([Int].self, forKey: .seeds) ?? [1, 2, 3]
         imbalance = try c.decodeIfPresent([Double].self, forKey: .imbalance) ?? [1]
@@ -93,18 +94,20 @@ public struct GridPlan: Codable, Equatable, Sendable {
         if !overrides.isEmpty { try c.encode(overrides, forKey: .overrides) }
     }
 
-    /// Reads a YAML plan; errors name the source.
+    /// Reads a YAML plan; errors (`PlanError`) name the source, and an unknown key its line and
+    /// the closest valid key.
     public static func read(yaml text: String, source: String) throws -> GridPlan {
         do {
+            try PlanKeys.check(yaml: text, source: source)
             return try YAMLDecoder().decode(GridPlan.self, from: text)
+        } catch let e as PlanError {
+            throw e
         } catch let e as DecodingError {
-            throw ExperimentError("plan \(source): \(describe(e))")
+            throw PlanError("plan \(source): \(describe(e))")
         } catch {
-            throw ExperimentError("plan \(source) is not valid YAML: \(error)")
+            throw PlanError("plan \(source) is not valid YAML: \(error)")
         }
     }
-
-    public func yaml() throws -> String { try YAMLEncoder().encode(self) }
 
     /// The test datasets of a cross-dataset or domain-generalisation run from `source`.
     public static func defaultTargets(protocolKind: ProtocolKind, source: String) -> [String] {
@@ -122,26 +125,38 @@ public struct GridPlan: Codable, Equatable, Sendable {
     public static let papersDatasets = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                                         "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
 
-    /// Checks the fields a grid cannot run without; messages name the field and the value.
+    /// Checks the fields a grid cannot run without; messages (`PlanError`) name the field and the value.
     public func validate() throws {
         func nonEmpty<T>(_ list: [T], _ field: String) throws {
-            if list.isEmpty { throw ExperimentError("the plan's \(field) list is empty") }
+            if list.isEmpty { throw PlanError("the plan's \(field) list is empty; give \(field): in the plan or --\(field)") }
         }
         try nonEmpty(datasets, "datasets"); try nonEmpty(methods, "methods"); try nonEmpty(shots, "shots")
         try nonEmpty(seeds, "seeds"); try nonEmpty(imbalance, "imbalance")
-        for k in shots where k < 1 { throw ExperimentError("shots must be at least 1 (got \(k))") }
-        for s in seeds where s < 0 { throw ExperimentError("seeds must be non-negative (got \(s))") }
-        for t in imbalance where !(t > 0 && t <= 1) { throw ExperimentError("imbalance tau must lie in (0, 1] (got \(t))") }
-        for m in methods where m != "zeroshot" && m != "linear-probe" { _ = try Method.named(m) }
-        for name in Set(overrides.keys).subtracting(methods) {
-            throw ExperimentError("the plan overrides method '\(name)', which is not in its methods \(methods)")
+        for k in shots where k < 1 { throw PlanError("shots must be at least 1 (got \(k))") }
+        for s in seeds where s < 0 { throw PlanError("seeds must be non-negative (got \(s))") }
+        for t in imbalance where !(t > 0 && t <= 1) { throw PlanError("imbalance tau must lie in (0, 1] (got \(t))") }
+        for m in methods where m != "zeroshot" && m != "linear-probe" {
+            do { _ = try Method.named(m) } catch { throw PlanError("\(error)") }
+        }
+        // Overrides of methods the grid does not run are kept for other grids (a recipe plan serves
+        // many), but a name that is no method at all is an error.
+        for name in overrides.keys.sorted() where !methods.contains(name) && PlanKeys.termWeights(of: name) == nil {
+            let known = Method.bases.keys.sorted() + ["zeroshot", "linear-probe"] + methods
+            throw PlanError("the plan overrides '\(name)', which is not a method\(PlanKeys.suggestion(name, known)) (its methods: \(methods.joined(separator: ", ")))")
         }
         for o in [all] + Array(overrides.values) {
-            if let e = o.epochs, e < 1 || e > TrainConfig.maxEpochs { throw ExperimentError("epochs must lie in 1...\(TrainConfig.maxEpochs) (got \(e))") }
-            if let b = o.batchSize, b < 1 { throw ExperimentError("batch size must be at least 1 (got \(b))") }
-            if let v = o.views, v < 1 { throw ExperimentError("views must be at least 1 (got \(v))") }
-            if let lr = o.lr, !(lr > 0 && lr.isFinite) { throw ExperimentError("learning rate must be positive and finite (got \(lr))") }
-            if let n = o.ncEvery, n < 0 { throw ExperimentError("nc_every must be non-negative (got \(n))") }
+            if let e = o.epochs, e < 1 || e > TrainConfig.maxEpochs { throw PlanError("epochs must lie in 1...\(TrainConfig.maxEpochs) (got \(e))") }
+            if let b = o.batchSize, b < 1 { throw PlanError("batch size must be at least 1 (got \(b))") }
+            if let v = o.views, v < 1 { throw PlanError("views must be at least 1 (got \(v))") }
+            if let lr = o.lr, !(lr > 0 && lr.isFinite) { throw PlanError("learning rate must be positive and finite (got \(lr))") }
+            if let n = o.ncEvery, n < 0 { throw PlanError("nc_every must be non-negative (got \(n))") }
+        }
+        // Term weights only for the terms the method has (what a plan's lines were checked for).
+        for (name, o) in overrides.sorted(by: { $0.key < $1.key }) {
+            guard let weights = o.termWeights, !weights.isEmpty, let terms = PlanKeys.termWeights(of: name) else { continue }
+            for key in weights.keys.sorted() where !terms.contains(key) {
+                throw PlanError("overrides of \(name): no loss term '\(key)' in term_weights\(PlanKeys.suggestion(key, terms)) (\(terms.isEmpty ? "it has no loss terms besides cross-entropy" : "its terms: " + terms.joined(separator: ", ")))")
+            }
         }
     }
 
@@ -243,7 +258,7 @@ public enum BuiltInPlans {
 
     public static func plan(named name: String) throws -> GridPlan {
         guard let text = all[name] else {
-            throw ExperimentError("no built-in plan '\(name)'; built-in plans: \(all.keys.sorted().joined(separator: ", "))")
+            throw PlanError("no built-in plan '\(name)'; built-in plans: \(all.keys.sorted().joined(separator: ", "))")
         }
         var plan = try GridPlan.read(yaml: text, source: "built-in plan '\(name)'")
         plan.name = name

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Experiments
 import Foundation
 
 /// The CLI's one error presentation. Every command's error reaches the user through `present`:
@@ -19,6 +20,8 @@ enum ErrorPresenter {
     /// codes) as they are; every other error as its presentation.
     static func presentable(_ error: Error) -> Error {
         if error is ValidationError || error is ExitCode || error is CleanExit || error is PresentedError { return error }
+        // A plan, option or dataset error of a grid: nothing ran; exit 64 (EX_USAGE) as other usage errors.
+        if let e = error as? PlanError { return ValidationError(e.description) }
         if String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") { return error }
         return PresentedError(message: present(error))
     }

@@ -68,8 +68,74 @@ final class GridTests: XCTestCase {
         XCTAssertTrue(message("datasets: [dtd]\nmethods: [coop]\nimbalance: [0]\n").contains("imbalance tau must lie in (0, 1] (got 0.0)"))
         XCTAssertTrue(message("datasets: [dtd]\nmethods: [cop]\n").contains("unknown method 'cop'"))
         XCTAssertTrue(message("datasets: [dtd]\nmethods: [coop]\nshots: [0]\n").contains("shots must be at least 1"))
-        XCTAssertTrue(message("datasets: [dtd]\nmethods: [coop]\noverrides:\n  kgcoop: {lr: 1}\n").contains("'kgcoop'"))
+        let override = message("datasets: [dtd]\nmethods: [coop]\noverrides:\n  kgcop: {lr: 1}\n")
+        XCTAssertTrue(override.contains("'kgcop', which is not a method; did you mean kgcoop?"), override)
+        XCTAssertEqual(message("datasets: [dtd]\nmethods: [coop]\noverrides:\n  kgcoop: {lr: 1}\n"), "", "a recipe may cover methods the grid does not run")
         XCTAssertTrue(message("protocol: sideways\ndatasets: [dtd]\nmethods: [coop]\n").contains("p.yaml"))
+    }
+
+    /// An unknown key anywhere in a plan is an error naming the key, its line and the closest
+    /// valid key (today `epochz: 3` and `overrides: {coop: {epoch: 3}}` silently trained 50 epochs).
+    func testUnknownKeysAreErrorsWithTheirLineAndTheClosestKey() throws {
+        func message(_ yaml: String) -> String {
+            do { _ = try GridPlan.read(yaml: yaml, source: "p.yaml"); return "" } catch {
+                XCTAssertTrue(error is PlanError, "\(type(of: error))")
+                return "\(error)"
+            }
+        }
+        let top = message("datasets: [dtd]\nmethods: [coop]\nepochz: 3\n")
+        for part in ["p.yaml", "line 3", "unknown key 'epochz'", "did you mean epochs?"] { XCTAssertTrue(top.contains(part), top) }
+        let flow = message("datasets: [dtd]\nmethods: [coop]\noverrides:\n  coop: {epoch: 3}\n")
+        for part in ["line 4", "unknown key 'epoch'", "overrides of coop", "did you mean epochs?"] { XCTAssertTrue(flow.contains(part), flow) }
+        let block = message("datasets: [dtd]\nmethods: [kgcoop]\noverrides:\n  kgcoop:\n    lr: 0.01\n    term_weights:\n      kgg: 4\n")
+        for part in ["line 7", "kgcoop has no loss term 'kgg'", "did you mean kg?", "its terms: kg"] { XCTAssertTrue(block.contains(part), block) }
+        let none = message("datasets: [dtd]\nmethods: [coop]\noverrides:\n  coop: {term_weights: {kg: 8}}\n")
+        for part in ["line 4", "coop has no loss term 'kg'", "no loss terms besides cross-entropy"] { XCTAssertTrue(none.contains(part), none) }
+        let far = message("datasets: [dtd]\nmethods: [coop]\ncolour: red\n")
+        XCTAssertFalse(far.contains("did you mean"), far)
+        XCTAssertTrue(far.contains("valid keys: name, protocol"), far)
+        // Valid keys pass: DAPT's terms and its temperature.
+        let dapt = try GridPlan.read(yaml: "datasets: [dtd]\nmethods: [dapt]\noverrides:\n  dapt: {epochs: 3, term_weights: {tau: 1, intra: 5}}\n",
+                                     source: "p.yaml")
+        XCTAssertEqual(try dapt.cells()[0].recipe.epochs, 3)
+        XCTAssertEqual(try dapt.cells()[0].recipe.termWeights["intra"], 5)
+        // Plans built in code are held to the same terms.
+        let coded = GridPlan(protocolKind: .fewShot, datasets: ["dtd"], methods: ["coop"], shots: [1], seeds: [1],
+                             overrides: ["coop": RecipeOverride(termWeights: ["kgg": 8])])
+        XCTAssertThrowsError(try coded.cells()) { XCTAssertTrue("\($0)".contains("no loss term 'kgg'"), "\($0)") }
+    }
+
+    /// A plan of only a recipe reads; the datasets and methods come from elsewhere (flags).
+    func testRecipeOnlyPlan() throws {
+        var plan = try GridPlan.read(yaml: "epochs: 3\nlr: 0.01\noverrides:\n  kgcoop: {batch_size: 4}\n", source: "recipe.yaml")
+        XCTAssertThrowsError(try plan.cells()) { XCTAssertTrue("\($0)".contains("--datasets"), "\($0)") }
+        plan.datasets = ["dtd"]
+        plan.methods = ["coop", "kgcoop"]
+        plan.seeds = [1]
+        let cells = try plan.cells()
+        XCTAssertEqual(cells.map(\.recipe.epochs), [3, 3])
+        XCTAssertEqual(cells.map(\.recipe.learningRate), [0.01, 0.01])
+        XCTAssertEqual(cells.map(\.recipe.batchSize), [32, 4])
+    }
+
+    /// The plan saved into a results folder writes numbers as a person does, and reads back equal.
+    func testSavedPlanWritesNumbersAsWritten() throws {
+        let plan = try GridPlan.read(yaml: """
+            protocol: base-to-novel
+            datasets: [dtd]
+            methods: [coop, kgcoop+npt]
+            shots: [16]
+            seeds: [1, 2]
+            imbalance: [1, 0.25, 0.06]
+            lr: 0.002
+            overrides:
+              kgcoop+npt: {lr: 0.00001, term_weights: {lc: 0.5, kg: 8}}
+            """, source: "p.yaml")
+        let yaml = try plan.yaml()
+        for part in ["imbalance: [1, 0.25, 0.06]", "lr: 0.002", "lc: 0.5", "kg: 8", "seeds: [1, 2]"] { XCTAssertTrue(yaml.contains(part), yaml) }
+        XCTAssertFalse(yaml.contains("e-1") || yaml.contains("e-3") || yaml.contains("e+"), yaml)
+        XCTAssertEqual(try GridPlan.read(yaml: yaml, source: "round trip"), plan)
+        XCTAssertEqual(try GridPlan.read(yaml: yaml, source: "round trip").overrides["kgcoop+npt"]?.lr, 0.00001)
     }
 
     func testRecordRoundTripsThroughJSON() throws {

@@ -1,0 +1,135 @@
+import Foundation
+import PromptLearning
+import Yams
+
+/// A plan or option the grid cannot run with (an unknown key, an empty list, a dataset that is not
+/// there, ...): nothing has run. The CLI exits with status 64 (EX_USAGE) for it, as for its other
+/// usage errors.
+public struct PlanError: Error, CustomStringConvertible, LocalizedError, Equatable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+    public var errorDescription: String? { description }
+}
+
+/// The keys a plan may hold, checked on the YAML itself before decoding (the decoder ignores keys
+/// it does not know, so `epochz: 3` would silently train the recipe's epochs).
+enum PlanKeys {
+    static let topLevel = ["name", "protocol", "datasets", "targets", "methods", "shots", "seeds", "imbalance", "model", "root",
+                           "out", "epochs", "lr", "batch_size", "views", "nc_every", "overrides"]
+    static let override = ["epochs", "lr", "batch_size", "views", "term_weights", "nc_every"]
+
+    /// The `term_weights` keys `method` accepts: its loss terms' keys, and `tau` (DAPT's temperature)
+    /// where it has the inter-class term. Nil when the method is unknown (reported elsewhere).
+    static func termWeights(of method: String) -> [String]? {
+        if method == "zeroshot" || method == "linear-probe" { return [] }
+        guard let m = try? Method.named(method) else { return nil }
+        let keys = m.terms.map(\.key)
+        return keys + (keys.contains("inter") ? ["tau"] : [])
+    }
+
+    /// Every key of the plan `text` is one the plan knows; otherwise a `PlanError` naming the key,
+    /// its line and the closest valid key.
+    static func check(yaml text: String, source: String) throws {
+        guard let root = try compose(yaml: text), let top = root.mapping else { return }  // the decoder says what is wrong
+        for (key, value) in top {
+            let name = key.string ?? "\(key)"
+            try known(name, among: topLevel, at: key, source: source, place: "at the top level")
+            guard name == "overrides", let methods = value.mapping else { continue }
+            for (methodKey, fields) in methods {
+                let method = methodKey.string ?? "\(methodKey)"
+                guard let fields = fields.mapping else { continue }
+                for (fieldKey, field) in fields {
+                    let fieldName = fieldKey.string ?? "\(fieldKey)"
+                    try known(fieldName, among: override, at: fieldKey, source: source, place: "in overrides of \(method)")
+                    guard fieldName == "term_weights", let weights = field.mapping, let terms = termWeights(of: method) else { continue }
+                    for (termKey, _) in weights {
+                        let term = termKey.string ?? "\(termKey)"
+                        guard !terms.contains(term) else { continue }
+                        let has = terms.isEmpty ? "it has no loss terms besides cross-entropy" : "its terms: \(terms.joined(separator: ", "))"
+                        throw PlanError("plan \(source), line \(line(termKey)): \(method) has no loss term '\(term)' in term_weights\(suggestion(term, terms)) (\(has))")
+                    }
+                }
+            }
+        }
+    }
+
+    static func known(_ key: String, among keys: [String], at node: Node, source: String, place: String) throws {
+        guard !keys.contains(key) else { return }
+        throw PlanError("plan \(source), line \(line(node)): unknown key '\(key)' \(place)\(suggestion(key, keys)) (valid keys: \(keys.joined(separator: ", ")))")
+    }
+
+    static func line(_ node: Node) -> String { node.mark.map { String($0.line) } ?? "?" }
+
+    /// "; did you mean 'epochs'?" for the nearest key within a few edits, else "".
+    static func suggestion(_ key: String, _ keys: [String]) -> String {
+        guard let best = keys.min(by: { editDistance(key, $0) < editDistance(key, $1) }),
+              editDistance(key, best) <= max(2, key.count / 3) else { return "" }
+        return "; did you mean \(best)?"
+    }
+}
+
+/// Levenshtein distance (insertions, deletions and substitutions of characters).
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a.lowercased()), b = Array(b.lowercased())
+    if a.isEmpty || b.isEmpty { return max(a.count, b.count) }
+    var previous = Array(0...b.count)
+    for i in 1...a.count {
+        var current = [i] + [Int](repeating: 0, count: b.count)
+        for j in 1...b.count {
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        previous = current
+    }
+    return previous[b.count]
+}
+
+// MARK: - Writing a plan as the user wrote it
+
+extension GridPlan {
+    /// The plan as YAML, with numbers as a person writes them (0.25, 0.002, not 2.5e-1) and lists in
+    /// flow style; `read(yaml:source:)` reads it back to an equal plan.
+    public func yaml() throws -> String {
+        func string(_ s: String) throws -> Node { try s.represented() }
+        func number(_ x: Double) -> Node { Node(plainNumber(x)) }
+        func list(_ nodes: [Node]) -> Node { Node(nodes, .implicit, .flow) }
+        var pairs: [(Node, Node)] = []
+        func add(_ key: String, _ value: Node?) { if let value { pairs.append((Node(key), value)) } }
+        add("name", try name.map(string))
+        add("protocol", try string(protocolKind.rawValue))
+        add("datasets", list(try datasets.map(string)))
+        add("targets", try targets.map { list(try $0.map(string)) })
+        add("methods", list(try methods.map(string)))
+        add("shots", list(shots.map { Node(String($0)) }))
+        add("seeds", list(seeds.map { Node(String($0)) }))
+        add("imbalance", list(imbalance.map(number)))
+        add("model", try model.map(string))
+        add("root", try root.map(string))
+        add("out", try out.map(string))
+        func recipe(_ o: RecipeOverride) -> [(Node, Node)] {
+            var r: [(Node, Node)] = []
+            if let e = o.epochs { r.append((Node("epochs"), Node(String(e)))) }
+            if let lr = o.lr { r.append((Node("lr"), number(lr))) }
+            if let b = o.batchSize { r.append((Node("batch_size"), Node(String(b)))) }
+            if let v = o.views { r.append((Node("views"), Node(String(v)))) }
+            if let w = o.termWeights, !w.isEmpty {
+                r.append((Node("term_weights"), Node(w.sorted { $0.key < $1.key }.map { (Node($0.key), number($0.value)) }, .implicit, .flow)))
+            }
+            if let n = o.ncEvery { r.append((Node("nc_every"), Node(String(n)))) }
+            return r
+        }
+        pairs += recipe(all)
+        if !overrides.isEmpty {
+            add("overrides", Node(try overrides.sorted { $0.key < $1.key }.map { (try string($0.key), Node(recipe($0.value), .implicit, .flow)) }))
+        }
+        return try serialize(node: Node(pairs))
+    }
+}
+
+/// `x` as a person writes it: the shortest decimal that reads back as `x`, "1" for 1.0, and an
+/// exponent only for very small or large numbers (with a decimal point, so YAML 1.1 reads a float).
+func plainNumber(_ x: Double) -> String {
+    if x == x.rounded(), abs(x) < 1e15 { return String(Int(x)) }
+    var s = "\(x)"
+    if let e = s.firstIndex(where: { $0 == "e" || $0 == "E" }), !s[..<e].contains(".") { s.insert(contentsOf: ".0", at: e) }
+    return s
+}
