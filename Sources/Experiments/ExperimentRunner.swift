@@ -32,6 +32,12 @@ public final class ExperimentRunner {
     public let store: FeatureStore
     public let tokenizer: CLIPTokenizer
     public var model: CLIPModel { store.model }
+    /// The model's file name (the folder's for a Hugging Face directory), as records name it.
+    public let modelName: String
+    /// "bf16" when the frozen towers run with bf16 products, nil for exact fp32.
+    public let precision: String?
+    /// The sub-folder of `runs/` for this model and precision (``CellInputs/folderName``).
+    public var modelFolder: String { CellInputs.folderName(modelName: modelName, modelDigest: store.modelDigest, precision: precision) }
     /// Asked after every epoch; true stops the grid with `RunInterrupted` (the checkpoint stays).
     public var shouldStop: () -> Bool = { false }
     /// Read CoOp's `split_fewshot` draws when the dataset folder has them.
@@ -51,6 +57,57 @@ public final class ExperimentRunner {
                                       Compute.precision == .fp32 ? digest : "\(digest)-\(Compute.precision.rawValue)"))
         self.tokenizer = try CLIPTokenizer()
         self.events = events
+        self.modelName = URL(fileURLWithPath: modelPath).standardizedFileURL.lastPathComponent
+        self.precision = Compute.precision == .fp32 ? nil : Compute.precision.rawValue
+    }
+
+    /// The folder of cell `spec` under this runner's model and precision.
+    public func folder(for spec: RunSpec) -> RunFolder { results.cell(spec, model: modelFolder) }
+
+    /// Everything besides `spec` that decides the cell's numbers (reads the datasets' lists).
+    public func inputs(_ spec: RunSpec) throws -> CellInputs {
+        let dataset = try datasetName(spec.dataset)
+        var lists: [(String, FeatureRequest)] = [("train", FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec), views: 1))]
+        if spec.method == "linear-probe" {
+            lists.append(("val", FeatureRequest(dataset: dataset, split: .val, selection: trainSelection(spec), views: 1)))
+        }
+        for s in try evaluationSets(spec, dataset: dataset) {
+            lists.append((s.name, FeatureRequest(dataset: s.dataset, split: .test, selection: SelectionOptions(subset: s.subset), views: 1)))
+        }
+        var text = ""
+        for (name, request) in lists {
+            let (items, selection, _) = try store.items(request)
+            text += "\(name)\t\(request.dataset.rawValue)\t\(selection.template)\t\(selection.classNames.joined(separator: "|"))\n"
+            for d in items { text += "\(d.path)\t\(d.label)\t\(d.className)\n" }
+        }
+        return CellInputs(modelName: modelName, modelDigest: store.modelDigest, precision: precision,
+                          dataDigest: Data(text.utf8).withUnsafeBytes { contentDigest($0) })
+    }
+
+    /// Looks up every dataset the cells read, training sets and targets, before anything runs: the
+    /// ones missing (or unreadable) under the root are listed in one `PlanError`.
+    public func checkDatasets(_ cells: [RunSpec]) throws {
+        var names: [(name: String, trains: Bool)] = []
+        for c in cells {
+            for (n, trains) in [(c.dataset, true)] + c.targets.map({ ($0, false) }) {
+                if let i = names.firstIndex(where: { $0.name == n }) { names[i].trains = names[i].trains || trains } else { names.append((n, trains)) }
+            }
+        }
+        var problems: [String] = []
+        for (n, trains) in names {
+            guard let d = DatasetName(rawValue: n) else {
+                problems.append("\(n): unknown dataset (known: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")))")
+                continue
+            }
+            if trains && d.isTestOnly { problems.append("\(n): a test set only; it can be a target of domain generalisation, not a training dataset") }
+            do { _ = try store.dataset(d) } catch { problems.append("\(n): \(error)") }
+        }
+        guard !problems.isEmpty else { return }
+        throw PlanError("""
+            \(problems.count) of the grid's \(names.count) datasets cannot be used (data root \(store.root.path)); nothing ran:
+              \(problems.joined(separator: "\n  "))
+            Put them in CoOp's layout under the root (`prompttune datasets` lists what each needs), give another --root, or leave them out of the datasets and targets.
+            """)
     }
 
     /// Runs `cells` (all of them, or only the numbers in `only`), in order; returns their records.
@@ -59,13 +116,15 @@ public final class ExperimentRunner {
     public func run(_ cells: [RunSpec], only: [Int]? = nil) throws -> [RunRecord] {
         let indices = only ?? Array(cells.indices)
         for i in indices where !cells.indices.contains(i) {
-            throw ExperimentError("the grid has cells 0...\(cells.count - 1); there is no cell \(i)")
+            throw PlanError("the grid has cells 0...\(cells.count - 1); there is no cell \(i)")
         }
+        try checkDatasets(indices.map { cells[$0] })
         var records: [RunRecord] = []
         for (position, i) in indices.enumerated() {
             let spec = cells[i]
-            let folder = results.cell(spec)
-            if let done = folder.finishedRecord(for: spec) {
+            let folder = self.folder(for: spec)
+            // Reused only when made from the same model, precision and data (else run again).
+            if let inputs = try? inputs(spec), let done = folder.finishedRecord(for: spec, inputs: inputs) {
                 events(.cellSkipped(index: i, position: position, total: indices.count, record: done))
                 records.append(done)
                 continue
@@ -79,8 +138,13 @@ public final class ExperimentRunner {
                 throw stop
             } catch {
                 record = RunRecord(spec: spec, status: .failed, error: "\(error)")
+                // A failed cell still says which model and precision it failed with.
+                record.model = modelName
+                record.digests["model"] = store.modelDigest
+                record.precision = precision
             }
             try folder.create()
+            try folder.supersedeRecord()
             try writeJSON(record, to: folder.record)
             events(.cellFinished(index: i, position: position, total: indices.count, record: record))
             records.append(record)
@@ -130,6 +194,15 @@ public final class ExperimentRunner {
         /// Trained parameters of a method with image prompts (DAPT, VPT): its text features come
         /// from the context (or the hand template) and its image features from the prompted tower.
         case imagePrompt(Method, ParameterSet, template: String, trainClasses: [String])
+
+        /// A linear probe and class-specific contexts have rows only for the classes they were trained on.
+        var knowsOnlyTrainClasses: Bool {
+            switch self {
+            case .probe: return true
+            case .prompt(let m, _, _), .imagePrompt(let m, _, _, _): return m.prompt.classSpecific && m.learnsText
+            case .zeroShot: return false
+            }
+        }
     }
 
     /// The image features a classifier is evaluated on: the stored ones, or for image prompts the
@@ -166,6 +239,30 @@ public final class ExperimentRunner {
         }
     }
 
+    /// The classifier's rows for test set `s` (class names `names`). An ImageNet variant after
+    /// training on ImageNet is scored by ImageNet's classifier restricted to the variant's classes
+    /// (CoOp evaluates ImageNet-A and -R on their 200 classes so), which every method can do, the
+    /// linear probe and class-specific contexts included. Nil where the classifier knows only its
+    /// training classes (a probe, class-specific contexts) and `s` names others.
+    func evaluationText(_ c: Classifier, _ s: EvaluationSet, names: [String], trainClasses: [String], dataset: DatasetName,
+                        trainText: Tensor? = nil) throws -> Tensor? {
+        if dataset == .imageNet, s.dataset != .imageNet, let map = try store.dataset(s.dataset).splits.imageNetClasses {
+            guard map.count == trainClasses.count, map.labels.allSatisfy({ trainClasses.indices.contains($0) }) else {
+                throw ExperimentError("\(s.dataset.rawValue)'s classnames.txt lists \(map.count) classes but the ImageNet it was trained on has \(trainClasses.count); the variants' classnames.txt must be a copy of imagenet/classnames.txt and ImageNet must have a folder for each of its classes")
+            }
+            for (k, label) in map.labels.enumerated() where names[k] != trainClasses[label] {
+                throw ExperimentError("\(s.dataset.rawValue) names its class \(k) '\(names[k])' but ImageNet's class \(label) (the same wnid) is '\(trainClasses[label])'; make its classnames.txt a copy of imagenet/classnames.txt")
+            }
+            let full = try trainText ?? classifierVectors(c, names: trainClasses, dataset: dataset)
+            let d = full.shape[1]
+            var rows = [Float](); rows.reserveCapacity(map.labels.count * d)
+            for label in map.labels { rows += full.data[(label * d)..<((label + 1) * d)] }
+            return Tensor(shape: [map.labels.count, d], data: rows)
+        }
+        if c.knowsOnlyTrainClasses && names != trainClasses { return nil }
+        return try classifierVectors(c, names: names, dataset: s.dataset)
+    }
+
     /// NC measures of a classifier on a features set (view 0), or nil with a warning when undefined.
     func measure(_ set: LabeledFeatures, text: Tensor, label: String, warnings: inout [String]) -> NeuralCollapseReport? {
         do {
@@ -182,9 +279,11 @@ public final class ExperimentRunner {
         try folder.create()
         try writeJSON(spec, to: folder.spec)
         var record = RunRecord(spec: spec, status: .ok)
-        record.digests["model"] = store.modelDigest
-        record.model = URL(fileURLWithPath: store.modelPath).standardizedFileURL.lastPathComponent
-        if Compute.precision != .fp32 { record.precision = Compute.precision.rawValue }
+        let inputs = try inputs(spec)
+        record.digests["model"] = inputs.modelDigest
+        record.digests["data"] = inputs.dataDigest
+        record.model = inputs.modelName
+        record.precision = inputs.precision
         let sets = try evaluationSets(spec, dataset: dataset)
 
         // Features: the training draw (augmented views for trained prompts), then every test set.
@@ -237,15 +336,11 @@ public final class ExperimentRunner {
         if let m = measure(trainImages, text: trainText, label: "train", warnings: &record.warnings) { record.nc["train"] = m }
         analysis += Date().timeIntervalSince(measured)
         for (s, f) in tests {
-            let text: Tensor
-            do {
-                text = try classifierVectors(classifier, names: f.classNames, dataset: s.dataset)
-            } catch {
-                if case .probe = classifier {   // unseen classes: report what a probe can
-                    record.warnings.append("\(s.name): \(error)")
-                    continue
-                }
-                throw error
+            guard let text = try evaluationText(classifier, s, names: f.classNames, trainClasses: train.classNames, dataset: dataset,
+                                                trainText: trainText) else {
+                // As the papers report them: a probe or class-specific contexts only on the classes they know.
+                record.warnings.append("\(s.name): \(spec.method) classifies only the \(train.classNames.count) classes it was trained on and cannot name the classes of \(s.name); its \(s.name) accuracy is not reported")
+                continue
             }
             let images = try evaluationImages(classifier, stored: f, request: FeatureRequest(dataset: s.dataset, split: .test,
                                                                                              selection: SelectionOptions(subset: s.subset), views: 1))
@@ -285,6 +380,9 @@ public final class ExperimentRunner {
             record.macroF1 = byName["base"]?.macroF1
         case .crossDataset, .domainGeneralization:
             let targets = record.evaluations.filter { $0.name != record.spec.dataset }
+            // A mean over fewer targets than the spec's is marked, so a report can tell it apart.
+            let missing = record.spec.targets.filter { t in !targets.contains { $0.name == t } }
+            record.targetsMissing = missing.isEmpty ? nil : missing
             if !targets.isEmpty {
                 record.accuracy = targets.map(\.accuracy).reduce(0, +) / Double(targets.count)
                 record.macroF1 = targets.map(\.macroF1).reduce(0, +) / Double(targets.count)
@@ -325,7 +423,8 @@ public final class ExperimentRunner {
                 if let m = self.measure(train.set.labeled, text: try self.classifierVectors(c, names: train.classNames, dataset: dataset),
                                         label: "train", warnings: &warnings) { measures["train"] = m }
                 for (s, f) in tests {
-                    guard let text = try? self.classifierVectors(c, names: f.classNames, dataset: s.dataset) else { continue }
+                    guard let text = (try? self.evaluationText(c, s, names: f.classNames, trainClasses: train.classNames, dataset: dataset)) ?? nil
+                    else { continue }
                     if let m = self.measure(f.set.labeled, text: text, label: s.name, warnings: &warnings) { measures[s.name] = m }
                 }
                 ncHistory.append(NCPoint(epoch: epoch, measures: measures))

@@ -103,7 +103,14 @@ public final class FeatureStore {
         if let t = r.selection.imbalance { provenance["imbalance"] = String(t) }
         if let cache = s.coopCache { provenance["coop_cache"] = cache }
         let result = try withFileLock(url) {
-            try extractFeatures(model: model, plan: plan, items: items, classNames: s.classNames, source: loaded.images,
+            // The cache's file of this name made from another image list (a split file that changed
+            // since) is stale: it is made anew (a file given as `output` is the caller's, and refused).
+            if output == nil, FileManager.default.fileExists(atPath: url.path),
+               let made = try? SafetensorsFile(path: url.path).metadata["plan"], made != plan.asJSON {
+                try FileManager.default.removeItem(at: url)
+                try? FileManager.default.removeItem(at: URL(fileURLWithPath: url.path + ".partial"))
+            }
+            return try extractFeatures(model: model, plan: plan, items: items, classNames: s.classNames, source: loaded.images,
                                 provenance: provenance, output: url, progress: progress)
         }
         return StoredFeatures(set: result.features, url: url, digest: try contentDigest(path: url.path), classNames: s.classNames,

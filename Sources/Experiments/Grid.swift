@@ -121,6 +121,15 @@ public struct GridPlan: Codable, Equatable, Sendable {
         }
     }
 
+    /// `targets` in the order of the papers' tables (ImageNet-V2, -Sketch, -A, -R; then the 11
+    /// datasets in CoOp's order), any others after them as given, so that records list their
+    /// evaluations, and reports their columns, alike whatever order a plan names them in.
+    public static func papersOrder(_ targets: [String]) -> [String] {
+        let order = defaultTargets(protocolKind: .domainGeneralization, source: "imagenet") + papersDatasets
+        func rank(_ t: String) -> Int { order.firstIndex(of: t) ?? order.count }
+        return targets.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
+    }
+
     /// The 11 datasets of the CoOp papers' tables.
     public static let papersDatasets = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                                         "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
@@ -166,7 +175,7 @@ public struct GridPlan: Codable, Equatable, Sendable {
         try validate()
         var specs: [RunSpec] = []
         for dataset in datasets {
-            let targets = self.targets ?? Self.defaultTargets(protocolKind: protocolKind, source: dataset)
+            let targets = Self.papersOrder(self.targets ?? Self.defaultTargets(protocolKind: protocolKind, source: dataset))
             for tau in imbalance {
                 for k in shots {
                     for seed in seeds {

@@ -6,12 +6,17 @@ import TensorIO
 ///
 ///     <out>/plan.yaml                       the grid as run (for the record)
 ///     <out>/features/<model digest>/<name>.safetensors   features shared by every cell that needs them
-///     <out>/runs/<cell id>/spec.json        the cell's spec, written when it starts
-///     <out>/runs/<cell id>/prompt.ptprompt  checkpoint after every epoch (resume point); methods with
-///                                           image prompts (dapt, vpt): prompt.safetensors
-///     <out>/runs/<cell id>/initial.safetensors  the parameters training started from (replays)
-///     <out>/runs/<cell id>/nc_history.json  neural-collapse measures over training
-///     <out>/runs/<cell id>/record.json      the finished (or failed) cell's record
+///     <out>/runs/<model>/<cell id>/spec.json        the cell's spec, written when it starts
+///     <out>/runs/<model>/<cell id>/prompt.ptprompt  checkpoint after every epoch (resume point); methods
+///                                                   with image prompts (dapt, vpt): prompt.safetensors
+///     <out>/runs/<model>/<cell id>/initial.safetensors  the parameters training started from (replays)
+///     <out>/runs/<model>/<cell id>/nc_history.json  neural-collapse measures over training
+///     <out>/runs/<model>/<cell id>/record.json      the finished (or failed) cell's record
+///     <out>/runs/<model>/<cell id>/record.superseded-<time>.json  a finished record replaced because
+///                                                   the cell's inputs changed (kept, not reported)
+///
+/// `<model>` is ``CellInputs/folderName``: the model's file name and short digest (and `-bf16`), so
+/// grids run with two models (or precisions) into one folder keep both results side by side.
 ///     <out>/results.md, results.csv, report.html   written by `prompttune report`
 public struct ResultsFolder: Sendable {
     public let url: URL
@@ -20,7 +25,43 @@ public struct ResultsFolder: Sendable {
     public var features: URL { url.appendingPathComponent("features") }
     public var runs: URL { url.appendingPathComponent("runs") }
     public var plan: URL { url.appendingPathComponent("plan.yaml") }
-    public func cell(_ spec: RunSpec) -> RunFolder { RunFolder(runs.appendingPathComponent(spec.identifier)) }
+    /// The folder of cell `spec` run with the model (and precision) that `modelFolder` names
+    /// (``CellInputs/folderName``).
+    public func cell(_ spec: RunSpec, model modelFolder: String) -> RunFolder {
+        RunFolder(runs.appendingPathComponent(modelFolder).appendingPathComponent(spec.identifier))
+    }
+}
+
+/// What decides a cell's numbers besides its spec: the model, the frozen towers' precision and the
+/// data it reads. A finished record is reused only when all of them are the same.
+public struct CellInputs: Equatable, Sendable {
+    /// The model's file name (the folder's for a Hugging Face directory), as the record's `model`.
+    public var modelName: String
+    public var modelDigest: String
+    /// "bf16", or nil for exact fp32 (as the record's `precision`).
+    public var precision: String?
+    /// A digest of every image list and class-name list the cell reads (its few-shot draw, the val
+    /// draw of a linear probe, each test set), as the record's `digests["data"]`: a changed split
+    /// file, few-shot cache or image folder listing changes it. Image contents are not read.
+    public var dataDigest: String
+
+    public init(modelName: String, modelDigest: String, precision: String?, dataDigest: String) {
+        self.modelName = modelName; self.modelDigest = modelDigest; self.precision = precision; self.dataDigest = dataDigest
+    }
+
+    /// The runs sub-folder of a model and precision: `<file stem>-<12 hex digits of its digest>[-bf16]`.
+    public var folderName: String { Self.folderName(modelName: modelName, modelDigest: modelDigest, precision: precision) }
+
+    public static func folderName(modelName: String, modelDigest: String, precision: String?) -> String {
+        let stem = (modelName as NSString).deletingPathExtension
+        let safe = String(stem.map { $0.isLetter || $0.isNumber || "-_.".contains($0) ? $0 : "_" })
+        return "\(safe.isEmpty ? "model" : safe)-\(modelDigest.prefix(12))" + (precision.map { "-\($0)" } ?? "")
+    }
+
+    /// Whether `record` was made from exactly these inputs.
+    public func match(_ record: RunRecord) -> Bool {
+        record.digests["model"] == modelDigest && record.precision == precision && record.digests["data"] == dataDigest
+    }
 }
 
 /// One training run's folder: the `train` command's `--out`, or a grid cell.
@@ -43,10 +84,25 @@ public struct RunFolder: Sendable {
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
 
-    /// The finished record of this cell, when there is one for exactly `spec`.
-    public func finishedRecord(for spec: RunSpec) -> RunRecord? {
-        guard let record = try? readJSON(RunRecord.self, from: record), record.spec == spec, record.status == .ok else { return nil }
+    /// The finished record of this cell, when there is one for exactly `spec` made from `inputs`.
+    public func finishedRecord(for spec: RunSpec, inputs: CellInputs) -> RunRecord? {
+        guard let record = try? readJSON(RunRecord.self, from: record), record.spec == spec, record.status == .ok,
+              inputs.match(record) else { return nil }
         return record
+    }
+
+    /// Moves a finished record that is about to be replaced to `record.superseded-<finished at>.json`
+    /// beside it (kept for the record; `loadRunRecords` reads only `record.json`). Failed records
+    /// are simply replaced.
+    public func supersedeRecord() throws {
+        guard let old = try? readJSON(RunRecord.self, from: record), old.status == .ok else { return }
+        let stamp = old.finishedAt.map { $0.isLetter || $0.isNumber ? $0 : "-" }
+        var target = url.appendingPathComponent("record.superseded-\(String(stamp)).json")
+        var n = 2
+        while FileManager.default.fileExists(atPath: target.path) {
+            target = url.appendingPathComponent("record.superseded-\(String(stamp))-\(n).json"); n += 1
+        }
+        try FileManager.default.moveItem(at: record, to: target)
     }
 }
 

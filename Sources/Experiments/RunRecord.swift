@@ -72,7 +72,8 @@ public struct RunRecord: Codable, Equatable, Sendable {
     /// Loss, loss terms and train accuracy per epoch.
     public var history: [EpochRecord]
     public var timings: RunTimings
-    /// Digests of the model and every features file the run read.
+    /// Digests of the model, the data (`data`: every image and class list the cell read, which with
+    /// the model and precision keys the cell; see `CellInputs`) and every features file the run read.
     public var digests: [String: String]
     /// Where the few-shot draw came from: "dassl" (drawn here) or the CoOp cache file used.
     public var fewShotSource: String?
@@ -82,6 +83,9 @@ public struct RunRecord: Codable, Equatable, Sendable {
     public var precision: String?
     /// The model's file name (the folder's for a Hugging Face directory); its digest is `digests["model"]`.
     public var model: String?
+    /// Cross-dataset / domain generalisation: the targets with no evaluation (a method that cannot
+    /// classify their classes), so `accuracy` is a mean over fewer targets than the spec names.
+    public var targetsMissing: [String]?
 
     public init(spec: RunSpec, status: Status, error: String? = nil) {
         self.version = PromptTuneVersion.current
@@ -94,7 +98,7 @@ public struct RunRecord: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case version, spec, status, error, accuracy, macroF1 = "macro_f1", evaluations, base, novel, hm, nc
         case ncHistory = "nc_history", history, timings, digests, fewShotSource = "few_shot_source", warnings
-        case finishedAt = "finished_at", precision, model
+        case finishedAt = "finished_at", precision, model, targetsMissing = "targets_missing"
     }
 }
 

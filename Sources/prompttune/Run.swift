@@ -17,8 +17,13 @@ struct Run: ParsableCommand {
             file with the same fields as the flags) and/or the flags, which replace the plan's fields. Lists take commas \
             or repeated flags. Cells are numbered from 0 (`--list` prints them); `--cell N` runs one of them, so a \
             scheduler can run cells in parallel. Finished cells are skipped, an interrupted cell resumes from its \
-            last epoch, and a failing cell is recorded with its error while the grid goes on. At the end the \
-            results table is printed and results.md, results.csv and report.html are written into --out.
+            last epoch, and a failing cell is recorded with its error while the grid goes on. A cell is keyed on its \
+            spec, the model, the precision and its data: another model or precision runs into its own folder \
+            (runs/<model>-<digest>/), and changed data runs the cell again. A plan file may hold only a recipe \
+            (epochs, lr, overrides, ...) and take datasets and methods from the flags; a key it does not know is \
+            an error. Every dataset and target is looked up before anything runs. At the end the results table is \
+            printed and results.md, results.csv and report.html are written into --out. Exit status: 0 done, 3 some \
+            cells failed (recorded), 64 a plan, option or missing dataset error (nothing ran), 1 any other error.
             """)
 
     @Option(help: "A built-in plan name or a YAML plan file.") var plan: String?
@@ -49,7 +54,7 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Append one JSON line per training step of every trained cell that runs to FILE (sorted keys): cell, epoch, step, lr, the batch's dataset indices, each image's crop box and flip (dapt, vpt) or cached view, and every loss term.", valueName: "FILE"))
     var trace: String?
     @OptionGroup var imageOptions: ImageOptions
-    @Option(help: "Inputs of the frozen towers' layer products (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX). Features made in bf16 are cached apart from fp32 ones only if --out differs.")
+    @Option(help: "Inputs of the frozen towers' layer products (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX). Records and features of each precision are kept apart.")
     var precision: Precision = .fp32
     @Option(parsing: .unconditional, help: "Threads (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -111,7 +116,7 @@ struct Run: ParsableCommand {
         if let batchSize { p.all.batchSize = batchSize }
         if let views { p.all.views = views }
         if let ncEvery { p.all.ncEvery = ncEvery }
-        do { try p.validate() } catch let e as ExperimentError { throw ValidationError(e.description) }
+        try p.validate()
         return p
     }
 
@@ -132,6 +137,8 @@ struct Run: ParsableCommand {
         let records = try removingEmptyFolderOnFailure(out) { () -> [RunRecord] in
             let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, events: display.handle)
             runner.useCoOpCache = !noCoopCache
+            // Every dataset and target is looked up before anything is written.
+            try runner.checkDatasets(cell.isEmpty ? cells : cell.filter { cells.indices.contains($0) }.map { cells[$0] })
             if let trace { runner.trace = try TraceWriter(url: URL(fileURLWithPath: trace), append: true) }
             try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
             if cell.isEmpty { try writeAtomically(Data(plan.yaml().utf8), to: ResultsFolder(out).plan) }

@@ -81,7 +81,7 @@ final class DemoModelTests: XCTestCase {
         let names = FashionMNISTNames.all
         let zs = zeroShotTextFeatures(model: model, tokenizer: r.runner.tokenizer, template: "a photo of a {}.", classNames: names)
         func distance(_ k: String) throws -> Double {
-            let folder = r.runner.results.cell(r.specs[k]!)
+            let folder = r.runner.folder(for: r.specs[k]!)
             let ckpt = try PromptCheckpoint.read(path: folder.checkpoint.path)
             let method = try Method.named(r.specs[k]!.method)
             let t = try promptTextFeatures(model: model, method: method, context: ckpt.context, classNames: names, tokenizer: r.runner.tokenizer)

@@ -138,6 +138,16 @@ final class GridTests: XCTestCase {
         XCTAssertEqual(try GridPlan.read(yaml: yaml, source: "round trip").overrides["kgcoop+npt"]?.lr, 0.00001)
     }
 
+    /// Targets are evaluated, and recorded, in the papers' order whatever order a plan gives.
+    func testTargetsFollowThePapersOrder() throws {
+        XCTAssertEqual(GridPlan.papersOrder(["imagenet_r", "imagenet_a", "imagenetv2", "imagenet_sketch"]),
+                       ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"])
+        XCTAssertEqual(GridPlan.papersOrder(["ucf101", "mine", "dtd", "caltech101"]), ["caltech101", "dtd", "ucf101", "mine"])
+        let plan = GridPlan(protocolKind: .domainGeneralization, datasets: ["imagenet"], targets: ["imagenet_r", "imagenetv2"],
+                            methods: ["zeroshot"], shots: [1], seeds: [1])
+        XCTAssertEqual(try plan.cells()[0].targets, ["imagenetv2", "imagenet_r"])
+    }
+
     func testRecordRoundTripsThroughJSON() throws {
         let spec = RunSpec(protocolKind: .fewShot, dataset: "dtd", shots: 4, seed: 1, method: "coop",
                            recipe: Recipe(epochs: 2, learningRate: 0.002, batchSize: 32, views: 4))

@@ -61,7 +61,7 @@ final class ImagePromptRunnerTests: XCTestCase {
             XCTAssertEqual(r.ncHistory.map(\.epoch), [1, 2], m)
             XCTAssertEqual(Set(r.ncHistory[0].measures.keys), ["train", "test"], m)
             // Every run saves the parameters it started from.
-            let folder = ResultsFolder(out).cell(spec)
+            let folder = runner.folder(for: spec)
             let initial = try ParameterCheckpoint.readParameters(path: folder.initial.path)
             let expected: [String] = switch m {
             case "vpt": [ParameterName.visualPrompt]
@@ -73,8 +73,8 @@ final class ImagePromptRunnerTests: XCTestCase {
             XCTAssertTrue(FileManager.default.fileExists(atPath: checkpoint.path), "\(m): \(checkpoint.path)")
         }
         // The trained prompts moved from their initial values; vpt's image prompt changed the image features.
-        let dapt = try ParameterCheckpoint.read(path: ResultsFolder(out).cell(cells[0]).parameterCheckpoint.path)
-        XCTAssertNotEqual(dapt.parameters, try ParameterCheckpoint.readParameters(path: ResultsFolder(out).cell(cells[0]).initial.path))
+        let dapt = try ParameterCheckpoint.read(path: runner.folder(for: cells[0]).parameterCheckpoint.path)
+        XCTAssertNotEqual(dapt.parameters, try ParameterCheckpoint.readParameters(path: runner.folder(for: cells[0]).initial.path))
         XCTAssertEqual(dapt.header.epochsDone, 2)
 
         // Prototypes: one file for the draw (dapt and dapt+npt share it; vpt needs none).
@@ -171,7 +171,7 @@ final class ImagePromptRunnerTests: XCTestCase {
         let cells = try plan.cells()
         let out = dir.appendingPathComponent("interrupted")
         let traceURL = dir.appendingPathComponent("trace.jsonl")
-        let folder = ResultsFolder(out).cell(cells[0])
+        let folder = try ExperimentRunner(modelPath: Self.tiny, root: data, out: out).folder(for: cells[0])
 
         let first = try ExperimentRunner(modelPath: Self.tiny, root: data, out: out)
         first.trace = try TraceWriter(url: traceURL, append: true)
@@ -205,7 +205,7 @@ final class ImagePromptRunnerTests: XCTestCase {
         XCTAssertEqual(a.ncHistory, b.ncHistory)
         XCTAssertEqual(a.ncHistory.map(\.epoch), [1, 2, 3])
         XCTAssertEqual(a.accuracy, b.accuracy)
-        let straightFolder = ResultsFolder(straightOut).cell(cells[0])
+        let straightFolder = reference.folder(for: cells[0])
         let final = try ParameterCheckpoint.read(path: folder.parameterCheckpoint.path)
         XCTAssertEqual(final.parameters, try ParameterCheckpoint.read(path: straightFolder.parameterCheckpoint.path).parameters)
         XCTAssertEqual(try Data(contentsOf: straightFolder.initial), initial)

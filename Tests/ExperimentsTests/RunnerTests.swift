@@ -58,7 +58,7 @@ final class RunnerTests: XCTestCase {
         let first = try ExperimentRunner(modelPath: Self.tiny, root: dir.appendingPathComponent("data"), out: out)
         first.shouldStop = { epochs += 1; return epochs == 5 }
         XCTAssertThrowsError(try first.run(cells)) { XCTAssertTrue($0 is RunInterrupted, "\($0)") }
-        let folders = cells.map { ResultsFolder(out).cell($0) }
+        let folders = cells.map { first.folder(for: $0) }
         let finished = try folders.prefix(3).map { try Data(contentsOf: $0.record) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: folders[3].record.path))
         XCTAssertTrue(FileManager.default.fileExists(atPath: folders[3].checkpoint.path))
@@ -117,29 +117,38 @@ final class RunnerTests: XCTestCase {
     }
 
     /// A cell that fails is recorded with its error and the grid goes on; the report lists it.
+    /// Class-specific contexts and the linear probe report the base classes they know, with a warning.
     func testFailingCellIsRecordedAndTheGridGoesOn() throws {
         let dir = try makeTempDir(self)
         try makeSyntheticDTD(in: dir.appendingPathComponent("data"))
-        // Class-specific contexts cannot name novel classes: that cell fails at evaluation.
+        // coop's second epoch (after the warm-up at 1e-5) at an absurd learning rate: a non-finite prompt.
         let plan = GridPlan(protocolKind: .baseToNovel, datasets: ["dtd"], methods: ["coop-csc", "linear-probe", "coop"], shots: [2],
-                            seeds: [1], all: RecipeOverride(epochs: 1, batchSize: 2, views: 1))
+                            seeds: [1], all: RecipeOverride(epochs: 2, batchSize: 2, views: 1),
+                            overrides: ["coop": RecipeOverride(lr: 1e38)])
         let out = dir.appendingPathComponent("out")
         let records = try ExperimentRunner(modelPath: Self.tiny, root: dir.appendingPathComponent("data"), out: out).run(try plan.cells())
-        XCTAssertEqual(records.map(\.status), [.failed, .ok, .ok])
-        XCTAssertTrue(records[0].error?.contains("class-specific") ?? false, records[0].error ?? "")
-        // The linear probe reports the classes it knows (base) and says why novel is missing.
-        XCTAssertEqual(records[1].evaluations.map(\.name), ["base"])
-        XCTAssertNil(records[1].hm)
-        XCTAssertTrue(records[1].warnings.contains { $0.contains("novel") }, "\(records[1].warnings)")
+        XCTAssertEqual(records.map(\.status), [.ok, .ok, .failed], records.map { $0.error ?? "" }.joined(separator: "; "))
+        XCTAssertTrue(records[2].error?.contains("learning rate") ?? false, records[2].error ?? "")
+        XCTAssertEqual(records[2].model, "openai.pt", "a failed record names its model")
+        XCTAssertEqual(records[2].digests["model"], try modelDigest(Self.tiny))
+        // Class-specific contexts (one per base class) and the probe report base, and say why novel is missing.
+        for r in records.prefix(2) {
+            XCTAssertEqual(r.evaluations.map(\.name), ["base"], r.spec.method)
+            XCTAssertEqual(r.base, r.evaluations.first?.accuracy)
+            XCTAssertNil(r.hm)
+            XCTAssertEqual(r.accuracy, r.base, "the headline of a cell without novel is its base accuracy")
+            XCTAssertTrue(r.warnings.contains { $0.hasPrefix("novel:") && $0.contains("classes it was trained on") }, "\(r.warnings)")
+        }
+        XCTAssertEqual(records[0].history.count, 2, "coop-csc trained")
         let summary = try writeReport(directory: out)
         XCTAssertEqual(summary.written.map(\.lastPathComponent), ["results.md", "results.csv", "report.html"])
         let markdown = try String(contentsOf: out.appendingPathComponent("results.md"), encoding: .utf8)
-        XCTAssertTrue(markdown.contains("base-to-novel_dtd_coop-csc_2shot_seed1"), markdown)
+        XCTAssertTrue(markdown.contains("base-to-novel_dtd_coop_2shot_seed1"), markdown)
         // A second run retries the failed cell and skips the others.
         var started: [Int] = []
         _ = try ExperimentRunner(modelPath: Self.tiny, root: dir.appendingPathComponent("data"), out: out) {
             if case .cellStarted(let i, _, _, _) = $0 { started.append(i) }
         }.run(try plan.cells())
-        XCTAssertEqual(started, [0])
+        XCTAssertEqual(started, [2])
     }
 }
