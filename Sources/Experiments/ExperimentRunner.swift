@@ -79,6 +79,11 @@ public final class ExperimentRunner {
             let (items, selection, _) = try store.items(request)
             text += "\(name)\t\(request.dataset.rawValue)\t\(selection.template)\t\(selection.classNames.joined(separator: "|"))\n"
             for d in items { text += "\(d.path)\t\(d.label)\t\(d.className)\n" }
+            // DAPT's own prototype pickle beside a cached draw may be used (`cachedPrototypes`): its bytes count too.
+            if name == "train", let cache = selection.coopCache, (try? Method.named(spec.method))?.needsPrototypes == true {
+                let pkl = DAPTPrototypeFile.path(fewShotCache: cache)
+                if FileManager.default.fileExists(atPath: pkl) { text += "prototypes\t\(try contentDigest(path: pkl))\n" }
+            }
         }
         return CellInputs(modelName: modelName, modelDigest: store.modelDigest, precision: precision,
                           dataDigest: Data(text.utf8).withUnsafeBytes { contentDigest($0) })

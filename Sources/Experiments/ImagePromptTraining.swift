@@ -20,9 +20,14 @@ extension ExperimentRunner {
         let request = FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec), views: 1)
         let (items, selection, loaded) = try store.items(request)
         let images = AugmentedImages(items: items, classNames: selection.classNames, source: loaded.images)
-        let prototypes = method.needsPrototypes
-            ? try cachedPrototypes(spec, images: images, fewShotCache: selection.coopCache, classes: selection.classNames.count, warnings: &record.warnings)
-            : nil
+        var prototypes: Tensor?
+        if method.needsPrototypes {
+            let p = try cachedPrototypes(spec, images: images, fewShotCache: selection.coopCache, classes: selection.classNames.count,
+                                         warnings: &record.warnings)
+            prototypes = p.tensor
+            record.prototypesSource = p.source
+            record.digests["prototypes"] = p.digest
+        }
         let tuner = try PromptTuner(model: model, tokenizer: tokenizer, data: .images(images), config: config,
                                     prototypes: prototypes, modelDigest: store.modelDigest, dataDigest: images.digest)
         record.warnings += tuner.warnings
@@ -76,31 +81,63 @@ extension ExperimentRunner {
         return .imagePrompt(method, tuner.parameters, template: template, trainClasses: train.classNames)
     }
 
-    /// DAPT's prototypes of a cell: its `shot_K-seed_S_prototype.pkl` beside CoOp's draw when there,
-    /// else computed and cached in the feature store's folder (which is per model).
+    /// DAPT's prototypes of a cell: computed from the cell's draw with its model (one train view per
+    /// image through the unprompted tower, normalised, class means) and cached in the feature
+    /// store's folder (which is per model and precision); or DAPT's own
+    /// `split_fewshot/shot_K-seed_S_prototype.pkl` where it provably belongs to the cell.
+    ///
+    /// That pickle holds a bare tensor: no model, no draw. DAPT writes it from the balanced draw
+    /// `shot_K-seed_S.pkl` beside it, so it is used only when (1) the cell's draw is that cached draw
+    /// itself (balanced, read from the file), (2) its shape is the cell's classes x width, and (3) it
+    /// agrees with the prototypes computed here from the same draw with the cell's model: every
+    /// class's cosine at least `pickleAgreement`. DAPT made its prototypes from one random crop per
+    /// image on a GPU, so equality cannot be asked; class means of another backbone (even one of the
+    /// same width) lie in an unrelated space, with cosines near 0. Otherwise the computed ones are
+    /// used, and a warning says why the pickle was not. Returns the source ("computed" or the
+    /// pickle's path) and the digest of the file the prototypes came from.
     func cachedPrototypes(_ spec: RunSpec, images: AugmentedImages, fewShotCache: String?, classes: Int,
-                          warnings: inout [String]) throws -> Tensor {
+                          warnings: inout [String]) throws -> (tensor: Tensor, source: String, digest: String) {
         let d = model.config.embedDim
-        if let cache = fewShotCache {
-            let pkl = DAPTPrototypeFile.path(fewShotCache: cache)
-            if FileManager.default.fileExists(atPath: pkl) {
-                let p = try DAPTPrototypeFile.read(path: pkl, dimension: d)
-                if p.shape == [classes, d] { return p }
-                warnings.append("\(pkl) holds \(p.shape[0]) prototypes for \(classes) classes; computing them anew")
-            }
-        }
         let url = store.directory.appendingPathComponent("prototypes-\(spec.dataset)-\(images.digest.prefix(16))-seed\(spec.seed).safetensors")
+        var computed: Tensor
         if let (t, meta) = try? Safetensors.read(path: url.path), let p = t["prototypes"], p.shape == [classes, d],
            meta["images_digest"] == images.digest {
-            return p
+            computed = p
+        } else {
+            try FileManager.default.createDirectory(at: store.directory, withIntermediateDirectories: true)
+            computed = try imagePrototypes(model: model, images: images, seed: UInt64(spec.seed))
+            try Safetensors.write(tensors: ["prototypes": computed],
+                                  metadata: ["images_digest": images.digest, "model_digest": store.modelDigest, "seed": String(spec.seed),
+                                             "made_by": "DAPT prototypes: one train view per image, unprompted tower, normalised, class mean"],
+                                  to: url)
         }
-        try FileManager.default.createDirectory(at: store.directory, withIntermediateDirectories: true)
-        let p = try imagePrototypes(model: model, images: images, seed: UInt64(spec.seed))
-        try Safetensors.write(tensors: ["prototypes": p], metadata: ["images_digest": images.digest, "model_digest": store.modelDigest,
-                                                                     "seed": String(spec.seed), "made_by": "DAPT prototypes: one train view per image, unprompted tower, normalised, class mean"],
-                              to: url)
-        return p
+        let ours = (tensor: computed, source: "computed", digest: try contentDigest(path: url.path))
+        guard let cache = fewShotCache else { return ours }
+        let pkl = DAPTPrototypeFile.path(fewShotCache: cache)
+        guard FileManager.default.fileExists(atPath: pkl) else { return ours }
+        func notUsed(_ why: String) -> (tensor: Tensor, source: String, digest: String) {
+            warnings.append("DAPT's \(pkl) is not used (\(why)); the prototypes were computed from this cell's draw with its model")
+            return ours
+        }
+        if spec.imbalance != 1 {
+            return notUsed("it was made from the balanced draw beside it, and this cell's draw is imbalanced (tau \(formatNumber(spec.imbalance)))")
+        }
+        let p: Tensor
+        do { p = try DAPTPrototypeFile.read(path: pkl, dimension: d) } catch { return notUsed("\(error)") }
+        guard p.shape == [classes, d] else { return notUsed("it holds \(p.shape[0]) prototypes for this draw's \(classes) classes") }
+        var agreement = 1.0
+        for k in 0..<classes {
+            let rows = (k * d)..<((k + 1) * d)
+            agreement = min(agreement, cosine(p.data[rows], computed.data[rows]))
+        }
+        guard agreement >= Self.pickleAgreement else {
+            return notUsed("it does not match this model's prototypes of the draw: the lowest class cosine is \(String(format: "%.3f", agreement)), below \(Self.pickleAgreement); it was made with another backbone")
+        }
+        return (p, pkl, try contentDigest(path: pkl))
     }
+
+    /// The least cosine, per class, between DAPT's pickled prototypes and ours for them to be used.
+    static let pickleAgreement = 0.9
 
     /// The test images of `request` through the image tower with `visualPrompt` inserted: L x N x D
     /// features (view 0), in the order of the stored features (unreadable images left out as there).
@@ -134,4 +171,11 @@ extension ExperimentRunner {
         return LabeledFeatures(features: Tensor(shape: [1, kept.count, model.config.embedDim], data: rows), labels: kept.map(\.label),
                                classNames: stored.classNames)
     }
+}
+
+/// The cosine of two vectors (0 when one is zero).
+func cosine(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Double {
+    var ab = 0.0, aa = 0.0, bb = 0.0
+    for (x, y) in zip(a, b) { ab += Double(x) * Double(y); aa += Double(x) * Double(x); bb += Double(y) * Double(y) }
+    return aa > 0 && bb > 0 ? ab / (aa * bb).squareRoot() : 0
 }

@@ -73,7 +73,8 @@ public struct RunRecord: Codable, Equatable, Sendable {
     public var history: [EpochRecord]
     public var timings: RunTimings
     /// Digests of the model, the data (`data`: every image and class list the cell read, which with
-    /// the model and precision keys the cell; see `CellInputs`) and every features file the run read.
+    /// the model and precision keys the cell; see `CellInputs`), DAPT's prototypes (`prototypes`)
+    /// and every features file the run read.
     public var digests: [String: String]
     /// Where the few-shot draw came from: "dassl" (drawn here) or the CoOp cache file used.
     public var fewShotSource: String?
@@ -86,6 +87,9 @@ public struct RunRecord: Codable, Equatable, Sendable {
     /// Cross-dataset / domain generalisation: the targets with no evaluation (a method that cannot
     /// classify their classes), so `accuracy` is a mean over fewer targets than the spec names.
     public var targetsMissing: [String]?
+    /// DAPT's prototypes: "computed" (from the cell's draw with its model) or the path of DAPT's
+    /// `_prototype.pkl` used; their digest is `digests["prototypes"]`.
+    public var prototypesSource: String?
 
     public init(spec: RunSpec, status: Status, error: String? = nil) {
         self.version = PromptTuneVersion.current
@@ -98,7 +102,7 @@ public struct RunRecord: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case version, spec, status, error, accuracy, macroF1 = "macro_f1", evaluations, base, novel, hm, nc
         case ncHistory = "nc_history", history, timings, digests, fewShotSource = "few_shot_source", warnings
-        case finishedAt = "finished_at", precision, model, targetsMissing = "targets_missing"
+        case finishedAt = "finished_at", precision, model, targetsMissing = "targets_missing", prototypesSource = "prototypes_source"
     }
 }
 

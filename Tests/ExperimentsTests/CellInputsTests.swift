@@ -103,6 +103,66 @@ final class CellInputsTests: XCTestCase {
         XCTAssertEqual(old.evaluations.first?.count, 12)
         XCTAssertEqual(recordFiles(out).count, 1)
     }
+
+    // MARK: DAPT's prototype pickle
+
+    /// Writes `t` (K x D) as the storage of a pickled tensor, as DAPT's `_prototype.pkl` holds it
+    /// (the part `DAPTPrototypeFile.read` reads: the `_load_from_bytes` storage, float32 here).
+    func writePrototypePickle(_ t: Tensor, to url: URL) throws {
+        func le(_ v: UInt64, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }
+        var storage = Array("ctorch\nFloatStorage\n".utf8) + le(UInt64(t.data.count), 8)
+        for x in t.data { storage += le(UInt64(x.bitPattern), 4) }
+        let bytes = Array("\u{80}\u{02}ctorch._utils\n_rebuild_tensor_v2\nctorch.storage\n_load_from_bytes\n".utf8) + [0x42]
+            + le(UInt64(storage.count), 4) + storage + Array(".".utf8)
+        try Data(bytes).write(to: url)
+    }
+
+    /// The pickle beside CoOp's cached draw is used only when the cell's draw is that draw (balanced)
+    /// and it matches the prototypes of the cell's model; which prototypes were used is recorded.
+    func testDAPTPrototypePickleIsUsedOnlyWhereItBelongs() throws {
+        let dir = try makeTempDir(self)
+        let data = dir.appendingPathComponent("data"), out = dir.appendingPathComponent("out")
+        try makeSyntheticImageNet(in: data)
+        func cells(_ tau: Double, epochs: Int) throws -> [RunSpec] {
+            try GridPlan(protocolKind: .fewShot, datasets: ["imagenet"], methods: ["dapt"], shots: [2], seeds: [1], imbalance: [tau],
+                         all: RecipeOverride(epochs: epochs, lr: 0.01, batchSize: 2)).cells()
+        }
+        let runner = try ExperimentRunner(modelPath: Self.tiny, root: data, out: out)
+        // No pickle: computed from the draw (CoOp's cached one) with this model.
+        let computed = try runner.run(try cells(1, epochs: 1))[0]
+        XCTAssertEqual(computed.status, .ok, computed.error ?? "")
+        XCTAssertEqual(computed.fewShotSource?.hasSuffix("split_fewshot/shot_2-seed_1.pkl"), true, computed.fewShotSource ?? "")
+        XCTAssertEqual(computed.prototypesSource, "computed")
+        let ours = try XCTUnwrap(try FileManager.default.contentsOfDirectory(at: runner.store.directory, includingPropertiesForKeys: nil)
+            .first { $0.lastPathComponent.hasPrefix("prototypes-") })
+        XCTAssertEqual(computed.digests["prototypes"], try contentDigest(path: ours.path))
+        let prototypes = try XCTUnwrap(try Safetensors.read(path: ours.path).tensors["prototypes"])
+
+        // DAPT's pickle of this model's prototypes of the draw: used (and the cell, whose inputs changed, runs again).
+        let pkl = data.appendingPathComponent("imagenet/split_fewshot/shot_2-seed_1_prototype.pkl")
+        try writePrototypePickle(prototypes, to: pkl)
+        let used = try runner.run(try cells(1, epochs: 1))[0]
+        XCTAssertEqual(used.status, .ok, used.error ?? "")
+        XCTAssertEqual(used.prototypesSource, pkl.path)
+        XCTAssertEqual(used.digests["prototypes"], try contentDigest(path: pkl.path))
+        XCTAssertFalse(used.warnings.contains { $0.contains("_prototype.pkl") }, "\(used.warnings)")
+
+        // An imbalanced cell: the pickle was made from the balanced draw, so it is not used.
+        let imbalanced = try runner.run(try cells(0.5, epochs: 1))[0]
+        XCTAssertEqual(imbalanced.status, .ok, imbalanced.error ?? "")
+        XCTAssertEqual(imbalanced.prototypesSource, "computed")
+        XCTAssertTrue(imbalanced.warnings.contains { $0.contains("_prototype.pkl") && $0.contains("imbalanced") }, "\(imbalanced.warnings)")
+
+        // Another backbone of the same width: the right shape, unrelated values; refused.
+        var rng = SplitMix(seed: 7)
+        let other = Tensor(shape: prototypes.shape, data: prototypes.data.map { _ in Float(rng.next() % 2001) / 1000 - 1 })
+        try writePrototypePickle(other, to: pkl)
+        let refused = try runner.run(try cells(1, epochs: 1))[0]
+        XCTAssertEqual(refused.status, .ok, refused.error ?? "")
+        XCTAssertEqual(refused.prototypesSource, "computed")
+        XCTAssertTrue(refused.warnings.contains { $0.contains("another backbone") }, "\(refused.warnings)")
+        XCTAssertEqual(refused.digests["prototypes"], computed.digests["prototypes"])
+    }
 }
 
 /// A tiny deterministic generator for test values.
