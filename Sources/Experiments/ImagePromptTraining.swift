@@ -64,7 +64,8 @@ extension ExperimentRunner {
                 if let m = measure(trainImages, text: try classifierVectors(c, names: train.classNames, dataset: dataset),
                                    label: "train", warnings: &warnings) { measures["train"] = m }
                 for (s, f) in tests {
-                    guard let text = try? classifierVectors(c, names: f.classNames, dataset: s.dataset) else { continue }
+                    guard let text = (try? evaluationText(c, s, names: f.classNames, trainClasses: train.classNames, dataset: dataset)) ?? nil
+                    else { continue }
                     let images = try evaluationImages(c, stored: f, request: FeatureRequest(dataset: s.dataset, split: .test,
                                                                                              selection: SelectionOptions(subset: s.subset), views: 1))
                     if let m = measure(images, text: text, label: s.name, warnings: &warnings) { measures[s.name] = m }

@@ -32,38 +32,6 @@ public struct ResultsFolder: Sendable {
     }
 }
 
-/// What decides a cell's numbers besides its spec: the model, the frozen towers' precision and the
-/// data it reads. A finished record is reused only when all of them are the same.
-public struct CellInputs: Equatable, Sendable {
-    /// The model's file name (the folder's for a Hugging Face directory), as the record's `model`.
-    public var modelName: String
-    public var modelDigest: String
-    /// "bf16", or nil for exact fp32 (as the record's `precision`).
-    public var precision: String?
-    /// A digest of every image list and class-name list the cell reads (its few-shot draw, the val
-    /// draw of a linear probe, each test set), as the record's `digests["data"]`: a changed split
-    /// file, few-shot cache or image folder listing changes it. Image contents are not read.
-    public var dataDigest: String
-
-    public init(modelName: String, modelDigest: String, precision: String?, dataDigest: String) {
-        self.modelName = modelName; self.modelDigest = modelDigest; self.precision = precision; self.dataDigest = dataDigest
-    }
-
-    /// The runs sub-folder of a model and precision: `<file stem>-<12 hex digits of its digest>[-bf16]`.
-    public var folderName: String { Self.folderName(modelName: modelName, modelDigest: modelDigest, precision: precision) }
-
-    public static func folderName(modelName: String, modelDigest: String, precision: String?) -> String {
-        let stem = (modelName as NSString).deletingPathExtension
-        let safe = String(stem.map { $0.isLetter || $0.isNumber || "-_.".contains($0) ? $0 : "_" })
-        return "\(safe.isEmpty ? "model" : safe)-\(modelDigest.prefix(12))" + (precision.map { "-\($0)" } ?? "")
-    }
-
-    /// Whether `record` was made from exactly these inputs.
-    public func match(_ record: RunRecord) -> Bool {
-        record.digests["model"] == modelDigest && record.precision == precision && record.digests["data"] == dataDigest
-    }
-}
-
 /// One training run's folder: the `train` command's `--out`, or a grid cell.
 public struct RunFolder: Sendable {
     public let url: URL
