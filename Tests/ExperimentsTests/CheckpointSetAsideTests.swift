@@ -21,7 +21,7 @@ final class CheckpointSetAsideTests: XCTestCase {
         first.shouldStop = { epochs += 1; return epochs == 2 }
         XCTAssertThrowsError(try first.run(cells)) { XCTAssertTrue($0 is RunInterrupted, "\($0)") }
 
-        let folder = ResultsFolder(out).cell(cells[0])
+        let folder = first.folder(for: cells[0])
         var c = try ParameterCheckpoint.read(path: folder.parameterCheckpoint.path)
         XCTAssertEqual(c.header.epochsDone, 2)
         c.header.epochsDone = 4  // "finished", with a history of 2
