@@ -160,6 +160,28 @@ public struct GridPlan: Codable, Equatable, Sendable {
             if let lr = o.lr, !(lr > 0 && lr.isFinite) { throw PlanError("learning rate must be positive and finite (got \(lr))") }
             if let n = o.ncEvery, n < 0 { throw PlanError("nc_every must be non-negative (got \(n))") }
         }
+        for (name, o) in overrides.sorted(by: { $0.key < $1.key }) {
+            for (key, w) in (o.termWeights ?? [:]).sorted(by: { $0.key < $1.key }) where !(w.isFinite && w >= 0) {
+                throw PlanError("overrides of \(name): term_weights \(key) must be a finite number of at least 0 (got \(w))")
+            }
+        }
+        if let name {
+            // The default results folder is results/<name>: a name is one folder, never a path.
+            guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), !name.contains("\\"), !name.contains("\0"),
+                  name.count <= 100 else {
+                throw PlanError("the plan's name '\(name.prefix(100))' must be a plain folder name (no '/', not '.' or '..', at most 100 characters): the results go to results/<name> unless --out says otherwise")
+            }
+        }
+        // The grid is a product of its lists: bounded before anything is built (10^7 cells took 2.2 GB
+        // and a minute to list).
+        var count = 1
+        for n in [datasets.count, imbalance.count, shots.count, seeds.count, methods.count] {
+            let (p, o) = count.multipliedReportingOverflow(by: n)
+            guard !o, p <= Self.maxCells else {
+                throw PlanError("the plan's grid has \(datasets.count) datasets x \(imbalance.count) taus x \(shots.count) shots x \(seeds.count) seeds x \(methods.count) methods, more than \(Self.maxCells) cells; split it into several plans")
+            }
+            count = p
+        }
         // Term weights only for the terms the method has (what a plan's lines were checked for).
         for (name, o) in overrides.sorted(by: { $0.key < $1.key }) {
             guard let weights = o.termWeights, !weights.isEmpty, let terms = PlanKeys.termWeights(of: name) else { continue }
@@ -168,6 +190,10 @@ public struct GridPlan: Codable, Equatable, Sendable {
             }
         }
     }
+
+    /// Most cells a grid may have (a paper's full grid: 11 datasets x 5 shots x 3 seeds x 10
+    /// methods x 3 taus is 4,950).
+    public static let maxCells = 100_000
 
     /// The grid's cells, numbered from 0 in this order: dataset, tau, shots, seed, method (so the
     /// features of one draw are made once and reused by every method that follows).

@@ -30,10 +30,12 @@ enum PlanKeys {
     /// Every key of the plan `text` is one the plan knows; otherwise a `PlanError` naming the key,
     /// its line and the closest valid key.
     static func check(yaml text: String, source: String) throws {
+        try checkSize(yaml: text, source: source)
         guard let root = try compose(yaml: text), let top = root.mapping else { return }  // the decoder says what is wrong
         for (key, value) in top {
             let name = key.string ?? "\(key)"
             try known(name, among: topLevel, at: key, source: source, place: "at the top level")
+            try checkType(value, of: name, expected: topLevelTypes[name], source: source, place: "'\(name)'")
             guard name == "overrides", let methods = value.mapping else { continue }
             for (methodKey, fields) in methods {
                 let method = methodKey.string ?? "\(methodKey)"
@@ -41,6 +43,7 @@ enum PlanKeys {
                 for (fieldKey, field) in fields {
                     let fieldName = fieldKey.string ?? "\(fieldKey)"
                     try known(fieldName, among: override, at: fieldKey, source: source, place: "in overrides of \(method)")
+                    try checkType(field, of: fieldName, expected: overrideTypes[fieldName], source: source, place: "'\(fieldName)' in overrides of \(method)")
                     guard fieldName == "term_weights", let weights = field.mapping, let terms = termWeights(of: method) else { continue }
                     for (termKey, _) in weights {
                         let term = termKey.string ?? "\(termKey)"
@@ -50,6 +53,90 @@ enum PlanKeys {
                     }
                 }
             }
+        }
+    }
+
+    /// A plan is a few lines; Yams' parser recurses once per nesting level, and a 10 KB plan nested
+    /// 5,000 deep overflowed the stack. Size and nesting are bounded on the text, before parsing.
+    static let maxBytes = 1 << 20
+    static let maxDepth = 64
+
+    static func checkSize(yaml text: String, source: String) throws {
+        guard text.utf8.count <= maxBytes else {
+            throw PlanError("plan \(source) is \(text.utf8.count) bytes; a plan is at most \(maxBytes) bytes (a few lines of YAML): is this the right file?")
+        }
+        var flow = 0
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            // Block levels: the indentation and the "- " markers that open a line.
+            var block = 0, rest = Substring(line)
+            while let c = rest.first, c == " " || c == "-" || c == "\t" { if c == "-" { block += 2 }; block += 1; rest = rest.dropFirst() }
+            var quote: Character?
+            var deepest = flow
+            for c in rest {
+                if let q = quote { if c == q { quote = nil }; continue }
+                switch c {
+                case "\"", "'": quote = c
+                case "[", "{": flow += 1; deepest = max(deepest, flow)
+                case "]", "}": flow = max(0, flow - 1)
+                default: break
+                }
+                if c == "#" && quote == nil { break }
+            }
+            if deepest + block / 2 > maxDepth {
+                throw PlanError("plan \(source), line \(index + 1): nested more than \(maxDepth) levels deep; a plan's lists and maps nest a few levels at most (overrides: {method: {term_weights: {...}}})")
+            }
+        }
+    }
+
+    enum ValueType: String {
+        case string = "a string", int = "a whole number", number = "a number", strings = "a list of strings"
+        case ints = "a list of whole numbers", numbers = "a list of numbers", mapping = "a map of method names to settings"
+        case numberMap = "a map of term names to numbers"
+    }
+
+    static let topLevelTypes: [String: ValueType] = [
+        "name": .string, "protocol": .string, "datasets": .strings, "targets": .strings, "methods": .strings, "shots": .ints,
+        "seeds": .ints, "imbalance": .numbers, "model": .string, "root": .string, "out": .string, "epochs": .int, "lr": .number,
+        "batch_size": .int, "views": .int, "nc_every": .int, "overrides": .mapping,
+    ]
+    static let overrideTypes: [String: ValueType] = [
+        "epochs": .int, "lr": .number, "batch_size": .int, "views": .int, "term_weights": .numberMap, "nc_every": .int,
+    ]
+
+    /// A value of the wrong type: a message naming the key, the value, the expected type and the line
+    /// (the decoder's says only "Expected to decode Int but found a string").
+    static func checkType(_ node: Node, of key: String, expected: ValueType?, source: String, place: String) throws {
+        guard let expected else { return }
+        func scalarOK(_ n: Node, _ t: ValueType) -> Bool {
+            guard let s = n.scalar?.string, n.scalar?.style == .plain || t == .string || t == .strings else { return n.scalar != nil && t == .string }
+            switch t {
+            case .int, .ints: return Int(s) != nil
+            case .number, .numbers, .numberMap: return Double(s) != nil || [".nan", ".NaN", ".inf", "-.inf", "+.inf", ".Inf", "-.Inf"].contains(s)
+            default: return true
+            }
+        }
+        func flow(_ n: Node) -> String {
+            if let s = n.scalar?.string { return s }
+            if let items = n.sequence { return "[" + items.map(flow).joined(separator: ", ") + "]" }
+            if let m = n.mapping { return "{" + m.map { "\(flow($0.key)): \(flow($0.value))" }.joined(separator: ", ") + "}" }
+            return "?"
+        }
+        func shown(_ n: Node) -> String {
+            let text = flow(n)
+            return text.count > 60 ? String(text.prefix(57)) + "..." : text
+        }
+        func fail(_ n: Node) -> PlanError {
+            PlanError("plan \(source), line \(line(n)): \(place) is \(shown(n)), but it must be \(expected.rawValue)")
+        }
+        switch expected {
+        case .string, .int, .number:
+            guard node.scalar != nil, scalarOK(node, expected) else { throw fail(node) }
+        case .strings, .ints, .numbers:
+            guard let items = node.sequence, items.allSatisfy({ $0.scalar != nil && scalarOK($0, expected) }) else { throw fail(node) }
+        case .mapping:
+            guard let m = node.mapping, m.allSatisfy({ $0.key.scalar != nil && $0.value.mapping != nil }) else { throw fail(node) }
+        case .numberMap:
+            guard let m = node.mapping, m.allSatisfy({ $0.key.scalar != nil && $0.value.scalar != nil && scalarOK($0.value, .number) }) else { throw fail(node) }
         }
     }
 
