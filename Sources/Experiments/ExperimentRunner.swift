@@ -247,6 +247,10 @@ public final class ExperimentRunner {
                                                       views: trains ? spec.recipe.views : 1),
                                        seed: spec.seed, label: "\(spec.dataset) train")
         record.digests["train_features"] = train.digest
+        // The training inputs themselves (features and labels, not the file, whose provenance
+        // names the tau): equal for cells that train on the same images, e.g. 1 shot at every tau.
+        record.digests["train_inputs"] = trainInputsDigest(train.set.labeled)
+        record.trainCounts = ShotGroups.trainCounts(classNames: train.classNames, labels: train.set.labels)
         record.fewShotSource = train.coopCache ?? "dassl"
         var tests: [(EvaluationSet, StoredFeatures)] = []
         for s in sets {
@@ -306,6 +310,9 @@ public final class ExperimentRunner {
             if let m = measure(images, text: text, label: s.name, warnings: &record.warnings) { record.nc[s.name] = m }
             analysis += Date().timeIntervalSince(measured)
         }
+        let groups = ShotGroups.assign(classNames: train.classNames, labels: train.set.labels)
+        for i in record.evaluations.indices { record.evaluations[i].setShotGroups(groups) }
+        if record.evaluations.contains(where: { $0.manyShot != nil }) { record.shotGroupsRule = ShotGroups.rule }
         if !record.nc.isEmpty {
             let epoch = record.history.count
             record.ncHistory.removeAll { $0.epoch == epoch }
@@ -391,6 +398,14 @@ public final class ExperimentRunner {
         record.ncHistory = ncHistory
         return .prompt(method, trainer.context, trainClasses: train.classNames)
     }
+}
+
+/// A digest of the values and labels of a features set.
+func trainInputsDigest(_ f: LabeledFeatures) -> String {
+    var bytes = Data()
+    f.features.withPointer { bytes.append(UnsafeBufferPointer(start: $0, count: f.features.count)) }
+    f.labels.withUnsafeBytes { bytes.append(contentsOf: $0) }
+    return bytes.withUnsafeBytes { contentDigest($0) }
 }
 
 /// The digest that identifies a checkpoint (the weights file of a Hugging Face directory).

@@ -17,6 +17,11 @@ public struct EvaluationSummary: Codable, Equatable, Sendable {
     public var accuracy: Double
     public var macroF1: Double
     public var perClassAccuracy: [String: Double]
+    /// Mean accuracy of the many-, medium- and few-shot training classes (`ShotGroups.rule`);
+    /// nil on a set whose classes were not trained on, and in older records.
+    public var manyShot: Double?
+    public var mediumShot: Double?
+    public var fewShot: Double?
 
     public init(name: String, dataset: String, classes: Int, count: Int, accuracy: Double, macroF1: Double,
                 perClassAccuracy: [String: Double]) {
@@ -26,6 +31,7 @@ public struct EvaluationSummary: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case name, dataset, classes, count, accuracy, macroF1 = "macro_f1", perClassAccuracy = "per_class_accuracy"
+        case manyShot = "many_shot", mediumShot = "medium_shot", fewShot = "few_shot"
     }
 }
 
@@ -90,6 +96,11 @@ public struct RunRecord: Codable, Equatable, Sendable {
     /// DAPT's prototypes: "computed" (from the cell's draw with its model) or the path of DAPT's
     /// `_prototype.pkl` used; their digest is `digests["prototypes"]`.
     public var prototypesSource: String?
+    /// Training images per class of the cell's draw (class name -> count; 0 for a class of the
+    /// draw without an image).
+    public var trainCounts: [String: Int]?
+    /// How the evaluations' `many_shot` / `medium_shot` / `few_shot` group the classes.
+    public var shotGroupsRule: String?
 
     public init(spec: RunSpec, status: Status, error: String? = nil) {
         self.version = PromptTuneVersion.current
@@ -103,6 +114,7 @@ public struct RunRecord: Codable, Equatable, Sendable {
         case version, spec, status, error, accuracy, macroF1 = "macro_f1", evaluations, base, novel, hm, nc
         case ncHistory = "nc_history", history, timings, digests, fewShotSource = "few_shot_source", warnings
         case finishedAt = "finished_at", precision, model, targetsMissing = "targets_missing", prototypesSource = "prototypes_source"
+        case trainCounts = "train_counts", shotGroupsRule = "shot_groups_rule"
     }
 }
 

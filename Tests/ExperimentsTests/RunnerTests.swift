@@ -104,6 +104,12 @@ final class RunnerTests: XCTestCase {
         XCTAssertEqual(Set(coop.nc.keys), ["train", "base", "novel"])
         XCTAssertEqual(coop.fewShotSource, "dassl")
         XCTAssertNotNil(coop.digests["train_features"])
+        // Training counts of the draw (2 shots of each base class), shot groups on the base set only.
+        XCTAssertEqual(coop.trainCounts, ["banded": 2, "blotchy": 2])
+        XCTAssertNotNil(coop.evaluations[0].manyShot)
+        XCTAssertNil(coop.evaluations[1].manyShot, "novel classes were not trained on: no group")
+        XCTAssertEqual(coop.shotGroupsRule, ShotGroups.rule)
+        XCTAssertNotNil(coop.digests["train_inputs"])
         XCTAssertEqual(records[0].history.count, 0, "zero-shot does not train")
         // Features are shared: one training draw per seed (augmented for coop, plain for zero-shot), one test file per subset.
         let featuresFolder = ResultsFolder(out).features.appendingPathComponent(try modelDigest(Self.tiny))
