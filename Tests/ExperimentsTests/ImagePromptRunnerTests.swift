@@ -128,7 +128,7 @@ final class ImagePromptRunnerTests: XCTestCase {
 
         // The report.
         let summary = try writeReport(directory: out)
-        XCTAssertEqual(summary.written.map(\.lastPathComponent), ["results.md", "results.csv", "report.html"])
+        XCTAssertEqual(summary.written.map(\.lastPathComponent), ["results.md", "results.csv", "results.tex", "report.html"])
         let markdown = try String(contentsOf: out.appendingPathComponent("results.md"), encoding: .utf8)
         for m in methods { XCTAssertTrue(markdown.contains(m), "\(m) in\n\(markdown)") }
     }

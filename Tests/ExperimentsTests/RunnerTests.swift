@@ -147,7 +147,7 @@ final class RunnerTests: XCTestCase {
         }
         XCTAssertEqual(records[0].history.count, 2, "coop-csc trained")
         let summary = try writeReport(directory: out)
-        XCTAssertEqual(summary.written.map(\.lastPathComponent), ["results.md", "results.csv", "report.html"])
+        XCTAssertEqual(summary.written.map(\.lastPathComponent), ["results.md", "results.csv", "results.tex", "report.html"])
         let markdown = try String(contentsOf: out.appendingPathComponent("results.md"), encoding: .utf8)
         XCTAssertTrue(markdown.contains("base-to-novel_dtd_coop_2shot_seed1"), markdown)
         // A second run retries the failed cell and skips the others.

@@ -50,7 +50,65 @@ struct NCMeasure: Sendable {
     }
 }
 
-/// One measure against test accuracy over every (run, evaluation set).
+/// A finished, trained run's measures on one evaluation set and its accuracy there.
+struct NCRunPoint {
+    var method: String
+    /// The training dataset.
+    var dataset: String
+    /// The evaluation set's name (`test`, `base`, `novel`, a target).
+    var set: String
+    var nc: NeuralCollapseReport
+    /// Percent.
+    var accuracy: Double
+}
+
+/// One point per distinct trained run and evaluation set. Zero-shot and the linear probe are left
+/// out (no prompt to relate to accuracy). Cells that repeat a run count once: a run is what
+/// produced it, the method, recipe, seed, model and precision, the training inputs
+/// (`digests["train_inputs"]`: the training features and labels, equal for 1 shot at every tau)
+/// and the evaluation set's features; for records without that digest, equal results on the set
+/// (accuracy and every measure, bit for bit) stand for equal inputs.
+func ncPoints(_ records: [RunRecord]) -> [NCRunPoint] {
+    struct Key: Hashable {
+        var method: String, recipe: Recipe, seed: Int, model: String, dataset: String, set: String
+        var inputs: String
+    }
+    var seen: Set<Key> = []
+    var out: [NCRunPoint] = []
+    for r in records where r.status == .ok && r.spec.method != "zeroshot" && r.spec.method != "linear-probe" {
+        for e in r.evaluations {
+            guard let nc = r.nc[e.name], e.accuracy.isFinite else { continue }
+            let evalDigest = r.digests["\(e.name)_features"] ?? e.dataset
+            let inputs = r.digests["train_inputs"].map { "\($0)|\(evalDigest)" }
+                ?? "results|\(e.accuracy.bitPattern)|" + NCMeasure.all.map { String($0.value(nc).bitPattern) }.joined(separator: ",")
+            let key = Key(method: r.spec.method, recipe: r.spec.recipe, seed: r.spec.seed, model: ModelLabel(r).identity,
+                          dataset: r.spec.dataset, set: e.name, inputs: inputs)
+            guard seen.insert(key).inserted else { continue }
+            out.append(NCRunPoint(method: r.spec.method, dataset: r.spec.dataset, set: e.name, nc: nc, accuracy: 100 * e.accuracy))
+        }
+    }
+    return out
+}
+
+/// The points of each (training dataset, evaluation set), in dataset then evaluation order.
+func ncGroups(_ points: [NCRunPoint]) -> [(title: String, id: String, points: [NCRunPoint])] {
+    var order: [String] = []
+    var groups: [String: [NCRunPoint]] = [:]
+    for p in points {
+        let key = "\(p.dataset)|\(p.set)"
+        if groups[key] == nil { order.append(key) }
+        groups[key, default: []].append(p)
+    }
+    return order.sorted { a, b in
+        let (da, db) = (groups[a]![0].dataset, groups[b]![0].dataset)
+        return da != db ? da < db : order.firstIndex(of: a)! < order.firstIndex(of: b)!
+    }.map { key in
+        let p = groups[key]![0]
+        return (p.set == "test" ? p.dataset : "\(p.dataset), \(p.set) set", plotID(p.dataset, p.set), groups[key]!)
+    }
+}
+
+/// One measure against test accuracy over a set of points.
 struct NCCorrelation {
     var measure: NCMeasure
     /// x: the measure, y: accuracy in percent.
@@ -59,26 +117,39 @@ struct NCCorrelation {
     var spearman: Double?
     /// Least-squares line y = intercept + slope x; nil where x is constant.
     var fit: (slope: Double, intercept: Double)?
+    /// The value every point shares, where the measure does not vary (nothing to correlate or plot).
+    var constant: Double?
+    /// Constant within every (dataset, evaluation set) of the points (the measure of frozen features).
+    var constantWithinDatasets = false
 }
 
-/// Each measure's points and correlations across `records` (finished runs).
-func ncCorrelations(_ records: [RunRecord]) -> [NCCorrelation] {
-    NCMeasure.all.map { measure in
-        var points: [(method: String, x: Double, y: Double)] = []
-        for record in records where record.status == .ok {
-            for e in record.evaluations {
-                guard let nc = record.nc[e.name] else { continue }
-                let x = measure.value(nc)
-                if x.isFinite && e.accuracy.isFinite { points.append((record.spec.method, x, 100 * e.accuracy)) }
-            }
+/// Equal up to rounding of the last bits: a measure computed from the same frozen features.
+private func isConstant(_ xs: [Double]) -> Bool {
+    guard let lo = xs.min(), let hi = xs.max() else { return false }
+    return hi - lo <= 1e-12 * max(1, abs(hi))
+}
+
+/// Each measure's points and correlations across `points`. Over a pooled set, a measure that is
+/// constant within every (dataset, evaluation set) is reported as constant too: its spread is
+/// only the datasets' differences.
+func ncCorrelations(_ points: [NCRunPoint]) -> [NCCorrelation] {
+    let groups = ncGroups(points)
+    return NCMeasure.all.map { measure in
+        let xy = points.compactMap { p -> (method: String, x: Double, y: Double)? in
+            let x = measure.value(p.nc)
+            return x.isFinite && p.accuracy.isFinite ? (p.method, x, p.accuracy) : nil
         }
-        let xs = points.map(\.x), ys = points.map(\.y)
+        let xs = xy.map(\.x), ys = xy.map(\.y)
+        if !xs.isEmpty && groups.allSatisfy({ g in isConstant(g.points.map { measure.value($0.nc) }) }) {
+            return NCCorrelation(measure: measure, points: xy, pearson: nil, spearman: nil, fit: nil,
+                                 constant: groups.count == 1 ? xs[0] : nil, constantWithinDatasets: true)
+        }
         // A constant sample has no correlation; checked exactly, since rounding in the mean can leave
         // a tiny nonzero variance that `Statistics.pearson` would turn into r = 0.
         guard Set(xs).count > 1, Set(ys).count > 1 else {
-            return NCCorrelation(measure: measure, points: points, pearson: nil, spearman: nil, fit: nil)
+            return NCCorrelation(measure: measure, points: xy, pearson: nil, spearman: nil, fit: nil)
         }
-        return NCCorrelation(measure: measure, points: points, pearson: Statistics.pearson(xs, ys),
+        return NCCorrelation(measure: measure, points: xy, pearson: Statistics.pearson(xs, ys),
                              spearman: Statistics.spearman(xs, ys), fit: leastSquares(xs, ys))
     }
 }

@@ -3,8 +3,9 @@ import Foundation
 import TensorIO
 
 // `prompttune report DIR`: reads every `record.json` under a results folder, aggregates the runs
-// over seeds into the papers' tables (Tables.swift) and plots (HTML.swift), and writes
-// results.md, results.csv and report.html into the folder.
+// over seeds into the papers' tables (Tables.swift, TeX.swift) and plots (HTML.swift), one model
+// and precision at a time, and writes results.md, results.csv, results.tex and report.html into
+// the folder.
 //
 // Conventions, stated in the tables' captions as well:
 // - Accuracies are shown in percent (records hold fractions).
@@ -35,7 +36,7 @@ public enum ReportError: Error, Equatable, CustomStringConvertible {
 
 /// What `writeReport` wrote.
 public struct ReportSummary: Equatable, Sendable {
-    /// results.md, results.csv and report.html, in that order.
+    /// results.md, results.csv, results.tex and report.html, in that order.
     public var written: [URL]
     /// Records read (after dropping older duplicates of the same spec).
     public var records: Int
@@ -64,6 +65,41 @@ public struct ResultRow: Equatable, Sendable {
     /// Seeds (or datasets, for averages) behind the mean.
     public var n: Int
     public var over: Over
+    /// The model's file name and short digest ("model.pt (3f2a9c1b)"); rows of different models or
+    /// precisions are never averaged together.
+    public var model: String = ""
+    /// "fp32" or "bf16".
+    public var precision: String = "fp32"
+}
+
+/// The model and precision of a group of records: a report tabulates each group on its own.
+public struct ModelLabel: Hashable, Sendable {
+    /// The checkpoint's file name (nil in records older than the field).
+    public var name: String?
+    /// `digests["model"]`.
+    public var digest: String?
+    /// "fp32" for records without a precision.
+    public var precision: String
+
+    public init(_ r: RunRecord) {
+        name = r.model; digest = r.digests["model"]; precision = r.precision ?? "fp32"
+    }
+
+    /// "model.pt (3f2a9c1b)": the file name and the digest's first 8 characters.
+    public var model: String {
+        switch (name, digest) {
+        case let (n?, d?): "\(n) (\(d.prefix(8)))"
+        case let (n?, nil): n
+        case let (nil, d?): "model \(d.prefix(8))"
+        case (nil, nil): "model not recorded"
+        }
+    }
+
+    /// "model.pt (3f2a9c1b), fp32".
+    public var text: String { "\(model), \(precision)" }
+
+    /// What keeps two groups apart: the digest (else the name) and the precision.
+    var identity: String { "\(digest ?? name ?? "")|\(precision)" }
 }
 
 /// The name of the per-dataset average in rows, tables and plots.
@@ -83,7 +119,9 @@ public func loadRunRecords(under directory: URL) throws -> [RunRecord] {
         for case let url as URL in walker where url.lastPathComponent == "record.json" { files.append(url) }
     }
     guard !files.isEmpty else { throw ReportError.noRecords(directory) }
-    var bySpec: [RunSpec: RunRecord] = [:]
+    // Records of different models or precisions are different runs even under one spec.
+    struct Key: Hashable { var spec: RunSpec; var model: String }
+    var bySpec: [Key: RunRecord] = [:]
     for file in files.sorted(by: { $0.path < $1.path }) {
         let record: RunRecord
         do {
@@ -91,26 +129,30 @@ public func loadRunRecords(under directory: URL) throws -> [RunRecord] {
         } catch {
             throw ReportError.unreadableRecord(file, reason: "\(error)")
         }
-        if let kept = bySpec[record.spec], kept.finishedAt > record.finishedAt { continue }
-        bySpec[record.spec] = record
+        let key = Key(spec: record.spec, model: ModelLabel(record).identity)
+        if let kept = bySpec[key], kept.finishedAt > record.finishedAt { continue }
+        bySpec[key] = record
     }
-    return bySpec.values.sorted { $0.spec.identifier < $1.spec.identifier }
+    return bySpec.values.sorted {
+        $0.spec.identifier != $1.spec.identifier ? $0.spec.identifier < $1.spec.identifier : ModelLabel($0).text < ModelLabel($1).text
+    }
 }
 
 // MARK: - Writing
 
-/// Reads the records under `directory` and writes results.md, results.csv and report.html into it.
+/// Reads the records under `directory` and writes results.md, results.csv, results.tex and report.html into it.
 public func writeReport(directory: URL) throws -> ReportSummary {
     try writeReport(records: loadRunRecords(under: directory), directory: directory)
 }
 
 /// Writes the report of `records` into `directory`.
 public func writeReport(records: [RunRecord], directory: URL) throws -> ReportSummary {
-    let data = ReportData(records: records)
+    let report = Report(records: records)
     let files: [(String, String)] = [
-        ("results.md", renderMarkdown(data)),
-        ("results.csv", renderCSV(data.rows)),
-        ("report.html", renderHTML(data)),
+        ("results.md", renderMarkdown(report)),
+        ("results.csv", renderCSV(report.rows)),
+        ("results.tex", renderTeX(report)),
+        ("report.html", renderHTML(report)),
     ]
     var written: [URL] = []
     for (name, text) in files {
@@ -118,17 +160,45 @@ public func writeReport(records: [RunRecord], directory: URL) throws -> ReportSu
         try writeAtomically(Data(text.utf8), to: url)
         written.append(url)
     }
-    return ReportSummary(written: written, records: records.count, succeeded: data.ok.count, failed: data.failed.count)
+    return ReportSummary(written: written, records: records.count, succeeded: report.ok, failed: report.failed.count)
 }
 
-/// The markdown tables of `records` (what results.md holds).
+/// The markdown tables of `records` (what results.md holds); ends with one newline.
 public func renderMarkdownTables(records: [RunRecord]) -> String {
-    renderMarkdown(ReportData(records: records))
+    renderMarkdown(Report(records: records))
+}
+
+/// The LaTeX tables of `records` (what results.tex holds).
+public func renderLaTeXTables(records: [RunRecord]) -> String {
+    renderTeX(Report(records: records))
 }
 
 /// The aggregated rows of `records` (what results.csv holds).
 public func resultRows(records: [RunRecord]) -> [ResultRow] {
-    ReportData(records: records).rows
+    Report(records: records).rows
+}
+
+// MARK: - Models
+
+/// The finished records split by model and precision (one `ReportData` each, nothing averaged
+/// across them), and the failed cells.
+struct Report {
+    let groups: [ReportData]
+    let failed: [RunRecord]
+    var ok: Int { groups.map(\.ok.count).reduce(0, +) }
+    var rows: [ResultRow] { groups.flatMap(\.rows) }
+    /// More than one model or precision: every heading names its group.
+    var several: Bool { groups.count > 1 }
+
+    init(records: [RunRecord]) {
+        failed = records.filter { $0.status == .failed }
+        var byModel: [String: (ModelLabel, [RunRecord])] = [:]
+        for r in records where r.status == .ok {
+            let label = ModelLabel(r)
+            byModel[label.identity, default: (label, [])].1.append(r)
+        }
+        groups = byModel.values.sorted { $0.0.text < $1.0.text }.map { ReportData(records: $0.1, model: $0.0) }
+    }
 }
 
 // MARK: - Aggregation
@@ -148,15 +218,35 @@ struct ReportData {
     let ok: [RunRecord]
     let failed: [RunRecord]
     let rows: [ResultRow]
-    /// One colour per method, the same in every plot.
-    let methodColours: [String: String]
+    /// One style (colour, marker, dash) per method, the same in every plot.
+    let methodStyles: [String: SeriesStyle]
     private let index: [RowKey: ResultRow]
 
-    init(records: [RunRecord]) {
+    /// The model and precision of every record (nil for a report without finished records).
+    let model: ModelLabel?
+    /// Evaluation names in order of first appearance (the papers' target order).
+    let evaluationOrder: [String]
+    /// Cross-dataset / DG rows (dataset|method|shots|tau) whose average over targets misses a
+    /// target in some seed, with the missing targets.
+    let missingTargets: [String: [String]]
+
+    init(records: [RunRecord], model: ModelLabel? = nil) {
         ok = records.filter { $0.status == .ok }
         failed = records.filter { $0.status == .failed }
+        self.model = model ?? ok.first.map(ModelLabel.init)
+        var order: [String] = []
+        for r in ok { for e in r.evaluations where !order.contains(e.name) { order.append(e.name) } }
+        evaluationOrder = order
+        var missing: [String: [String]] = [:]
+        for r in ok where r.spec.protocolKind == .crossDataset || r.spec.protocolKind == .domainGeneralization {
+            let have = Set(r.evaluations.map(\.name))
+            let lost = r.spec.targets.filter { !have.contains($0) }
+            let key = ReportData.transferKey(r.spec.dataset, r.spec.method, r.spec.shots, r.spec.imbalance)
+            for t in lost where !(missing[key] ?? []).contains(t) { missing[key, default: []].append(t) }
+        }
+        missingTargets = missing
         let methods = Array(Set(records.map(\.spec.method))).sorted(by: methodPrecedes)
-        methodColours = Dictionary(uniqueKeysWithValues: methods.enumerated().map { ($1, plotPalette[$0 % plotPalette.count]) })
+        methodStyles = Dictionary(uniqueKeysWithValues: methods.enumerated().map { ($1, SeriesStyle.at($0)) })
         var values: [RowKey: [Double]] = [:]
         for record in ok {
             let s = record.spec
@@ -189,7 +279,16 @@ struct ReportData {
         }
         ReportData.addHarmonicMeans(&index, over: .datasets)
         self.index = index
-        rows = index.values.sorted(by: ReportData.precedes)
+        let (modelText, precision) = (self.model?.model ?? "", self.model?.precision ?? "fp32")
+        rows = index.values.sorted(by: ReportData.precedes).map { row in
+            var r = row
+            r.model = modelText; r.precision = precision
+            return r
+        }
+    }
+
+    static func transferKey(_ dataset: String, _ method: String, _ shots: Int, _ tau: Double) -> String {
+        "\(dataset)|\(method)|\(shots)|\(tau)"
     }
 
     /// HM rows from the base and novel means of every base-to-novel cell aggregated `over`.
@@ -252,15 +351,30 @@ func headlineMetrics(_ r: RunRecord) -> [(String, Double)] {
     func evaluation(_ name: String) -> Double? { r.evaluations.first { $0.name == name }?.accuracy }
     switch r.spec.protocolKind {
     case .fewShot:
-        return [(r.accuracy ?? evaluation("test")).map { ("accuracy", $0) }].compactMap { $0 }
+        return [(r.accuracy ?? evaluation("test")).map { ("accuracy", $0) }].compactMap { $0 } + shotGroupMetrics(r)
     case .baseToNovel:
         return [(r.base ?? evaluation("base")).map { ("base", $0) }, (r.novel ?? evaluation("novel")).map { ("novel", $0) }]
-            .compactMap { $0 }
+            .compactMap { $0 } + shotGroupMetrics(r)
     case .crossDataset, .domainGeneralization:
         var out = r.evaluations.map { ($0.name, $0.accuracy) }
         if let mean = r.accuracy { out.append(("average", mean)) }
-        return out
+        return out + shotGroupMetrics(r)
     }
+}
+
+/// The metric names of many / medium / few-shot accuracy (on the training dataset's own test set).
+let shotGroupMetricNames = ["many_shot", "medium_shot", "few_shot"]
+
+/// The test set of the training classes: `test`, `base`, or the source's own test set.
+func ownEvaluation(_ r: RunRecord) -> EvaluationSummary? {
+    let name = r.spec.protocolKind == .fewShot ? "test" : r.spec.protocolKind == .baseToNovel ? "base" : r.spec.dataset
+    return r.evaluations.first { $0.name == name }
+}
+
+/// Many / medium / few-shot accuracy of the record's own test set, where recorded.
+func shotGroupMetrics(_ r: RunRecord) -> [(String, Double)] {
+    guard let e = ownEvaluation(r) else { return [] }
+    return zip(shotGroupMetricNames, [e.manyShot, e.mediumShot, e.fewShot]).compactMap { name, v in v.map { (name, $0) } }
 }
 
 /// Baselines first (zero-shot, linear probe), then the prompt methods alphabetically.
@@ -272,7 +386,7 @@ func methodPrecedes(_ a: String, _ b: String) -> Bool {
 
 /// Base, novel, HM; the source's own test set before the targets; the average over targets last.
 func metricPrecedes(_ a: String, _ b: String) -> Bool {
-    let rank = ["accuracy": 0, "test": 0, "base": 1, "novel": 2, "hm": 3, "average": 9]
+    let rank = ["accuracy": 0, "test": 0, "base": 1, "novel": 2, "hm": 3, "many_shot": 6, "medium_shot": 7, "few_shot": 8, "average": 9]
     let (ra, rb) = (rank[a] ?? 5, rank[b] ?? 5)
     return ra != rb ? ra < rb : a < b
 }

@@ -9,6 +9,41 @@ import Foundation
 let plotPalette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
+/// Marker shapes, cycled with a period (6) prime to the palette's (10).
+enum MarkerShape: String, CaseIterable { case circle, square, triangle, diamond, triangleDown, hexagon }
+
+/// How one series is drawn: colour, marker and line dash. Series i takes colour i mod 10, marker
+/// i mod 6 and, from the 11th series on, a dash: no two of the first 30 series share both colour
+/// and marker, so 16+ methods stay apart in colour and in black and white.
+struct SeriesStyle: Hashable {
+    var colour: String
+    var marker: MarkerShape
+    /// SVG stroke-dasharray; nil for a solid line.
+    var dash: String?
+
+    static func at(_ i: Int) -> SeriesStyle {
+        let dashes: [String?] = [nil, "7 3", "2 3", "9 3 2 3"]
+        return SeriesStyle(colour: plotPalette[i % plotPalette.count], marker: MarkerShape.allCases[i % MarkerShape.allCases.count],
+                           dash: dashes[(i / plotPalette.count) % dashes.count])
+    }
+}
+
+/// The SVG of a marker of `shape` centred at (x, y) with radius r.
+func markerSVG(_ shape: MarkerShape, x: Double, y: Double, r: Double, colour: String, opacity: Double? = nil) -> String {
+    let o = opacity.map { " fill-opacity=\"\($0)\"" } ?? ""
+    func polygon(_ pts: [(Double, Double)]) -> String {
+        "<polygon points=\"" + pts.map { "\(px(x + $0.0 * r)),\(px(y + $0.1 * r))" }.joined(separator: " ") + "\" fill=\"\(colour)\"\(o)/>"
+    }
+    switch shape {
+    case .circle: return "<circle cx=\"\(px(x))\" cy=\"\(px(y))\" r=\"\(px(r))\" fill=\"\(colour)\"\(o)/>"
+    case .square: return polygon([(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)])
+    case .triangle: return polygon([(0, -1.15), (1.05, 0.75), (-1.05, 0.75)])
+    case .diamond: return polygon([(0, -1.2), (1.05, 0), (0, 1.2), (-1.05, 0)])
+    case .triangleDown: return polygon([(0, 1.15), (1.05, -0.75), (-1.05, -0.75)])
+    case .hexagon: return polygon((0..<6).map { k in (cos(Double(k) * .pi / 3), sin(Double(k) * .pi / 3)) })
+    }
+}
+
 /// Escapes the five XML special characters.
 func xmlEscape(_ text: String) -> String {
     var out = ""
@@ -37,6 +72,10 @@ struct PlotAxis {
     var ticks: [Double]? = nil
     /// Start a linear axis at zero (bar heights).
     var includesZero = false
+    /// Words in place of the ticks' numbers (categories such as target datasets), one per tick.
+    var tickLabels: [String]? = nil
+    /// Clamp the axis to this range (accuracy: 0...100), so error bars never stretch it past.
+    var limits: ClosedRange<Double>? = nil
 }
 
 /// A point with an optional symmetric error bar (y +- error).
@@ -49,19 +88,19 @@ struct PlotPoint {
 struct PlotSeries {
     var name: String
     var points: [PlotPoint]
-    /// Fixed colour (a method keeps its colour across plots); the palette by position when nil.
-    var colour: String? = nil
+    /// Fixed style (a method keeps its style across plots); `SeriesStyle.at(position)` when nil.
+    var style: SeriesStyle? = nil
 }
 
-private func seriesColour(of series: PlotSeries, at index: Int) -> String {
-    series.colour ?? plotPalette[index % plotPalette.count]
+private func seriesStyle(of series: PlotSeries, at index: Int) -> SeriesStyle {
+    series.style ?? SeriesStyle.at(index)
 }
 
 /// The pixel layout shared by every chart: the plot area sits inside margins; the legend lives in
 /// the right margin, the x-axis title and an optional note below.
 private struct Frame {
-    let width = 700.0, height = 420.0
-    let left = 76.0, right = 180.0, top = 46.0, bottom = 62.0
+    var width = 760.0, height = 440.0
+    var left = 76.0, right = 190.0, top = 46.0, bottom = 62.0
     var noteLines = 0
     var plotWidth: Double { width - left - right }
     var plotHeight: Double { height - top - bottom }
@@ -84,6 +123,7 @@ private struct AxisMap {
         scale = axis.scale
         self.start = start; self.length = length
         var data = values.filter { $0.isFinite && (axis.scale == .linear || $0 > 0) }
+        if let limits = axis.limits { data = data.map { min(max($0, limits.lowerBound), limits.upperBound) } }
         if axis.includesZero { data.append(0) }
         if data.isEmpty { data = axis.scale == .log10 ? [1] : [0, 1] }
         if var given = axis.ticks?.filter({ axis.scale == .linear || $0 > 0 }), !given.isEmpty {
@@ -93,7 +133,7 @@ private struct AxisMap {
             let pad = b > a ? 0.06 * (b - a) : 0.5
             lo = a - pad; hi = b + pad
             ticks = given
-            labels = given.map(compactNumber)
+            labels = axis.tickLabels.map { l in given.indices.map { $0 < l.count ? l[$0] : "" } } ?? given.map(compactNumber)
         } else if axis.scale == .log10 {
             let t = data.map { Foundation.log10($0) }
             let (a, b) = (t.min()!.rounded(.down), max(t.max()!.rounded(.up), t.min()!.rounded(.down) + 1))
@@ -101,7 +141,11 @@ private struct AxisMap {
             ticks = stride(from: a, through: b, by: 1).map { pow(10, $0) }
             labels = ticks.map(compactNumber)
         } else {
-            let nice = niceTicks(data.min()!, data.max()!)
+            var nice = niceTicks(data.min()!, data.max()!)
+            if let limits = axis.limits {
+                nice.ticks = nice.ticks.filter { limits.contains($0) }
+                if nice.ticks.count < 2 { nice.ticks = [limits.lowerBound, limits.upperBound] }
+            }
             lo = nice.ticks.first!; hi = nice.ticks.last!
             ticks = nice.ticks
             labels = nice.ticks.map { String(format: "%.\(nice.decimals)f", $0) }
@@ -155,11 +199,22 @@ private struct Canvas {
         body.append("<line x1=\"\(px(x1))\" y1=\"\(px(y1))\" x2=\"\(px(x2))\" y2=\"\(px(y2))\" stroke=\"\(stroke)\" stroke-width=\"\(width)\"\(d)/>")
     }
 
-    /// A vertical error bar with caps.
+    /// A vertical error bar with caps, clipped to the plot area (a clipped end has no cap).
     mutating func errorBar(x: Double, y1: Double, y2: Double, colour: String) {
-        line(x, y1, x, y2, stroke: colour)
-        line(x - 4, y1, x + 4, y1, stroke: colour)
-        line(x - 4, y2, x + 4, y2, stroke: colour)
+        let (top, bottom) = (frame.top, frame.top + frame.plotHeight)
+        let (a, b) = (min(max(y1, top), bottom), min(max(y2, top), bottom))
+        line(x, a, x, b, stroke: colour)
+        if a == y1 { line(x - 4, a, x + 4, a, stroke: colour) }
+        if b == y2 { line(x - 4, b, x + 4, b, stroke: colour) }
+    }
+
+    /// A horizontal error bar with caps, clipped to the plot area.
+    mutating func horizontalErrorBar(y: Double, x1: Double, x2: Double, colour: String) {
+        let (l, r) = (frame.left, frame.left + frame.plotWidth)
+        let (a, b) = (min(max(x1, l), r), min(max(x2, l), r))
+        line(a, y, b, y, stroke: colour)
+        if a == x1 { line(a, y - 3, a, y + 3, stroke: colour) }
+        if b == x2 { line(b, y - 3, b, y + 3, stroke: colour) }
     }
 
     /// Grid, ticks, tick labels and axis titles.
@@ -172,16 +227,24 @@ private struct Canvas {
             line(x0 - 5, p, x0, p, stroke: "#333")
             text(label, x: x0 - 8, y: p + 4, anchor: "end", size: 11, cls: "tick")
         }
-        for (p, label) in xLabels ?? zip(x.ticks, x.labels).map({ (x.pixel($0), $1) }) {
+        let xs = xLabels ?? zip(x.ticks, x.labels).map({ (x.pixel($0), $1) })
+        // Labels wider than their spacing (about 6.5 px a character at 11 px) are turned by 35 degrees.
+        let spacing = xs.count > 1 ? f.plotWidth / Double(xs.count) : f.plotWidth
+        let turn = xs.contains { Double($0.1.count) * 6.5 > spacing }
+        for (p, label) in xs {
             line(p, y0, p, y0 + 5, stroke: "#333")
-            text(label, x: p, y: y0 + 18, size: 11, cls: "tick")
+            if turn {
+                body.append("<text x=\"\(px(p))\" y=\"\(px(y0 + 14))\" text-anchor=\"end\" font-size=\"11\" class=\"tick\" transform=\"rotate(-35 \(px(p)) \(px(y0 + 14)))\">\(xmlEscape(label))</text>")
+            } else {
+                text(label, x: p, y: y0 + 18, size: 11, cls: "tick")
+            }
         }
         body.append("<rect x=\"\(px(x0))\" y=\"\(px(y1))\" width=\"\(px(f.plotWidth))\" height=\"\(px(f.plotHeight))\" fill=\"none\" stroke=\"#333\"/>")
         text(xTitle, x: x0 + f.plotWidth / 2, y: y0 + 40, size: 12, cls: "axis-title")
         text(yTitle, x: 20, y: y1 + f.plotHeight / 2, size: 12, cls: "axis-title", rotate: true)
     }
 
-    /// Swatches and names in the right margin.
+    /// Swatches (a bar's colour) and names in the right margin.
     mutating func legend(_ entries: [(name: String, colour: String)]) {
         var y = frame.top + 6
         let x = frame.left + frame.plotWidth + 14
@@ -190,6 +253,20 @@ private struct Canvas {
             body.append("<rect x=\"\(px(x))\" y=\"\(px(y - 5))\" width=\"14\" height=\"10\" fill=\"\(colour)\"/>")
             text(name, x: x + 20, y: y + 4, anchor: "start", size: 11)
             y += 18
+        }
+        body.append("</g>")
+    }
+
+    /// Line samples (dash and marker; `lines` false: marker only) and names in the right margin.
+    mutating func legend(styles entries: [(name: String, style: SeriesStyle)], lines: Bool = true) {
+        var y = frame.top + 6
+        let x = frame.left + frame.plotWidth + 10
+        body.append("<g class=\"legend\">")
+        for (name, style) in entries {
+            if lines { line(x, y, x + 24, y, stroke: style.colour, width: 2, dash: style.dash) }
+            body.append(markerSVG(style.marker, x: x + 12, y: y, r: 4, colour: style.colour))
+            text(name, x: x + 30, y: y + 4, anchor: "start", size: 11)
+            y += 17
         }
         body.append("</g>")
     }
@@ -203,7 +280,7 @@ private struct Canvas {
 
     func render(id: String, title: String) -> String {
         let h = frame.totalHeight
-        var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"\(xmlEscape(id))\" class=\"plot\" width=\"\(px(frame.width))\" height=\"\(px(h))\" viewBox=\"0 0 \(px(frame.width)) \(px(h))\" role=\"img\">\n"
+        var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"\(xmlEscape(id))\" class=\"plot\" width=\"\(px(frame.width))\" height=\"\(px(h))\" preserveAspectRatio=\"xMinYMin meet\" viewBox=\"0 0 \(px(frame.width)) \(px(h))\" role=\"img\">\n"
         out += "<title>\(xmlEscape(title))</title>\n"
         out += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n"
         out += "<text x=\"\(px(frame.width / 2))\" y=\"24\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\" class=\"plot-title\">\(xmlEscape(title))</text>\n"
@@ -216,7 +293,10 @@ private struct Canvas {
 enum SVGPlot {
     /// Lines of `series` over x, one colour per series, error bars where a point has an error.
     static func lineChart(id: String, title: String, x: PlotAxis, y: PlotAxis, series: [PlotSeries]) -> String {
-        var canvas = Canvas(frame: Frame())
+        var frame = Frame()
+        // A long legend grows the chart rather than running off it.
+        frame.height = max(frame.height, frame.top + Double(series.count) * 17 + frame.bottom)
+        var canvas = Canvas(frame: frame)
         let f = canvas.frame
         let points = series.flatMap(\.points)
         let xMap = AxisMap(axis: x, values: points.map(\.x), start: f.left, length: f.plotWidth)
@@ -224,21 +304,73 @@ enum SVGPlot {
         let yMap = AxisMap(axis: y, values: yValues, start: f.top + f.plotHeight, length: -f.plotHeight)
         canvas.axes(x: xMap, y: yMap, xTitle: x.title, yTitle: y.title)
         for (i, s) in series.enumerated() {
-            let colour = seriesColour(of: s, at: i)
+            let style = seriesStyle(of: s, at: i)
             let sorted = s.points.filter { x.scale == .linear || $0.x > 0 }.sorted { $0.x < $1.x }
             let coords = sorted.map { (xMap.pixel($0.x), yMap.pixel($0.y)) }
             if coords.count > 1 {
                 let list = coords.map { "\(px($0.0)),\(px($0.1))" }.joined(separator: " ")
-                canvas.body.append("<polyline fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\" points=\"\(list)\"/>")
+                let dash = style.dash.map { " stroke-dasharray=\"\($0)\"" } ?? ""
+                canvas.body.append("<polyline fill=\"none\" stroke=\"\(style.colour)\" stroke-width=\"2\"\(dash) points=\"\(list)\"/>")
             }
             for (p, c) in zip(sorted, coords) {
                 if let e = p.error, e > 0 {
-                    canvas.errorBar(x: c.0, y1: yMap.pixel(p.y - e), y2: yMap.pixel(p.y + e), colour: colour)
+                    canvas.errorBar(x: c.0, y1: yMap.pixel(p.y - e), y2: yMap.pixel(p.y + e), colour: style.colour)
                 }
-                canvas.body.append("<circle cx=\"\(px(c.0))\" cy=\"\(px(c.1))\" r=\"3.5\" fill=\"\(colour)\"/>")
+                canvas.body.append(markerSVG(style.marker, x: c.0, y: c.1, r: 3.8, colour: style.colour))
             }
         }
-        canvas.legend(series.enumerated().map { ($1.name, seriesColour(of: $1, at: $0)) })
+        canvas.legend(styles: series.enumerated().map { ($1.name, seriesStyle(of: $1, at: $0)) })
+        return canvas.render(id: id, title: title)
+    }
+
+    /// Horizontal bars: one band per group (method) down the left, `values[group][bar]` (nil: no
+    /// bar) stacked within it, one colour per bar name; error bars clipped to the plot. The chart
+    /// grows with the number of groups, so 16+ methods keep readable labels.
+    static func horizontalBars(id: String, title: String, groups: [String], bars: [String],
+                               values: [[PlotPoint?]], x: PlotAxis) -> String {
+        var frame = Frame()
+        let longest = groups.map(\.count).max() ?? 4
+        frame.left = max(76, 18 + 6.5 * Double(longest))
+        frame.right = 110
+        let band = Double(bars.count) * 9 + 8
+        frame.height = frame.top + frame.bottom + max(120, band * Double(groups.count))
+        var canvas = Canvas(frame: frame)
+        var axis = x
+        axis.includesZero = true
+        if axis.limits == nil { axis.limits = 0...100 }
+        let present = values.flatMap { $0.compactMap { $0 } }
+        let xMap = AxisMap(axis: axis, values: present.flatMap { [$0.y, $0.y + ($0.error ?? 0)] },
+                           start: frame.left, length: frame.plotWidth)
+        let slot = frame.plotHeight / Double(max(1, groups.count))
+        let barHeight = (slot - 8) / Double(max(1, bars.count))
+        // Axes with the categories on the y side: tick labels are the group names.
+        let f = frame
+        for (v, label) in zip(xMap.ticks, xMap.labels) {
+            let p = xMap.pixel(v)
+            canvas.line(p, f.top, p, f.top + f.plotHeight, stroke: "#e0e0e0")
+            canvas.line(p, f.top + f.plotHeight, p, f.top + f.plotHeight + 5, stroke: "#333")
+            canvas.text(label, x: p, y: f.top + f.plotHeight + 18, size: 11, cls: "tick")
+        }
+        for (g, name) in groups.enumerated() {
+            canvas.text(name, x: f.left - 8, y: f.top + slot * (Double(g) + 0.5) + 4, anchor: "end", size: 11, cls: "tick")
+        }
+        canvas.body.append("<rect x=\"\(px(f.left))\" y=\"\(px(f.top))\" width=\"\(px(f.plotWidth))\" height=\"\(px(f.plotHeight))\" fill=\"none\" stroke=\"#333\"/>")
+        canvas.text(x.title, x: f.left + f.plotWidth / 2, y: f.top + f.plotHeight + 40, size: 12, cls: "axis-title")
+        canvas.text("method", x: 14, y: f.top + f.plotHeight / 2, size: 12, cls: "axis-title", rotate: true)
+        let zero = xMap.pixel(max(0, xMap.ticks.first ?? 0))
+        for (g, row) in values.enumerated() {
+            for (b, value) in row.enumerated() {
+                guard let value else { continue }
+                let colour = plotPalette[b % plotPalette.count]
+                let y0 = f.top + slot * Double(g) + 4 + barHeight * Double(b)
+                let end = min(max(xMap.pixel(value.y), f.left), f.left + f.plotWidth)
+                canvas.body.append("<rect x=\"\(px(min(zero, end)))\" y=\"\(px(y0))\" width=\"\(px(abs(end - zero)))\" height=\"\(px(barHeight * 0.9))\" fill=\"\(colour)\"/>")
+                if let e = value.error, e > 0 {
+                    canvas.horizontalErrorBar(y: y0 + barHeight * 0.45, x1: xMap.pixel(value.y - e), x2: xMap.pixel(value.y + e), colour: "#222")
+                }
+            }
+        }
+        canvas.legend(bars.enumerated().map { ($1, plotPalette[$0 % plotPalette.count]) })
         return canvas.render(id: id, title: title)
     }
 
@@ -288,12 +420,12 @@ enum SVGPlot {
         let yMap = AxisMap(axis: y, values: points.map(\.y), start: frame.top + frame.plotHeight, length: -frame.plotHeight)
         canvas.axes(x: xMap, y: yMap, xTitle: x.title, yTitle: y.title)
         for (i, s) in series.enumerated() {
-            let colour = seriesColour(of: s, at: i)
+            let style = seriesStyle(of: s, at: i)
             for p in s.points {
-                canvas.body.append("<circle cx=\"\(px(xMap.pixel(p.x)))\" cy=\"\(px(yMap.pixel(p.y)))\" r=\"4\" fill=\"\(colour)\" fill-opacity=\"0.8\"/>")
+                canvas.body.append(markerSVG(style.marker, x: xMap.pixel(p.x), y: yMap.pixel(p.y), r: 4.2, colour: style.colour, opacity: 0.8))
             }
         }
-        var legend = series.enumerated().map { ($1.name, seriesColour(of: $1, at: $0)) }
+        var legend = series.enumerated().map { ($1.name, seriesStyle(of: $1, at: $0)) }
         if let fit, var a = xs.min(), var b = xs.max(), b > a {
             // Clip the line to the y axis' range, so it never stretches the axis past the data.
             let (yLo, yHi) = (yMap.ticks.first!, yMap.ticks.last!)
@@ -305,9 +437,9 @@ enum SVGPlot {
                 canvas.line(xMap.pixel(a), yMap.pixel(fit.intercept + fit.slope * a), xMap.pixel(b),
                             yMap.pixel(fit.intercept + fit.slope * b), stroke: "#000", width: 1.5, dash: "6 4")
             }
-            legend.append(("least-squares fit (dashed)", "#000"))
+            legend.append(("least-squares fit", SeriesStyle(colour: "#000", marker: .circle, dash: "6 4")))
         }
-        canvas.legend(legend)
+        canvas.legend(styles: legend)
         canvas.notes(notes)
         return canvas.render(id: id, title: title)
     }

@@ -1,3 +1,4 @@
+import Analysis
 import Foundation
 
 // The results tables, laid out like the papers' (rows = methods), and their markdown and CSV forms.
@@ -8,6 +9,10 @@ struct ReportTable {
     var caption: String
     var header: [String]
     var rows: [[String]]
+    /// Tables of one kind that differ only in their dataset (same `group`) print as one LaTeX
+    /// table with a block per dataset (`block`), as the papers lay them out.
+    var group: String? = nil
+    var block: String? = nil
 }
 
 /// A protocol's tables under one heading.
@@ -27,6 +32,8 @@ func resultTables(_ data: ReportData) -> [TableSection] {
     if !b2n.isEmpty { sections.append(TableSection(heading: "Base-to-novel", tables: b2n)) }
     let imbalance = imbalanceTables(data, .fewShot) + imbalanceTables(data, .baseToNovel)
     if !imbalance.isEmpty { sections.append(TableSection(heading: "Class imbalance", tables: imbalance)) }
+    let groups = ProtocolKind.allCases.flatMap { shotGroupTables(data, $0) }
+    if !groups.isEmpty { sections.append(TableSection(heading: "Many / medium / few-shot classes", tables: groups)) }
     for (p, heading) in [(ProtocolKind.crossDataset, "Cross-dataset"), (.domainGeneralization, "Domain generalisation")] {
         let tables = transferTables(data, p)
         if !tables.isEmpty { sections.append(TableSection(heading: heading, tables: tables)) }
@@ -85,7 +92,8 @@ private func fewShotTables(_ data: ReportData, tau: Double) -> [ReportTable] {
         let caption = ds == averageDatasetName ? "Test accuracy (%) by shots per class. " + averageCaption
             : "Test accuracy (%) by shots per class; \(seedCaption(n))."
         return ReportTable(title: "Few-shot: \(datasetTitle(ds, datasets: datasets.count - 1))\(suffix)", caption: caption,
-                           header: ["Method"] + shots.map { $0 == 1 ? "1 shot" : "\($0) shots" }, rows: body)
+                           header: ["Method"] + shots.map { $0 == 1 ? "1 shot" : "\($0) shots" }, rows: body,
+                           group: "Few-shot\(suffix)", block: datasetTitle(ds, datasets: datasets.count - 1))
     }
 }
 
@@ -109,7 +117,8 @@ private func baseToNovelTables(_ data: ReportData, tau: Double) -> [ReportTable]
                 : "Accuracy (%) on base classes (base names) and novel classes (novel names); \(seedCaption(n)). "
                     + "HM = harmonic mean of the seed-mean base and seed-mean novel accuracies, as the papers compute it, hence no std."
             return ReportTable(title: "Base-to-novel: \(datasetTitle(ds, datasets: datasets.count - 1))\(shotsPart)\(suffix)",
-                               caption: caption, header: ["Method", "Base", "Novel", "HM"], rows: body)
+                               caption: caption, header: ["Method", "Base", "Novel", "HM"], rows: body,
+                               group: "Base-to-novel\(shotsPart)\(suffix)", block: datasetTitle(ds, datasets: datasets.count - 1))
         }
     }
 }
@@ -133,9 +142,60 @@ private func imbalanceTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTa
             let spread = ds == averageDatasetName ? averageCaption : (p == .fewShot ? "\(seedCaption(n))." : "no std.")
             return ReportTable(title: "Imbalance, \(p.rawValue), \(k) shots: \(datasetTitle(ds, datasets: datasets.count - 1))",
                                caption: "\(what) by imbalance tau (1 = balanced; head classes keep \(k) shots); \(spread)",
-                               header: ["Method"] + taus.map { "tau = \(tauLabel($0))" }, rows: body)
+                               header: ["Method"] + taus.map { "tau = \(tauLabel($0))" }, rows: body,
+                               group: "Imbalance, \(p.rawValue), \(k) shots", block: datasetTitle(ds, datasets: datasets.count - 1))
         }
     }
+}
+
+/// Many / medium / few-shot accuracy on the training dataset's own test set, per dataset, shots
+/// and tau, where the records hold it (`ShotGroups.rule`).
+private func shotGroupTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTable] {
+    let all = data.rows(p).filter { shotGroupMetricNames.contains($0.metric) }
+    guard !all.isEmpty else { return [] }
+    let set = p == .fewShot ? "test set" : p == .baseToNovel ? "base test set (novel classes were not trained on: no group)"
+        : "source's test set"
+    var out: [ReportTable] = []
+    for tau in data.taus(p) {
+        for k in ReportData.shots(all) {
+            let rows = all.filter { $0.shots == k && $0.tau == tau }
+            let datasets = ReportData.datasets(rows), n = typicalSeeds(rows)
+            for ds in datasets {
+                let body: [[String]] = ReportData.methods(rows).compactMap { m in
+                    let cells = shotGroupMetricNames.map { data.row(p, ds, m, shots: k, tau: tau, $0) }
+                    return cells.allSatisfy({ $0 == nil }) ? nil : [m] + cells.map { formatCell($0, typicalN: n) }
+                }
+                guard !body.isEmpty else { continue }
+                let spread = ds == averageDatasetName ? averageCaption : "\(seedCaption(n))."
+                out.append(ReportTable(
+                    title: "Many / medium / few, \(p.rawValue), \(k) shots: \(datasetTitle(ds, datasets: datasets.count - 1))\(tau == 1 ? ", tau = 1" : ", tau = \(tauLabel(tau))")",
+                    caption: "Class-mean accuracy (%) on the \(set) of the many-, medium- and few-shot classes. Rule: \(ShotGroups.rule). "
+                        + (tau == 1 ? "At tau = 1 every class has the same count, so the groups are the classes of the imbalanced groups trained balanced. " : "")
+                        + spread,
+                    header: ["Method", "Many", "Medium", "Few"], rows: body,
+                    group: "Many / medium / few, \(p.rawValue), \(k) shots, tau = \(tauLabel(tau))",
+                    block: datasetTitle(ds, datasets: datasets.count - 1)))
+            }
+        }
+    }
+    return out
+}
+
+/// The columns of a cross-dataset / DG table: the source, the targets in the order the records
+/// evaluate them (the papers' order), the average last.
+func transferMetrics(_ data: ReportData, _ rows: [ResultRow], source: String) -> [String] {
+    let present = Set(rows.map(\.metric)).subtracting(shotGroupMetricNames)
+    let order = [source] + data.evaluationOrder.filter { $0 != source }
+    return order.filter(present.contains) + present.subtracting(order).subtracting(["average"]).sorted()
+        + (present.contains("average") ? ["average"] : [])
+}
+
+/// Footnote of a transfer table whose average misses targets in some run; nil where none does.
+func missingTargetsNote(_ data: ReportData, _ methods: [String], source: String, shots: Int, tau: Double) -> String? {
+    let lines = methods.compactMap { m -> String? in
+        data.missingTargets[ReportData.transferKey(source, m, shots, tau)].map { "\(m) (without \($0.joined(separator: ", ")))" }
+    }
+    return lines.isEmpty ? nil : "† average over fewer targets than the others: " + lines.joined(separator: "; ") + "."
 }
 
 /// Cross-dataset and domain generalisation: the source and each target, per source, shots and tau.
@@ -145,45 +205,60 @@ private func transferTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTab
     let taus = data.taus(p)
     return groups.values.sorted { ReportData.precedes($0[0], $1[0]) }.map { rows in
         let (source, k, tau) = (rows[0].dataset, rows[0].shots, rows[0].tau)
-        let metrics = Array(Set(rows.map(\.metric))).sorted { a, b in
-            (a == source) != (b == source) ? a == source : metricPrecedes(a, b)
-        }
+        let metrics = transferMetrics(data, rows, source: source)
         let n = typicalSeeds(rows)
-        let body: [[String]] = ReportData.methods(rows).map { m in
-            [m] + metrics.map { formatCell(data.row(p, source, m, shots: k, tau: tau, $0), typicalN: n) }
+        let methods = ReportData.methods(rows)
+        let body: [[String]] = methods.map { m in
+            [m] + metrics.map { metric in
+                let cell = formatCell(data.row(p, source, m, shots: k, tau: tau, metric), typicalN: n)
+                let short = metric == "average" && data.missingTargets[ReportData.transferKey(source, m, k, tau)] != nil
+                return short ? cell + " †" : cell
+            }
         }
         let header = metrics.map { metric in
             metric == "average" ? "Average over targets" : (metric == source || metric == "test") ? "\(source) (source)" : metric
         }
         let name = p == .crossDataset ? "Cross-dataset" : "Domain generalisation"
+        let note = missingTargetsNote(data, methods, source: source, shots: k, tau: tau).map { " " + $0 } ?? ""
         return ReportTable(title: "\(name): \(source) → targets, \(k) shots\(tauSuffix(tau, of: taus))",
-                           caption: "Test accuracy (%) on the source and on each target; \(seedCaption(n)).",
+                           caption: "Test accuracy (%) on the source and on each target; \(seedCaption(n)).\(note)",
                            header: ["Method"] + header, rows: body)
     }
 }
 
 // MARK: - Markdown and CSV
 
-/// results.md: every table, the NC-accuracy correlations and the failed cells.
-func renderMarkdown(_ data: ReportData) -> String {
+/// results.md: every table, the NC-accuracy correlations and the failed cells, one part per model
+/// and precision where there are several. Ends with exactly one newline.
+func renderMarkdown(_ report: Report) -> String {
     var out = "# PromptTune results\n\n"
-    out += "\(data.ok.count + data.failed.count) runs: \(data.ok.count) finished, \(data.failed.count) failed. "
+    out += "\(report.ok + report.failed.count) runs: \(report.ok) finished, \(report.failed.count) failed. "
     out += "Accuracies in percent; ± is the sample standard deviation (n − 1) over seeds.\n"
-    for section in resultTables(data) {
-        out += "\n## \(section.heading)\n"
-        for table in section.tables { out += "\n" + markdownTable(table) }
+    if report.several {
+        out += "\nRecords of \(report.groups.count) models or precisions: each has its own tables; nothing is averaged across them.\n"
+    } else if let model = report.groups.first?.model {
+        out += "\nModel: \(model.text).\n"
     }
-    let correlations = ncCorrelations(data.ok).filter { $0.points.count >= 2 }
-    if !correlations.isEmpty {
-        out += "\n## Neural collapse against test accuracy\n\n" + markdownTable(correlationTable(correlations))
+    let h = report.several ? "###" : "##"
+    for data in report.groups {
+        if report.several, let model = data.model { out += "\n## Model: \(model.text)\n" }
+        for section in resultTables(data) {
+            out += "\n\(h) \(section.heading)\n"
+            for table in section.tables { out += "\n" + markdownTable(table, level: h + "#") }
+        }
+        let nc = ncTables(data)
+        if !nc.isEmpty {
+            out += "\n\(h) Neural collapse against test accuracy\n"
+            for table in nc { out += "\n" + markdownTable(table, level: h + "#") }
+        }
     }
-    if !data.failed.isEmpty {
-        out += "\n## Failed cells\n\n" + data.failed.map { "- " + failedLine($0) }.joined(separator: "\n") + "\n"
+    if !report.failed.isEmpty {
+        out += "\n## Failed cells\n\n" + report.failed.map { "- " + failedLine($0) }.joined(separator: "\n") + "\n"
     }
     return out
 }
 
-func markdownTable(_ t: ReportTable) -> String {
+func markdownTable(_ t: ReportTable, level: String = "###") -> String {
     func line(_ cells: [String]) -> String {
         "| " + cells.map { $0.replacingOccurrences(of: "|", with: "\\|") }.joined(separator: " | ") + " |\n"
     }
@@ -191,42 +266,81 @@ func markdownTable(_ t: ReportTable) -> String {
     let numeric = t.header.indices.map { c in
         c > 0 && t.rows.allSatisfy { row in c >= row.count || row[c].first.map { "0123456789-–u".contains($0) } ?? true }
     }
-    var out = "### \(t.title)\n\n\(t.caption)\n\n" + line(t.header)
+    var out = "\(level) \(t.title)\n\n\(t.caption)\n\n" + line(t.header)
     out += "|" + numeric.map { $0 ? " ---: |" : " :--- |" }.joined() + "\n"
     for row in t.rows { out += line(row) }
     return out
 }
 
+/// The neural-collapse tables of a group: per dataset and evaluation set, the pooled correlations,
+/// and the measures per method.
+func ncTables(_ data: ReportData) -> [ReportTable] {
+    let points = ncPoints(data.ok)
+    var out: [ReportTable] = []
+    for g in ncGroups(points) { out.append(correlationTable(ncCorrelations(g.points), title: g.title, pooled: false)) }
+    let pooled = ncCorrelations(points).filter { $0.points.count >= 2 }
+    if !pooled.isEmpty && ncGroups(points).count > 1 { out.append(correlationTable(pooled, title: "pooled over every dataset and evaluation set", pooled: true)) }
+    out += ncByMethodTables(points)
+    return out
+}
+
 /// The NC measures' correlations with test accuracy, one row per measure.
-func correlationTable(_ correlations: [NCCorrelation]) -> ReportTable {
-    ReportTable(title: "Correlation of each NC measure with test accuracy",
-                caption: "One point per finished run and evaluation set (the measure on that set's features against its accuracy); "
-                    + "Pearson r and Spearman rank correlation over all points. \"undefined\" means the measure did not vary: "
-                    + "the image-side measures depend only on the frozen image features, so they are the same for every run on one test set.",
+func correlationTable(_ correlations: [NCCorrelation], title: String, pooled: Bool) -> ReportTable {
+    let scope = pooled
+        ? "Pooled: one point per distinct trained run and evaluation set of every dataset, so differences between datasets "
+            + "dominate; the per-dataset tables are the NPT paper's analysis."
+        : "One point per distinct trained run (zero-shot and the linear probe have no prompt and are left out; "
+            + "cells that repeat a run, such as 1 shot at every tau, count once)."
+    return ReportTable(title: "NC against test accuracy, \(title)",
+                caption: scope + " Pearson r and Spearman rank correlation of the measure on the set's features against its accuracy. "
+                    + "\"constant\" means every run has the same value (the image-side measures of frozen features), so there is no correlation.",
                 header: ["Measure", "Points", "Pearson r", "Spearman ρ", "What it measures"],
                 rows: correlations.map { c in
-                    [c.measure.name, "\(c.points.count)", formatCorrelation(c.pearson), formatCorrelation(c.spearman), c.measure.definition]
+                    let constant = c.constant.map { "constant (\(String(format: "%.4g", $0)))" }
+                        ?? (c.constantWithinDatasets ? "constant within each dataset" : nil)
+                    return [c.measure.name, "\(c.points.count)", constant ?? formatCorrelation(c.pearson),
+                            constant ?? formatCorrelation(c.spearman), c.measure.definition]
                 })
+}
+
+/// The measures of each method on each (dataset, evaluation set), mean over its distinct runs: the
+/// image side of `dapt` / `vpt` (prompted features) beside the frozen features of the text-only methods.
+func ncByMethodTables(_ points: [NCRunPoint]) -> [ReportTable] {
+    let shown = NCMeasure.all.filter { ["image-nc1", "image-etf-error", "text-etf-error", "nc3", "nc4"].contains($0.key) }
+    return ncGroups(points).map { g in
+        let methods = Array(Set(g.points.map(\.method))).sorted(by: methodPrecedes)
+        let rows = methods.map { m -> [String] in
+            let mine = g.points.filter { $0.method == m }
+            let values = shown.map { measure in Statistics.mean(mine.map { measure.value($0.nc) }).map { String(format: "%.4f", $0) } ?? "–" }
+            return [m, "\(mine.count)"] + values + [String(format: "%.2f", Statistics.mean(mine.map(\.accuracy)) ?? .nan)]
+        }
+        return ReportTable(title: "NC measures by method, \(g.title)",
+                           caption: "Mean over each method's distinct trained runs. The image side (NC1, image ETF error) is the same "
+                               + "for every method on frozen features; dapt and vpt measure the features of their prompted image tower.",
+                           header: ["Method", "Runs"] + shown.map(\.name) + ["Accuracy (%)"], rows: rows)
+    }
 }
 
 func formatCorrelation(_ r: Double?) -> String { r.map { String(format: "%.3f", $0) } ?? "undefined" }
 
-/// "`few-shot_dtd_coop_4shot_seed1`: few-shot, dtd, coop, 4 shots, seed 1, tau 1: the error".
+/// "`few-shot_dtd_coop_4shot_seed1`: few-shot, dtd, coop, 4 shots, seed 1, tau 1 (model.pt (3f2a9c1b)): the error".
 func failedLine(_ r: RunRecord) -> String {
     let s = r.spec
+    let model = r.model != nil || r.digests["model"] != nil ? " (\(ModelLabel(r).text))" : ""
     return "`\(s.identifier)`: \(s.protocolKind.rawValue), \(s.dataset), \(s.method), \(s.shots) shots, seed \(s.seed), "
-        + "tau \(tauLabel(s.imbalance)): \(r.error ?? "no error recorded")"
+        + "tau \(tauLabel(s.imbalance))\(model): \(r.error ?? "no error recorded")"
 }
 
-/// results.csv: one row per (protocol, dataset, method, shots, tau, metric), long format.
+/// results.csv: one row per (protocol, dataset, method, shots, tau, metric, model, precision), long format.
 func renderCSV(_ rows: [ResultRow]) -> String {
     func field(_ s: String) -> String {
         s.contains(where: { ",\"\n".contains($0) }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
     }
-    var out = "protocol,dataset,method,shots,tau,metric,mean,std,n,over\n"
+    var out = "protocol,dataset,method,shots,tau,metric,mean,std,n,over,model,precision\n"
     for r in rows {
         let cells = [r.protocolKind.rawValue, r.dataset, r.method, "\(r.shots)", tauLabel(r.tau), r.metric,
-                     String(format: "%.4f", r.mean), r.std.map { String(format: "%.4f", $0) } ?? "", "\(r.n)", r.over.rawValue]
+                     String(format: "%.4f", r.mean), r.std.map { String(format: "%.4f", $0) } ?? "", "\(r.n)", r.over.rawValue,
+                     r.model, r.precision]
         out += cells.map(field).joined(separator: ",") + "\n"
     }
     return out
