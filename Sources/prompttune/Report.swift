@@ -5,7 +5,7 @@ import Foundation
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
-        abstract: "Write results.md, results.csv and report.html from the records of a results folder.",
+        abstract: "Write results.md, results.csv, results.tex and report.html from the records of a results folder.",
         discussion: "Reads every record.json under DIR (written by `prompttune run`), prints the tables and writes the report into DIR.")
 
     @Argument(help: ArgumentHelp("Results folder: the --out of `prompttune run`.", valueName: "DIR"))
@@ -20,7 +20,9 @@ struct ReportCommand: ParsableCommand {
             throw NothingToReport(directory: directory)
         }
         let summary = try writeReport(records: records, directory: url)
-        print(renderMarkdownTables(records: records), terminator: "")
+        // The Markdown ends with a newline; a blank line keeps the summary out of its last table.
+        print(renderMarkdownTables(records: records))
+        fflush(stdout)
         var lines = ["\(summary.records) records (\(summary.succeeded) finished, \(summary.failed) failed)"]
         lines += summary.written.map { "wrote \($0.path)" }
         FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))

@@ -22,7 +22,7 @@ struct Run: ParsableCommand {
             (runs/<model>-<digest>/), and changed data runs the cell again. A plan file may hold only a recipe \
             (epochs, lr, overrides, ...) and take datasets and methods from the flags; a key it does not know is \
             an error. Every dataset and target is looked up before anything runs. At the end the results table is \
-            printed and results.md, results.csv and report.html are written into --out. Exit status: 0 done, 3 some \
+            printed and results.md, results.csv, results.tex and report.html are written into --out. Exit status: 0 done, 3 some \
             cells failed (recorded), 64 a plan, option or missing dataset error (nothing ran), 1 any other error.
             """)
 
@@ -148,7 +148,8 @@ struct Run: ParsableCommand {
         FileHandle.standardError.write(Data("grid: \(records.count - failed) cells done, \(failed) failed; records under \(ResultsFolder(out).runs.path)\n".utf8))
         if !noReport && cell.isEmpty {
             let summary = try writeReport(directory: out)
-            print(renderMarkdownTables(records: try loadRunRecords(under: out)))
+            print(renderMarkdownTables(records: try loadRunRecords(under: out)))   // ends with a newline: a blank line follows
+            fflush(stdout)
             FileHandle.standardError.write(Data("report: \(summary.written.map(\.path).joined(separator: ", "))\n".utf8))
         }
         if failed > 0 { throw ExitCode(3) }
