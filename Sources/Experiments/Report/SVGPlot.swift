@@ -240,7 +240,7 @@ private struct Canvas {
             }
         }
         body.append("<rect x=\"\(px(x0))\" y=\"\(px(y1))\" width=\"\(px(f.plotWidth))\" height=\"\(px(f.plotHeight))\" fill=\"none\" stroke=\"#333\"/>")
-        text(xTitle, x: x0 + f.plotWidth / 2, y: y0 + 40, size: 12, cls: "axis-title")
+        text(xTitle, x: x0 + f.plotWidth / 2, y: turn ? y0 + f.bottom - 12 : y0 + 40, size: 12, cls: "axis-title")
         text(yTitle, x: 20, y: y1 + f.plotHeight / 2, size: 12, cls: "axis-title", rotate: true)
     }
 
@@ -294,6 +294,15 @@ enum SVGPlot {
     /// Lines of `series` over x, one colour per series, error bars where a point has an error.
     static func lineChart(id: String, title: String, x: PlotAxis, y: PlotAxis, series: [PlotSeries]) -> String {
         var frame = Frame()
+        // Category labels too long for their spacing are turned (Canvas.axes): room below and left.
+        if let labels = x.tickLabels, !labels.isEmpty {
+            let longest = Double(labels.map(\.count).max()!)
+            if longest * 6.5 > frame.plotWidth / Double(labels.count) {
+                frame.left = max(frame.left, longest * 5.4 + 12)
+                frame.bottom = 44 + longest * 3.8
+                frame.height += frame.bottom - 62
+            }
+        }
         // A long legend grows the chart rather than running off it.
         frame.height = max(frame.height, frame.top + Double(series.count) * 17 + frame.bottom)
         var canvas = Canvas(frame: frame)
