@@ -367,8 +367,8 @@ final class ReportTests: XCTestCase {
         r.trainCounts = ShotGroups.trainCounts(classNames: names, labels: labels)
         r.shotGroupsRule = ShotGroups.rule
         let md = renderMarkdownTables(records: [r])
-        XCTAssertTrue(md.contains("| Method | Many | Medium | Few |"), md)
-        XCTAssertTrue(md.contains("| coop | 80.00 | 55.00 | 15.00 |"), md)
+        XCTAssertTrue(md.contains("| Method | tau | Many | Medium | Few | All |"), md)
+        XCTAssertTrue(md.contains("| coop | 0.25 | 80.00 | 55.00 | 15.00 | 50.00 |"), md)
         XCTAssertTrue(md.contains("ties in label order"), md)
         try writeRecords([r])
         try writeReport(directory: directory)

@@ -186,7 +186,7 @@ private func baseToNovelPlots(_ data: ReportData) -> String {
                                                  groups: methods, bars: ["Base", "Novel", "HM"], values: values,
                                                  x: PlotAxis(title: "accuracy (%)", limits: 0...100))
                 out += figure(svg, caption: "Accuracy (%) on base and novel classes and their harmonic mean (HM of the seed means) "
-                    + "per method on \(name), \(k) shots; error bars: sample std over seeds (none for HM and averages), clipped to the plot.")
+                    + "per method on \(name), \(shotsText(k)); error bars: sample std over seeds (none for HM and averages), clipped to the plot.")
             }
         }
     }
@@ -210,7 +210,7 @@ private func transferPlots(_ data: ReportData) -> String {
             }
             let name = p == .crossDataset ? "Cross-dataset" : "Domain generalisation"
             let svg = SVGPlot.lineChart(id: plotID("transfer", p.rawValue, source, "\(k)shot", "tau\(tauLabel(tau))"),
-                                        title: "\(name): \(source) → targets, \(k) shots",
+                                        title: "\(name): \(source) → targets, \(shotsText(k))",
                                         x: PlotAxis(title: "test set", ticks: metrics.indices.map(Double.init), tickLabels: labels),
                                         y: PlotAxis(title: "test accuracy (%)", limits: 0...100), series: series)
             let note = missingTargetsNote(data, ReportData.methods(rows), source: source, shots: k, tau: tau).map { " " + $0 } ?? ""
@@ -241,7 +241,7 @@ private func tauPlots(_ data: ReportData) -> String {
                 let name = datasetTitle(ds, datasets: datasets.count - 1)
                 let yTitle = p == .fewShot ? "test accuracy (%)" : "base-to-novel HM (%)"
                 let svg = SVGPlot.lineChart(id: plotID("tau", p.rawValue, ds, "\(k)shot"),
-                                            title: "\(p == .fewShot ? "Accuracy" : "HM") against imbalance: \(name), \(k) shots",
+                                            title: "\(p == .fewShot ? "Accuracy" : "HM") against imbalance: \(name), \(shotsText(k))",
                                             x: PlotAxis(title: "imbalance tau (log scale)", scale: .log10, ticks: taus),
                                             y: PlotAxis(title: yTitle, limits: 0...100), series: series)
                 out += figure(svg, caption: "\(yTitle) against class-imbalance tau (1 = balanced, smaller = more imbalanced) on \(name), "
@@ -275,13 +275,13 @@ private func baseToNovelTauPlots(_ data: ReportData) -> String {
                 let svg = SVGPlot.lineChart(id: plotID("b2n-tau", ds, m, "\(k)shot"), title: "\(m): base, novel, HM against tau, \(name)",
                                             x: PlotAxis(title: "imbalance tau (log scale)", scale: .log10, ticks: taus),
                                             y: PlotAxis(title: "accuracy (%)", limits: 0...100), series: series)
-                figures += figure(svg, caption: "\(m) on \(name), \(k) shots of the base classes at each tau: base and novel accuracy "
+                figures += figure(svg, caption: "\(m) on \(name), \(shotsText(k)) of the base classes at each tau: base and novel accuracy "
                     + "(error bars: sample std over seeds) and HM of the seed means (dashed).")
             }
             guard !figures.isEmpty else { continue }
             let open = ds == averageDatasetName || datasets.count == 1 ? " open=\"open\"" : ""
             out += "<details\(open)>\n<summary>Base-to-novel against tau: \(xmlEscape(datasetTitle(ds, datasets: datasets.count - 1)))"
-                + ", \(k) shots</summary>\n\(grid(figures))</details>\n"
+                + ", \(shotsText(k))</summary>\n\(grid(figures))</details>\n"
         }
     }
     return out
@@ -410,7 +410,7 @@ private func ncHistoryPlots(_ data: ReportData) -> String {
                 let frozen = measure.key.hasPrefix("image") ? " The image side changes only for dapt and vpt (prompted image tower); "
                     + "for the text-only methods it is the frozen features' constant." : ""
                 figures += figure(svg, caption: "\(measure.name) (\(measure.definition)) on the \(set) set after each measured epoch on "
-                    + "\(group.title), mean over seeds, one line per method; 0 = full collapse.\(frozen)")
+                    + "\(group.title), mean over seeds, one line per method; 0 = full collapse; zero-shot (no training) sits at 0 epochs.\(frozen)")
             }
         }
         // Folded (no script needed): a grid has many groups; the first is open.

@@ -257,14 +257,15 @@ private struct Canvas {
         body.append("</g>")
     }
 
-    /// Line samples (dash and marker; `lines` false: marker only) and names in the right margin.
-    mutating func legend(styles entries: [(name: String, style: SeriesStyle)], lines: Bool = true) {
+    /// Line samples (dash and marker; `lines` false: marker only) and names in the right margin;
+    /// `lineOnly` entries (a fitted line) show the line without a marker.
+    mutating func legend(styles entries: [(name: String, style: SeriesStyle)], lines: Bool = true, lineOnly: Set<String> = []) {
         var y = frame.top + 6
         let x = frame.left + frame.plotWidth + 10
         body.append("<g class=\"legend\">")
         for (name, style) in entries {
-            if lines { line(x, y, x + 24, y, stroke: style.colour, width: 2, dash: style.dash) }
-            body.append(markerSVG(style.marker, x: x + 12, y: y, r: 4, colour: style.colour))
+            if lines || lineOnly.contains(name) { line(x, y, x + 24, y, stroke: style.colour, width: 2, dash: style.dash) }
+            if !lineOnly.contains(name) { body.append(markerSVG(style.marker, x: x + 12, y: y, r: 4, colour: style.colour)) }
             text(name, x: x + 30, y: y + 4, anchor: "start", size: 11)
             y += 17
         }
@@ -448,7 +449,7 @@ enum SVGPlot {
             }
             legend.append(("least-squares fit", SeriesStyle(colour: "#000", marker: .circle, dash: "6 4")))
         }
-        canvas.legend(styles: legend)
+        canvas.legend(styles: legend, lines: false, lineOnly: ["least-squares fit"])
         canvas.notes(notes)
         return canvas.render(id: id, title: title)
     }

@@ -105,7 +105,7 @@ private func baseToNovelTables(_ data: ReportData, tau: Double) -> [ReportTable]
         let rows = all.filter { $0.shots == k }
         let methods = ReportData.methods(rows), datasets = ReportData.datasets(rows)
         let n = typicalSeeds(rows)
-        let shotsPart = shotList.count > 1 ? ", \(k) shots" : ""
+        let shotsPart = shotList.count > 1 ? ", \(shotsText(k))" : ""
         return datasets.map { ds in
             let body: [[String]] = methods.compactMap { m in
                 let cells = ["base", "novel", "hm"].map { data.row(.baseToNovel, ds, m, shots: k, tau: tau, $0) }
@@ -140,42 +140,49 @@ private func imbalanceTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTa
             }
             let what = p == .fewShot ? "Test accuracy (%)" : "Base-to-novel HM (%) of the seed-mean base and novel accuracies"
             let spread = ds == averageDatasetName ? averageCaption : (p == .fewShot ? "\(seedCaption(n))." : "no std.")
-            return ReportTable(title: "Imbalance, \(p.rawValue), \(k) shots: \(datasetTitle(ds, datasets: datasets.count - 1))",
-                               caption: "\(what) by imbalance tau (1 = balanced; head classes keep \(k) shots); \(spread)",
+            return ReportTable(title: "Imbalance, \(p.rawValue), \(shotsText(k)): \(datasetTitle(ds, datasets: datasets.count - 1))",
+                               caption: "\(what) by imbalance tau (1 = balanced; head classes keep \(shotsText(k))); \(spread)",
                                header: ["Method"] + taus.map { "tau = \(tauLabel($0))" }, rows: body,
-                               group: "Imbalance, \(p.rawValue), \(k) shots", block: datasetTitle(ds, datasets: datasets.count - 1))
+                               group: "Imbalance, \(p.rawValue), \(shotsText(k))", block: datasetTitle(ds, datasets: datasets.count - 1))
         }
     }
 }
 
-/// Many / medium / few-shot accuracy on the training dataset's own test set, per dataset, shots
-/// and tau, where the records hold it (`ShotGroups.rule`).
+/// "1 shot", "16 shots".
+func shotsText(_ k: Int) -> String { k == 1 ? "1 shot" : "\(k) shots" }
+
+/// Many / medium / few-shot accuracy on the training dataset's own test set (and the whole set's),
+/// per dataset and shots, one row per method and tau, where the records hold it (`ShotGroups.rule`).
 private func shotGroupTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTable] {
     let all = data.rows(p).filter { shotGroupMetricNames.contains($0.metric) }
     guard !all.isEmpty else { return [] }
     let set = p == .fewShot ? "test set" : p == .baseToNovel ? "base test set (novel classes were not trained on: no group)"
         : "source's test set"
+    let overall = p == .fewShot ? "accuracy" : p == .baseToNovel ? "base" : nil
+    let taus = data.taus(p)
     var out: [ReportTable] = []
-    for tau in data.taus(p) {
-        for k in ReportData.shots(all) {
-            let rows = all.filter { $0.shots == k && $0.tau == tau }
-            let datasets = ReportData.datasets(rows), n = typicalSeeds(rows)
-            for ds in datasets {
-                let body: [[String]] = ReportData.methods(rows).compactMap { m in
+    for k in ReportData.shots(all) {
+        let rows = all.filter { $0.shots == k }
+        let datasets = ReportData.datasets(rows), n = typicalSeeds(rows)
+        for ds in datasets {
+            var body: [[String]] = []
+            for m in ReportData.methods(rows) {
+                for tau in taus {
                     let cells = shotGroupMetricNames.map { data.row(p, ds, m, shots: k, tau: tau, $0) }
-                    return cells.allSatisfy({ $0 == nil }) ? nil : [m] + cells.map { formatCell($0, typicalN: n) }
+                    guard !cells.allSatisfy({ $0 == nil }) else { continue }
+                    let whole = overall.map { data.row(p, ds, m, shots: k, tau: tau, $0) } ?? data.row(p, ds, m, shots: k, tau: tau, ds)
+                    body.append([m, tauLabel(tau)] + (cells + [whole]).map { formatCell($0, typicalN: n) })
                 }
-                guard !body.isEmpty else { continue }
-                let spread = ds == averageDatasetName ? averageCaption : "\(seedCaption(n))."
-                out.append(ReportTable(
-                    title: "Many / medium / few, \(p.rawValue), \(k) shots: \(datasetTitle(ds, datasets: datasets.count - 1))\(tau == 1 ? ", tau = 1" : ", tau = \(tauLabel(tau))")",
-                    caption: "Class-mean accuracy (%) on the \(set) of the many-, medium- and few-shot classes. Rule: \(ShotGroups.rule). "
-                        + (tau == 1 ? "At tau = 1 every class has the same count, so the groups are the classes of the imbalanced groups trained balanced. " : "")
-                        + spread,
-                    header: ["Method", "Many", "Medium", "Few"], rows: body,
-                    group: "Many / medium / few, \(p.rawValue), \(k) shots, tau = \(tauLabel(tau))",
-                    block: datasetTitle(ds, datasets: datasets.count - 1)))
             }
+            guard !body.isEmpty else { continue }
+            let spread = ds == averageDatasetName ? averageCaption : "\(seedCaption(n))."
+            out.append(ReportTable(
+                title: "Many / medium / few, \(p.rawValue), \(shotsText(k)): \(datasetTitle(ds, datasets: datasets.count - 1))",
+                caption: "Class-mean accuracy (%) on the \(set) of the many-, medium- and few-shot classes, and the whole set's accuracy, "
+                    + "by imbalance tau. Rule: \(ShotGroups.rule). At tau = 1 every class has the same count, so its groups are the "
+                    + "same classes trained balanced. " + spread,
+                header: ["Method", "tau", "Many", "Medium", "Few", "All"], rows: body,
+                group: "Many / medium / few, \(p.rawValue), \(shotsText(k))", block: datasetTitle(ds, datasets: datasets.count - 1)))
         }
     }
     return out
@@ -220,7 +227,7 @@ private func transferTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTab
         }
         let name = p == .crossDataset ? "Cross-dataset" : "Domain generalisation"
         let note = missingTargetsNote(data, methods, source: source, shots: k, tau: tau).map { " " + $0 } ?? ""
-        return ReportTable(title: "\(name): \(source) → targets, \(k) shots\(tauSuffix(tau, of: taus))",
+        return ReportTable(title: "\(name): \(source) → targets, \(shotsText(k))\(tauSuffix(tau, of: taus))",
                            caption: "Test accuracy (%) on the source and on each target; \(seedCaption(n)).\(note)",
                            header: ["Method"] + header, rows: body)
     }
