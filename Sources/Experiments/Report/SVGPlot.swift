@@ -1,7 +1,7 @@
 import Foundation
 
-// A tiny SVG plotting layer for the report: line charts with error bars, grouped bar charts and
-// scatter plots with a fitted line. Every chart has a title, axes with ticks and numeric labels,
+// A tiny SVG plotting layer for the report: line charts with error bars, horizontal grouped bar
+// charts and scatter plots with a fitted line. Every chart has a title, axes with ticks and numeric labels,
 // axis titles and a legend, in a fixed palette; every text is XML-escaped, so the output can be
 // inlined into an XHTML page and read by an XML parser.
 
@@ -377,39 +377,6 @@ enum SVGPlot {
                 canvas.body.append("<rect x=\"\(px(min(zero, end)))\" y=\"\(px(y0))\" width=\"\(px(abs(end - zero)))\" height=\"\(px(barHeight * 0.9))\" fill=\"\(colour)\"/>")
                 if let e = value.error, e > 0 {
                     canvas.horizontalErrorBar(y: y0 + barHeight * 0.45, x1: xMap.pixel(value.y - e), x2: xMap.pixel(value.y + e), colour: "#222")
-                }
-            }
-        }
-        canvas.legend(bars.enumerated().map { ($1, plotPalette[$0 % plotPalette.count]) })
-        return canvas.render(id: id, title: title)
-    }
-
-    /// Bars of `values[group][bar]` (nil: no bar) side by side within each group, one colour per bar
-    /// name, error bars where given.
-    static func groupedBars(id: String, title: String, groups: [String], bars: [String],
-                            values: [[PlotPoint?]], xTitle: String, y: PlotAxis) -> String {
-        var canvas = Canvas(frame: Frame())
-        let f = canvas.frame
-        let present = values.flatMap { $0.compactMap { $0 } }
-        var axis = y
-        axis.includesZero = true
-        let yValues = present.flatMap { [$0.y, $0.y + ($0.error ?? 0)] }
-        let yMap = AxisMap(axis: axis, values: yValues, start: f.top + f.plotHeight, length: -f.plotHeight)
-        let slot = f.plotWidth / Double(max(1, groups.count))
-        let barWidth = slot * 0.8 / Double(max(1, bars.count))
-        let xMap = AxisMap(axis: PlotAxis(title: xTitle), values: [0, 1], start: f.left, length: f.plotWidth)
-        let labels = groups.enumerated().map { (f.left + slot * (Double($0) + 0.5), $1) }
-        canvas.axes(x: xMap, y: yMap, xTitle: xTitle, yTitle: y.title, xLabels: labels)
-        let base = yMap.pixel(max(0, yMap.ticks.first ?? 0))
-        for (g, row) in values.enumerated() {
-            for (b, value) in row.enumerated() {
-                guard let value else { continue }
-                let colour = plotPalette[b % plotPalette.count]
-                let x0 = f.left + slot * Double(g) + slot * 0.1 + barWidth * Double(b)
-                let top = yMap.pixel(value.y)
-                canvas.body.append("<rect x=\"\(px(x0))\" y=\"\(px(min(top, base)))\" width=\"\(px(barWidth * 0.92))\" height=\"\(px(abs(base - top)))\" fill=\"\(colour)\"/>")
-                if let e = value.error, e > 0 {
-                    canvas.errorBar(x: x0 + barWidth * 0.46, y1: yMap.pixel(value.y - e), y2: yMap.pixel(value.y + e), colour: "#222")
                 }
             }
         }
