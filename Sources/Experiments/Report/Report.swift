@@ -197,7 +197,8 @@ struct Report {
             let label = ModelLabel(r)
             byModel[label.identity, default: (label, [])].1.append(r)
         }
-        groups = byModel.values.sorted { $0.0.text < $1.0.text }.map { ReportData(records: $0.1, model: $0.0) }
+        groups = byModel.isEmpty ? [ReportData(records: [])]   // no finished run: each section says so
+            : byModel.values.sorted { $0.0.text < $1.0.text }.map { ReportData(records: $0.1, model: $0.0) }
     }
 }
 
