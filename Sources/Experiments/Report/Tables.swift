@@ -175,7 +175,8 @@ private func shotGroupTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTa
                 }
             }
             guard !body.isEmpty else { continue }
-            let spread = ds == averageDatasetName ? averageCaption : "\(seedCaption(n))."
+            let seeds = seedCaption(n)
+            let spread = ds == averageDatasetName ? averageCaption : seeds.prefix(1).uppercased() + seeds.dropFirst() + "."
             out.append(ReportTable(
                 title: "Many / medium / few, \(p.rawValue), \(shotsText(k)): \(datasetTitle(ds, datasets: datasets.count - 1))",
                 caption: "Class-mean accuracy (%) on the \(set) of the many-, medium- and few-shot classes, and the whole set's accuracy, "

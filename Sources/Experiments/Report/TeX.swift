@@ -46,7 +46,9 @@ private func texTable(_ tables: [ReportTable], title: String) -> String {
     }
     out += "\\caption{\(texEscape(title)). \(texEscape(caption))}\n\\label{\(texLabel(title))}\n"
     out += "\\begin{tabular}{l" + String(repeating: "r", count: columns - 1) + "}\n\\toprule\n"
-    out += first.header.map(texEscape).joined(separator: " & ") + " \\\\\n\\midrule\n"
+    // "tau" in a header is the symbol, as the papers print it.
+    let header = first.header.map { texEscape($0).replacingOccurrences(of: "tau", with: "$\\tau$") }
+    out += header.joined(separator: " & ") + " \\\\\n\\midrule\n"
     for (i, t) in tables.enumerated() {
         if i > 0 { out += "\\midrule\n" }
         if tables.count > 1, let block = t.block {
