@@ -387,9 +387,11 @@ final class ReportTests: XCTestCase {
             for method in ["coop", "linear-probe"] {
                 // The probe misses imagenet_a: its average is over fewer targets.
                 let names = ["imagenet"] + targets.filter { method == "coop" || $0 != "imagenet_a" }
-                records.append(record("imagenet", method, protocol: .domainGeneralization, seed: seed,
-                                      evaluations: names.enumerated().map { evaluation($1, $1, 0.5 + 0.01 * Double($0 + seed)) },
-                                      targets: targets))
+                var r = record("imagenet", method, protocol: .domainGeneralization, seed: seed,
+                               evaluations: names.enumerated().map { evaluation($1, $1, 0.5 + 0.01 * Double($0 + seed)) },
+                               targets: targets)
+                if seed == 2 && method == "linear-probe" { r.targetsMissing = ["imagenet_a"] }   // as the runner records it
+                records.append(r)
             }
         }
         let tex = renderLaTeXTables(records: records)

@@ -240,8 +240,9 @@ struct ReportData {
         evaluationOrder = order
         var missing: [String: [String]] = [:]
         for r in ok where r.spec.protocolKind == .crossDataset || r.spec.protocolKind == .domainGeneralization {
+            // The record's own `targets_missing`, else the spec's targets without an evaluation (older records).
             let have = Set(r.evaluations.map(\.name))
-            let lost = r.spec.targets.filter { !have.contains($0) }
+            let lost = r.targetsMissing ?? r.spec.targets.filter { !have.contains($0) }
             let key = ReportData.transferKey(r.spec.dataset, r.spec.method, r.spec.shots, r.spec.imbalance)
             for t in lost where !(missing[key] ?? []).contains(t) { missing[key, default: []].append(t) }
         }
