@@ -13,13 +13,14 @@ struct ReportCommand: ParsableCommand {
 
     func run() throws {
         let url = URL(fileURLWithPath: directory)
-        let records: [RunRecord]
+        let records: [RunRecord], unreadable: [UnreadableRecord]
         do {
-            records = try loadRunRecords(under: url)
+            (records, unreadable) = try readRunRecords(under: url)
         } catch ReportError.noRecords {
             throw NothingToReport(directory: directory)
         }
-        let summary = try writeReport(records: records, directory: url)
+        for u in unreadable { FileHandle.standardError.write(Data("warning: left out \(u.url.path): \(u.reason)\n".utf8)) }
+        let summary = try writeReport(records: records, unreadable: unreadable, directory: url)
         // The Markdown ends with a newline; a blank line keeps the summary out of its last table.
         print(renderMarkdownTables(records: records))
         fflush(stdout)

@@ -148,6 +148,7 @@ struct Run: ParsableCommand {
         FileHandle.standardError.write(Data("grid: \(records.count - failed) cells done, \(failed) failed; records under \(ResultsFolder(out).runs.path)\n".utf8))
         if !noReport && cell.isEmpty {
             let summary = try writeReport(directory: out)
+            for u in summary.unreadable { FileHandle.standardError.write(Data("warning: left out \(u.url.path): \(u.reason)\n".utf8)) }
             print(renderMarkdownTables(records: try loadRunRecords(under: out)))   // ends with a newline: a blank line follows
             fflush(stdout)
             FileHandle.standardError.write(Data("report: \(summary.written.map(\.path).joined(separator: ", "))\n".utf8))

@@ -86,6 +86,10 @@ func renderHTML(_ report: Report) -> String {
     toc += "<li><a href=\"#failed\">Failed cells</a></li>\n</ul>\n"
     out += toc + body
     out += "<h2 id=\"failed\">Failed cells</h2>\n\(failedHTML(report.failed))\n"
+    if !report.unreadable.isEmpty {
+        out += "<h2 id=\"unreadable\">Unreadable records</h2>\n<p>Left out of every table:</p>\n<ul>\n"
+            + report.unreadable.map { "<li>\(xmlEscape("\($0.url.path): \($0.reason)"))</li>\n" }.joined() + "</ul>\n"
+    }
     out += "</body>\n</html>\n"
     return out
 }

@@ -1,5 +1,6 @@
 import Analysis
 import Foundation
+import TensorCore
 import TensorIO
 
 // `prompttune report DIR`: reads every `record.json` under a results folder, aggregates the runs
@@ -34,8 +35,17 @@ public enum ReportError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// A `record.json` that could not be read: listed in the report, left out of its tables.
+public struct UnreadableRecord: Equatable, Sendable {
+    public var url: URL
+    /// One line: which field is missing or wrong, or why the file could not be read.
+    public var reason: String
+}
+
 /// What `writeReport` wrote.
 public struct ReportSummary: Equatable, Sendable {
+    /// Records that could not be read, left out of the tables (listed in results.md and report.html).
+    public var unreadable: [UnreadableRecord] = []
     /// results.md, results.csv, results.tex and report.html, in that order.
     public var written: [URL]
     /// Records read (after dropping older duplicates of the same spec).
@@ -110,6 +120,13 @@ public let averageDatasetName = "average"
 /// Every `record.json` under `directory` (searched recursively), decoded; where two records have
 /// the same spec, the later-finished one is kept.
 public func loadRunRecords(under directory: URL) throws -> [RunRecord] {
+    try readRunRecords(under: directory).records
+}
+
+/// The readable records under `directory` (as `loadRunRecords`) and the unreadable ones with why:
+/// one damaged `record.json` no longer blocks the report (and `run`'s final one) with a decoder
+/// dump. Throws only when the folder is missing or holds no record at all.
+public func readRunRecords(under directory: URL) throws -> (records: [RunRecord], unreadable: [UnreadableRecord]) {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
         throw ReportError.notADirectory(directory)
@@ -122,19 +139,35 @@ public func loadRunRecords(under directory: URL) throws -> [RunRecord] {
     // Records of different models or precisions are different runs even under one spec.
     struct Key: Hashable { var spec: RunSpec; var model: String }
     var bySpec: [Key: RunRecord] = [:]
+    var unreadable: [UnreadableRecord] = []
     for file in files.sorted(by: { $0.path < $1.path }) {
         let record: RunRecord
         do {
-            record = try JSONDecoder().decode(RunRecord.self, from: Data(contentsOf: file))
+            record = try decodeRecord(file)
         } catch {
-            throw ReportError.unreadableRecord(file, reason: "\(error)")
+            unreadable.append(UnreadableRecord(url: file, reason: "\(error)"))
+            continue
         }
         let key = Key(spec: record.spec, model: ModelLabel(record).identity)
         if let kept = bySpec[key], kept.finishedAt > record.finishedAt { continue }
         bySpec[key] = record
     }
-    return bySpec.values.sorted {
+    let records = bySpec.values.sorted {
         $0.spec.identifier != $1.spec.identifier ? $0.spec.identifier < $1.spec.identifier : ModelLabel($0).text < ModelLabel($1).text
+    }
+    return (records, unreadable)
+}
+
+/// A record as `writeJSON` wrote it (non-finite numbers as "nan", "inf", "-inf"); the error is one
+/// line naming the field.
+func decodeRecord(_ file: URL) throws -> RunRecord {
+    if let kind = nonRegularFileKind(file.path) { throw ExperimentError("is \(kind), not a regular file") }
+    let data: Data
+    do { data = try Data(contentsOf: file) } catch { throw ExperimentError("cannot be read (\(error.localizedDescription))") }
+    let decoder = JSONDecoder()
+    decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    do { return try decoder.decode(RunRecord.self, from: data) } catch let e as DecodingError {
+        throw ExperimentError("not a record: \(describe(e))")
     }
 }
 
@@ -142,12 +175,13 @@ public func loadRunRecords(under directory: URL) throws -> [RunRecord] {
 
 /// Reads the records under `directory` and writes results.md, results.csv, results.tex and report.html into it.
 public func writeReport(directory: URL) throws -> ReportSummary {
-    try writeReport(records: loadRunRecords(under: directory), directory: directory)
+    let (records, unreadable) = try readRunRecords(under: directory)
+    return try writeReport(records: records, unreadable: unreadable, directory: directory)
 }
 
 /// Writes the report of `records` into `directory`.
-public func writeReport(records: [RunRecord], directory: URL) throws -> ReportSummary {
-    let report = Report(records: records)
+public func writeReport(records: [RunRecord], unreadable: [UnreadableRecord] = [], directory: URL) throws -> ReportSummary {
+    let report = Report(records: records, unreadable: unreadable)
     let files: [(String, String)] = [
         ("results.md", renderMarkdown(report)),
         ("results.csv", renderCSV(report.rows)),
@@ -160,7 +194,7 @@ public func writeReport(records: [RunRecord], directory: URL) throws -> ReportSu
         try writeAtomically(Data(text.utf8), to: url)
         written.append(url)
     }
-    return ReportSummary(written: written, records: records.count, succeeded: report.ok, failed: report.failed.count)
+    return ReportSummary(unreadable: unreadable, written: written, records: records.count, succeeded: report.ok, failed: report.failed.count)
 }
 
 /// The markdown tables of `records` (what results.md holds); ends with one newline.
@@ -185,12 +219,14 @@ public func resultRows(records: [RunRecord]) -> [ResultRow] {
 struct Report {
     let groups: [ReportData]
     let failed: [RunRecord]
+    var unreadable: [UnreadableRecord] = []
     var ok: Int { groups.map(\.ok.count).reduce(0, +) }
     var rows: [ResultRow] { groups.flatMap(\.rows) }
     /// More than one model or precision: every heading names its group.
     var several: Bool { groups.count > 1 }
 
-    init(records: [RunRecord]) {
+    init(records: [RunRecord], unreadable: [UnreadableRecord] = []) {
+        self.unreadable = unreadable
         failed = records.filter { $0.status == .failed }
         var byModel: [String: (ModelLabel, [RunRecord])] = [:]
         for r in records where r.status == .ok {

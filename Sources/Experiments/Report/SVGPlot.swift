@@ -116,7 +116,13 @@ private struct AxisMap {
     let labels: [String]
 
     func transform(_ v: Double) -> Double { scale == .log10 ? Foundation.log10(v) : v }
-    func pixel(_ v: Double) -> Double { start + (transform(v) - lo) / (hi - lo) * length }
+    /// Halves first, so that a span past a double (-1e308...1e308) still maps; a point off any
+    /// finite range lands on the axis end rather than at NaN.
+    func pixel(_ v: Double) -> Double {
+        let t = transform(v)
+        let r = (t / 2 - lo / 2) / (hi / 2 - lo / 2)
+        return start + (r.isFinite ? r : (t > lo ? 1 : 0)) * length
+    }
 
     /// Fits ticks and limits around `values` (finite, and positive on a log axis).
     init(axis: PlotAxis, values: [Double], start: Double, length: Double) {
@@ -148,7 +154,7 @@ private struct AxisMap {
             }
             lo = nice.ticks.first!; hi = nice.ticks.last!
             ticks = nice.ticks
-            labels = nice.ticks.map { String(format: "%.\(nice.decimals)f", $0) }
+            labels = nice.ticks.map { nice.decimals < 0 ? String(format: "%g", $0) : String(format: "%.\(nice.decimals)f", $0) }
         }
     }
 }
@@ -156,20 +162,29 @@ private struct AxisMap {
 /// About five round-numbered ticks covering [lo, hi], and the decimals their labels need.
 func niceTicks(_ lo: Double, _ hi: Double, count: Int = 5) -> (ticks: [Double], decimals: Int) {
     var (lo, hi) = (lo, hi)
+    guard lo.isFinite, hi.isFinite else { return ([0, 1], 0) }
     if !(hi > lo) {
         let pad = lo == 0 ? 1 : abs(lo) * 0.1
         lo -= pad; hi += pad
     }
-    let raw = (hi - lo) / Double(count)
+    // Spans past a double (-1e308...1e308) or in the sub-normal range, and ranges too narrow for
+    // their magnitude to hold round ticks, get their two ends (and the middle) as ticks, labelled
+    // with %g (decimals -1): they used to trap on a non-finite stride or loop without end.
+    let fallback = ([lo, lo / 2 + hi / 2, hi], -1)
+    let raw = hi / Double(count) - lo / Double(count)
+    guard raw.isNormal, raw > 0 else { return fallback }
     let magnitude = pow(10, (log10(raw)).rounded(.down))
+    guard magnitude.isNormal else { return fallback }
     let f = raw / magnitude
     let step = (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * magnitude
     let first = (lo / step).rounded(.down), last = (hi / step).rounded(.up)
+    guard step.isFinite, (first * step).isFinite, (last * step).isFinite, abs(first) < 1e15, abs(last) < 1e15, last - first <= 100 else { return fallback }
     let ticks = stride(from: first, through: last, by: 1).map { i -> Double in
         let v = i * step
         return abs(v) < step * 1e-9 ? 0 : v
     }
-    return (ticks, max(0, Int(-(log10(step)).rounded(.down))))
+    let decimals = max(0, Int(-(log10(step)).rounded(.down)))
+    return (ticks, decimals <= 12 && abs(last * step) < 1e15 ? decimals : -1)
 }
 
 /// 16, 0.25, 0.06, 1e-05: the shortest faithful label of an explicit tick.

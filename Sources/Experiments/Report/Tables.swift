@@ -245,13 +245,13 @@ func renderMarkdown(_ report: Report) -> String {
     if report.several {
         out += "\nRecords of \(report.groups.count) models or precisions: each has its own tables; nothing is averaged across them.\n"
     } else if let model = report.groups.first?.model {
-        out += "\nModel: \(model.text).\n"
+        out += "\nModel: \(markdownEscape(model.text)).\n"
     }
     let h = report.several ? "###" : "##"
     for data in report.groups {
-        if report.several, let model = data.model { out += "\n## Model: \(model.text)\n" }
+        if report.several, let model = data.model { out += "\n## Model: \(markdownEscape(model.text))\n" }
         for section in resultTables(data) {
-            out += "\n\(h) \(section.heading)\n"
+            out += "\n\(h) \(markdownEscape(section.heading))\n"
             for table in section.tables { out += "\n" + markdownTable(table, level: h + "#") }
         }
         let nc = ncTables(data)
@@ -261,20 +261,41 @@ func renderMarkdown(_ report: Report) -> String {
         }
     }
     if !report.failed.isEmpty {
-        out += "\n## Failed cells\n\n" + report.failed.map { "- " + failedLine($0) }.joined(separator: "\n") + "\n"
+        out += "\n## Failed cells\n\n" + report.failed.map { "- " + markdownEscape(failedLine($0)) }.joined(separator: "\n") + "\n"
+    }
+    if !report.unreadable.isEmpty {
+        out += "\n## Unreadable records\n\nLeft out of every table:\n\n"
+            + report.unreadable.map { "- " + markdownEscape("\($0.url.path): \($0.reason)") }.joined(separator: "\n") + "\n"
+    }
+    return out
+}
+
+/// `s` as literal Markdown text: names from records (methods, datasets, model files, errors) may
+/// hold characters that Markdown or the HTML it allows would read as markup.
+func markdownEscape(_ s: String) -> String {
+    var out = ""
+    for c in s {
+        switch c {
+        case "\\", "|", "*", "`", "[", "]", "#": out += "\\\(c)"
+        case "<": out += "&lt;"
+        case ">": out += "&gt;"
+        case "&": out += "&amp;"
+        case "\n", "\r": out += " "
+        default: out.append(c)
+        }
     }
     return out
 }
 
 func markdownTable(_ t: ReportTable, level: String = "###") -> String {
     func line(_ cells: [String]) -> String {
-        "| " + cells.map { $0.replacingOccurrences(of: "|", with: "\\|") }.joined(separator: " | ") + " |\n"
+        "| " + cells.map(markdownEscape).joined(separator: " | ") + " |\n"
     }
     // Numbers right-aligned, words (the method, a definition) left-aligned.
     let numeric = t.header.indices.map { c in
         c > 0 && t.rows.allSatisfy { row in c >= row.count || row[c].first.map { "0123456789-–u".contains($0) } ?? true }
     }
-    var out = "\(level) \(t.title)\n\n\(t.caption)\n\n" + line(t.header)
+    var out = "\(level) \(markdownEscape(t.title))\n\n\(markdownEscape(t.caption))\n\n" + line(t.header)
     out += "|" + numeric.map { $0 ? " ---: |" : " :--- |" }.joined() + "\n"
     for row in t.rows { out += line(row) }
     return out
@@ -335,7 +356,7 @@ func formatCorrelation(_ r: Double?) -> String { r.map { String(format: "%.3f", 
 func failedLine(_ r: RunRecord) -> String {
     let s = r.spec
     let model = r.model != nil || r.digests["model"] != nil ? " (\(ModelLabel(r).text))" : ""
-    return "`\(s.identifier)`: \(s.protocolKind.rawValue), \(s.dataset), \(s.method), \(s.shots) shots, seed \(s.seed), "
+    return "\(s.identifier): \(s.protocolKind.rawValue), \(s.dataset), \(s.method), \(s.shots) shots, seed \(s.seed), "
         + "tau \(tauLabel(s.imbalance))\(model): \(r.error ?? "no error recorded")"
 }
 
@@ -349,7 +370,11 @@ func renderCSV(_ rows: [ResultRow]) -> String {
         let cells = [r.protocolKind.rawValue, r.dataset, r.method, "\(r.shots)", tauLabel(r.tau), r.metric,
                      String(format: "%.4f", r.mean), r.std.map { String(format: "%.4f", $0) } ?? "", "\(r.n)", r.over.rawValue,
                      r.model, r.precision]
-        out += cells.map(field).joined(separator: ",") + "\n"
+        // Text cells that a spreadsheet would run as a formula (=, +, -, @, tab, CR) start with '.
+        let text: Set<Int> = [0, 1, 2, 5, 10, 11]
+        out += cells.enumerated().map { i, c in
+            field(text.contains(i) && c.first.map { "=+-@\t\r".contains($0) } == true ? "'" + c : c)
+        }.joined(separator: ",") + "\n"
     }
     return out
 }
