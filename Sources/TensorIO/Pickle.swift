@@ -78,8 +78,11 @@ public enum PickleValue {
 public final class PickleDict {
     public private(set) var entries: [(key: PickleValue, value: PickleValue)] = []
     private var stringKeys: [String: Int] = [:]
+    /// Built by `collections.OrderedDict` (a state dict); `Pickler` writes it back as one.
+    public var isOrderedDict: Bool
 
-    public init() {}
+    public init() { isOrderedDict = false }
+    public convenience init(ordered: Bool) { self.init(); isOrderedDict = ordered }
 
     deinit {
         var children: [PickleValue] = []
@@ -790,7 +793,7 @@ private struct Machine {
         }
         switch (module, name) {
         case ("collections", "OrderedDict"), ("builtins", "dict"), ("__builtin__", "dict"):
-            let d = PickleDict()
+            let d = PickleDict(ordered: name == "OrderedDict")
             if let pairs = args.first?.tuple {
                 for p in pairs {
                     guard let kv = p.tuple, kv.count == 2 else { throw corrupt("\(name)() with a non-pair item") }

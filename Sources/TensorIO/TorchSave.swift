@@ -84,7 +84,12 @@ public enum Pickler {
                 out.append(0x65)
             }
         case .dict(let d):
-            out.append(0x7d)
+            if d.isOrderedDict {  // collections.OrderedDict(), then its items: as pickle writes a state dict
+                global("collections", "OrderedDict", into: &out)
+                out += [0x29, 0x52]
+            } else {
+                out.append(0x7d)
+            }
             if d.count > 0 {
                 out.append(0x28)
                 for e in d.entries {
