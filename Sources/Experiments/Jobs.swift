@@ -71,26 +71,27 @@ public struct TrainingJobConfig: Codable, Equatable {
 }
 
 /// Accuracy of a trained prompt on a features file, under the file's class names or others
-/// (base-to-novel): what `prompttune eval` does.
+/// (base-to-novel): what `prompttune eval` does. The prompt is any file `TrainedPrompt` reads:
+/// PromptTune's, or a CoOp / KgCoOp / DAPT `prompt_learner/model.pth.tar-N`.
 public struct PromptEvaluationJob {
     public var modelPath: String
     public var promptPath: String
     public var featuresPath: String
     /// Class names in label order; nil = the features file's.
     public var classNames: [String]?
+    /// Evaluate only the text context of a prompt that also holds a visual prompt.
+    public var textOnly: Bool
 
-    public init(modelPath: String, promptPath: String, featuresPath: String, classNames: [String]? = nil) {
+    public init(modelPath: String, promptPath: String, featuresPath: String, classNames: [String]? = nil, textOnly: Bool = false) {
         self.modelPath = modelPath; self.promptPath = promptPath; self.featuresPath = featuresPath; self.classNames = classNames
+        self.textOnly = textOnly
     }
 
     public func run() throws -> (result: EvaluationResult, classNames: [String]) {
-        let checkpoint = try PromptCheckpoint.read(path: promptPath)
+        let prompt = try TrainedPrompt.read(path: promptPath)
         let set = try FeatureSet.read(path: featuresPath)
         let digest = try modelDigest(modelPath)
         try checkFeatures(set, path: featuresPath, modelPath: modelPath, digest: digest)
-        if !checkpoint.header.modelDigest.isEmpty && checkpoint.header.modelDigest != digest {
-            throw ExperimentError("\(promptPath) was trained with another model than \(modelPath)")
-        }
         let names = classNames ?? set.classNames
         guard names.count == set.classNames.count else {
             throw ExperimentError("\(names.count) class names were given but \(featuresPath) has \(set.classNames.count) classes")
@@ -99,9 +100,8 @@ public struct PromptEvaluationJob {
         guard set.dimension == clip.config.embedDim else {
             throw ExperimentError("\(featuresPath) has features of dimension \(set.dimension), the model's is \(clip.config.embedDim): made with another model")
         }
-        let text = try promptTextFeatures(model: clip, method: checkpoint.header.config.method, context: checkpoint.context,
-                                          classNames: names, tokenizer: try CLIPTokenizer(),
-                                          trainedClassNames: checkpoint.header.classNames)
+        let text = try prompt.textFeatures(model: clip, modelPath: modelPath, modelDigest: digest, classNames: names,
+                                           tokenizer: try CLIPTokenizer(), textOnly: textOnly)
         // An accuracy computed from NaN scores would look like a result: refuse it.
         guard text.data.allSatisfy({ $0.isFinite }) else {
             throw ExperimentError("the text features of \(promptPath) are not finite under \(modelPath): the model checkpoint holds non-finite text-tower weights")

@@ -14,8 +14,10 @@ struct Analyze: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @Option(help: "Features to analyse (from `prompttune features`; view 0).") var features: String
-    @Option(help: "Prompt checkpoint from `prompttune train` (default: zero-shot text features of the features file's hand template).")
+    @Option(help: "Prompt checkpoint: prompt.ptprompt from `prompttune train`, prompt.safetensors from `run`, or CoOp's, KgCoOp's or DAPT's prompt_learner/model.pth.tar-N (default: zero-shot text features of the features file's hand template).")
     var prompt: String?
+    @Flag(name: .customLong("text-only"), help: "For a prompt with a visual prompt (DAPT, VPT): measure its text context alone against these unprompted features.")
+    var textOnly = false
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Print the report as JSON (sorted keys).") var json = false
 
@@ -34,12 +36,8 @@ struct Analyze: ParsableCommand {
         let tokenizer = try CLIPTokenizer()
         let text: Tensor, source: String
         if let prompt {
-            let checkpoint = try PromptCheckpoint.read(path: prompt)
-            if !checkpoint.header.modelDigest.isEmpty && checkpoint.header.modelDigest != digest {
-                throw ValidationError("\(prompt) was trained with another model than \(model.model)")
-            }
-            text = try promptTextFeatures(model: clip, method: checkpoint.header.config.method, context: checkpoint.context,
-                                          classNames: set.classNames, tokenizer: tokenizer, trainedClassNames: checkpoint.header.classNames)
+            text = try TrainedPrompt.read(path: prompt).textFeatures(model: clip, modelPath: model.model, modelDigest: digest,
+                                                                     classNames: set.classNames, tokenizer: tokenizer, textOnly: textOnly)
             source = "prompt \(prompt)"
         } else {
             let template = set.provenance["template"] ?? "a photo of a {}."

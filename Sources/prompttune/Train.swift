@@ -149,11 +149,14 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Accuracy and macro-F1 of a trained prompt on a features file.")
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Prompt checkpoint from `prompttune train`.") var prompt: String
+    @Option(help: "Prompt checkpoint: prompt.ptprompt from `prompttune train`, prompt.safetensors from `run`, or CoOp's, KgCoOp's or DAPT's prompt_learner/model.pth.tar-N (told apart by content).")
+    var prompt: String
     @Option(help: "Features to classify.") var features: String
     @Option(help: "Class names, one per line, in label order (default: the features file's). For base-to-novel: the novel names.")
     var classnames: String?
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(name: .customLong("text-only"), help: "For a prompt with a visual prompt (DAPT, VPT): evaluate its text context alone on these unprompted features.")
+    var textOnly = false
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws { try OptionLimits.threads(threads) }
@@ -173,7 +176,8 @@ struct Eval: ParsableCommand {
 
     /// What `run` prints: the JSON line with `--json`, else a table.
     func report(classNames names: [String]?) throws -> String {
-        let (result, used) = try PromptEvaluationJob(modelPath: model.model, promptPath: prompt, featuresPath: features, classNames: names).run()
+        let (result, used) = try PromptEvaluationJob(modelPath: model.model, promptPath: prompt, featuresPath: features, classNames: names,
+                                                    textOnly: textOnly).run()
         if json {
             return try jsonText(["accuracy": result.accuracy, "macro_f1": result.macroF1, "count": result.count,
                              "per_class_accuracy": result.perClassAccuracy])
