@@ -1,0 +1,87 @@
+import Foundation
+import PromptLearning
+import TestSupport
+import XCTest
+@testable import prompttune
+
+/// `eval` and `analyze` on the prompt checkpoints CoOp, KgCoOp and DAPT write, and `export --format
+/// coop`: the file torch verified (Goldens/interop/exported, reference/interop_checkpoints.py check)
+/// is what export writes today, and reads back equal.
+final class InteropCLITests: XCTestCase {
+    static let tiny = repoRoot.appendingPathComponent("Goldens/tiny/checkpoints/openai.pt").path
+    static let features = repoRoot.appendingPathComponent("Goldens/engine/features.safetensors").path
+    static func golden(_ p: String) -> String { repoRoot.appendingPathComponent("Goldens/interop/\(p)").path }
+
+    func json(_ args: [String]) throws -> [String: Any] {
+        let cmd = try XCTUnwrap(try PromptTune.parseAsRoot(args) as? Eval)
+        let text = try cmd.report(classNames: nil)
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    func testEvalAndAnalyzeReadReferenceCheckpoints() throws {
+        let expected = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.golden("expected.json")))) as? [String: Any])
+        let cases = try XCTUnwrap(expected["cases"] as? [String: [String: Any]])
+        for c in ["coop", "coop_csc", "kgcoop", "dapt"] {
+            let file = Self.golden("\(c)/prompt_learner/model.pth.tar-2")
+            let args = ["eval", "--model", Self.tiny, "--prompt", file, "--features", Self.features, "--json"]
+            let accuracy = try XCTUnwrap(cases[c]?["accuracy"] as? Double)
+            if c == "dapt" {
+                XCTAssertThrowsError(try json(args)) {
+                    XCTAssertTrue("\($0)".contains("\(file) holds a visual prompt ('vis_ctx', 4 tokens of width 128)"), "\($0)")
+                    XCTAssertTrue("\($0)".contains("--text-only"), "\($0)")
+                }
+                XCTAssertEqual(try XCTUnwrap(json(args + ["--text-only"])["accuracy"] as? Double), accuracy, accuracy: 1e-6)
+                continue
+            }
+            XCTAssertEqual(try XCTUnwrap(json(args)["accuracy"] as? Double), accuracy, accuracy: 1e-6, c)
+            let analyze = try XCTUnwrap(try PromptTune.parseAsRoot(["analyze", "--model", Self.tiny, "--features", Self.features, "--prompt", file]) as? Analyze)
+            let (report, source) = try analyze.report()
+            XCTAssertEqual(report.accuracy, accuracy, accuracy: 1e-6, c)
+            XCTAssertEqual(source, "prompt \(file)")
+        }
+        // The demonstration model is another CLIP: refused, naming the file and the tensor.
+        let demo = repoRoot.appendingPathComponent("models/fashion-clip/model.pt").path
+        var onDemo = try PromptTune.parseAsRoot(["analyze", "--model", demo, "--features", Self.features,
+                                                 "--prompt", Self.golden("coop/prompt_learner/model.pth.tar-2")])
+        XCTAssertThrowsError(try onDemo.run())
+    }
+
+    func testExportWritesTheTorchVerifiedFileAndReadsBackEqual() throws {
+        let dir = try makeTempDir(self)
+        let source = Self.golden("exported/prompt.ptprompt")
+        let out = dir.appendingPathComponent("prompt_learner/model.pth.tar-1").path
+        var export = try PromptTune.parseAsRoot(["export", "--model", Self.tiny, "--format", "coop", source, out])
+        try export.run()
+        // Byte for byte the file reference/interop_checkpoints.py loaded with torch.load(weights_only=True).
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out)),
+                       try Data(contentsOf: URL(fileURLWithPath: Self.golden("exported/prompt_learner/model.pth.tar-1"))))
+        let original = try PromptCheckpoint.read(path: source)
+        let back = try ReferencePrompt.read(path: out)
+        XCTAssertEqual(back.layout, .coop)
+        XCTAssertEqual(back.epoch, original.header.epochsDone)
+        XCTAssertEqual(back.context, original.context)
+        XCTAssertEqual(back.tokenPrefix?.shape, [5, 1, 64])
+        XCTAssertEqual(back.tokenSuffix?.shape, [5, 72, 64])
+        // Evaluated through the reference format, the prompt classifies exactly as before.
+        let a = try json(["eval", "--model", Self.tiny, "--prompt", source, "--features", Self.features, "--json"])
+        let b = try json(["eval", "--model", Self.tiny, "--prompt", out, "--features", Self.features, "--json"])
+        XCTAssertEqual(a["accuracy"] as? Double, b["accuracy"] as? Double)
+        XCTAssertEqual(a["macro_f1"] as? Double, b["macro_f1"] as? Double)
+        // torch's report: loaded with weights_only=True, CoOp's load_model missed only the dropped buffers,
+        // token_prefix/suffix equal the model's own embeddings.
+        let check = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.golden("exported/torch_check.json")))) as? [String: Any])
+        XCTAssertEqual(check["weights_only"] as? Bool, true)
+        XCTAssertEqual((check["load_state_dict"] as? [String: [String]])?["unexpected"], [])
+        XCTAssertEqual((check["load_state_dict"] as? [String: [String]])?["missing"], ["token_prefix", "token_suffix"])
+        XCTAssertEqual(check["token_prefix_max_abs_diff"] as? Double, 0)
+        XCTAssertEqual(check["token_suffix_max_abs_diff"] as? Double, 0)
+
+        // Refusals: a folder as OUT; a model the prompt was not trained with.
+        XCTAssertThrowsError(try PromptTune.parseAsRoot(["export", "--format", "coop", source, dir.path])) {
+            XCTAssertTrue(PromptTune.message(for: $0).contains("is a folder"), PromptTune.message(for: $0))
+        }
+        var other = try PromptTune.parseAsRoot(["export", "--format", "coop", source, dir.appendingPathComponent("x").path])
+        XCTAssertThrowsError(try other.run()) { XCTAssertTrue("\($0)".contains("trained with another model"), "\($0)") }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("x").path))
+    }
+}
