@@ -92,6 +92,8 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from <out>/prompt.ptprompt.") var resume = false
     @Option(help: ArgumentHelp("Write one JSON line per step to FILE (sorted keys): epoch, step, lr, the batch's dataset indices, each image's cached view and every loss term; with --resume, appended. The initial context is saved as <out>/initial.safetensors.", valueName: "FILE"))
     var trace: String?
+    @Option(help: ArgumentHelp("Write TensorBoard event files into DIR: every step's loss, loss terms, learning rate and batch accuracy, and each epoch's averages; with --resume, appended.", valueName: "DIR"))
+    var tensorboard: String?
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Inputs of the frozen text tower's layer products: fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
     var precision: Precision = .fp32
@@ -120,15 +122,21 @@ struct Train: ParsableCommand {
         let run = try removingEmptyFolderOnFailure(URL(fileURLWithPath: out)) { try job.prepare() }
         let trainer = run.trainer
         if let trace { trainer.trace = try TraceWriter(url: URL(fileURLWithPath: trace), append: resume) }
+        let board = try tensorboard.map { try TensorBoardWriter(directory: URL(fileURLWithPath: $0), resumeStep: trainer.steps) }
         for w in trainer.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
         if run.resumed { FileHandle.standardError.write(Data("resuming after epoch \(trainer.epochsDone) of \(epochs)\n".utf8)) }
         let stepsPerEpoch = trainer.stepsPerEpoch
         let bar = ProgressBar(total: epochs * stepsPerEpoch, label: "train \(method.name)", unit: "step")
         try run.run(onStep: { r in
+            board?.logStep(r)
             let terms = r.value.terms.sorted { $0.key < $1.key }.map { String(format: "%@ %.4f", $0.key, $0.value) }.joined(separator: " ")
             bar.update(r.epoch * stepsPerEpoch + r.step,
                        status: String(format: "epoch %d/%d lr %.2e loss %.4f (%@) acc %.1f%%", r.epoch + 1, epochs,
                                       r.learningRate, r.value.total, terms, 100 * r.value.accuracy))
+        }, afterEpoch: { _ in
+            guard let board, let last = trainer.history.last else { return }
+            try board.rethrowDeferred()
+            try board.addEpoch(last, step: trainer.steps)
         })
         bar.finish()
         guard let last = trainer.history.last else {
