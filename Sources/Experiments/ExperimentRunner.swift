@@ -45,6 +45,9 @@ public final class ExperimentRunner {
     /// One JSON line per training step of every trained cell that runs (`--trace`), stamped with
     /// the cell's identifier.
     public var trace: TraceWriter?
+    /// TensorBoard event files, one run per cell: <tensorboard>/<cell identifier> (`--tensorboard`).
+    public var tensorboard: URL?
+    var board: CellBoard?
     let events: (RunEvent) -> Void
 
     public init(modelPath: String, root: URL, out: URL, events: @escaping (RunEvent) -> Void = { _ in }) throws {
@@ -85,6 +88,7 @@ public final class ExperimentRunner {
             }
             events(.cellStarted(index: i, position: position, total: indices.count, spec: spec))
             trace?.cell = spec.identifier
+            board = nil
             var record: RunRecord
             do {
                 record = try runCell(spec, folder: folder)
@@ -323,6 +327,7 @@ public final class ExperimentRunner {
         summarise(&record)
         record.timings.total = Date().timeIntervalSince(start)
         record.finishedAt = ISO8601DateFormatter().string(from: Date())
+        try boardFinished(record)
         return record
     }
 
@@ -373,10 +378,12 @@ public final class ExperimentRunner {
         record.warnings += trainer.warnings + run.warnings
         trainer.trace = trace
         defer { trainer.trace = nil }
+        try openBoard(spec, resumeStep: trainer.steps)
         var ncHistory: [NCPoint] = run.resumed ? ((try? readJSON([NCPoint].self, from: folder.ncHistory)) ?? []) : []
         ncHistory.removeAll { $0.epoch > trainer.epochsDone }
         var warnings: [String] = []
-        try run.run(onStep: { self.events(.step($0, epochs: spec.recipe.epochs)) }, afterEpoch: { epoch in
+        try run.run(onStep: { self.boardStep($0); self.events(.step($0, epochs: spec.recipe.epochs)) }, afterEpoch: { epoch in
+            try self.boardEpoch(trainer.history.last, step: trainer.steps)
             let every = spec.recipe.ncEvery
             if every > 0 && epoch % every == 0 && epoch < spec.recipe.epochs {
                 var measures: [String: NeuralCollapseReport] = [:]
@@ -390,6 +397,7 @@ public final class ExperimentRunner {
                 }
                 ncHistory.append(NCPoint(epoch: epoch, measures: measures))
                 try writeJSON(ncHistory, to: folder.ncHistory)
+                try self.boardMeasures(measures, step: trainer.steps)
             }
             if self.shouldStop() { throw RunInterrupted(epochsDone: epoch) }
         })

@@ -48,12 +48,14 @@ extension ExperimentRunner {
         }
         tuner.trace = trace
         defer { tuner.trace = nil }
+        try openBoard(spec, resumeStep: tuner.steps)
         var ncHistory: [NCPoint] = resumed ? ((try? readJSON([NCPoint].self, from: folder.ncHistory)) ?? []) : []
         ncHistory.removeAll { $0.epoch > tuner.epochsDone }
         var warnings: [String] = []
         while !tuner.isFinished {
-            try tuner.runEpoch { self.events(.step($0, epochs: spec.recipe.epochs)) }
+            try tuner.runEpoch { self.boardStep($0); self.events(.step($0, epochs: spec.recipe.epochs)) }
             try tuner.checkpoint().write(to: checkpoint)
+            try boardEpoch(tuner.history.last, step: tuner.steps)
             let epoch = tuner.epochsDone, every = spec.recipe.ncEvery
             if every > 0 && epoch % every == 0 && epoch < spec.recipe.epochs {
                 // The measures of the prompt so far: images through the prompted tower, as at the end.
@@ -72,6 +74,7 @@ extension ExperimentRunner {
                 }
                 ncHistory.append(NCPoint(epoch: epoch, measures: measures))
                 try writeJSON(ncHistory, to: folder.ncHistory)
+                try boardMeasures(measures, step: tuner.steps)
             }
             if shouldStop() { throw RunInterrupted(epochsDone: tuner.epochsDone) }
         }

@@ -53,6 +53,8 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("no-report"), help: "Do not print the table or write the report at the end.") var noReport = false
     @Option(help: ArgumentHelp("Append one JSON line per training step of every trained cell that runs to FILE (sorted keys): cell, epoch, step, lr, the batch's dataset indices, each image's crop box and flip (dapt, vpt) or cached view, and every loss term.", valueName: "FILE"))
     var trace: String?
+    @Option(help: ArgumentHelp("Write TensorBoard event files, one run per cell in DIR/<cell identifier>: every step's loss, loss terms, learning rate and batch accuracy, each epoch's averages, the NC measures (every --nc-every epochs and at the end) and the cell's accuracies; a resumed cell appends.", valueName: "DIR"))
+    var tensorboard: String?
     @OptionGroup var imageOptions: ImageOptions
     @Option(help: "Inputs of the frozen towers' layer products (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX). Records and features of each precision are kept apart.")
     var precision: Precision = .fp32
@@ -140,6 +142,7 @@ struct Run: ParsableCommand {
             // Every dataset and target is looked up before anything is written.
             try runner.checkDatasets(cell.isEmpty ? cells : cell.filter { cells.indices.contains($0) }.map { cells[$0] })
             if let trace { runner.trace = try TraceWriter(url: URL(fileURLWithPath: trace), append: true) }
+            runner.tensorboard = tensorboard.map { URL(fileURLWithPath: $0) }
             try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
             if cell.isEmpty { try writeAtomically(Data(plan.yaml().utf8), to: ResultsFolder(out).plan) }
             return try runner.run(cells, only: cell.isEmpty ? nil : cell)
