@@ -278,4 +278,16 @@ public struct TrainedPrompt: Sendable {
         return try promptTextFeatures(model: model, method: method, context: context, classNames: classNames,
                                       tokenizer: tokenizer, trainedClassNames: reference == nil ? trainedClassNames : nil)
     }
+
+    /// The visual prompt tokens (N x W) checked against `model`'s image tower, or nil.
+    public func visualTokens(model: CLIPModel, modelPath: String, modelDigest digest: String) throws -> Tensor? {
+        guard let v = visualPrompt else { return nil }
+        if !modelDigest.isEmpty && modelDigest != digest {
+            throw PromptError("\(path) was trained with another model than \(modelPath); give that model with --model")
+        }
+        guard v.lastDim == model.image.width else {
+            throw PromptError("\(path): its visual prompt \(reference != nil ? "'vis_ctx' [1, \(v.rows), \(v.lastDim)]" : "'\(ParameterName.visualPrompt)' \(v.shape)") has width \(v.lastDim) but the model's image tower is \(model.image.width) wide: the prompt was trained with another CLIP; give that model with --model")
+        }
+        return v
+    }
 }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import CLIP
+import Experiments
 import Foundation
 import Imaging
+import PromptLearning
 import TensorCore
 
 struct Embed: ParsableCommand {
@@ -12,6 +14,8 @@ struct Embed: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @Option(name: .customLong("text"), help: "A text to embed (repeatable).") var texts: [String] = []
     @Option(name: .customLong("image"), help: "A PNG or JPEG image to embed (repeatable).") var images: [String] = []
+    @Option(help: "A trained prompt (prompt.ptprompt, prompt.safetensors, or CoOp's, KgCoOp's or DAPT's prompt_learner/model.pth.tar-N): each --text is then a class name embedded through the prompt's context, and each --image goes through its visual prompt, if it has one.")
+    var prompt: String?
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Inputs of the towers' layer products (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
     var precision: Precision = .fp32
@@ -29,7 +33,12 @@ struct Embed: ParsableCommand {
         // Decode images first so a bad file fails before the model is loaded.
         let decoded = try images.map { try decodeImage(path: $0) }
         let clip = try CLIPModel.load(path: model.model)
-        let result = try embed(clip, texts: texts, images: decoded)
+        let result: (text: [[Double]], image: [[Double]])
+        if let prompt {
+            result = try embed(clip, prompt: try TrainedPrompt.read(path: prompt), modelPath: model.model, classNames: texts, images: decoded)
+        } else {
+            result = try embed(clip, texts: texts, images: decoded)
+        }
         let numbers = result.text.joined().allSatisfy(\.isFinite) && result.image.joined().allSatisfy(\.isFinite) && clip.logitScale.isFinite
         if !numbers {
             // Only on failure: read the weights again to name the tensors at fault.
@@ -38,6 +47,35 @@ struct Embed: ParsableCommand {
         }
         print(try jsonText(["text": result.text, "image": result.image, "logit_scale": Double(clip.logitScale)]))
     }
+}
+
+/// Unit-norm embeddings through a trained prompt: the prompt's text features of `classNames`
+/// (the plain texts for a prompt without a text context) and the images through its visual prompt.
+func embed(_ clip: CLIPModel, prompt: TrainedPrompt, modelPath: String, classNames: [String], images: [RGBImage]) throws -> (text: [[Double]], image: [[Double]]) {
+    let digest = try modelDigest(modelPath)
+    var text: [[Double]] = [], image: [[Double]] = []
+    if !classNames.isEmpty {
+        if prompt.context != nil {
+            text = rows(try prompt.textFeatures(model: clip, modelPath: modelPath, modelDigest: digest, classNames: classNames,
+                                                tokenizer: try CLIPTokenizer(), textOnly: true))
+        } else {
+            text = try embed(clip, texts: classNames, images: []).text
+        }
+    }
+    if !images.isEmpty {
+        guard let visual = try prompt.visualTokens(model: clip, modelPath: modelPath, modelDigest: digest) else {
+            return (text, try embed(clip, texts: [], images: images).image)
+        }
+        let r = clip.config.imageResolution
+        let pixels = images.flatMap { clipPreprocess($0, resolution: r).data }
+        image = rows(clip.image.forward(pixels: Tensor(shape: [images.count, 3, r, r], data: pixels), extraTokens: visual).0)
+    }
+    return (text, image)
+}
+
+private func rows(_ t: Tensor) -> [[Double]] {
+    let n = L2Normalize.forward(t).0
+    return (0..<n.rows).map { r in (0..<n.lastDim).map { Double(n[r * n.lastDim + $0]) } }
 }
 
 /// Unit-norm embeddings, one row per input, as Double for JSON.

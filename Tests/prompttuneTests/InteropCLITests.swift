@@ -1,5 +1,8 @@
+import CLIP
 import Foundation
+import Imaging
 import PromptLearning
+import TensorCore
 import TestSupport
 import XCTest
 @testable import prompttune
@@ -44,6 +47,30 @@ final class InteropCLITests: XCTestCase {
         var onDemo = try PromptTune.parseAsRoot(["analyze", "--model", demo, "--features", Self.features,
                                                  "--prompt", Self.golden("coop/prompt_learner/model.pth.tar-2")])
         XCTAssertThrowsError(try onDemo.run())
+    }
+
+    /// `embed --prompt`: texts are class names through the prompt's context (equal to the reference's
+    /// text features), images go through a DAPT prompt's vis_ctx.
+    func testEmbedThroughAReferencePrompt() throws {
+        let expected = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.golden("expected.json")))) as? [String: Any])
+        let names = try XCTUnwrap(expected["classnames"] as? [String])
+        let theirs = try XCTUnwrap((expected["cases"] as? [String: [String: Any]])?["kgcoop"]?["text_features"] as? [[Double]])
+        let clip = try CLIPModel.load(path: Self.tiny)
+        let kgcoop = try TrainedPrompt.read(path: Self.golden("kgcoop/prompt_learner/model.pth.tar-2"))
+        let ours = try embed(clip, prompt: kgcoop, modelPath: Self.tiny, classNames: names, images: []).text
+        XCTAssertLessThan(zip(ours.joined(), theirs.joined()).map { abs($0 - $1) }.max() ?? 1, 2e-5)
+
+        let image = try decodeImage(path: repoRoot.appendingPathComponent("Goldens/tiny/model/embed_0.png").path)
+        let dapt = try TrainedPrompt.read(path: Self.golden("dapt/prompt_learner/model.pth.tar-2"))
+        let prompted = try embed(clip, prompt: dapt, modelPath: Self.tiny, classNames: [], images: [image]).image
+        let plain = try embed(clip, texts: [], images: [image]).image
+        let r = clip.config.imageResolution
+        let direct = clip.image.forward(pixels: clipPreprocess(image, resolution: r).reshaped([1, 3, r, r]),
+                                        extraTokens: try XCTUnwrap(dapt.visualPrompt)).0
+        let norm = sqrt(direct.data.reduce(0) { $0 + Double($1) * Double($1) })
+        XCTAssertEqual(prompted[0].count, clip.config.embedDim)
+        XCTAssertLessThan(zip(prompted[0], direct.data).map { abs($0 - Double($1) / norm) }.max() ?? 1, 1e-6)
+        XCTAssertGreaterThan(zip(prompted[0], plain[0]).map { abs($0 - $1) }.max() ?? 0, 1e-3, "the visual prompt changes the embedding")
     }
 
     func testExportWritesTheTorchVerifiedFileAndReadsBackEqual() throws {
