@@ -24,7 +24,7 @@ of classifying the features file with them (view 0).
 
 `check` loads FILE with torch.load(weights_only=True) (only the globals torch allows), runs CoOp's
 load_model steps on it (drop token_prefix/token_suffix, load_state_dict(strict=False) into a fresh
-CoOp PromptLearner built with the shapes it holds) and writes OUT (JSON): torch's version, the
+CoOp PromptLearner, or DAPT's for txt_ctx/vis_ctx, built with the shapes it holds) and writes OUT (JSON): torch's version, the
 checkpoint's keys, shapes, dtypes and epoch, the missing/unexpected keys of load_state_dict, the
 prompt's normalised text features through the reference's TextEncoder, and how far the file's
 token_prefix/token_suffix are from the model's own token embeddings.
@@ -225,19 +225,25 @@ def check(path, out):
                                                      f"{os.path.relpath(out, ROOT)}",
               "weights_only": True, "epoch": ckpt["epoch"],
               "keys": {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in state_dict.items()}}
-    ctx = state_dict["ctx"]
+    dapt = "txt_ctx" in state_dict or "vis_ctx" in state_dict
+    ctx = state_dict["txt_ctx" if dapt else "ctx"]
     n_ctx = ctx.shape[-2]
     prefix_file, suffix_file = state_dict.get("token_prefix"), state_dict.get("token_suffix")
     n_cls = prefix_file.shape[0] if prefix_file is not None else 5
     names = read_features()[2][:n_cls]
-    # CoOp's load_model: drop the frozen token vectors, load_state_dict(strict=False).
-    learner = CoOpPromptLearner(model, names, n_ctx, csc=ctx.dim() == 3)
+    # CoOp's (and DAPT's) load_model: drop the frozen token vectors, load_state_dict(strict=False).
+    if dapt:
+        learner = DAPTPromptLearner(model, names, n_ctx, state_dict["vis_ctx"].shape[1])
+    else:
+        learner = CoOpPromptLearner(model, names, n_ctx, csc=ctx.dim() == 3)
     for key in ("token_prefix", "token_suffix"):
         if key in state_dict:
             del state_dict[key]
     result = learner.load_state_dict(state_dict, strict=False)
     report["load_state_dict"] = {"missing": sorted(result.missing_keys), "unexpected": sorted(result.unexpected_keys)}
-    assert torch.equal(learner.ctx.data, ctx)
+    assert torch.equal((learner.txt_ctx if dapt else learner.ctx).data, ctx)
+    if dapt:
+        assert torch.equal(learner.vis_ctx.data, state_dict["vis_ctx"])
     with torch.no_grad():
         text = text_encoder(model, learner(), learner.tokenized_prompts)
     report["classnames"] = names

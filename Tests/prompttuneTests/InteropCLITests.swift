@@ -1,7 +1,8 @@
 import CLIP
+import Experiments
 import Foundation
 import Imaging
-import PromptLearning
+@testable import PromptLearning
 import TensorCore
 import TestSupport
 import XCTest
@@ -102,6 +103,41 @@ final class InteropCLITests: XCTestCase {
         XCTAssertEqual((check["load_state_dict"] as? [String: [String]])?["missing"], ["token_prefix", "token_suffix"])
         XCTAssertEqual(check["token_prefix_max_abs_diff"] as? Double, 0)
         XCTAssertEqual(check["token_suffix_max_abs_diff"] as? Double, 0)
+
+        // A prompt with a visual prompt gets DAPT's keys: a reference DAPT checkpoint rewritten, byte for byte
+        // the file torch loaded (Goldens/interop/exported/dapt/torch_check.json), and one of ours.
+        let daptOut = dir.appendingPathComponent("dapt/prompt_learner/model.pth.tar-2").path
+        var rewrite = try PromptTune.parseAsRoot(["export", "--model", Self.tiny, "--format", "coop",
+                                                  Self.golden("dapt/prompt_learner/model.pth.tar-2"), daptOut])
+        try rewrite.run()
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: daptOut)),
+                       try Data(contentsOf: URL(fileURLWithPath: Self.golden("exported/dapt/prompt_learner/model.pth.tar-2"))))
+        XCTAssertEqual(try ReferencePrompt.read(path: daptOut), try ReferencePrompt.read(path: Self.golden("dapt/prompt_learner/model.pth.tar-2")))
+        let daptCheck = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.golden("exported/dapt/torch_check.json")))) as? [String: Any])
+        XCTAssertEqual((daptCheck["load_state_dict"] as? [String: [String]])?["unexpected"], [])
+        XCTAssertEqual(Set((daptCheck["keys"] as? [String: Any])?.keys.map { $0 } ?? []), ["txt_ctx", "vis_ctx", "token_prefix", "token_suffix"])
+
+        var rng = SeededGenerator(seed: 5)
+        let ours = dir.appendingPathComponent("prompt.safetensors")
+        let context = Tensor.randomNormal([4, 64], std: 0.02, using: &rng), visual = Tensor.randomNormal([4, 128], std: 0.1, using: &rng)
+        var method = try Method.named("dapt")
+        method.prompt.contextLength = 4
+        method.visualPrompt = VisualPromptConfig(tokens: 4)
+        try ParameterCheckpoint(header: .init(config: TrainConfig(method: method, epochs: 3), classNames: ["cat", "dog"],
+                                              shapes: [ParameterName.textContext: [4, 64], ParameterName.visualPrompt: [4, 128]],
+                                              epochsDone: 3, steps: 9, rngState: "1", history: [], modelDigest: try modelDigest(Self.tiny),
+                                              dataDigest: ""),
+                                parameters: ParameterSet([(ParameterName.textContext, context), (ParameterName.visualPrompt, visual)]),
+                                momentum: ParameterSet()).write(to: ours)
+        let oursOut = dir.appendingPathComponent("ours.pth.tar-3").path
+        var exportOurs = try PromptTune.parseAsRoot(["export", "--model", Self.tiny, "--format", "coop", ours.path, oursOut])
+        try exportOurs.run()
+        let d = try ReferencePrompt.read(path: oursOut)
+        XCTAssertEqual(d.layout, .dapt)
+        XCTAssertEqual(d.epoch, 3)
+        XCTAssertEqual(d.context, context)
+        XCTAssertEqual(d.visualPrompt, visual)
+        XCTAssertEqual(d.tokenSuffix?.shape, [2, 72, 64])
 
         // Refusals: a folder as OUT; a model the prompt was not trained with.
         XCTAssertThrowsError(try PromptTune.parseAsRoot(["export", "--format", "coop", source, dir.path])) {
