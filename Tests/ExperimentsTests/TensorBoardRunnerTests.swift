@@ -72,4 +72,31 @@ final class TensorBoardRunnerTests: XCTestCase {
         XCTAssertEqual(coop["eval/base"]?.first?.value, f(try XCTUnwrap(record.base)))
         XCTAssertEqual(coop["eval/novel"]?.first?.value, f(try XCTUnwrap(record.novel)))
     }
+
+    /// The image-prompt stack (PromptTuner: DAPT) logs the same tags: steps equal the trace, the
+    /// image-side terms included.
+    func testImagePromptCellLogsThroughTheTuner() throws {
+        let dir = try makeTempDir(self)
+        let data = dir.appendingPathComponent("data"), board = dir.appendingPathComponent("board")
+        let trace = dir.appendingPathComponent("trace.jsonl")
+        try makeSyntheticDTD(in: data)
+        let cells = try GridPlan(protocolKind: .fewShot, datasets: ["dtd"], methods: ["dapt"], shots: [2], seeds: [1],
+                                 all: RecipeOverride(epochs: 2, batchSize: 4, ncEvery: 1)).cells()
+        let runner = try ExperimentRunner(modelPath: Self.tiny, root: data, out: dir.appendingPathComponent("out"))
+        runner.tensorboard = board
+        runner.trace = try TraceWriter(url: trace, append: true)
+        let record = try XCTUnwrap(try runner.run(cells).first)
+        XCTAssertEqual(record.status, .ok, record.error ?? "")
+        let s = try XCTUnwrap(try tensorBoardScalars(board)[cells[0].identifier])
+        let steps = try TraceWriter.read(url: trace)
+        XCTAssertEqual(steps.count, 4)
+        for term in ["ce", "intra", "inter"] {
+            XCTAssertEqual(s["train/loss/\(term)"]?.map(\.value), steps.map { Float($0.terms[term]!) }, term)
+        }
+        XCTAssertEqual(s["train/loss"]?.map(\.step), [1, 2, 3, 4])
+        XCTAssertEqual(s["epoch/accuracy"]?.map(\.value), record.history.map { Float($0.accuracy) })
+        XCTAssertEqual(s["nc/test/nc1"]?.map(\.step), [2, 4])
+        XCTAssertEqual(s["nc/test/nc1"]?.last?.value, Float(try XCTUnwrap(record.nc["test"]).image.nc1))
+        XCTAssertEqual(s["eval/test/accuracy"]?.map(\.value), [Float(try XCTUnwrap(record.accuracy))])
+    }
 }
