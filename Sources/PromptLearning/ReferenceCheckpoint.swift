@@ -237,6 +237,11 @@ public struct TrainedPrompt: Sendable {
     public var epochsDone: Int?
 
     public static func read(path: String) throws -> TrainedPrompt {
+        // Missing, a folder, a FIFO (whose opening would block) or a device: PromptCheckpoint's errors.
+        var isDirectory: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) || isDirectory.boolValue || nonRegularFileKind(path) != nil {
+            _ = try PromptCheckpoint.read(path: path)
+        }
         if ReferencePrompt.looksLikeTorchArchive(path: path) {
             let r = try ReferencePrompt.read(path: path)
             return TrainedPrompt(path: path, method: r.method, context: r.context, visualPrompt: r.visualPrompt,
@@ -244,7 +249,7 @@ public struct TrainedPrompt: Sendable {
         }
         let magic: [UInt8] = FileHandle(forReadingAtPath: path).flatMap { h in defer { try? h.close() }; return try? h.read(upToCount: 8) }.map(Array.init) ?? []
         if magic == PromptCheckpoint.magic || magic.isEmpty {
-            let c = try PromptCheckpoint.read(path: path)   // also the clear errors for a missing or unreadable file
+            let c = try PromptCheckpoint.read(path: path)   // also the clear errors for an unreadable file
             return TrainedPrompt(path: path, method: c.header.config.method, context: c.context, visualPrompt: nil,
                                  trainedClassNames: c.header.classNames, modelDigest: c.header.modelDigest,
                                  classNames: c.header.classNames, reference: nil, epochsDone: c.header.epochsDone)

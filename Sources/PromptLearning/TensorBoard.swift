@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 import TensorIO
 #if canImport(Glibc)
 import Glibc
@@ -122,7 +123,7 @@ public final class TensorBoardWriter {
             throw PromptError("--tensorboard \(directory.path): cannot create the folder (\(error.localizedDescription)); choose a folder you can write to")
         }
         let existing = ((try? fm.contentsOfDirectory(atPath: directory.path)) ?? [])
-            .filter { $0.hasPrefix("events.out.tfevents.") && !$0.hasPrefix(".") }.sorted()
+            .filter { $0.hasPrefix("events.out.tfevents.") && nonRegularFileKind(directory.appendingPathComponent($0).path) == nil }.sorted()
         var appending = false
         if let last = existing.last {
             file = directory.appendingPathComponent(last)
