@@ -45,7 +45,7 @@ public final class ExperimentRunner {
     /// One JSON line per training step of every trained cell that runs (`--trace`), stamped with
     /// the cell's identifier.
     public var trace: TraceWriter?
-    /// TensorBoard event files, one run per cell: <tensorboard>/<cell identifier> (`--tensorboard`).
+    /// TensorBoard event files, one run per cell: <tensorboard>/<model>/<cell identifier> (`--tensorboard`).
     public var tensorboard: URL?
     var board: CellBoard?
     let events: (RunEvent) -> Void

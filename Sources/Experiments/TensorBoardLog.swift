@@ -2,7 +2,8 @@ import Analysis
 import Foundation
 import PromptLearning
 
-/// A cell's TensorBoard run (`run --tensorboard DIR`): DIR/<cell identifier>, and the global step
+/// A cell's TensorBoard run (`run --tensorboard DIR`): DIR/<model>/<cell identifier>, as the cell's
+/// folder under `runs/` (so two models' cells never share a run), and the global step
 /// its training has reached (the step the end-of-cell measures are logged at).
 struct CellBoard {
     var writer: TensorBoardWriter
@@ -24,8 +25,8 @@ extension ExperimentRunner {
     /// Opens the cell's event file (appending after `resumeStep` steps of a resumed cell).
     func openBoard(_ spec: RunSpec, resumeStep: Int) throws {
         guard let dir = tensorboard, board == nil else { return }
-        board = CellBoard(writer: try TensorBoardWriter(directory: dir.appendingPathComponent(spec.identifier), resumeStep: resumeStep),
-                          steps: resumeStep)
+        let runDir = dir.appendingPathComponent(modelFolder).appendingPathComponent(spec.identifier)
+        board = CellBoard(writer: try TensorBoardWriter(directory: runDir, resumeStep: resumeStep), steps: resumeStep)
     }
 
     func boardStep(_ r: StepReport) {

@@ -53,7 +53,7 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("no-report"), help: "Do not print the table or write the report at the end.") var noReport = false
     @Option(help: ArgumentHelp("Append one JSON line per training step of every trained cell that runs to FILE (sorted keys): cell, epoch, step, lr, the batch's dataset indices, each image's crop box and flip (dapt, vpt) or cached view, and every loss term.", valueName: "FILE"))
     var trace: String?
-    @Option(help: ArgumentHelp("Write TensorBoard event files, one run per cell in DIR/<cell identifier>: every step's loss, loss terms, learning rate and batch accuracy, each epoch's averages, the NC measures (every --nc-every epochs and at the end) and the cell's accuracies; a resumed cell appends.", valueName: "DIR"))
+    @Option(help: ArgumentHelp("Write TensorBoard event files, one run per cell in DIR/<model>/<cell identifier> (as under runs/): every step's loss, loss terms, learning rate and batch accuracy, each epoch's averages, the NC measures (every --nc-every epochs and at the end) and the cell's accuracies; a resumed cell appends.", valueName: "DIR"))
     var tensorboard: String?
     @OptionGroup var imageOptions: ImageOptions
     @Option(help: "Inputs of the frozen towers' layer products (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX). Records and features of each precision are kept apart.")

@@ -5,7 +5,7 @@ import PromptLearning
 import TestSupport
 import XCTest
 
-/// `run --tensorboard`: one TensorBoard run per cell, read back with tensorboard's EventAccumulator,
+/// `run --tensorboard`: one TensorBoard run per cell (DIR/<model>/<cell identifier>), read back with tensorboard's EventAccumulator,
 /// equal to what the trace and the records hold, across an interruption and resume.
 final class TensorBoardRunnerTests: XCTestCase {
     static let tiny = repoRoot.appendingPathComponent("Goldens/tiny/checkpoints/openai.pt").path
@@ -30,14 +30,16 @@ final class TensorBoardRunnerTests: XCTestCase {
         let records = try second.run(cells)
 
         let runs = try tensorBoardScalars(board)
-        XCTAssertEqual(Set(runs.keys), Set(cells.map(\.identifier)))
-        let coopDir = board.appendingPathComponent(cells[1].identifier)
+        func run(_ i: Int) -> String { "\(second.modelFolder)/\(cells[i].identifier)" }
+        XCTAssertEqual(Set(runs.keys), Set(cells.indices.map(run)), "a run per cell, under the model's folder as in runs/")
+        XCTAssertEqual(second.folder(for: cells[1]).url.path, out.appendingPathComponent("runs").appendingPathComponent(run(1)).path)
+        let coopDir = board.appendingPathComponent(run(1))
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: coopDir.path).filter { $0.hasPrefix("events.out.tfevents.") }.count, 1,
                        "the resumed cell appends to its file")
         func f(_ x: Double) -> Float { Float(x) }
 
         // Zero-shot: its accuracies and measures at step 0.
-        let zs = try XCTUnwrap(runs[cells[0].identifier]), zsRecord = records[0]
+        let zs = try XCTUnwrap(runs[run(0)]), zsRecord = records[0]
         XCTAssertEqual(zs["eval/base/accuracy"]?.map(\.step), [0])
         XCTAssertEqual(zs["eval/base/accuracy"]?.first?.value, f(zsRecord.evaluations[0].accuracy))
         XCTAssertEqual(zs["eval/hm"]?.first?.value, f(try XCTUnwrap(zsRecord.hm)))
@@ -45,7 +47,7 @@ final class TensorBoardRunnerTests: XCTestCase {
         XCTAssertNil(zs["train/loss"])
 
         // coop: every traced step, every epoch, the NC measures of each epoch, the final accuracies.
-        let coop = try XCTUnwrap(runs[cells[1].identifier]), record = records[1]
+        let coop = try XCTUnwrap(runs[run(1)]), record = records[1]
         let steps = try TraceWriter.read(url: trace).filter { $0.cell == cells[1].identifier }
         XCTAssertEqual(steps.map(\.globalStep), Array(1...6))
         XCTAssertEqual(coop["train/loss"]?.map(\.step), steps.map(\.globalStep))
@@ -87,7 +89,7 @@ final class TensorBoardRunnerTests: XCTestCase {
         runner.trace = try TraceWriter(url: trace, append: true)
         let record = try XCTUnwrap(try runner.run(cells).first)
         XCTAssertEqual(record.status, .ok, record.error ?? "")
-        let s = try XCTUnwrap(try tensorBoardScalars(board)[cells[0].identifier])
+        let s = try XCTUnwrap(try tensorBoardScalars(board)["\(runner.modelFolder)/\(cells[0].identifier)"])
         let steps = try TraceWriter.read(url: trace)
         XCTAssertEqual(steps.count, 4)
         for term in ["ce", "intra", "inter"] {
