@@ -80,6 +80,16 @@ public final class ExperimentRunner {
         for (position, i) in indices.enumerated() {
             let spec = cells[i]
             let folder = self.folder(for: spec)
+            // One process at a time runs a cell folder: two grids run into one --out at once used to
+            // leave a silent mix of both. The same cell running elsewhere is waited for (then found
+            // done); another spec running in this folder is refused, and nothing of it is touched.
+            guard let lock = try cellLock(spec, folder: folder) else {
+                let record = RunRecord(spec: spec, status: .failed, error: "another process is running this cell's folder \(folder.url.path) with another spec (\(runningSpecSummary(folder))); nothing was written: run this grid into another --out, or after that one ends")
+                events(.cellFinished(index: i, position: position, total: indices.count, record: record))
+                records.append(record)
+                continue
+            }
+            defer { lock.release() }
             // Reused only when made from the same model, precision and data (else run again).
             if let inputs = try? inputs(spec), let done = folder.finishedRecord(for: spec, inputs: inputs) {
                 events(.cellSkipped(index: i, position: position, total: indices.count, record: done))
@@ -108,6 +118,20 @@ public final class ExperimentRunner {
             records.append(record)
         }
         return records
+    }
+
+    /// The cell folder's lock: taken at once when free; when another process holds it, waited for
+    /// if that process runs the same spec, else nil (refused).
+    func cellLock(_ spec: RunSpec, folder: RunFolder) throws -> FileLock? {
+        if let lock = try FileLock.acquire(folder.url, wait: false) { return lock }
+        if let running = try? readJSON(RunSpec.self, from: folder.spec), running != spec { return nil }
+        return try FileLock.acquire(folder.url, wait: true)
+    }
+
+    /// What another process is running in `folder`, for the refusal.
+    func runningSpecSummary(_ folder: RunFolder) -> String {
+        guard let s = try? readJSON(RunSpec.self, from: folder.spec) else { return "unknown" }
+        return "\(s.method), \(s.recipe.epochs) epochs, lr \(s.recipe.learningRate), batch \(s.recipe.batchSize), \(s.recipe.views) views"
     }
 
     // MARK: One cell

@@ -114,35 +114,51 @@ public func readJSON<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {
 
 /// An exclusive lock on `<path>.lock` held while `body` runs, so that parallel cells (`--cell N`
 /// under a scheduler) never build the same features file twice at once.
+public func withFileLock<T>(_ url: URL, _ body: () throws -> T) throws -> T {
+    let lock = try FileLock.acquire(url, wait: true)!
+    defer { lock.release() }
+    return try body()
+}
+
+/// An exclusive `flock` on `<path>.lock`, between processes.
 ///
 /// The holder removes the lock file before unlocking, so none is left behind. That is safe because
 /// a waiter that then gets its lock checks that the file it locked is still the one at the path
 /// (same device and inode); if it was removed meanwhile, the waiter opens the path again. Every
 /// holder thus holds the lock of the file at the path, and there is only one.
-public func withFileLock<T>(_ url: URL, _ body: () throws -> T) throws -> T {
-    let lockPath = url.path + ".lock"
-    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-    var fd: Int32 = -1
-    while true {
-        fd = open(lockPath, O_CREAT | O_RDWR, 0o644)
-        guard fd >= 0 else { throw ExperimentError("cannot create the lock file \(lockPath): \(String(cString: strerror(errno)))") }
-        while flock(fd, LOCK_EX) != 0 {
-            guard errno == EINTR else {
-                let reason = String(cString: strerror(errno))
-                close(fd)
-                throw ExperimentError("cannot lock \(lockPath): \(reason)")
+public final class FileLock {
+    let fd: Int32
+    let lockPath: String
+
+    private init(fd: Int32, lockPath: String) { self.fd = fd; self.lockPath = lockPath }
+
+    /// The lock of `url`; with `wait` false, nil when another holder has it.
+    public static func acquire(_ url: URL, wait: Bool) throws -> FileLock? {
+        let lockPath = url.path + ".lock"
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        while true {
+            let fd = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw ExperimentError("cannot create the lock file \(lockPath): \(String(cString: strerror(errno)))") }
+            while flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 {
+                if errno == EWOULDBLOCK && !wait { close(fd); return nil }
+                guard errno == EINTR else {
+                    let reason = String(cString: strerror(errno))
+                    close(fd)
+                    throw ExperimentError("cannot lock \(lockPath): \(reason)")
+                }
             }
+            var held = stat(), current = stat()
+            if fstat(fd, &held) == 0, stat(lockPath, &current) == 0, held.st_ino == current.st_ino, held.st_dev == current.st_dev {
+                return FileLock(fd: fd, lockPath: lockPath)
+            }
+            close(fd)  // the file was removed by the holder before us: lock the one at the path now
         }
-        var held = stat(), current = stat()
-        if fstat(fd, &held) == 0, stat(lockPath, &current) == 0, held.st_ino == current.st_ino, held.st_dev == current.st_dev {
-            break
-        }
-        close(fd)  // the file was removed by the holder before us: lock the one at the path now
     }
-    defer {
-        unlink(lockPath)  // while still held: a later caller creates a fresh file
+
+    /// Removes the lock file while still held (a later caller creates a fresh one), then unlocks.
+    public func release() {
+        unlink(lockPath)
         flock(fd, LOCK_UN)
         close(fd)
     }
-    return try body()
 }
