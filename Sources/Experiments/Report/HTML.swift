@@ -326,7 +326,7 @@ private func classFrequencyPlots(_ data: ReportData) -> String {
             return points.isEmpty ? nil : PlotSeries(name: m, points: points, style: data.methodStyles[m])
         }
         guard counts.count > 1 else { continue }
-        let title = "\(s.protocolKind.rawValue), \(s.dataset), \(s.shots) shots, tau = \(tauLabel(s.imbalance))"
+        let title = "\(s.protocolKind.rawValue), \(s.dataset), \(shotsText(s.shots)), tau = \(tauLabel(s.imbalance))"
         let svg = SVGPlot.lineChart(id: plotID("class-frequency", s.protocolKind.rawValue, s.dataset, "\(s.shots)shot", "tau\(tauLabel(s.imbalance))"),
                                     title: "Accuracy by training count: \(title)",
                                     x: PlotAxis(title: "training images of the class", ticks: counts.sorted().map(Double.init)),
@@ -350,7 +350,7 @@ private func curveGroups(_ records: [RunRecord]) -> [(title: String, id: String,
     return groups.keys.sorted().map { key in
         let s = groups[key]![0].spec
         let tau = s.imbalance == 1 ? "" : ", tau = \(tauLabel(s.imbalance))"
-        return ("\(s.protocolKind.rawValue), \(s.dataset), \(s.shots) shots\(tau)",
+        return ("\(s.protocolKind.rawValue), \(s.dataset), \(shotsText(s.shots))\(tau)",
                 plotID(s.protocolKind.rawValue, s.dataset, "\(s.shots)shot", "tau\(tauLabel(s.imbalance))"), groups[key]!)
     }
 }

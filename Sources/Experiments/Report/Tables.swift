@@ -356,7 +356,7 @@ func formatCorrelation(_ r: Double?) -> String { r.map { String(format: "%.3f", 
 func failedLine(_ r: RunRecord) -> String {
     let s = r.spec
     let model = r.model != nil || r.digests["model"] != nil ? " (\(ModelLabel(r).text))" : ""
-    return "\(s.identifier): \(s.protocolKind.rawValue), \(s.dataset), \(s.method), \(s.shots) shots, seed \(s.seed), "
+    return "\(s.identifier): \(s.protocolKind.rawValue), \(s.dataset), \(s.method), \(shotsText(s.shots)), seed \(s.seed), "
         + "tau \(tauLabel(s.imbalance))\(model): \(r.error ?? "no error recorded")"
 }
 
