@@ -380,11 +380,11 @@ public final class ExperimentRunner {
         }
     }
 
-    /// The trainer's settings of a cell: its method with the recipe's term weights, the recipe's
+    /// The trainer's settings of a cell: its method with the recipe's term weights and parameters, the recipe's
     /// learning rate, epochs and batch size, the cell's seed, and the method's hand template for
     /// the dataset (else the dataset's).
     func trainConfig(_ spec: RunSpec, datasetTemplate: String) throws -> TrainConfig {
-        let method = try Method.named(spec.method).withTermWeights(spec.recipe.termWeights)
+        let method = try Method.named(spec.method).withTermSettings(weights: spec.recipe.termWeights, parameters: spec.recipe.termParameters)
         var optimizer = OptimizerConfig()
         optimizer.learningRate = spec.recipe.learningRate
         return TrainConfig(method: method, optimizer: optimizer, epochs: spec.recipe.epochs, batchSize: spec.recipe.batchSize,

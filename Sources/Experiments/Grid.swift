@@ -161,8 +161,22 @@ public struct GridPlan: Codable, Equatable, Sendable {
             if let n = o.ncEvery, n < 0 { throw PlanError("nc_every must be non-negative (got \(n))") }
         }
         for (name, o) in overrides.sorted(by: { $0.key < $1.key }) {
-            for (key, w) in (o.termWeights ?? [:]).sorted(by: { $0.key < $1.key }) where !(w.isFinite && w >= 0) {
-                throw PlanError("overrides of \(name): term_weights \(key) must be a finite number of at least 0 (got \(w))")
+            let terms = TermSettings.terms(of: name) ?? []
+            for (key, w) in (o.termWeights ?? [:]).sorted(by: { $0.key < $1.key }) {
+                // An older plan's `tau` is a parameter (DAPT's temperature), held to its range.
+                let legacy = TermSettings.legacyParameter(key, in: terms)
+                let declared = legacy.flatMap { TermSettings.declaration(term: $0.term, parameter: $0.parameter) } ?? TermParameter.weight
+                if let problem = declared.problem(w) { throw PlanError("overrides of \(name): term_weights \(key) \(problem)") }
+            }
+            for (term, values) in (o.termParameters ?? [:]).sorted(by: { $0.key < $1.key }) {
+                for (parameter, v) in values.sorted(by: { $0.key < $1.key }) {
+                    if let problem = TermSettings.unknown(method: name, term: term, parameter: parameter) {
+                        throw PlanError("overrides of \(name): \(problem) in term_parameters")
+                    }
+                    if let problem = TermSettings.declaration(term: term, parameter: parameter)?.problem(v) {
+                        throw PlanError("overrides of \(name): term_parameters \(term).\(parameter) \(problem)")
+                    }
+                }
             }
         }
         if let name {

@@ -16,16 +16,11 @@ public struct PlanError: Error, CustomStringConvertible, LocalizedError, Equatab
 enum PlanKeys {
     static let topLevel = ["name", "protocol", "datasets", "targets", "methods", "shots", "seeds", "imbalance", "model", "root",
                            "out", "epochs", "lr", "batch_size", "views", "nc_every", "overrides"]
-    static let override = ["epochs", "lr", "batch_size", "views", "term_weights", "nc_every"]
+    static let override = ["epochs", "lr", "batch_size", "views", "term_weights", "term_parameters", "nc_every"]
 
-    /// The `term_weights` keys `method` accepts: its loss terms' keys, and `tau` (DAPT's temperature)
-    /// where it has the inter-class term. Nil when the method is unknown (reported elsewhere).
-    static func termWeights(of method: String) -> [String]? {
-        if method == "zeroshot" || method == "linear-probe" { return [] }
-        guard let m = try? Method.named(method) else { return nil }
-        let keys = m.terms.map(\.key)
-        return keys + (keys.contains("inter") ? ["tau"] : [])
-    }
+    /// The `term_weights` keys `method` accepts: its loss terms' keys, and the keys older plans gave
+    /// their parameters there (`tau`, DAPT's temperature). Nil when the method is unknown (reported elsewhere).
+    static func termWeights(of method: String) -> [String]? { TermSettings.weightKeys(of: method) }
 
     /// Every key of the plan `text` is one the plan knows; otherwise a `PlanError` naming the key,
     /// its line and the closest valid key.
@@ -44,12 +39,27 @@ enum PlanKeys {
                     let fieldName = fieldKey.string ?? "\(fieldKey)"
                     try known(fieldName, among: override, at: fieldKey, source: source, place: "in overrides of \(method)")
                     try checkType(field, of: fieldName, expected: overrideTypes[fieldName], source: source, place: "'\(fieldName)' in overrides of \(method)")
-                    guard fieldName == "term_weights", let weights = field.mapping, let terms = termWeights(of: method) else { continue }
-                    for (termKey, _) in weights {
+                    guard let entries = field.mapping, let terms = TermSettings.terms(of: method) else { continue }
+                    if fieldName == "term_weights", let keys = termWeights(of: method) {
+                        for (termKey, _) in entries {
+                            let term = termKey.string ?? "\(termKey)"
+                            guard !keys.contains(term) else { continue }
+                            let has = TermSettings.listing(terms)
+                            throw PlanError("plan \(source), line \(line(termKey)): \(method) has no loss term '\(term)' in term_weights\(suggestion(term, terms.map(\.key))) (\(has))")
+                        }
+                    }
+                    guard fieldName == "term_parameters" else { continue }
+                    for (termKey, values) in entries {
                         let term = termKey.string ?? "\(termKey)"
-                        guard !terms.contains(term) else { continue }
-                        let has = terms.isEmpty ? "it has no loss terms besides cross-entropy" : "its terms: \(terms.joined(separator: ", "))"
-                        throw PlanError("plan \(source), line \(line(termKey)): \(method) has no loss term '\(term)' in term_weights\(suggestion(term, terms)) (\(has))")
+                        if let problem = TermSettings.unknown(method: method, term: term, parameter: nil) {
+                            throw PlanError("plan \(source), line \(line(termKey)): \(problem) in term_parameters")
+                        }
+                        for parameterKey in values.mapping.map({ Array($0.keys) }) ?? [] {
+                            let parameter = parameterKey.string ?? "\(parameterKey)"
+                            if let problem = TermSettings.unknown(method: method, term: term, parameter: parameter) {
+                                throw PlanError("plan \(source), line \(line(parameterKey)): \(problem) in term_parameters")
+                            }
+                        }
                     }
                 }
             }
@@ -92,6 +102,7 @@ enum PlanKeys {
         case string = "a string", int = "a whole number", number = "a number", strings = "a list of strings"
         case ints = "a list of whole numbers", numbers = "a list of numbers", mapping = "a map of method names to settings"
         case numberMap = "a map of term names to numbers"
+        case numberMaps = "a map of term names to maps of parameter names to numbers"
     }
 
     static let topLevelTypes: [String: ValueType] = [
@@ -100,7 +111,8 @@ enum PlanKeys {
         "batch_size": .int, "views": .int, "nc_every": .int, "overrides": .mapping,
     ]
     static let overrideTypes: [String: ValueType] = [
-        "epochs": .int, "lr": .number, "batch_size": .int, "views": .int, "term_weights": .numberMap, "nc_every": .int,
+        "epochs": .int, "lr": .number, "batch_size": .int, "views": .int, "term_weights": .numberMap, "term_parameters": .numberMaps,
+        "nc_every": .int,
     ]
 
     /// A value of the wrong type: a message naming the key, the value, the expected type and the line
@@ -137,6 +149,10 @@ enum PlanKeys {
             guard let m = node.mapping, m.allSatisfy({ $0.key.scalar != nil && $0.value.mapping != nil }) else { throw fail(node) }
         case .numberMap:
             guard let m = node.mapping, m.allSatisfy({ $0.key.scalar != nil && $0.value.scalar != nil && scalarOK($0.value, .number) }) else { throw fail(node) }
+        case .numberMaps:
+            guard let m = node.mapping, m.allSatisfy({ term in
+                term.key.scalar != nil && (term.value.mapping?.allSatisfy { $0.key.scalar != nil && $0.value.scalar != nil && scalarOK($0.value, .number) } ?? false)
+            }) else { throw fail(node) }
         }
     }
 
@@ -200,6 +216,11 @@ extension GridPlan {
             if let v = o.views { r.append((Node("views"), Node(String(v)))) }
             if let w = o.termWeights, !w.isEmpty {
                 r.append((Node("term_weights"), Node(w.sorted { $0.key < $1.key }.map { (Node($0.key), number($0.value)) }, .implicit, .flow)))
+            }
+            if let p = o.termParameters, !p.isEmpty {
+                r.append((Node("term_parameters"), Node(p.sorted { $0.key < $1.key }.map {
+                    (Node($0.key), Node($0.value.sorted { $0.key < $1.key }.map { (Node($0.key), number($0.value)) }, .implicit, .flow))
+                }, .implicit, .flow)))
             }
             if let n = o.ncEvery { r.append((Node("nc_every"), Node(String(n)))) }
             return r

@@ -84,16 +84,19 @@ public struct RecipeOverride: Codable, Equatable, Sendable {
     public var batchSize: Int?
     public var views: Int?
     public var termWeights: [String: Double]?
+    /// Term key -> parameter -> value (`term_parameters: {inter: {tau: 1}}`).
+    public var termParameters: [String: [String: Double]]?
     public var ncEvery: Int?
 
     public init(epochs: Int? = nil, lr: Double? = nil, batchSize: Int? = nil, views: Int? = nil,
-                termWeights: [String: Double]? = nil, ncEvery: Int? = nil) {
+                termWeights: [String: Double]? = nil, termParameters: [String: [String: Double]]? = nil, ncEvery: Int? = nil) {
         self.epochs = epochs; self.lr = lr; self.batchSize = batchSize; self.views = views
-        self.termWeights = termWeights; self.ncEvery = ncEvery
+        self.termWeights = termWeights; self.termParameters = termParameters; self.ncEvery = ncEvery
     }
 
     enum CodingKeys: String, CodingKey {
-        case epochs, lr, batchSize = "batch_size", views, termWeights = "term_weights", ncEvery = "nc_every"
+        case epochs, lr, batchSize = "batch_size", views, termWeights = "term_weights", termParameters = "term_parameters"
+        case ncEvery = "nc_every"
     }
 
     /// `recipe` with every set field replaced. Baselines keep zero epochs and one view.
@@ -105,6 +108,7 @@ public struct RecipeOverride: Codable, Equatable, Sendable {
             if let batchSize { r.batchSize = batchSize }
             if let views { r.views = views }
             if let termWeights { r.termWeights.merge(termWeights) { $1 } }
+            for (term, values) in termParameters ?? [:] { r.termParameters[term, default: [:]].merge(values) { $1 } }
         }
         if let ncEvery { r.ncEvery = ncEvery }
         return r

@@ -24,16 +24,44 @@ public struct Recipe: Codable, Equatable, Hashable, Sendable {
     /// NPT / DAPT / KgCoOp weights that differ from the method's defaults (term key -> weight),
     /// e.g. DAPT's per-dataset beta_t as "inter".
     public var termWeights: [String: Double]
+    /// Loss-term parameters that differ from the terms' declared defaults (term key -> parameter ->
+    /// value), e.g. DAPT's temperature as ["inter": ["tau": 1]]. Written only when not empty, so the
+    /// specs (and identities) of cells without any stay as before.
+    public var termParameters: [String: [String: Double]]
     /// Record the neural-collapse measures every this many epochs (0: only at the end).
     public var ncEvery: Int
 
-    public init(epochs: Int, learningRate: Double, batchSize: Int, views: Int, termWeights: [String: Double] = [:], ncEvery: Int = 0) {
+    public init(epochs: Int, learningRate: Double, batchSize: Int, views: Int, termWeights: [String: Double] = [:],
+                termParameters: [String: [String: Double]] = [:], ncEvery: Int = 0) {
         self.epochs = epochs; self.learningRate = learningRate; self.batchSize = batchSize; self.views = views
-        self.termWeights = termWeights; self.ncEvery = ncEvery
+        self.termWeights = termWeights; self.termParameters = termParameters; self.ncEvery = ncEvery
     }
 
     enum CodingKeys: String, CodingKey {
-        case epochs, learningRate = "lr", batchSize = "batch_size", views, termWeights = "term_weights", ncEvery = "nc_every"
+        case epochs, learningRate = "lr", batchSize = "batch_size", views, termWeights = "term_weights"
+        case termParameters = "term_parameters", ncEvery = "nc_every"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try c.decode(Int.self, forKey: .epochs)
+        learningRate = try c.decode(Double.self, forKey: .learningRate)
+        batchSize = try c.decode(Int.self, forKey: .batchSize)
+        views = try c.decode(Int.self, forKey: .views)
+        termWeights = try c.decode([String: Double].self, forKey: .termWeights)
+        termParameters = try c.decodeIfPresent([String: [String: Double]].self, forKey: .termParameters) ?? [:]
+        ncEvery = try c.decode(Int.self, forKey: .ncEvery)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(epochs, forKey: .epochs)
+        try c.encode(learningRate, forKey: .learningRate)
+        try c.encode(batchSize, forKey: .batchSize)
+        try c.encode(views, forKey: .views)
+        try c.encode(termWeights, forKey: .termWeights)
+        if !termParameters.isEmpty { try c.encode(termParameters, forKey: .termParameters) }
+        try c.encode(ncEvery, forKey: .ncEvery)
     }
 }
 

@@ -70,25 +70,3 @@ public final class TrainingRun {
         try writeJSON(["history": trainer.history], to: folder.history)
     }
 }
-
-extension Method {
-    /// The method with the term weights of a recipe ("kg", "inter", "lc", "mi"; "tau" for
-    /// DAPT's temperature). A weight for a term the method does not have is an error.
-    public func withTermWeights(_ weights: [String: Double]) throws -> Method {
-        var m = self
-        for (key, value) in weights.sorted(by: { $0.key < $1.key }) {
-            guard value.isFinite else { throw ExperimentError("the weight of term '\(key)' must be finite (got \(value))") }
-            let w = Float(value)
-            let termKey = key == "tau" ? "inter" : key
-            guard let i = m.terms.firstIndex(where: { $0.key == termKey }) else {
-                throw ExperimentError("method \(name) has no loss term '\(termKey)' (its terms: \(m.terms.map(\.key).joined(separator: ", ")))")
-            }
-            if key == "tau", case .interClassDispersion(let weight, _) = m.terms[i] {
-                m.terms[i] = .interClassDispersion(weight: weight, tau: w)
-            } else {
-                m.terms[i] = m.terms[i].withWeight(w)
-            }
-        }
-        return m
-    }
-}

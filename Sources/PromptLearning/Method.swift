@@ -1,49 +1,76 @@
 import Foundation
 
-/// One weighted loss term a method adds to the cross-entropy.
-public enum LossTerm: Codable, Equatable, Sendable {
-    /// KgCoOp: w * (1 - mean_k cos(t_k, t_k^zs)).
-    case knowledgeConsistency(weight: Float)
-    /// DAPT's text side: beta_t * mean_{i<j} exp(-tau ||t_i - t_j||^2).
-    case interClassDispersion(weight: Float, tau: Float)
-    /// NPT: lambda_lc * mean_k (1 - t_k . e_k).
-    case languageCollapse(weight: Float)
-    /// NPT: lambda_mi * mean_k (1 - cos(t_k, p_k)).
-    case modalityIsomorphism(weight: Float)
-    /// DAPT's image side: beta_v * mean over B x D of (f_b - p_{y_b})^2.
-    case intraClassDispersion(weight: Float)
-    /// NPT's image side (methods with trainable image prompts): lambda_ia * mean_b (1 - f_b . e_{y_b}).
-    case imageAnchorCollapse(weight: Float)
+/// One weighted loss term of a method: the key of its type in `LossTerms.table`, its weight and
+/// the values of the parameters the type declares (every one present; the declared default where
+/// none was given). Serialised as before the table existed, `{"interClassDispersion": {"tau": 2,
+/// "weight": 0.01}}` (the type's `codingName`), so prompt checkpoints read and write unchanged.
+public struct LossTerm: Codable, Equatable, Sendable {
+    /// Short key used in progress lines, logs, golden files, plans and `--term`.
+    public var key: String
+    public var weight: Float
+    /// Parameter name -> value, for every parameter the term's type declares.
+    public var parameters: [String: Float]
 
-    /// Short key used in progress lines, logs and golden files.
-    public var key: String {
-        switch self {
-        case .knowledgeConsistency: return "kg"
-        case .interClassDispersion: return "inter"
-        case .languageCollapse: return "lc"
-        case .modalityIsomorphism: return "mi"
-        case .intraClassDispersion: return "intra"
-        case .imageAnchorCollapse: return "ia"
+    /// The term `key` (a row of `LossTerms.table`) with `weight` and the declared defaults of the
+    /// parameters `parameters` leaves out. A key no row has, or a parameter its type does not
+    /// declare, is a programming error (plans and options are checked before they get here).
+    public init(_ key: String, weight: Float, parameters: [String: Float] = [:]) {
+        guard let type = LossTerms.type(key) else { preconditionFailure("no loss term '\(key)' in LossTerms.table") }
+        for name in parameters.keys where !type.parameters.contains(where: { $0.name == name }) {
+            preconditionFailure("loss term '\(key)' has no parameter '\(name)'")
         }
+        self.key = key
+        self.weight = weight
+        self.parameters = Dictionary(uniqueKeysWithValues: type.parameters.map { ($0.name, parameters[$0.name] ?? $0.defaultValue) })
     }
 
-    public var weight: Float {
-        switch self {
-        case .knowledgeConsistency(let w), .interClassDispersion(let w, _), .languageCollapse(let w), .modalityIsomorphism(let w),
-             .intraClassDispersion(let w), .imageAnchorCollapse(let w): return w
-        }
-    }
+    /// The term's type (its row of `LossTerms.table`).
+    public var type: any ObjectiveTerm.Type { LossTerms.type(key)! }
 
     /// The same term with another weight.
     public func withWeight(_ w: Float) -> LossTerm {
-        switch self {
-        case .knowledgeConsistency: return .knowledgeConsistency(weight: w)
-        case .interClassDispersion(_, let tau): return .interClassDispersion(weight: w, tau: tau)
-        case .languageCollapse: return .languageCollapse(weight: w)
-        case .modalityIsomorphism: return .modalityIsomorphism(weight: w)
-        case .intraClassDispersion: return .intraClassDispersion(weight: w)
-        case .imageAnchorCollapse: return .imageAnchorCollapse(weight: w)
+        var t = self
+        t.weight = w
+        return t
+    }
+
+    private struct Name: CodingKey {
+        var stringValue: String
+        init(_ s: String) { stringValue = s }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        var intValue: Int? { nil }
+        init?(intValue: Int) { nil }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let outer = try decoder.container(keyedBy: Name.self)
+        guard outer.allKeys.count == 1, let name = outer.allKeys.first else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "a loss term is one key, the term's name (got \(outer.allKeys.map(\.stringValue)))"))
         }
+        let row = LossTerms.table.first(where: { $0.codingName == name.stringValue }).map { (key: $0.key, parameters: $0.parameters) }
+        guard let row else {
+            let known = LossTerms.table.map { $0.codingName }.joined(separator: ", ")
+            throw DecodingError.dataCorruptedError(forKey: name, in: outer, debugDescription: "unknown loss term '\(name.stringValue)' (known: \(known))")
+        }
+        let inner = try outer.nestedContainer(keyedBy: Name.self, forKey: name)
+        let declared = Set(row.parameters.map(\.name))
+        for k in inner.allKeys where k.stringValue != "weight" && !declared.contains(k.stringValue) {
+            throw DecodingError.dataCorruptedError(forKey: k, in: inner, debugDescription: "loss term '\(row.key)' has no parameter '\(k.stringValue)'")
+        }
+        key = row.key
+        weight = try inner.decode(Float.self, forKey: Name("weight"))
+        var values: [String: Float] = [:]
+        for p in row.parameters { values[p.name] = try inner.decodeIfPresent(Float.self, forKey: Name(p.name)) ?? p.defaultValue }
+        parameters = values
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var outer = encoder.container(keyedBy: Name.self)
+        let (codingName, declared) = (type.codingName, type.parameters)
+        var inner = outer.nestedContainer(keyedBy: Name.self, forKey: Name(codingName))
+        try inner.encode(weight, forKey: Name("weight"))
+        for p in declared { try inner.encode(parameters[p.name] ?? p.defaultValue, forKey: Name(p.name)) }
     }
 }
 
@@ -96,22 +123,22 @@ public struct Method: Codable, Equatable, Sendable {
     /// KgCoOp's templates (`trainers/kgcoop.py` `CUSTOM_TEMPLATES` in htyao89/KgCoOp) differ from
     /// CoOp's only for DTD: "a photo of a {}, a type of texture." where CoOp has "{} texture.".
     public static let kgcoop = Method(name: "kgcoop", prompt: PromptConfig(contextLength: 4, initText: "a photo of a"),
-                                      terms: [.knowledgeConsistency(weight: 8)],
+                                      terms: [LossTerm("kg", weight: 8)],
                                       handTemplates: ["dtd": "a photo of a {}, a type of texture."])
     /// DAPT's text prompt and inter-class dispersion; its visual prompt and intra-class term need
     /// image-side prompts (a later milestone). beta_t defaults to DAPT's most common 0.01. DAPT's
     /// `trainers/dapt.py` (mlvlab/DAPT) has no hand templates of its own, so none are set.
     public static let daptText = Method(name: "dapt-text", prompt: PromptConfig(contextLength: 16),
-                                        terms: [.interClassDispersion(weight: 0.01, tau: 2)])
+                                        terms: [LossTerm("inter", weight: 0.01)])
 
     /// NPT's default weights (our reconstruction's defaults).
-    public static let nptTerms: [LossTerm] = [.languageCollapse(weight: 1), .modalityIsomorphism(weight: 1)]
+    public static let nptTerms: [LossTerm] = [LossTerm("lc", weight: 1), LossTerm("mi", weight: 1)]
 
     /// DAPT (mlvlab/DAPT `trainers/dapt.py`): CoOp's text prompt (16 tokens, N(0, 0.02)), 16 visual
     /// tokens, CE + beta_v * L_intra + beta_t * L_inter. Defaults beta_v = 100, beta_t = 0.01 (the
     /// most common values of its per-dataset configs; `Recipes.dapt` holds each dataset's).
     public static let dapt = Method(name: "dapt", prompt: PromptConfig(contextLength: 16),
-                                    terms: [.intraClassDispersion(weight: 100), .interClassDispersion(weight: 0.01, tau: 2)],
+                                    terms: [LossTerm("intra", weight: 100), LossTerm("inter", weight: 0.01)],
                                     visualPrompt: VisualPromptConfig(tokens: 16))
     /// Visual prompts only (shallow VPT, 16 tokens), cross-entropy against the frozen zero-shot
     /// text features of the hand template.
@@ -142,7 +169,7 @@ public struct Method: Codable, Equatable, Sendable {
             // The text terms only where the text is learned; the image-anchor term where the image
             // path has trainable prompts.
             if method.learnsText { method.terms += nptTerms }
-            if method.visualPrompt != nil { method.terms.append(.imageAnchorCollapse(weight: 1)) }
+            if method.visualPrompt != nil { method.terms.append(LossTerm("ia", weight: 1)) }
             method.anchors = AnchorOptions()
         }
         method.name = spec.lowercased() == "npt" ? "coop+npt" : spec.lowercased()
@@ -181,7 +208,7 @@ public struct Method: Codable, Equatable, Sendable {
 
     /// The run-level inputs the method's terms read (VPT's fixed classifier reads the zero-shot features).
     public var termInputs: Set<TermInput> {
-        var s = Set(terms.flatMap { $0.term.needs })
+        var s = Set(terms.flatMap { $0.type.needs })
         if !learnsText || anchors?.rotation == .aligned { s.insert(.zeroShot) }
         return s
     }

@@ -40,7 +40,7 @@ public func objective(method: Method, textFeatures: Tensor, images: Tensor, labe
     let arguments = TermArguments(text: t, images: images, labels: labels, inputs: inputs)
     for term in method.terms {
         let kernel = term.term
-        if kernel.readsImages && !imageGradient && term.weight != 0 {
+        if term.type.readsImages && !imageGradient && term.weight != 0 {
             preconditionFailure("term '\(term.key)' reads image features; it needs trainable image prompts (the trainer passes imageGradient)")
         }
         let r = kernel.evaluate(arguments)

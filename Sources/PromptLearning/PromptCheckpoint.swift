@@ -207,8 +207,7 @@ extension TrainConfig {
             return "the context length must lie in 1...\(TrainConfig.maxContextLength) (got \(method.prompt.contextLength))"
         }
         for t in method.terms {
-            if !t.weight.isFinite { return "the weight of loss term '\(t.key)' must be finite (got \(t.weight))" }
-            if case .interClassDispersion(_, let tau) = t, !tau.isFinite { return "DAPT's temperature must be finite (got \(tau))" }
+            if let p = t.problem { return p }
         }
         return nil
     }

@@ -32,84 +32,191 @@ public struct TermResult {
     }
 }
 
-/// One loss term a method adds to the cross-entropy. A new term is one type conforming to this
-/// protocol plus its case in `LossTerm` (the serialised description) and in `LossTerm.term`.
+/// A number a loss term reads besides its weight (DAPT's RBF temperature `tau`), declared by the
+/// term's type: its name (in `term_parameters` and `--term KEY.NAME=VALUE`), default and valid range.
+public struct TermParameter: Sendable, Equatable {
+    public var name: String
+    public var defaultValue: Float
+    /// Valid values: finite, at least (or, when `minimumExclusive`, above) `minimum`, at most `maximum`.
+    public var minimum: Float
+    public var minimumExclusive: Bool
+    public var maximum: Float
+    public var help: String
+    /// The key `term_weights` took for this parameter before `term_parameters` existed (DAPT's
+    /// `tau`): still read there, as this parameter.
+    public var legacyWeightKey: String?
+
+    public init(_ name: String, default defaultValue: Float, minimum: Float = 0, minimumExclusive: Bool = false,
+                maximum: Float = .greatestFiniteMagnitude, help: String, legacyWeightKey: String? = nil) {
+        self.name = name; self.defaultValue = defaultValue; self.minimum = minimum; self.minimumExclusive = minimumExclusive
+        self.maximum = maximum; self.help = help; self.legacyWeightKey = legacyWeightKey
+    }
+
+    /// What a valid value is, in words ("a finite number above 0").
+    public var rangeText: String {
+        let low = minimumExclusive ? "above \(plain(minimum))" : "of at least \(plain(minimum))"
+        return maximum == .greatestFiniteMagnitude ? "a finite number \(low)" : "a finite number \(low) and at most \(plain(maximum))"
+    }
+
+    /// Why `value` is no valid value of this parameter, or nil.
+    public func problem(_ value: Double) -> String? {
+        let ok = value.isFinite && (minimumExclusive ? value > Double(minimum) : value >= Double(minimum)) && value <= Double(maximum)
+        return ok ? nil : "must be \(rangeText) (got \(value))"
+    }
+
+    /// A term's weight: finite and at least 0.
+    public static let weight = TermParameter("weight", default: 1, help: "the term's weight in the loss")
+
+    private func plain(_ x: Float) -> String { x == x.rounded() && abs(x) < 1e9 ? String(Int(x)) : "\(x)" }
+}
+
+/// One loss term a method adds to the cross-entropy: its key, serialised name, parameters, inputs,
+/// validation and kernel, in one type. A new term is this type plus its row in `LossTerms.table`
+/// (and, to be on by default, in a method's `terms`); plans (`term_weights`, `term_parameters`),
+/// `--term KEY.PARAM=VALUE`, checkpoints and the trainer take it from there.
 public protocol ObjectiveTerm: Sendable {
+    /// Short key: progress lines, logs, golden files, plans and `--term` ("kg", "inter").
+    static var key: String { get }
+    /// The name checkpoints store the term under (`{"interClassDispersion": {...}}`).
+    static var codingName: String { get }
+    /// The parameters it reads besides its weight (none by default).
+    static var parameters: [TermParameter] { get }
     /// The run-level inputs the term reads.
-    var needs: Set<TermInput> { get }
-    /// Whether the term reads the image features (then it has an image gradient).
-    var readsImages: Bool { get }
+    static var needs: Set<TermInput> { get }
+    /// Whether the term reads the image features (then it has an image gradient and needs
+    /// trainable image prompts).
+    static var readsImages: Bool { get }
+    /// Why a weight and parameter values cannot train, beyond each value's declared range (nil by default).
+    static func problem(weight: Float, parameters: [String: Float]) -> String?
+    /// The kernel with every declared parameter's value.
+    init(parameters: [String: Float])
     func evaluate(_ a: TermArguments) -> TermResult
 }
 
 extension ObjectiveTerm {
-    public var readsImages: Bool { false }
+    public static var parameters: [TermParameter] { [] }
+    public static var readsImages: Bool { false }
+    public static func problem(weight: Float, parameters: [String: Float]) -> String? { nil }
 }
 
+/// The loss terms PromptTune knows, by key: one row per term type.
+public enum LossTerms {
+    /// The built-in terms.
+    public static let builtIn: [any ObjectiveTerm.Type] = [
+        KnowledgeConsistencyTerm.self,
+        InterClassDispersionTerm.self,
+        LanguageCollapseTerm.self,
+        ModalityIsomorphismTerm.self,
+        IntraClassDispersionTerm.self,
+        ImageAnchorCollapseTerm.self,
+    ]
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var added: [any ObjectiveTerm.Type] = []
+
+    /// Adds a term type from outside this module (an extension, a test). A key or coding name
+    /// already in the table is refused.
+    public static func register(_ type: any ObjectiveTerm.Type) {
+        lock.lock(); defer { lock.unlock() }
+        if (builtIn + added).contains(where: { $0.key == type.key || $0.codingName == type.codingName }) {
+            if added.contains(where: { $0 == type }) { return }
+            preconditionFailure("loss term '\(type.key)' (\(type.codingName)) is already in LossTerms.table")
+        }
+        added.append(type)
+    }
+
+    /// Every term: the built-in ones, then the registered ones.
+    public static var table: [any ObjectiveTerm.Type] {
+        lock.lock(); defer { lock.unlock() }
+        return builtIn + added
+    }
+
+    public static func type(_ key: String) -> (any ObjectiveTerm.Type)? { table.first { $0.key == key } }
+}
+
+extension LossTerm {
+    /// The kernel this term stands for, with its parameter values.
+    public var term: any ObjectiveTerm { type.init(parameters: parameters) }
+
+    /// Why this term cannot train (a weight or parameter out of its declared range, or the type's
+    /// own check), or nil.
+    public var problem: String? {
+        if let p = TermParameter.weight.problem(Double(weight)) { return "the weight of loss term '\(key)' \(p)" }
+        for d in type.parameters {
+            if let p = d.problem(Double(parameters[d.name] ?? d.defaultValue)) { return "parameter \(d.name) of loss term '\(key)' \(p)" }
+        }
+        return type.problem(weight: weight, parameters: parameters)
+    }
+}
+
+/// KgCoOp: w * (1 - mean_k cos(t_k, t_k^zs)).
 public struct KnowledgeConsistencyTerm: ObjectiveTerm {
-    public var needs: Set<TermInput> { [.zeroShot] }
+    public static let key = "kg", codingName = "knowledgeConsistency"
+    public static var needs: Set<TermInput> { [.zeroShot] }
+    public init(parameters: [String: Float]) {}
     public func evaluate(_ a: TermArguments) -> TermResult {
         let (v, g) = knowledgeConsistency(text: a.text, zeroShot: a.inputs.zeroShot!)
         return TermResult(value: v, dText: g)
     }
 }
 
+/// DAPT's text side: beta_t * mean_{i<j} exp(-tau ||t_i - t_j||^2).
 public struct InterClassDispersionTerm: ObjectiveTerm {
+    public static let key = "inter", codingName = "interClassDispersion"
+    public static let parameters = [TermParameter("tau", default: 2, minimumExclusive: true, help: "DAPT's RBF temperature",
+                                                  legacyWeightKey: "tau")]
+    public static var needs: Set<TermInput> { [] }
     public var tau: Float
-    public var needs: Set<TermInput> { [] }
+    public init(parameters: [String: Float]) { tau = parameters["tau"]! }
     public func evaluate(_ a: TermArguments) -> TermResult {
         let (v, g) = interClassDispersion(text: a.text, tau: tau)
         return TermResult(value: v, dText: g)
     }
 }
 
+/// NPT: lambda_lc * mean_k (1 - t_k . e_k).
 public struct LanguageCollapseTerm: ObjectiveTerm {
-    public var needs: Set<TermInput> { [.anchors] }
+    public static let key = "lc", codingName = "languageCollapse"
+    public static var needs: Set<TermInput> { [.anchors] }
+    public init(parameters: [String: Float]) {}
     public func evaluate(_ a: TermArguments) -> TermResult {
         let (v, g) = languageCollapse(text: a.text, anchors: a.inputs.anchors!)
         return TermResult(value: v, dText: g)
     }
 }
 
+/// NPT: lambda_mi * mean_k (1 - cos(t_k, p_k)).
 public struct ModalityIsomorphismTerm: ObjectiveTerm {
-    public var needs: Set<TermInput> { [.prototypes] }
+    public static let key = "mi", codingName = "modalityIsomorphism"
+    public static var needs: Set<TermInput> { [.prototypes] }
+    public init(parameters: [String: Float]) {}
     public func evaluate(_ a: TermArguments) -> TermResult {
         let (v, g) = modalityIsomorphism(text: a.text, prototypes: a.inputs.prototypes!)
         return TermResult(value: v, dText: g)
     }
 }
 
-/// DAPT's intra-class term on the image side.
+/// DAPT's image side: beta_v * mean over B x D of (f_b - p_{y_b})^2.
 public struct IntraClassDispersionTerm: ObjectiveTerm {
-    public var needs: Set<TermInput> { [.prototypes] }
-    public var readsImages: Bool { true }
+    public static let key = "intra", codingName = "intraClassDispersion"
+    public static var needs: Set<TermInput> { [.prototypes] }
+    public static var readsImages: Bool { true }
+    public init(parameters: [String: Float]) {}
     public func evaluate(_ a: TermArguments) -> TermResult {
         let (v, g) = intraClassDispersion(images: a.images, labels: a.labels, prototypes: a.inputs.prototypes!)
         return TermResult(value: v, dImages: g)
     }
 }
 
-/// NPT's image side: image features pulled onto the anchors of their labels.
+/// NPT's image side (methods with trainable image prompts): lambda_ia * mean_b (1 - f_b . e_{y_b}).
 public struct ImageAnchorCollapseTerm: ObjectiveTerm {
-    public var needs: Set<TermInput> { [.anchors] }
-    public var readsImages: Bool { true }
+    public static let key = "ia", codingName = "imageAnchorCollapse"
+    public static var needs: Set<TermInput> { [.anchors] }
+    public static var readsImages: Bool { true }
+    public init(parameters: [String: Float]) {}
     public func evaluate(_ a: TermArguments) -> TermResult {
         let (v, g) = imageAnchorCollapse(images: a.images, labels: a.labels, anchors: a.inputs.anchors!)
         return TermResult(value: v, dImages: g)
-    }
-}
-
-extension LossTerm {
-    /// The registration: the term type each serialised case stands for.
-    public var term: any ObjectiveTerm {
-        switch self {
-        case .knowledgeConsistency: return KnowledgeConsistencyTerm()
-        case .interClassDispersion(_, let tau): return InterClassDispersionTerm(tau: tau)
-        case .languageCollapse: return LanguageCollapseTerm()
-        case .modalityIsomorphism: return ModalityIsomorphismTerm()
-        case .intraClassDispersion: return IntraClassDispersionTerm()
-        case .imageAnchorCollapse: return ImageAnchorCollapseTerm()
-        }
     }
 }
 

@@ -44,6 +44,9 @@ struct Run: ParsableCommand {
     @Option(parsing: .unconditional, help: "Learning rate for every trained method.") var lr: Double?
     @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Batch size for every trained method.") var batchSize: Int?
     @Option(parsing: .unconditional, help: "Augmented training views per image (default: 4).") var views: Int?
+    @Option(name: .customLong("term"), parsing: .singleValue,
+            help: ArgumentHelp("Set a loss term's weight (KEY=WEIGHT, e.g. kg=4) or parameter (KEY.PARAM=VALUE, e.g. inter.tau=1) for every method of the grid that has the term; repeatable.", valueName: "KEY[.PARAM]=VALUE"))
+    var term: [String] = []
     @Option(name: .customLong("nc-every"), parsing: .unconditional, help: "Record the neural-collapse measures every E epochs (0: at the end only).")
     var ncEvery: Int?
     @Option(parsing: .unconditionalSingleValue, help: "Run only these cells (numbers from --list; repeatable).") var cell: [Int] = []
@@ -118,6 +121,7 @@ struct Run: ParsableCommand {
         if let batchSize { p.all.batchSize = batchSize }
         if let views { p.all.views = views }
         if let ncEvery { p.all.ncEvery = ncEvery }
+        for text in term { try p.apply(TermSetting(parsing: text)) }
         try p.validate()
         return p
     }

@@ -24,6 +24,9 @@ struct MethodOptions: ParsableArguments {
     @Option(help: "NPT anchor rotation: aligned or random.") var etf: AnchorRotation?
     @Option(name: .customLong("beta-t"), parsing: .unconditional, help: "DAPT text dispersion weight (default 0.01).") var betaT: Float?
     @Option(parsing: .unconditional, help: "DAPT RBF temperature (default 2).") var tau: Float?
+    @Option(name: .customLong("term"), parsing: .singleValue,
+            help: ArgumentHelp("Set a loss term's weight (KEY=WEIGHT, e.g. kg=4) or parameter (KEY.PARAM=VALUE, e.g. inter.tau=1); repeatable, applied after the flags above.", valueName: "KEY[.PARAM]=VALUE"))
+    var term: [String] = []
 
     /// The method with every override applied, or a clear error.
     func resolve() throws -> Method {
@@ -51,22 +54,28 @@ struct MethodOptions: ParsableArguments {
         if m.prompt.contextLength < 1 { throw ValidationError("--n-ctx must be at least 1") }
         if csc { m.prompt.classSpecific = true }
         if let position { m.prompt.position = position }
-        func set(_ key: String, _ value: Float?, _ flag: String) throws {
-            guard let value else { return }
-            guard let i = m.terms.firstIndex(where: { $0.key == key }) else {
+        // The named flags are `--term` settings under older names.
+        var settings: [(TermSetting, String)] = []
+        for (flag, key, parameter, value) in [("--kg-weight", "kg", nil, kgWeight), ("--lambda-lc", "lc", nil, lambdaLC),
+                                              ("--lambda-mi", "mi", nil, lambdaMI), ("--beta-t", "inter", nil, betaT),
+                                              ("--tau", "inter", "tau", tau)] as [(String, String, String?, Float?)] {
+            if let value { settings.append((TermSetting(term: key, parameter: parameter, value: Double(value)), flag)) }
+        }
+        for text in term {
+            do { settings.append((try TermSetting(parsing: text), "--term \(text)")) } catch { throw ValidationError("\(error)") }
+        }
+        for (setting, flag) in settings {
+            guard let i = m.terms.firstIndex(where: { $0.key == setting.term }) else {
+                if flag.hasPrefix("--term") { throw ValidationError("\(flag): \(setting.problem(method: m.name) ?? "")") }
                 throw ValidationError("\(flag) does not apply to --method \(method)")
             }
-            if flag == "--tau", case .interClassDispersion(let w, _) = m.terms[i] {
-                m.terms[i] = .interClassDispersion(weight: w, tau: value)
+            if let problem = setting.problem(method: m.name) { throw ValidationError("\(flag): \(problem)") }
+            if let parameter = setting.parameter {
+                m.terms[i].parameters[parameter] = Float(setting.value)
             } else {
-                m.terms[i] = m.terms[i].withWeight(value)
+                m.terms[i].weight = Float(setting.value)
             }
         }
-        try set("kg", kgWeight, "--kg-weight")
-        try set("lc", lambdaLC, "--lambda-lc")
-        try set("mi", lambdaMI, "--lambda-mi")
-        try set("inter", betaT, "--beta-t")
-        try set("inter", tau, "--tau")
         if let etf {
             guard m.anchors != nil else { throw ValidationError("--etf applies to NPT methods (add +npt to --method)") }
             m.anchors?.rotation = etf

@@ -90,9 +90,9 @@ final class DAPTParityTests: XCTestCase {
 
     static func config(npt: Bool = false) -> TrainConfig {
         var method = Method.dapt
-        method.terms = [.intraClassDispersion(weight: 100), .interClassDispersion(weight: 0.5, tau: 2)]
+        method.terms = [LossTerm("intra", weight: 100), LossTerm("inter", weight: 0.5, parameters: ["tau": 2])]
         if npt {
-            method.terms += Method.nptTerms + [.imageAnchorCollapse(weight: 1)]
+            method.terms += Method.nptTerms + [LossTerm("ia", weight: 1)]
             method.anchors = AnchorOptions()
         }
         var optimizer = OptimizerConfig()

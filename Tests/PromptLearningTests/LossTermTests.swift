@@ -57,8 +57,8 @@ final class LossTermTests: XCTestCase {
         let labels = [0, 1, 2, 3, 4, 0]
         let inputs = TermInputs(zeroShot: unitRows(k, d), anchors: unitRows(k, d), prototypes: Tensor.randomNormal([k, d], std: 0.4, using: &rng))
         let method = Method(name: "all", prompt: PromptConfig(), terms: [
-            .knowledgeConsistency(weight: 8), .interClassDispersion(weight: 0.5, tau: 2),
-            .languageCollapse(weight: 1), .modalityIsomorphism(weight: 1)], anchors: AnchorOptions())
+            LossTerm("kg", weight: 8), LossTerm("inter", weight: 0.5, parameters: ["tau": 2]),
+            LossTerm("lc", weight: 1), LossTerm("mi", weight: 1)], anchors: AnchorOptions())
         let v = objective(method: method, textFeatures: text, images: images, labels: labels, logitScale: 20, inputs: inputs)
         XCTAssertEqual(Set(v.terms.keys), ["ce", "kg", "inter", "lc", "mi"])
         let weighted = v.terms["ce"]! + 8 * v.terms["kg"]! + 0.5 * v.terms["inter"]! + v.terms["lc"]! + v.terms["mi"]!

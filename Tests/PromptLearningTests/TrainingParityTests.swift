@@ -34,10 +34,10 @@ final class TrainingParityTests: XCTestCase {
 
     func method(_ c: Golden.Config) -> Method {
         var terms: [LossTerm] = []
-        if c.kg_w > 0 { terms.append(.knowledgeConsistency(weight: c.kg_w)) }
-        if c.beta_t > 0 { terms.append(.interClassDispersion(weight: c.beta_t, tau: c.tau)) }
-        if c.lambda_lc > 0 { terms.append(.languageCollapse(weight: c.lambda_lc)) }
-        if c.lambda_mi > 0 { terms.append(.modalityIsomorphism(weight: c.lambda_mi)) }
+        if c.kg_w > 0 { terms.append(LossTerm("kg", weight: c.kg_w)) }
+        if c.beta_t > 0 { terms.append(LossTerm("inter", weight: c.beta_t, parameters: ["tau": c.tau])) }
+        if c.lambda_lc > 0 { terms.append(LossTerm("lc", weight: c.lambda_lc)) }
+        if c.lambda_mi > 0 { terms.append(LossTerm("mi", weight: c.lambda_mi)) }
         let anchors = c.lambda_lc > 0 ? AnchorOptions(rotation: AnchorRotation(rawValue: c.anchors ?? "aligned")!) : nil
         return Method(name: "parity", prompt: PromptConfig(contextLength: c.n_ctx, classSpecific: c.csc,
                                                            position: ClassTokenPosition(rawValue: c.position)!, initText: c.ctx_init),
