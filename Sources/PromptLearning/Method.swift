@@ -145,8 +145,26 @@ public struct Method: Codable, Equatable, Sendable {
     public static let vpt = Method(name: "vpt", prompt: PromptConfig(contextLength: 16),
                                    visualPrompt: VisualPromptConfig(tokens: 16), learnsText: false)
 
-    public static let bases: [String: Method] = ["coop": coop, "coop-csc": coopCSC, "kgcoop": kgcoop, "dapt-text": daptText,
-                                                 "dapt": dapt, "vpt": vpt]
+    public static let builtInBases: [String: Method] = ["coop": coop, "coop-csc": coopCSC, "kgcoop": kgcoop, "dapt-text": daptText,
+                                                        "dapt": dapt, "vpt": vpt]
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var added: [String: Method] = [:]
+
+    /// Adds a base method from outside this module (an extension, a test), under its name; a name
+    /// already taken is refused. Its terms are rows of `LossTerms.table`, by key.
+    public static func register(_ method: Method) {
+        lock.lock(); defer { lock.unlock() }
+        precondition(builtInBases[method.name] == nil && (added[method.name] == nil || added[method.name] == method),
+                     "a method named '\(method.name)' exists already")
+        added[method.name] = method
+    }
+
+    /// The methods `named(_:)` starts from: the built-in ones and the registered ones.
+    public static var bases: [String: Method] {
+        lock.lock(); defer { lock.unlock() }
+        return builtInBases.merging(added) { a, _ in a }
+    }
 
     /// "coop", "kgcoop", "npt" (= coop+npt), "coop+npt", "kgcoop+npt", "coop-csc+npt", "dapt-text+npt".
     public static func named(_ spec: String) throws -> Method {
