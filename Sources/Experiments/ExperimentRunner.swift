@@ -131,7 +131,7 @@ public final class ExperimentRunner {
     /// What another process is running in `folder`, for the refusal.
     func runningSpecSummary(_ folder: RunFolder) -> String {
         guard let s = try? readJSON(RunSpec.self, from: folder.spec) else { return "unknown" }
-        return "\(s.method), \(s.recipe.epochs) epochs, lr \(s.recipe.learningRate), batch \(s.recipe.batchSize), \(s.recipe.views) views"
+        return "\(s.method), \(s.recipe.epochs) epochs, lr \(s.recipe.learningRate), batch \(s.recipe.batchSize), \(s.recipe.augment == .perIteration ? "per-iteration augmentation" : "\(s.recipe.views) views")"
     }
 
     // MARK: One cell
@@ -304,7 +304,7 @@ public final class ExperimentRunner {
                                                 classes: train.classNames.count)
             classifier = .probe(search.probe, trainClasses: train.classNames)
         default:
-            if try Method.named(spec.method).needsImages {
+            if try Method.named(spec.method).needsImages || spec.recipe.augment == .perIteration {
                 classifier = try trainImagePrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)
             } else {
                 classifier = try trainPrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)

@@ -17,6 +17,7 @@ public struct ExperimentError: Error, CustomStringConvertible, LocalizedError, E
 ///     seeds: [1, 2, 3]
 ///     imbalance: [1, 0.25, 0.06]
 ///     epochs: 10                 # optional, for every method
+///     augment: per-iteration     # optional: CoOp's fresh crops every step (default: views)
 ///     overrides:                 # optional, per method
 ///       coop+npt: {lr: 0.001}
 public struct GridPlan: Codable, Equatable, Sendable {
@@ -48,7 +49,7 @@ public struct GridPlan: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case name, protocolKind = "protocol", datasets, targets, methods, shots, seeds, imbalance, model, root, out
-        case epochs, lr, batchSize = "batch_size", views, ncEvery = "nc_every", overrides
+        case epochs, lr, batchSize = "batch_size", views, ncEvery = "nc_every", augment, overrides
     }
 
     public init(from decoder: Decoder) throws {
@@ -69,7 +70,8 @@ public struct GridPlan: Codable, Equatable, Sendable {
                              lr: try c.decodeIfPresent(Double.self, forKey: .lr),
                              batchSize: try c.decodeIfPresent(Int.self, forKey: .batchSize),
                              views: try c.decodeIfPresent(Int.self, forKey: .views),
-                             ncEvery: try c.decodeIfPresent(Int.self, forKey: .ncEvery))
+                             ncEvery: try c.decodeIfPresent(Int.self, forKey: .ncEvery),
+                             augment: try c.decodeIfPresent(Augmentation.self, forKey: .augment))
         overrides = try c.decodeIfPresent([String: RecipeOverride].self, forKey: .overrides) ?? [:]
     }
 
@@ -91,6 +93,7 @@ public struct GridPlan: Codable, Equatable, Sendable {
         try c.encodeIfPresent(all.batchSize, forKey: .batchSize)
         try c.encodeIfPresent(all.views, forKey: .views)
         try c.encodeIfPresent(all.ncEvery, forKey: .ncEvery)
+        try c.encodeIfPresent(all.augment, forKey: .augment)
         if !overrides.isEmpty { try c.encode(overrides, forKey: .overrides) }
     }
 
@@ -224,8 +227,10 @@ public struct GridPlan: Codable, Equatable, Sendable {
                             let trains = recipe.epochs > 0
                             recipe = all.apply(to: recipe, trains: trains)
                             if let o = overrides[method] { recipe = o.apply(to: recipe, trains: trains) }
-                            // Image prompts augment every image at every iteration: no cached views to make.
-                            if (try? Method.named(method))?.needsImages == true { recipe.views = 1 }
+                            // Image prompts augment every image at every iteration: no cached views to make,
+                            // and their cells stay one cell whether or not a plan says so.
+                            if (try? Method.named(method))?.needsImages == true { recipe.views = 1; recipe.augment = .views }
+                            if recipe.augment == .perIteration { recipe.views = 1 }
                             specs.append(RunSpec(protocolKind: protocolKind, dataset: dataset, targets: targets, shots: k,
                                                  seed: seed, imbalance: tau, method: method, recipe: recipe))
                         }

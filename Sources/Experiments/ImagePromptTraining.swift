@@ -8,10 +8,11 @@ import PromptLearning
 import TensorCore
 import TensorIO
 
-/// Training and evaluating methods with trainable image prompts (DAPT, VPT) in a grid cell: the
-/// training images are decoded and augmented every iteration, DAPT's prototypes are read from its
-/// `_prototype.pkl` or computed once per (model, dataset, shots, seed) and cached, and test images
-/// are encoded through the prompted tower.
+/// Training and evaluating methods with trainable image prompts (DAPT, VPT), and text methods with
+/// `augment: per-iteration`, in a grid cell: the training images are decoded and augmented every
+/// iteration (a text method's go through the frozen tower's forward only), DAPT's prototypes are
+/// read from its `_prototype.pkl` or computed once per (model, dataset, shots, seed) and cached, and
+/// test images are encoded through the prompted tower (the stored features without a visual prompt).
 extension ExperimentRunner {
     func trainImagePrompt(_ spec: RunSpec, dataset: DatasetName, train: StoredFeatures, tests: [(EvaluationSet, StoredFeatures)],
                           folder: RunFolder, record: inout RunRecord) throws -> Classifier {

@@ -15,8 +15,8 @@ public struct PlanError: Error, CustomStringConvertible, LocalizedError, Equatab
 /// it does not know, so `epochz: 3` would silently train the recipe's epochs).
 enum PlanKeys {
     static let topLevel = ["name", "protocol", "datasets", "targets", "methods", "shots", "seeds", "imbalance", "model", "root",
-                           "out", "epochs", "lr", "batch_size", "views", "nc_every", "overrides"]
-    static let override = ["epochs", "lr", "batch_size", "views", "term_weights", "term_parameters", "nc_every"]
+                           "out", "epochs", "lr", "batch_size", "views", "nc_every", "augment", "overrides"]
+    static let override = ["epochs", "lr", "batch_size", "views", "term_weights", "term_parameters", "nc_every", "augment"]
 
     /// The `term_weights` keys `method` accepts: its loss terms' keys, and the keys older plans gave
     /// their parameters there (`tau`, DAPT's temperature). Nil when the method is unknown (reported elsewhere).
@@ -103,16 +103,17 @@ enum PlanKeys {
         case ints = "a list of whole numbers", numbers = "a list of numbers", mapping = "a map of method names to settings"
         case numberMap = "a map of term names to numbers"
         case numberMaps = "a map of term names to maps of parameter names to numbers"
+        case augmentation = "views or per-iteration"
     }
 
     static let topLevelTypes: [String: ValueType] = [
         "name": .string, "protocol": .string, "datasets": .strings, "targets": .strings, "methods": .strings, "shots": .ints,
         "seeds": .ints, "imbalance": .numbers, "model": .string, "root": .string, "out": .string, "epochs": .int, "lr": .number,
-        "batch_size": .int, "views": .int, "nc_every": .int, "overrides": .mapping,
+        "batch_size": .int, "views": .int, "nc_every": .int, "augment": .augmentation, "overrides": .mapping,
     ]
     static let overrideTypes: [String: ValueType] = [
         "epochs": .int, "lr": .number, "batch_size": .int, "views": .int, "term_weights": .numberMap, "term_parameters": .numberMaps,
-        "nc_every": .int,
+        "nc_every": .int, "augment": .augmentation,
     ]
 
     /// A value of the wrong type: a message naming the key, the value, the expected type and the line
@@ -120,10 +121,11 @@ enum PlanKeys {
     static func checkType(_ node: Node, of key: String, expected: ValueType?, source: String, place: String) throws {
         guard let expected else { return }
         func scalarOK(_ n: Node, _ t: ValueType) -> Bool {
-            guard let s = n.scalar?.string, n.scalar?.style == .plain || t == .string || t == .strings else { return n.scalar != nil && t == .string }
+            guard let s = n.scalar?.string, n.scalar?.style == .plain || t == .string || t == .strings || t == .augmentation else { return n.scalar != nil && t == .string }
             switch t {
             case .int, .ints: return Int(s) != nil
             case .number, .numbers, .numberMap: return Double(s) != nil || [".nan", ".NaN", ".inf", "-.inf", "+.inf", ".Inf", "-.Inf"].contains(s)
+            case .augmentation: return Augmentation(rawValue: s) != nil
             default: return true
             }
         }
@@ -141,7 +143,7 @@ enum PlanKeys {
             PlanError("plan \(source), line \(line(n)): \(place) is \(shown(n)), but it must be \(expected.rawValue)")
         }
         switch expected {
-        case .string, .int, .number:
+        case .string, .int, .number, .augmentation:
             guard node.scalar != nil, scalarOK(node, expected) else { throw fail(node) }
         case .strings, .ints, .numbers:
             guard let items = node.sequence, items.allSatisfy({ $0.scalar != nil && scalarOK($0, expected) }) else { throw fail(node) }
@@ -223,6 +225,7 @@ extension GridPlan {
                 }, .implicit, .flow)))
             }
             if let n = o.ncEvery { r.append((Node("nc_every"), Node(String(n)))) }
+            if let a = o.augment { r.append((Node("augment"), Node(a.rawValue))) }
             return r
         }
         pairs += recipe(all)

@@ -12,8 +12,8 @@ import Foundation
 /// - NPT (a documented reconstruction): the base method's recipe, lambda_lc = lambda_mi = 1.
 /// - CoCoOp (batch 1, 10 epochs, lr 0.002) and MaPLe (batch 4, 5 epochs, lr 0.0035) join when those
 ///   methods land.
-/// Every number may be overridden for a whole grid (`--epochs --lr --batch-size --views`) or per
-/// method in a plan file.
+/// Every number may be overridden for a whole grid (`--epochs --lr --batch-size --views --augment`)
+/// or per method in a plan file.
 public enum Recipes {
     /// Cached augmented views per training image by default (see docs/EXPERIMENTS.md).
     public static let defaultViews = 4
@@ -87,16 +87,18 @@ public struct RecipeOverride: Codable, Equatable, Sendable {
     /// Term key -> parameter -> value (`term_parameters: {inter: {tau: 1}}`).
     public var termParameters: [String: [String: Double]]?
     public var ncEvery: Int?
+    public var augment: Augmentation?
 
     public init(epochs: Int? = nil, lr: Double? = nil, batchSize: Int? = nil, views: Int? = nil,
-                termWeights: [String: Double]? = nil, termParameters: [String: [String: Double]]? = nil, ncEvery: Int? = nil) {
+                termWeights: [String: Double]? = nil, termParameters: [String: [String: Double]]? = nil, ncEvery: Int? = nil,
+                augment: Augmentation? = nil) {
         self.epochs = epochs; self.lr = lr; self.batchSize = batchSize; self.views = views
-        self.termWeights = termWeights; self.termParameters = termParameters; self.ncEvery = ncEvery
+        self.termWeights = termWeights; self.termParameters = termParameters; self.ncEvery = ncEvery; self.augment = augment
     }
 
     enum CodingKeys: String, CodingKey {
         case epochs, lr, batchSize = "batch_size", views, termWeights = "term_weights", termParameters = "term_parameters"
-        case ncEvery = "nc_every"
+        case ncEvery = "nc_every", augment
     }
 
     /// `recipe` with every set field replaced. Baselines keep zero epochs and one view.
@@ -109,6 +111,7 @@ public struct RecipeOverride: Codable, Equatable, Sendable {
             if let views { r.views = views }
             if let termWeights { r.termWeights.merge(termWeights) { $1 } }
             for (term, values) in termParameters ?? [:] { r.termParameters[term, default: [:]].merge(values) { $1 } }
+            if let augment { r.augment = augment }
         }
         if let ncEvery { r.ncEvery = ncEvery }
         return r

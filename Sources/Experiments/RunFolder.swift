@@ -8,7 +8,9 @@ import TensorIO
 ///     <out>/features/<model digest>/<name>.safetensors   features shared by every cell that needs them
 ///     <out>/runs/<model>/<cell id>/spec.json        the cell's spec, written when it starts
 ///     <out>/runs/<model>/<cell id>/prompt.ptprompt  checkpoint after every epoch (resume point); methods
-///                                                   with image prompts (dapt, vpt): prompt.safetensors
+///                                                   with image prompts (dapt, vpt) and cells with
+///                                                   `augment: per-iteration` (whose <cell id> ends
+///                                                   in `_per-iteration`): prompt.safetensors
 ///     <out>/runs/<model>/<cell id>/initial.safetensors  the parameters training started from (replays)
 ///     <out>/runs/<model>/<cell id>/nc_history.json  neural-collapse measures over training
 ///     <out>/runs/<model>/<cell id>/record.json      the finished (or failed) cell's record

@@ -30,18 +30,23 @@ public struct Recipe: Codable, Equatable, Hashable, Sendable {
     public var termParameters: [String: [String: Double]]
     /// Record the neural-collapse measures every this many epochs (0: only at the end).
     public var ncEvery: Int
+    /// How the training images are augmented: `views` cached views (the default), or afresh at every
+    /// iteration as CoOp does (methods with image prompts always are, and keep `views` here).
+    public var augment: Augmentation
 
     public init(epochs: Int, learningRate: Double, batchSize: Int, views: Int, termWeights: [String: Double] = [:],
-                termParameters: [String: [String: Double]] = [:], ncEvery: Int = 0) {
+                termParameters: [String: [String: Double]] = [:], ncEvery: Int = 0, augment: Augmentation = .views) {
         self.epochs = epochs; self.learningRate = learningRate; self.batchSize = batchSize; self.views = views
-        self.termWeights = termWeights; self.termParameters = termParameters; self.ncEvery = ncEvery
+        self.termWeights = termWeights; self.termParameters = termParameters; self.ncEvery = ncEvery; self.augment = augment
     }
 
     enum CodingKeys: String, CodingKey {
         case epochs, learningRate = "lr", batchSize = "batch_size", views, termWeights = "term_weights"
-        case termParameters = "term_parameters", ncEvery = "nc_every"
+        case termParameters = "term_parameters", ncEvery = "nc_every", augment
     }
 
+    /// `term_parameters` and `augment` are written only when they are not the default, so the specs
+    /// and records of cells without them read and compare as before they existed.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         epochs = try c.decode(Int.self, forKey: .epochs)
@@ -51,6 +56,7 @@ public struct Recipe: Codable, Equatable, Hashable, Sendable {
         termWeights = try c.decode([String: Double].self, forKey: .termWeights)
         termParameters = try c.decodeIfPresent([String: [String: Double]].self, forKey: .termParameters) ?? [:]
         ncEvery = try c.decode(Int.self, forKey: .ncEvery)
+        augment = try c.decodeIfPresent(Augmentation.self, forKey: .augment) ?? .views
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -62,7 +68,17 @@ public struct Recipe: Codable, Equatable, Hashable, Sendable {
         try c.encode(termWeights, forKey: .termWeights)
         if !termParameters.isEmpty { try c.encode(termParameters, forKey: .termParameters) }
         try c.encode(ncEvery, forKey: .ncEvery)
+        if augment != .views { try c.encode(augment, forKey: .augment) }
     }
+}
+
+/// Where a text method's training image features come from.
+public enum Augmentation: String, Codable, CaseIterable, Equatable, Hashable, Sendable {
+    /// `Recipe.views` augmented views per image, encoded once and cached (cheap; docs/EXPERIMENTS.md).
+    case views
+    /// CoOp's protocol: every step decodes its batch's images, draws a fresh RandomResizedCrop and
+    /// flip of each (seeded per image and epoch) and encodes them with the frozen image tower.
+    case perIteration = "per-iteration"
 }
 
 /// One cell of a grid: everything that decides its numbers.
@@ -98,10 +114,17 @@ public struct RunSpec: Codable, Equatable, Hashable, Sendable {
     /// Trains on the base half of the classes (base-to-novel).
     public var trainsOnBase: Bool { protocolKind == .baseToNovel }
 
+    /// The method as reports name it: the method, marked "(per-iteration)" on CoOp's per-iteration
+    /// augmentation, so that its rows and curves are never averaged with the cached-views runs'.
+    public var reportMethod: String {
+        recipe.augment == .perIteration ? "\(method) (\(Augmentation.perIteration.rawValue))" : method
+    }
+
     /// A readable, unique folder name for the cell.
     public var identifier: String {
         var parts = [protocolKind.rawValue, dataset, method, "\(shots)shot", "seed\(seed)"]
         if imbalance != 1 { parts.append("tau\(formatNumber(imbalance))") }
+        if recipe.augment == .perIteration { parts.append(Augmentation.perIteration.rawValue) }
         return parts.joined(separator: "_").replacingOccurrences(of: "/", with: "-")
     }
 }

@@ -6,7 +6,9 @@ import TensorIO
 /// The general trainer: named trainable parameters (the text context, the visual prompt tokens),
 /// SGD state keyed by the same names, and a training source that is either cached final image
 /// features (the text-only methods) or images decoded and augmented every iteration (methods whose
-/// image path has trainable prompts: DAPT, VPT), decoded on every core while the step runs.
+/// image path has trainable prompts: DAPT, VPT; any method on CoOp's per-iteration protocol, where
+/// a text method's images pass the frozen tower forward only), decoded on every core while the
+/// step runs.
 ///
 /// Dassl's recipe (warm-up, cosine per epoch), Dassl's batching (a seeded shuffle per epoch, the
 /// last partial batch dropped when a full one exists). Every draw comes from one seeded generator

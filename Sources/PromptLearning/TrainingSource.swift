@@ -32,7 +32,8 @@ public protocol TrainingImages: Sendable {
 public enum TrainingData: Sendable {
     /// Final image features encoded once (any number of augmented views): the text-only methods.
     case features(LabeledFeatures)
-    /// Images decoded and augmented every iteration: methods with trainable image prompts.
+    /// Images decoded and augmented every iteration: methods with trainable image prompts, and
+    /// any method on CoOp's per-iteration protocol (a text method runs the frozen tower forward only).
     case images(any TrainingImages)
 
     public var labels: [Int] {

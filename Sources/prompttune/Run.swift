@@ -7,6 +7,7 @@ import TensorCore
 import TensorIO
 
 extension ProtocolKind: ExpressibleByArgument {}
+extension Augmentation: ExpressibleByArgument {}
 
 /// `prompttune run`: a grid of cells from flags or a plan, resumable, one cell at a time or all.
 struct Run: ParsableCommand {
@@ -47,6 +48,8 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("term"), parsing: .singleValue,
             help: ArgumentHelp("Set a loss term's weight (KEY=WEIGHT, e.g. kg=4) or parameter (KEY.PARAM=VALUE, e.g. inter.tau=1) for every method of the grid that has the term; repeatable.", valueName: "KEY[.PARAM]=VALUE"))
     var term: [String] = []
+    @Option(help: "Training images: views (the --views cached views, the default) or per-iteration (CoOp's: decoded, cropped, flipped and encoded afresh at every step; slower, see docs/EXPERIMENTS.md). dapt and vpt always augment per iteration.")
+    var augment: Augmentation?
     @Option(name: .customLong("nc-every"), parsing: .unconditional, help: "Record the neural-collapse measures every E epochs (0: at the end only).")
     var ncEvery: Int?
     @Option(parsing: .unconditionalSingleValue, help: "Run only these cells (numbers from --list; repeatable).") var cell: [Int] = []
@@ -54,7 +57,7 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("no-coop-cache"), help: "Draw few-shot sets anew even where CoOp's split_fewshot cache exists.")
     var noCoopCache = false
     @Flag(name: .customLong("no-report"), help: "Do not print the table or write the report at the end.") var noReport = false
-    @Option(help: ArgumentHelp("Append one JSON line per training step of every trained cell that runs to FILE (sorted keys): cell, epoch, step, lr, the batch's dataset indices, each image's crop box and flip (dapt, vpt) or cached view, and every loss term.", valueName: "FILE"))
+    @Option(help: ArgumentHelp("Append one JSON line per training step of every trained cell that runs to FILE (sorted keys): cell, epoch, step, lr, the batch's dataset indices, each image's crop box and flip (dapt, vpt, --augment per-iteration) or cached view, and every loss term.", valueName: "FILE"))
     var trace: String?
     @Option(help: ArgumentHelp("Write TensorBoard event files, one run per cell in DIR/<model>/<cell identifier> (as under runs/): every step's loss, loss terms, learning rate and batch accuracy, each epoch's averages, the NC measures (every --nc-every epochs and at the end) and the cell's accuracies; a resumed cell appends.", valueName: "DIR"))
     var tensorboard: String?
@@ -122,6 +125,7 @@ struct Run: ParsableCommand {
         if let views { p.all.views = views }
         if let ncEvery { p.all.ncEvery = ncEvery }
         for text in term { try p.apply(TermSetting(parsing: text)) }
+        if let augment { p.all.augment = augment }
         try p.validate()
         return p
     }

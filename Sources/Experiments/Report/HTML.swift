@@ -305,11 +305,11 @@ private func classFrequencyPlots(_ data: ReportData) -> String {
         let records = groups[key]!
         let s = records[0].spec
         var counts: Set<Int> = []
-        let methods = Array(Set(records.map(\.spec.method))).sorted(by: methodPrecedes)
+        let methods = Array(Set(records.map(\.spec.reportMethod))).sorted(by: methodPrecedes)
         let series = methods.compactMap { m -> PlotSeries? in
             // count -> one class-mean accuracy per seed
             var bySeed: [Int: [Double]] = [:]
-            for r in records where r.spec.method == m {
+            for r in records where r.spec.reportMethod == m {
                 var perCount: [Int: [Double]] = [:]
                 for e in r.evaluations where e.name == "test" || e.name == "base" || e.name == "novel" {
                     for (name, a) in e.perClassAccuracy {
@@ -358,10 +358,10 @@ private func curveGroups(_ records: [RunRecord]) -> [(title: String, id: String,
 /// One series per method: the mean over its seeds of `value` at each epoch any seed recorded.
 private func meanCurves(_ records: [RunRecord], styles: [String: SeriesStyle],
                         _ values: (RunRecord) -> [(epoch: Int, value: Double)]) -> [PlotSeries] {
-    let methods = Array(Set(records.map(\.spec.method))).sorted(by: methodPrecedes)
+    let methods = Array(Set(records.map(\.spec.reportMethod))).sorted(by: methodPrecedes)
     return methods.compactMap { m in
         var byEpoch: [Int: [Double]] = [:]
-        for r in records where r.spec.method == m {
+        for r in records where r.spec.reportMethod == m {
             for (epoch, v) in values(r) where v.isFinite { byEpoch[epoch, default: []].append(v) }
         }
         let points = byEpoch.keys.sorted().map { PlotPoint(x: Double($0), y: Statistics.mean(byEpoch[$0]!)!) }

@@ -81,10 +81,10 @@ func ncPoints(_ records: [RunRecord]) -> [NCRunPoint] {
             let evalDigest = r.digests["\(e.name)_features"] ?? e.dataset
             let inputs = r.digests["train_inputs"].map { "\($0)|\(evalDigest)" }
                 ?? "results|\(e.accuracy.bitPattern)|" + NCMeasure.all.map { String($0.value(nc).bitPattern) }.joined(separator: ",")
-            let key = Key(method: r.spec.method, recipe: r.spec.recipe, seed: r.spec.seed, model: ModelLabel(r).identity,
+            let key = Key(method: r.spec.reportMethod, recipe: r.spec.recipe, seed: r.spec.seed, model: ModelLabel(r).identity,
                           dataset: r.spec.dataset, set: e.name, inputs: inputs)
             guard seen.insert(key).inserted else { continue }
-            out.append(NCRunPoint(method: r.spec.method, dataset: r.spec.dataset, set: e.name, nc: nc, accuracy: 100 * e.accuracy))
+            out.append(NCRunPoint(method: r.spec.reportMethod, dataset: r.spec.dataset, set: e.name, nc: nc, accuracy: 100 * e.accuracy))
         }
     }
     return out

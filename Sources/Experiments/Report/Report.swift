@@ -279,17 +279,17 @@ struct ReportData {
             // The record's own `targets_missing`, else the spec's targets without an evaluation (older records).
             let have = Set(r.evaluations.map(\.name))
             let lost = r.targetsMissing ?? r.spec.targets.filter { !have.contains($0) }
-            let key = ReportData.transferKey(r.spec.dataset, r.spec.method, r.spec.shots, r.spec.imbalance)
+            let key = ReportData.transferKey(r.spec.dataset, r.spec.reportMethod, r.spec.shots, r.spec.imbalance)
             for t in lost where !(missing[key] ?? []).contains(t) { missing[key, default: []].append(t) }
         }
         missingTargets = missing
-        let methods = Array(Set(records.map(\.spec.method))).sorted(by: methodPrecedes)
+        let methods = Array(Set(records.map(\.spec.reportMethod))).sorted(by: methodPrecedes)
         methodStyles = Dictionary(uniqueKeysWithValues: methods.enumerated().map { ($1, SeriesStyle.at($0)) })
         var values: [RowKey: [Double]] = [:]
         for record in ok {
             let s = record.spec
             for (metric, value) in headlineMetrics(record) {
-                values[RowKey(protocolKind: s.protocolKind, dataset: s.dataset, method: s.method, shots: s.shots,
+                values[RowKey(protocolKind: s.protocolKind, dataset: s.dataset, method: s.reportMethod, shots: s.shots,
                               tau: s.imbalance, metric: metric), default: []].append(100 * value)
             }
         }
