@@ -38,7 +38,7 @@ public struct TrainingJob {
     /// from its checkpoint with `resume`. Writes `config.json` (the resolved settings).
     public func prepare() throws -> TrainingRun {
         if method.needsImages {
-            throw ExperimentError("method \(method.name) trains prompts inside the image tower, so it needs the training images, not a features file; run it with `prompttune run` (it decodes and augments the dataset's images every iteration)")
+            throw ExperimentError("method \(method.name) trains prompts inside the image tower, so it needs the training images, not a features file; train it with `prompttune train --augment per-iteration --dataset D` or `prompttune run` (both decode and augment the dataset's images every iteration)")
         }
         let set = try FeatureSet.read(path: featuresPath)
         let digest = try modelDigest(modelPath)

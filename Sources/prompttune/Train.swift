@@ -1,5 +1,6 @@
 import ArgumentParser
 import CLIP
+import Datasets
 import Experiments
 import Features
 import Foundation
@@ -12,7 +13,7 @@ extension AnchorRotation: ExpressibleByArgument {}
 
 /// Method options shared by `train` (and later protocol runners).
 struct MethodOptions: ParsableArguments {
-    @Option(help: "coop, coop-csc, kgcoop, dapt-text, npt (= coop+npt), or any of them +npt; dapt, vpt (and +npt) train from images with `prompttune run`.")
+    @Option(help: "coop, coop-csc, kgcoop, dapt-text, npt (= coop+npt), or any of them +npt; dapt, vpt (and +npt) train from images (`prompttune run`, or `train --augment per-iteration`).")
     var method: String = "coop"
     @Option(name: .customLong("n-ctx"), parsing: .unconditional, help: "Context vectors M, 1...\(TrainConfig.maxContextLength) (default: the method's).") var nCtx: Int?
     @Flag(help: "Class-specific contexts (CSC).") var csc = false
@@ -86,12 +87,24 @@ struct MethodOptions: ParsableArguments {
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train a prompt on cached image features with the reference recipe (SGD, warm-up, cosine).")
+        abstract: "Train a prompt on cached image features with the reference recipe (SGD, warm-up, cosine).",
+        discussion: """
+            By default the prompt trains on a features file's cached views (--features). With --augment per-iteration it \
+            trains as CoOp does, from the dataset's images (--dataset, --root, --shots; --seed also draws the few-shot \
+            images, as `features --seed`), each decoded, cropped, flipped and encoded afresh at every step; any method, \
+            dapt and vpt included. Such a run checkpoints prompt.safetensors and traces each image's crop and flip.
+            """)
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Training features (from `prompttune features`).") var features: String
+    @Option(help: "Training features (from `prompttune features`).") var features: String?
+    @Option(help: "Training images: views (the --features file's cached views) or per-iteration (--dataset's images augmented afresh at every step).")
+    var augment: Augmentation = .views
+    @Option(help: "With --augment per-iteration: the dataset to train on (see `prompttune datasets`).") var dataset: DatasetName?
+    @Option(help: "With --augment per-iteration: folder holding the datasets in CoOp's layout (default: $DATA, else the current folder).")
+    var root: String?
+    @Option(parsing: .unconditional, help: "With --augment per-iteration: shots per class (default: all training images).") var shots: Int?
     @OptionGroup var methodOptions: MethodOptions
-    @Option(help: "Output folder: config.json, prompt.ptprompt (every epoch), history.json.") var out: String = "prompttune-run"
+    @Option(help: "Output folder: config.json, prompt.ptprompt (every epoch; prompt.safetensors with --augment per-iteration), initial.safetensors, history.json.") var out: String = "prompttune-run"
     @Option(parsing: .unconditional, help: "Epochs.") var epochs: Int = 50
     @Option(parsing: .unconditional, help: "Base learning rate.") var lr: Double = 0.002
     @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Batch size.") var batchSize: Int = 32
@@ -117,6 +130,19 @@ struct Train: ParsableCommand {
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDir), !isDir.boolValue {
             throw ValidationError("--out \(out) is a file; --out names a folder (it will hold config.json, prompt.ptprompt and history.json)")
         }
+        switch augment {
+        case .views:
+            guard features != nil else { throw ValidationError("give --features (or --augment per-iteration with --dataset)") }
+            for (flag, given) in [("--dataset", dataset != nil), ("--root", root != nil), ("--shots", shots != nil)] where given {
+                throw ValidationError("\(flag) goes with --augment per-iteration; with cached views the --features file says which images")
+            }
+        case .perIteration:
+            guard dataset != nil else { throw ValidationError("--augment per-iteration trains from a dataset's images: give --dataset (and --root)") }
+            if features != nil { throw ValidationError("--features and --augment per-iteration exclude each other: per-iteration decodes --dataset's images") }
+            if let shots { try OptionLimits.range("--shots", shots, 1...OptionLimits.maxShots) }
+            guard let s = Int(exactly: seed) else { throw ValidationError("--seed must be at most \(Int.max) with --augment per-iteration") }
+            try OptionLimits.seed("--seed", s)
+        }
         _ = try methodOptions.resolve()
     }
 
@@ -124,12 +150,9 @@ struct Train: ParsableCommand {
         Compute.threads = threads
         do { try Compute.setPrecision(precision) } catch { throw ValidationError("--precision bf16: \(error)") }
         let method = try methodOptions.resolve()
-        let job = TrainingJob(modelPath: model.model, featuresPath: features, method: method, epochs: epochs, learningRate: lr,
-                              batchSize: batchSize, seed: seed, template: template, folder: RunFolder(URL(fileURLWithPath: out)),
-                              resume: resume)
         // A run that fails before writing anything leaves no empty --out folder behind.
-        let run = try removingEmptyFolderOnFailure(URL(fileURLWithPath: out)) { try job.prepare() }
-        let trainer = run.trainer
+        let run = try removingEmptyFolderOnFailure(URL(fileURLWithPath: out)) { try prepare(method) }
+        let trainer = run
         if let trace { trainer.trace = try TraceWriter(url: URL(fileURLWithPath: trace), append: resume) }
         let board = try tensorboard.map { try TensorBoardWriter(directory: URL(fileURLWithPath: $0), resumeStep: trainer.steps) }
         for w in trainer.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
@@ -149,13 +172,13 @@ struct Train: ParsableCommand {
         })
         bar.finish()
         guard let last = trainer.history.last else {
-            throw PresentedError(message: "\(run.folder.checkpoint.path): the run has no finished epoch to report; train again without --resume")
+            throw PresentedError(message: "\(run.checkpoint.path): the run has no finished epoch to report; train again without --resume")
         }
-        let summary: [String: Any] = ["prompt": run.folder.checkpoint.path, "epochs": epochs, "final_loss": last.loss,
+        let summary: [String: Any] = ["prompt": run.checkpoint.path, "epochs": epochs, "final_loss": last.loss,
                                       "final_train_accuracy": last.accuracy, "method": method.name]
         if json { print(try jsonText(summary)) } else {
             printTable("trained \(method.name) for \(epochs) epochs", [
-                ("prompt", run.folder.checkpoint.path),
+                ("prompt", run.checkpoint.path),
                 ("last epoch", String(format: "loss %.4f, train accuracy %.1f%%", last.loss, 100 * last.accuracy)),
             ])
         }

@@ -1,0 +1,116 @@
+import CLIP
+import Datasets
+import Foundation
+import PromptLearning
+import TensorCore
+import TensorIO
+
+/// Training one prompt from a dataset's images augmented afresh at every iteration (CoOp's
+/// protocol) into a run folder: what `prompttune train --augment per-iteration` does, for every
+/// method (a text method's images go through the frozen image tower's forward only). One seed
+/// draws the few-shot images (Dassl's, as `features --seed`) and seeds the trainer and the crops,
+/// as in a grid cell.
+public struct AugmentedTrainingJob {
+    public var modelPath: String
+    public var root: URL
+    public var dataset: DatasetName
+    public var selection: SelectionOptions
+    public var method: Method
+    public var epochs: Int
+    public var learningRate: Double
+    public var batchSize: Int
+    /// Hand template for zero-shot features; nil = the method's for the dataset, else the dataset's.
+    public var template: String?
+    public var folder: RunFolder
+    public var resume: Bool
+
+    public init(modelPath: String, root: URL, dataset: DatasetName, selection: SelectionOptions, method: Method, epochs: Int,
+                learningRate: Double, batchSize: Int, template: String?, folder: RunFolder, resume: Bool) {
+        self.modelPath = modelPath; self.root = root; self.dataset = dataset; self.selection = selection; self.method = method
+        self.epochs = epochs; self.learningRate = learningRate; self.batchSize = batchSize; self.template = template
+        self.folder = folder; self.resume = resume
+    }
+
+    /// Loads the model and the draw's images and returns the run, restored from `prompt.safetensors`
+    /// with `resume`. Writes `config.json` (the resolved settings).
+    public func prepare() throws -> AugmentedTrainingRun {
+        let loaded = try openDataset(dataset, root: root)
+        let s = try select(loaded.splits, dataset: dataset, options: selection)
+        guard !s.train.isEmpty else { throw ExperimentError("the train split of \(dataset.rawValue) holds no images for this selection") }
+        let images = AugmentedImages(items: s.train, classNames: s.classNames, source: loaded.images)
+        let digest = try modelDigest(modelPath)
+        let clip = try CLIPModel.load(path: modelPath)
+        var optimizer = OptimizerConfig()
+        optimizer.learningRate = learningRate
+        let config = TrainConfig(method: method, optimizer: optimizer, epochs: epochs, batchSize: batchSize, seed: UInt64(selection.seed),
+                                 template: template ?? method.handTemplate(dataset: dataset.rawValue, default: s.template))
+        let tuner = try PromptTuner(model: clip, tokenizer: try CLIPTokenizer(), data: .images(images), config: config,
+                                    modelDigest: digest, dataDigest: images.digest)
+        let run = try AugmentedTrainingRun(folder: folder, tuner: tuner, resume: resume ? .require : .refuse)
+        try writeJSON(AugmentedTrainingJobConfig(model: modelPath, dataset: dataset.rawValue, root: root.path, shots: selection.shots,
+                                                 fewShotSource: s.coopCache ?? "dassl", classNames: s.classNames, train: config,
+                                                 images: s.train.count),
+                      to: folder.config)
+        return run
+    }
+}
+
+/// `config.json` of a `train --augment per-iteration` run: the settings as resolved.
+public struct AugmentedTrainingJobConfig: Codable, Equatable {
+    public var model: String
+    public var dataset: String
+    public var root: String
+    public var shots: Int?
+    /// CoOp's `split_fewshot` file the draw was read from, or "dassl" (drawn here).
+    public var fewShotSource: String
+    public var classNames: [String]
+    public var train: TrainConfig
+    public var images: Int
+    public var augment = Augmentation.perIteration
+
+    enum CodingKeys: String, CodingKey {
+        case model, dataset, root, shots, fewShotSource = "few_shot_source", classNames = "classnames", train, images, augment
+    }
+}
+
+/// A `PromptTuner` run in a folder: `prompt.safetensors` after every epoch, the resume policy,
+/// `initial.safetensors` and `history.json` (as `TrainingRun` for the cached-features trainer).
+public final class AugmentedTrainingRun {
+    public let folder: RunFolder
+    public let tuner: PromptTuner
+    /// True when the run continued a checkpoint.
+    public private(set) var resumed = false
+
+    public init(folder: RunFolder, tuner: PromptTuner, resume: ResumePolicy) throws {
+        self.folder = folder
+        self.tuner = tuner
+        try folder.create()
+        let path = folder.parameterCheckpoint.path
+        let exists = FileManager.default.fileExists(atPath: path)
+        switch resume {
+        case .refuse:
+            if exists { throw ExperimentError("\(path) exists: resume it, or train into another folder") }
+        case .require, .ifPresent:
+            if exists {
+                try tuner.restore(ParameterCheckpoint.read(path: path))
+                resumed = true
+            } else if resume == .require {
+                throw ExperimentError("no checkpoint at \(path) to resume; start a new run instead")
+            }
+        }
+        if !resumed {
+            try ParameterCheckpoint.writeParameters(tuner.initialParameters, to: folder.initial,
+                                                    metadata: ["method": tuner.config.method.name, "seed": String(tuner.config.seed)])
+        }
+    }
+
+    /// Trains to the end: a checkpoint after every epoch, then `history.json`.
+    public func run(onStep: (StepReport) -> Void = { _ in }, afterEpoch: (Int) throws -> Void = { _ in }) throws {
+        while !tuner.isFinished {
+            try tuner.runEpoch(onStep)
+            try tuner.checkpoint().write(to: folder.parameterCheckpoint)
+            try afterEpoch(tuner.epochsDone)
+        }
+        try writeJSON(["history": tuner.history], to: folder.history)
+    }
+}
