@@ -108,7 +108,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Epochs.") var epochs: Int = 50
     @Option(parsing: .unconditional, help: "Base learning rate.") var lr: Double = 0.002
     @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Batch size.") var batchSize: Int = 32
-    @Option(parsing: .unconditional, help: "Seed for the context draw, shuffling and view choice (0 or more).") var seed: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Seed for the context draw, shuffling and view choice; with --augment per-iteration also the few-shot draw and the crops (0 or more).") var seed: UInt64 = 1
     @Option(help: "Hand template for zero-shot features, {} = class name (default: the dataset's, recorded in the features file).")
     var template: String?
     @Flag(help: "Continue from <out>/prompt.ptprompt.") var resume = false
