@@ -1,0 +1,78 @@
+public struct Transformer: Sendable {
+    public var blocks: [ResidualBlock]
+    public init(blocks: [ResidualBlock]) { self.blocks = blocks }
+
+    public struct Trace: Sendable {
+        /// Per-block caches, when kept for a backward pass.
+        public var caches: [ResidualBlock.Cache] = []
+        /// Every block's output, when asked for (parity checks).
+        public var hiddenStates: [Tensor] = []
+        /// The rows the last block was restricted to (nil: all rows).
+        public var outputRows: [Int]? { caches.last?.attention.outputRows }
+    }
+
+    // x: R, C -> R, C, or S, C with `outputRows`: the rows the caller reads (e.g. each sequence's
+    // EOT or class token). The last block then computes only those rows after its attention.
+    //
+    // With a `workspace`, activations come from it; caches not kept go back to it block by block.
+    // `keepLinearInputs` false keeps only what a backward without weight gradients reads.
+    public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil,
+                        keepCaches: Bool = false, keepHiddenStates: Bool = false,
+                        workspace: Workspace? = nil, keepLinearInputs: Bool = true) -> (Tensor, Trace) {
+        // An inference forward without a workspace still reuses each block's buffers for the next
+        // (fresh buffers would fault in new pages every block).
+        let workspace = workspace ?? (keepCaches || keepHiddenStates ? nil : Workspace())
+        var h = x
+        var trace = Trace()
+        for (i, blk) in blocks.enumerated() {
+            var (y, cache) = blk.forward(h, layout: layout, causal: causal, outputRows: i == blocks.count - 1 ? outputRows : nil,
+                                         workspace: workspace, keepLinearInputs: keepLinearInputs || !keepCaches)
+            if keepCaches { trace.caches.append(cache) }
+            if keepHiddenStates { trace.hiddenStates.append(y) }
+            h = y
+            if !keepCaches && !keepHiddenStates, let workspace, i > 0 { cache.recycle(into: workspace) }
+        }
+        return (h, trace)
+    }
+
+    public func forward(_ x: Tensor, batch: Int, tokens: Int, causal: Bool,
+                        keepCaches: Bool = false, keepHiddenStates: Bool = false) -> (Tensor, Trace) {
+        forward(x, layout: .uniform(batch: batch, tokens: tokens), causal: causal,
+                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
+    }
+
+    /// The backward releasing the trace as it goes: each block's cache goes back to `workspace`
+    /// once that block's backward has run, and the backward's temporaries come from it, so a step's
+    /// backward reuses the memory its forward kept. `trace` is left without caches.
+    public func backward(_ dy: Tensor, releasing trace: inout Trace, grads: inout [ResidualBlock.Grads]?,
+                         workspace: Workspace) -> Tensor {
+        precondition(trace.caches.count == blocks.count, "Transformer.backward needs the forward run with keepCaches")
+        var d = dy
+        for i in blocks.indices.reversed() {
+            var cache = trace.caches.removeLast()
+            var dx = workspace.tensor(cache.ln1.input.shape)
+            var g = grads?[i]
+            blocks[i].backward(d, cache: cache, dx: &dx, grads: &g, workspace: workspace)
+            if let g { grads![i] = g }
+            cache.recycle(into: workspace)
+            if i != blocks.count - 1 { workspace.recycle(d) }  // the first d is the caller's
+            d = dx
+        }
+        return d
+    }
+
+    /// dy: gradient of the last block's output; returns the gradient of the first block's input.
+    /// `grads`, when given, must hold one entry per block and is accumulated into.
+    public func backward(_ dy: Tensor, trace: Trace, grads: inout [ResidualBlock.Grads]?) -> Tensor {
+        precondition(trace.caches.count == blocks.count, "Transformer.backward needs the forward run with keepCaches")
+        var d = dy
+        for i in blocks.indices.reversed() {
+            var dx = Tensor(zeros: trace.caches[i].ln1.input.shape)
+            var g = grads?[i]
+            blocks[i].backward(d, cache: trace.caches[i], dx: &dx, grads: &g)
+            if let g { grads![i] = g }
+            d = dx
+        }
+        return d
+    }
+}
