@@ -48,13 +48,13 @@ public struct MultiheadAttention: Sendable {
         }
     }
 
-    /// Where each block of attention weights lives: the prefix's (H blocks of P x P) first, then
-    /// each sequence's (H blocks of T_s x (P + T_s)).
-    func probOffsets(_ layout: SequenceLayout) -> (prefix: Int, sequences: [Int], total: Int) {
-        let p = layout.prefix
-        var offsets: [Int] = [], total = heads * p * p
-        for t in layout.lengths { offsets.append(total); total += heads * t * (p + t) }
-        return (0, offsets, total)
+    /// Where each block of attention weights lives: each prefix's (H blocks of P x P) first, then
+    /// each sequence's (H blocks of T_s x (P_s + T_s), P_s the rows of its prefix).
+    func probOffsets(_ layout: SequenceLayout) -> (prefixes: [Int], sequences: [Int], total: Int) {
+        var prefixes: [Int] = [], offsets: [Int] = [], total = 0
+        for pr in layout.prefixes { prefixes.append(total); total += heads * pr.length * pr.length }
+        for (i, t) in layout.lengths.enumerated() { offsets.append(total); total += heads * t * (layout.prefix(of: i).length + t) }
+        return (prefixes, offsets, total)
     }
 
     // x: R, C -> R, C, where the rows hold the (prefix and) sequences of `layout`; with
@@ -66,14 +66,13 @@ public struct MultiheadAttention: Sendable {
         let (c, h) = (width, heads)
         let d = c / h
         precondition(x.rows == layout.rows && x.lastDim == c, "attention input \(x.shape) vs \(layout.rows) rows of width \(c)")
-        precondition(layout.prefix == 0 || causal, "a shared prefix needs causal attention")
+        precondition(layout.prefixes.isEmpty || causal, "a shared prefix needs causal attention")
         let qkv = inProj.forward(x, workspace: workspace)
         let offsets = probOffsets(layout)
         // Every value of both is written below (the first product into each block has beta 0).
         var probs = Workspace.tensor(workspace, [offsets.total], zeroed: false).data
         var context = Workspace.tensor(workspace, [layout.rows, c], zeroed: false)
         let scale = 1 / Float(d).squareRoot()
-        let p = layout.prefix
         qkv.withPointer { pqkv in probs.withUnsafeMutableBufferPointer { pbuf in context.withMutablePointer { pctx in
             let pp = pbuf.baseAddress!
             let ldq = 3 * c
@@ -82,15 +81,17 @@ public struct MultiheadAttention: Sendable {
                 return
             }
             parallelOverHeads { head, _ in
-                let kp = pqkv + head * d + c, vp = pqkv + head * d + 2 * c  // prefix keys / values
-                if p > 0 {
-                    let s = pp + offsets.prefix + head * p * p
-                    gemm(transB: true, m: p, n: p, k: d, alpha: scale, a: pqkv + head * d, lda: ldq, b: kp, ldb: ldq, c: s, ldc: p)
+                for (g, pr) in layout.prefixes.enumerated() {
+                    let (p, qp) = (pr.length, pqkv + pr.rowOffset * ldq + head * d)
+                    let s = pp + offsets.prefixes[g] + head * p * p
+                    gemm(transB: true, m: p, n: p, k: d, alpha: scale, a: qp, lda: ldq, b: qp + c, ldb: ldq, c: s, ldc: p)
                     pt_softmax_rows(s, p, p, 0)
-                    gemm(m: p, n: d, k: p, a: s, lda: p, b: vp, ldb: ldq, c: pctx + head * d, ldc: c)
+                    gemm(m: p, n: d, k: p, a: s, lda: p, b: qp + 2 * c, ldb: ldq, c: pctx + pr.rowOffset * c + head * d, ldc: c)
                 }
                 for (i, t) in layout.lengths.enumerated() {
                     let r0 = layout.rowOffsets[i]
+                    let (p0, p) = layout.prefix(of: i)
+                    let kp = pqkv + p0 * ldq + head * d + c, vp = kp + c  // the prefix's keys / values
                     let q = pqkv + r0 * ldq + head * d
                     let n = p + t  // keys: the prefix's, then this sequence's
                     let s = pp + offsets.sequences[i] + head * t * n
@@ -120,7 +121,6 @@ public struct MultiheadAttention: Sendable {
         let d = c / h
         let scale = 1 / Float(d).squareRoot()
         let layout = cache.layout
-        let p = layout.prefix
         precondition(grads == nil || cache.hasLinearInputs,
                      "attention weight gradients need the forward run with keepLinearInputs")
         var dContext = Workspace.tensor(workspace, [layout.rows, c])
@@ -134,14 +134,15 @@ public struct MultiheadAttention: Sendable {
         }
         // Every dq, dk, dv row is written with beta 0 below, except a shared prefix's, which
         // accumulates over sequences: only then does dqkv start from zero.
-        var dqkv = Workspace.tensor(workspace, cache.qkv.shape, zeroed: layout.prefix > 0)
+        var dqkv = Workspace.tensor(workspace, cache.qkv.shape, zeroed: !layout.prefixes.isEmpty)
         let ranGrid = gridShape(layout).map {
             backwardGrid(qkv: cache.qkv, probs: cache.probs, dContext: dContext, dqkv: &dqkv, batch: $0.batch,
                          tokens: $0.tokens, workspace: workspace)
         } ?? false
         if !ranGrid {
             let offsets = probOffsets(layout)
-            let longest = max(p * p, layout.lengths.map { $0 * (p + $0) }.max() ?? 0)
+            let longest = max(layout.prefixes.map { $0.length * $0.length }.max() ?? 0,
+                              layout.lengths.indices.map { layout.lengths[$0] * (layout.prefix(of: $0).length + layout.lengths[$0]) }.max() ?? 0)
             let workers = min(Self.workers, h)
             var scratch = [Float](repeating: 0, count: workers * longest)
             cache.qkv.withPointer { pqkv in cache.probs.withUnsafeBufferPointer { pbuf in dContext.withPointer { pdctx in
@@ -150,10 +151,11 @@ public struct MultiheadAttention: Sendable {
                     let ldq = 3 * c
                     parallelOverHeads { head, worker in
                         let ds = sbuf.baseAddress! + worker * longest
-                        let (qp, kp, vp) = (pqkv + head * d, pqkv + head * d + c, pqkv + head * d + 2 * c)
-                        let (dqp, dkp, dvp) = (pdqkv + head * d, pdqkv + head * d + c, pdqkv + head * d + 2 * c)
                         for (i, t) in layout.lengths.enumerated() {
                             let r0 = layout.rowOffsets[i]
+                            let (p0, p) = layout.prefix(of: i)
+                            let (kp, vp) = (pqkv + p0 * ldq + head * d + c, pqkv + p0 * ldq + head * d + 2 * c)
+                            let (dkp, dvp) = (pdqkv + p0 * ldq + head * d + c, pdqkv + p0 * ldq + head * d + 2 * c)
                             let n = p + t
                             let off = r0 * ldq + head * d
                             let (q, k, v) = (pqkv + off, pqkv + off + c, pqkv + off + 2 * c)
@@ -177,10 +179,13 @@ public struct MultiheadAttention: Sendable {
                             gemm(m: t, n: d, k: t, alpha: scale, a: ds + p, lda: n, b: k, ldb: ldq, beta: p > 0 ? 1 : 0, c: dq, ldc: ldq)
                             gemm(transA: true, m: t, n: d, k: t, alpha: scale, a: ds + p, lda: n, b: q, ldb: ldq, c: dk, ldc: ldq)
                         }
-                        if p > 0 {
-                            // The prefix's own causal self-attention; its gradients add to what the sequences gave.
-                            let s = pp + offsets.prefix + head * p * p
-                            let dctx = pdctx + head * d
+                        for (g, pr) in layout.prefixes.enumerated() {
+                            // The prefix's own causal self-attention; its gradients add to what its sequences gave.
+                            let (p, off) = (pr.length, pr.rowOffset * ldq + head * d)
+                            let (qp, kp, vp) = (pqkv + off, pqkv + off + c, pqkv + off + 2 * c)
+                            let (dqp, dkp, dvp) = (pdqkv + off, pdqkv + off + c, pdqkv + off + 2 * c)
+                            let s = pp + offsets.prefixes[g] + head * p * p
+                            let dctx = pdctx + pr.rowOffset * c + head * d
                             gemm(transB: true, m: p, n: p, k: d, a: dctx, lda: c, b: vp, ldb: ldq, c: ds, ldc: p)
                             gemm(transA: true, m: p, n: d, k: p, a: s, lda: p, b: dctx, ldb: c, beta: 1, c: dvp, ldc: ldq)
                             pt_softmax_backward(ds, ds, s, p, p)
@@ -202,7 +207,7 @@ public struct MultiheadAttention: Sendable {
     /// enough that oneDNN would run each of them anyway (a ViT-B/16 layer then makes 2 calls
     /// instead of 2 per image and head).
     func gridShape(_ layout: SequenceLayout) -> (batch: Int, tokens: Int)? {
-        guard layout.prefix == 0, Compute.gemmBackend == .oneDNN, let t = layout.lengths.first,
+        guard layout.prefixes.isEmpty, Compute.gemmBackend == .oneDNN, let t = layout.lengths.first,
               layout.lengths.allSatisfy({ $0 == t }), t * t * (width / heads) > smallGEMMLimit else { return nil }
         return (layout.lengths.count, t)
     }
@@ -276,7 +281,7 @@ public struct MultiheadAttention: Sendable {
     }
 
     /// Threads that share the per-head loops. Each runs single-threaded GEMMs on its own heads
-    /// (all sequences of a head stay on one thread, so the shared prefix's gradient has one writer).
+    /// (all sequences of a head stay on one thread, so each shared prefix's gradient has one writer).
     static var workers: Int { max(1, Compute.threads) }
 
     /// Runs body(head, worker) for every head, heads split across `workers` threads (worker <

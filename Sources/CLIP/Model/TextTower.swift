@@ -52,8 +52,8 @@ public struct TextTower: Sendable {
     }
 
     /// The transformer on packed rows that already include positional embeddings; the feature of
-    /// each sequence is taken at its last row (its EOT). With `layout.prefix` > 0, the prefix rows are
-    /// the shared beginning of every sequence (CoOp's shared context).
+    /// each sequence is taken at its last row (its EOT). A prefix of `layout` is the shared beginning
+    /// of its sequences (CoOp's context shared by every class; CoCoOp's per image, by its classes).
     ///
     /// With a `workspace`, the activations (and the caches kept) come from it; `keepLinearInputs`
     /// false keeps only what a backward without weight gradients reads (`backwardPacked(_:releasing:workspace:)`).
@@ -116,14 +116,8 @@ public struct TextTower: Sendable {
         let dIn = transformer.backward(dOut, trace: trace.blocks, grads: &blockGrads)
         if grads != nil {
             grads!.transformer.set(blockGrads!)
-            // Row j of the prefix is position j; row j of sequence s is position prefix + j.
-            let layout = trace.layout
-            var rows = Array(0..<layout.prefix), positions = Array(0..<layout.prefix)
-            for (s, n) in layout.lengths.enumerated() {
-                rows += (0..<n).map { layout.rowOffsets[s] + $0 }
-                positions += (0..<n).map { layout.prefix + $0 }
-            }
-            grads!.positionalEmbedding.addRows(dIn.gatherRows(rows), at: positions)
+            // Row j of a prefix is position j; row j of a sequence is position (its prefix's rows) + j.
+            grads!.positionalEmbedding.addRows(dIn, at: trace.layout.positions)
         }
         return dIn
     }
@@ -137,7 +131,7 @@ public struct TextTower: Sendable {
     /// The full backward of `forward(embeddings: embed(tokens), eot:)`: every weight gradient,
     /// the token embedding's included, accumulates into `grads`.
     public func backward(_ dFeatures: Tensor, trace: Trace, tokens: [[Int]], grads: inout TextTower) {
-        precondition(trace.layout.prefix == 0, "token embedding gradients need sequences without a shared prefix")
+        precondition(trace.layout.prefixes.isEmpty, "token embedding gradients need sequences without a shared prefix")
         var g: TextTower? = grads
         grads = TextTower.placeholder
         let dIn = backwardPacked(dFeatures, trace: trace, grads: &g)
