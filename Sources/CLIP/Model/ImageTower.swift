@@ -1,8 +1,18 @@
 import TensorCore
 
-/// CLIP's vision transformer. Optional extra tokens (visual prompts) are inserted after `ln_pre`
-/// between the class token and the patch tokens, without positional embedding, and the backward
-/// returns their gradient through the frozen tower.
+/// Where the image tower's extra tokens (visual prompts) enter its sequence; neither gets a
+/// positional embedding.
+public enum ImagePromptEntry: Sendable, Equatable {
+    /// After `ln_pre`, between the class token and the patch tokens (VPT, DAPT).
+    case afterLnPre
+    /// Appended after the patch tokens (which already hold their positional embedding) before
+    /// `ln_pre`, which normalises them with the rest (MaPLe, PromptSRC).
+    case appendedBeforeLnPre
+}
+
+/// CLIP's vision transformer. Optional extra tokens (visual prompts) enter where `promptEntry`
+/// says, deep prompts may replace them before later blocks, and the backward returns their
+/// gradients through the frozen tower.
 public struct ImageTower: Sendable {
     public var patchEmbedding: Linear       // W, 3*P*P (the conv1 kernel flattened; no bias)
     public var classEmbedding: Tensor       // W
@@ -59,6 +69,12 @@ public struct ImageTower: Sendable {
         public var tokens: Int
         public var extraTokens: Int
         public var sharedExtra: Bool
+        public var promptEntry: ImagePromptEntry = .afterLnPre
+        /// ln_pre's cache of the extra tokens alone (`.appendedBeforeLnPre`): [N, W] when shared,
+        /// else [B*N, W]; every image's copy of a shared prompt is normalised alike.
+        public var promptLnPre: LayerNorm.Cache? = nil
+        /// Each image's first extra-token row: 1 after ln_pre, 1 + G*G appended.
+        public var promptRow: Int { promptEntry == .afterLnPre ? 1 : tokens - extraTokens }
         /// What the weight gradients need, kept with `keepCaches`: the patches (B*G*G, 3*P*P),
         /// ln_pre's cache and the pooled class tokens (B, W).
         public var patches: Tensor? = nil
@@ -67,12 +83,15 @@ public struct ImageTower: Sendable {
     }
 
     /// pixels: B, 3, R, R; extraTokens: nil, [N, W] (shared by every image) or [B, N, W]
-    /// -> features B, E (not normalised).
+    /// -> features B, E (not normalised). `promptEntry` says where the extra tokens enter;
+    /// `deepPrompts[i]` ([N, W] or [B, N, W], N as the extra tokens) replaces the extra tokens'
+    /// rows before block i (MaPLe's and PromptSRC's deep visual prompts: blocks 1..<depth).
     ///
     /// With a `workspace`, the activations (and the caches kept) come from it. `keepLinearInputs`
     /// false keeps only what `backwardToExtraTokens` reads (no weight gradients): about a third
     /// less memory per block.
-    public func forward(pixels: Tensor, extraTokens: Tensor? = nil, keepCaches: Bool = false,
+    public func forward(pixels: Tensor, extraTokens: Tensor? = nil, promptEntry: ImagePromptEntry = .afterLnPre,
+                        deepPrompts: [Int: Tensor] = [:], keepCaches: Bool = false,
                         keepHiddenStates: Bool = false, workspace: Workspace? = nil,
                         keepLinearInputs: Bool = true) -> (Tensor, Trace) {
         let b = pixels.shape[0], w = width, gg = patchesPerImage
@@ -92,13 +111,30 @@ public struct ImageTower: Sendable {
         x.addToEachBlock(positionalEmbedding)
         var (h, lnPreCache) = lnPre.forward(x, workspace: workspace)
         if !weightCaches { lnPreCache.input = Tensor(zeros: [0]); workspace?.recycle(x) }
-        // Visual prompts after ln_pre, between the class token and the patches.
-        var n = 0, shared = true
+        var n = 0, shared = true, promptLnPre: LayerNorm.Cache? = nil
         if let extra = extraTokens {
             shared = extra.rank == 2
             n = shared ? extra.shape[0] : extra.shape[1]
             precondition(extra.lastDim == w && (shared || extra.shape[0] == b),
                          "extra image tokens \(extra.shape), expected [N, \(w)] or [\(b), N, \(w)]")
+        }
+        if let extra = extraTokens, promptEntry == .appendedBeforeLnPre {
+            // ln_pre is row-wise: normalising the prompt rows apart from the image's rows is the
+            // same, and a shared prompt is normalised once for every image.
+            let (e, cache) = lnPre.forward(extra.reshaped([extra.rows, w]))
+            promptLnPre = cache
+            var y = Workspace.tensor(workspace, [b * (1 + gg + n), w], zeroed: false)  // every value written below
+            y.withMutablePointer { py in h.withPointer { ph in e.withPointer { pe in
+                for i in 0..<b {
+                    let dst = py + i * (1 + gg + n) * w
+                    dst.update(from: ph + i * (1 + gg) * w, count: (1 + gg) * w)
+                    (dst + (1 + gg) * w).update(from: pe + (shared ? 0 : i * n * w), count: n * w)
+                }
+            } } }
+            workspace?.recycle(h)
+            h = y
+        } else if let extra = extraTokens {
+            // Visual prompts after ln_pre, between the class token and the patches.
             var y = Workspace.tensor(workspace, [b * (1 + n + gg), w], zeroed: false)  // every value written below
             y.withMutablePointer { py in h.withPointer { ph in extra.withPointer { pe in
                 for i in 0..<b {
@@ -112,15 +148,21 @@ public struct ImageTower: Sendable {
             h = y
         }
         let t = 1 + n + gg
+        precondition(deepPrompts.isEmpty || n > 0, "deep image prompts replace the extra tokens' rows: give extra tokens")
+        let layout = SequenceLayout.uniform(batch: b, tokens: t)
+        let deep = DeepPrompts(values: deepPrompts, position: promptEntry == .afterLnPre ? 1 : 1 + gg, layout: layout)
+        precondition(deep.blocks.values.allSatisfy { $0.count == n && ($0.isShared || $0.values.shape[0] == b) },
+                     "deep image prompts \(deepPrompts.mapValues(\.shape)), expected [\(n), \(w)] or [\(b), \(n), \(w)]")
         // Only the class tokens are read: the last block computes just those after its attention.
         let classRows = (0..<b).map { $0 * t }
-        let (out, blocks) = transformer.forward(h, layout: .uniform(batch: b, tokens: t), causal: false,
+        let (out, blocks) = transformer.forward(h, layout: layout, causal: false,
                                                 outputRows: keepHiddenStates ? nil : classRows,
-                                                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
+                                                deepPrompts: deep, keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
                                                 workspace: workspace, keepLinearInputs: keepLinearInputs)
         let (pooled, lnCache) = lnPost.forward(keepHiddenStates ? out.gatherRows(classRows) : out)
         let features = matmul(pooled, projection)
-        var trace = Trace(blocks: blocks, lnPost: lnCache, batch: b, tokens: t, extraTokens: n, sharedExtra: shared)
+        var trace = Trace(blocks: blocks, lnPost: lnCache, batch: b, tokens: t, extraTokens: n, sharedExtra: shared,
+                          promptEntry: promptEntry, promptLnPre: promptLnPre)
         if weightCaches { trace.patches = patchRows; trace.lnPre = lnPreCache; trace.pooled = pooled }
         return (features, trace)
     }
@@ -128,8 +170,15 @@ public struct ImageTower: Sendable {
     /// dFeatures: B, E -> gradient w.r.t. the extra tokens, in the shape they were given
     /// (summed over images when shared). The tower's weights stay frozen.
     public func backwardToExtraTokens(_ dFeatures: Tensor, trace: Trace) -> Tensor {
+        var dropped: [Int: Tensor] = [:]
+        return backwardToExtraTokens(dFeatures, trace: trace, deepPromptGrads: &dropped)
+    }
+
+    /// The same, and the deep prompts' gradients accumulate into `deepPromptGrads` (by block,
+    /// shaped as given; created at zero when absent).
+    public func backwardToExtraTokens(_ dFeatures: Tensor, trace: Trace, deepPromptGrads: inout [Int: Tensor]) -> Tensor {
         var none: ImageTower? = nil
-        let dIn = backwardToTokens(dFeatures, trace: trace, grads: &none)
+        let dIn = backwardToTokens(dFeatures, trace: trace, grads: &none, deepPromptGrads: &deepPromptGrads)
         return extraTokenGradient(dIn, trace: trace)
     }
 
@@ -138,6 +187,14 @@ public struct ImageTower: Sendable {
     /// `keepCaches`, ideally with the same workspace and `keepLinearInputs: false`). Equal to
     /// `backwardToExtraTokens(_:trace:)` bit for bit. `trace` is left without block caches.
     public func backwardToExtraTokens(_ dFeatures: Tensor, releasing trace: inout Trace, workspace: Workspace) -> Tensor {
+        var dropped: [Int: Tensor] = [:]
+        return backwardToExtraTokens(dFeatures, releasing: &trace, deepPromptGrads: &dropped, workspace: workspace)
+    }
+
+    /// The releasing backward that also accumulates the deep prompts' gradients into
+    /// `deepPromptGrads` (by block, shaped as given; created at zero when absent).
+    public func backwardToExtraTokens(_ dFeatures: Tensor, releasing trace: inout Trace, deepPromptGrads: inout [Int: Tensor],
+                                      workspace: Workspace) -> Tensor {
         let (b, t, w) = (trace.batch, trace.tokens, width)
         let dPooled = matmul(dFeatures, projection, transB: true)
         var dClass = Tensor(zeros: [b, w])
@@ -149,7 +206,8 @@ public struct ImageTower: Sendable {
             dOut.addRows(dClass, at: (0..<b).map { $0 * t })
         }
         var none: [ResidualBlock.Grads]? = nil
-        let dIn = transformer.backward(dOut, releasing: &trace.blocks, grads: &none, workspace: workspace)
+        let dIn = transformer.backward(dOut, releasing: &trace.blocks, grads: &none, deepPromptGrads: &deepPromptGrads,
+                                       workspace: workspace)
         let dExtra = extraTokenGradient(dIn, trace: trace)
         workspace.recycle(dIn)
         return dExtra
@@ -165,13 +223,17 @@ public struct ImageTower: Sendable {
         }
         let (b, t, n, w, gg) = (trace.batch, trace.tokens, trace.extraTokens, width, patchesPerImage)
         var g: ImageTower? = grads
-        let dIn = backwardToTokens(dFeatures, trace: trace, grads: &g)
-        // The rows ln_pre produced: each image's class token and patches (the extra tokens skipped).
+        var dropped: [Int: Tensor] = [:]
+        let dIn = backwardToTokens(dFeatures, trace: trace, grads: &g, deepPromptGrads: &dropped)
+        // The rows ln_pre produced from the image: each image's class token and patches (extra
+        // tokens entering after ln_pre skipped).
+        let patchRow = trace.promptEntry == .afterLnPre ? 1 + n : 1
         var rows: [Int] = []
-        for i in 0..<b { rows.append(i * t); rows += (0..<gg).map { i * t + 1 + n + $0 } }
+        for i in 0..<b { rows.append(i * t); rows += (0..<gg).map { i * t + patchRow + $0 } }
         var dx = Tensor(zeros: [b * (1 + gg), w])
         var lnGrads: LayerNorm.Grads? = g!.lnPre.asGrads
         lnPre.backward(dIn.gatherRows(rows), cache: lnPreCache, dx: &dx, grads: &lnGrads)
+        let dExtra: Tensor? = n > 0 ? extraTokenGradient(dIn, trace: trace, lnPreGrads: &lnGrads) : nil
         g!.lnPre.set(lnGrads!)
         // x = [class; patches W_conv^T] + positional, per image.
         var dPatches = Tensor(zeros: [b * gg, w])
@@ -183,12 +245,12 @@ public struct ImageTower: Sendable {
         }
         g!.patchEmbedding.weight.accumulate(matmul(dPatches, patches, transA: true))
         grads = g!
-        return n > 0 ? extraTokenGradient(dIn, trace: trace) : nil
+        return dExtra
     }
 
     /// dFeatures: B, E -> gradient w.r.t. the transformer's input rows (B*T, W), with the weight
     /// gradients of projection, ln_post and the blocks accumulated into `grads` when given.
-    func backwardToTokens(_ dFeatures: Tensor, trace: Trace, grads: inout ImageTower?) -> Tensor {
+    func backwardToTokens(_ dFeatures: Tensor, trace: Trace, grads: inout ImageTower?, deepPromptGrads: inout [Int: Tensor]) -> Tensor {
         let (b, t, w) = (trace.batch, trace.tokens, width)
         let dPooled = matmul(dFeatures, projection, transB: true)
         if grads != nil {
@@ -204,21 +266,34 @@ public struct ImageTower: Sendable {
             dOut.addRows(dClass, at: (0..<b).map { $0 * t })
         }
         var blockGrads = grads?.transformer.asGrads
-        let dIn = transformer.backward(dOut, trace: trace.blocks, grads: &blockGrads)
+        let dIn = transformer.backward(dOut, trace: trace.blocks, grads: &blockGrads, deepPromptGrads: &deepPromptGrads)
         if grads != nil { grads!.lnPost.set(lnGrads!); grads!.transformer.set(blockGrads!) }
         return dIn
     }
 
+    /// The gradient of the transformer's input rows -> the extra tokens' (through ln_pre when they
+    /// entered before it; its weight gradients then accumulate into `lnPreGrads` when given).
     func extraTokenGradient(_ dIn: Tensor, trace: Trace) -> Tensor {
-        let (b, t, n, w) = (trace.batch, trace.tokens, trace.extraTokens, width)
+        var none: LayerNorm.Grads? = nil
+        return extraTokenGradient(dIn, trace: trace, lnPreGrads: &none)
+    }
+
+    func extraTokenGradient(_ dIn: Tensor, trace: Trace, lnPreGrads: inout LayerNorm.Grads?) -> Tensor {
+        let (b, t, n, w, row) = (trace.batch, trace.tokens, trace.extraTokens, width, trace.promptRow)
         var dExtra = Tensor(zeros: trace.sharedExtra ? [n, w] : [b, n, w])
         // Images in order, so a shared prompt's sum is the same as element by element.
         dExtra.withMutablePointer { pe in dIn.withPointer { pd in
             for i in 0..<b {
-                let dst = pe + (trace.sharedExtra ? 0 : i * n * w), src = pd + (i * t + 1) * w
+                let dst = pe + (trace.sharedExtra ? 0 : i * n * w), src = pd + (i * t + row) * w
                 for k in 0..<(n * w) { dst[k] += src[k] }
             }
         } }
-        return dExtra
+        guard trace.promptEntry == .appendedBeforeLnPre else { return dExtra }
+        // ln_pre's backward is linear in its output gradient: a shared prompt's copies, normalised
+        // alike, take the sum of their gradients at once.
+        guard let cache = trace.promptLnPre else { preconditionFailure("appended extra tokens without ln_pre's cache") }
+        var dTokens = Tensor(zeros: [cache.input.rows, w])
+        lnPre.backward(dExtra.reshaped([cache.input.rows, w]), cache: cache, dx: &dTokens, grads: &lnPreGrads)
+        return dTokens.reshaped(dExtra.shape)
     }
 }

@@ -54,17 +54,20 @@ public struct TextTower: Sendable {
     /// The transformer on packed rows that already include positional embeddings; the feature of
     /// each sequence is taken at its last row (its EOT). A prefix of `layout` is the shared beginning
     /// of its sequences (CoOp's context shared by every class; CoCoOp's per image, by its classes).
+    /// `deepPrompts` replaces rows before given blocks (MaPLe's and PromptSRC's deep text prompts:
+    /// `DeepPrompts(values:position: 1, layout:)`); the backward's `deepPromptGrads` returns their
+    /// gradients.
     ///
     /// With a `workspace`, the activations (and the caches kept) come from it; `keepLinearInputs`
     /// false keeps only what a backward without weight gradients reads (`backwardPacked(_:releasing:workspace:)`).
-    public func forward(packed h: Tensor, layout: SequenceLayout, keepCaches: Bool = false,
+    public func forward(packed h: Tensor, layout: SequenceLayout, deepPrompts: DeepPrompts = DeepPrompts(), keepCaches: Bool = false,
                         keepHiddenStates: Bool = false, workspace: Workspace? = nil,
                         keepLinearInputs: Bool = true) -> (Tensor, Trace) {
         let rows = layout.lengths.indices.map { layout.rowOffsets[$0] + layout.lengths[$0] - 1 }
         // Only the EOT rows are read, so the last block computes just those after its attention
         // (all of them when hidden states are kept for inspection).
         let (out, blocks) = transformer.forward(h, layout: layout, causal: true, outputRows: keepHiddenStates ? nil : rows,
-                                                keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
+                                                deepPrompts: deepPrompts, keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
                                                 workspace: workspace, keepLinearInputs: keepLinearInputs)
         let (pooled, lnCache) = lnFinal.forward(keepHiddenStates ? out.gatherRows(rows) : out)
         let features = matmul(pooled, projection)
@@ -83,10 +86,28 @@ public struct TextTower: Sendable {
     /// ideally with the same workspace and `keepLinearInputs: false`). `trace` is left without
     /// block caches; the result's storage may go back to `workspace` once read.
     public func backwardPacked(_ dFeatures: Tensor, releasing trace: inout Trace, workspace: Workspace) -> Tensor {
+        var dropped: [Int: Tensor] = [:]
+        return backwardPacked(dFeatures, releasing: &trace, deepPromptGrads: &dropped, workspace: workspace)
+    }
+
+    /// The releasing backward that also accumulates the deep prompts' gradients into
+    /// `deepPromptGrads` (by block, shaped as the values; created at zero when absent).
+    public func backwardPacked(_ dFeatures: Tensor, releasing trace: inout Trace, deepPromptGrads: inout [Int: Tensor],
+                               workspace: Workspace) -> Tensor {
         var noTower: TextTower? = nil
         let dOut = gradientAtOutputRows(dFeatures, trace: trace, grads: &noTower)
         var noBlocks: [ResidualBlock.Grads]? = nil
-        return transformer.backward(dOut, releasing: &trace.blocks, grads: &noBlocks, workspace: workspace)
+        return transformer.backward(dOut, releasing: &trace.blocks, grads: &noBlocks, deepPromptGrads: &deepPromptGrads,
+                                    workspace: workspace)
+    }
+
+    /// dFeatures: B, E -> gradient w.r.t. the packed input rows (R, C), with the deep prompts'
+    /// gradients accumulated into `deepPromptGrads` (by block, shaped as the values). Weights stay frozen.
+    public func backwardPacked(_ dFeatures: Tensor, trace: Trace, deepPromptGrads: inout [Int: Tensor]) -> Tensor {
+        var noTower: TextTower? = nil
+        let dOut = gradientAtOutputRows(dFeatures, trace: trace, grads: &noTower)
+        var noBlocks: [ResidualBlock.Grads]? = nil
+        return transformer.backward(dOut, trace: trace.blocks, grads: &noBlocks, deepPromptGrads: &deepPromptGrads)
     }
 
     /// dFeatures -> the gradient of the last block's output (its EOT rows, or every row when the
