@@ -111,7 +111,6 @@ public enum TensorBoardEvent {
 public final class TensorBoardWriter {
     public let file: URL
     let output: OutputFile
-    let fd: Int32
     /// The first failure of a write that could not throw (`log(_:)` from a progress callback).
     public private(set) var deferredError: Error?
 
@@ -137,19 +136,15 @@ public final class TensorBoardWriter {
             let name = String(cString: host).replacingOccurrences(of: "/", with: "_")
             file = directory.appendingPathComponent("events.out.tfevents.\(Int(Date().timeIntervalSince1970)).\(name.isEmpty ? "localhost" : name)")
         }
-        fd = open(file.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw PromptError("--tensorboard: cannot open \(file.path) (\(String(cString: strerror(errno)))); choose a folder you can write to")
+        do { output = try OutputFile.appending(to: file) } catch let e as TensorIOError {
+            throw PromptError("--tensorboard: \(e.message)")
         }
-        output = OutputFile(fd: fd, path: file.path)
         if appending {
             try write(TensorBoardEvent.encode(wallTime: Date().timeIntervalSince1970, step: resumeStep + 1, sessionStart: true))
         } else {
             try write(TensorBoardEvent.encode(wallTime: Date().timeIntervalSince1970, step: 0, fileVersion: Self.fileVersion))
         }
     }
-
-    deinit { close(fd) }
 
     func write(_ event: [UInt8]) throws {
         do { try output.write(Data(TFRecord.frame(event))) } catch let e as TensorIOError {

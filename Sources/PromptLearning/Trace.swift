@@ -32,7 +32,6 @@ public struct StepTrace: Codable, Equatable, Sendable {
 /// Writes one JSON line per step, flushed as it goes, so a run killed mid-epoch leaves a usable trace.
 public final class TraceWriter {
     let output: OutputFile
-    let fd: Int32
     let encoder: JSONEncoder
     /// Stamped on every line that has no `cell` of its own (set per grid cell by the runner).
     public var cell: String?
@@ -42,22 +41,12 @@ public final class TraceWriter {
     /// in parallel) interleave whole lines and lose none. A character device (`/dev/null`) is
     /// written in place; a symbolic link, FIFO or other special file is refused.
     public init(url: URL, append: Bool = false) throws {
-        let kind: OutputTarget
-        do { kind = try OutputTarget.check(url) } catch let e as TensorIOError {
+        do { output = try OutputFile.appending(to: url, truncate: !append) } catch let e as TensorIOError {
             throw PromptError("the trace file \(e.message)")
         }
-        var flags = O_WRONLY | O_CLOEXEC
-        if kind == .replaceable { flags |= O_CREAT | O_APPEND | (append ? 0 : O_TRUNC) }
-        fd = open(url.path, flags, 0o644)
-        guard fd >= 0 else {
-            throw PromptError("cannot open the trace file \(url.path) (\(String(cString: strerror(errno)))); choose a path in a folder you can write to")
-        }
-        output = OutputFile(fd: fd, path: url.path)
         encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
     }
-
-    deinit { close(fd) }
 
     public func write(_ step: StepTrace) throws {
         var step = step

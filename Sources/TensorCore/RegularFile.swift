@@ -7,13 +7,19 @@ import Foundation
 public func nonRegularFileKind(_ path: String) -> String? {
     var st = stat()
     guard stat(path, &st) == 0 else { return nil }
-    switch st.st_mode & S_IFMT {
+    return fileKindName(st.st_mode)
+}
+
+/// "a FIFO (named pipe)", "a folder", ... for a file mode; nil for a regular file.
+public func fileKindName(_ mode: mode_t) -> String? {
+    switch mode & S_IFMT {
     case S_IFREG: return nil
     case S_IFDIR: return "a folder"
     case S_IFIFO: return "a FIFO (named pipe)"
     case S_IFSOCK: return "a socket"
     case S_IFCHR: return "a character device"
     case S_IFBLK: return "a block device"
+    case S_IFLNK: return "a symbolic link"
     default: return "a special file"
     }
 }

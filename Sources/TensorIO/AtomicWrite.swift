@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -41,12 +42,7 @@ public enum OutputTarget: Equatable, Sendable {
         switch st.st_mode & S_IFMT {
         case S_IFREG: return .replaceable
         case S_IFCHR: return .characterDevice
-        case S_IFLNK: throw refuse("a symbolic link")
-        case S_IFIFO: throw refuse("a FIFO (named pipe)")
-        case S_IFSOCK: throw refuse("a socket")
-        case S_IFBLK: throw refuse("a block device")
-        case S_IFDIR: throw refuse("a folder")
-        default: throw refuse("a special file")
+        default: throw refuse(fileKindName(st.st_mode) ?? "a special file")
         }
     }
 }
@@ -58,9 +54,29 @@ public final class OutputFile {
     let fd: Int32
     /// The destination named in messages (not the temporary file).
     public let path: String
+    /// Whether `deinit` closes `fd` (files opened by `appending(to:truncate:)`).
+    private let owned: Bool
 
     /// Writes to `fd`, which the caller keeps open and closes.
-    public init(fd: Int32, path: String) { self.fd = fd; self.path = path }
+    public init(fd: Int32, path: String) { self.fd = fd; self.path = path; self.owned = false }
+
+    private init(owning fd: Int32, path: String) { self.fd = fd; self.path = path; self.owned = true }
+
+    deinit { if owned { close(fd) } }
+
+    /// A log file written a record at a time (traces, TensorBoard events), checked as every output
+    /// is (`OutputTarget.check`): a regular file is created or continued with O_APPEND (emptied
+    /// first with `truncate`), so that each `write` lands whole at the end even when several
+    /// processes share it; a character device is written in place; anything else is refused.
+    public static func appending(to url: URL, truncate: Bool = false) throws -> OutputFile {
+        var flags = O_WRONLY | O_CLOEXEC
+        if try OutputTarget.check(url) == .replaceable { flags |= O_CREAT | O_APPEND | (truncate ? O_TRUNC : 0) }
+        let fd = open(url.path, flags, 0o644)
+        guard fd >= 0 else {
+            throw TensorIOError(.writeFailed, path: url.path, "cannot open the file for writing (\(String(cString: strerror(errno)))); choose a path in a folder you can write to.")
+        }
+        return OutputFile(owning: fd, path: url.path)
+    }
 
     public func write(_ data: Data) throws {
         try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
