@@ -80,6 +80,8 @@ public final class AugmentedTrainingRun {
     public let tuner: PromptTuner
     /// True when the run continued a checkpoint.
     public private(set) var resumed = false
+    /// Why a checkpoint found under `.ifPresent` was set aside instead of resumed.
+    public private(set) var warnings: [String] = []
 
     public init(folder: RunFolder, tuner: PromptTuner, resume: ResumePolicy) throws {
         self.folder = folder
@@ -90,12 +92,18 @@ public final class AugmentedTrainingRun {
         switch resume {
         case .refuse:
             if exists { throw ExperimentError("\(path) exists: resume it, or train into another folder") }
-        case .require, .ifPresent:
+        case .require:
+            guard exists else { throw ExperimentError("no checkpoint at \(path) to resume; start a new run instead") }
+            try tuner.restore(ParameterCheckpoint.read(path: path))
+            resumed = true
+        case .ifPresent:
             if exists {
-                try tuner.restore(ParameterCheckpoint.read(path: path))
-                resumed = true
-            } else if resume == .require {
-                throw ExperimentError("no checkpoint at \(path) to resume; start a new run instead")
+                do {
+                    try tuner.restore(ParameterCheckpoint.read(path: path))
+                    resumed = true
+                } catch {
+                    warnings.append("the checkpoint \(path) could not be resumed (\(error)); \(setAside(folder.parameterCheckpoint)); training from the start")
+                }
             }
         }
         if !resumed {

@@ -31,55 +31,40 @@ extension ExperimentRunner {
         }
         let tuner = try PromptTuner(model: model, tokenizer: tokenizer, data: .images(images), config: config,
                                     prototypes: prototypes, modelDigest: store.modelDigest, dataDigest: images.digest)
-        record.warnings += tuner.warnings
-        let checkpoint = folder.parameterCheckpoint
-        var resumed = false
-        if FileManager.default.fileExists(atPath: checkpoint.path) {
-            do {
-                try tuner.restore(ParameterCheckpoint.read(path: checkpoint.path))
-                resumed = true
-            } catch {
-                record.warnings.append("the checkpoint \(checkpoint.path) could not be resumed (\(error)); \(setAside(checkpoint)); training from the start")
-            }
-        }
-        // Every run saves what it starts from (a restart under other settings replaces it).
-        if !resumed {
-            try ParameterCheckpoint.writeParameters(tuner.initialParameters, to: folder.initial,
-                                                    metadata: ["method": method.name, "seed": String(spec.seed)])
-        }
+        // Resumes the cell's checkpoint (or sets a damaged one aside) and saves what a new run starts from.
+        let run = try AugmentedTrainingRun(folder: folder, tuner: tuner, resume: .ifPresent)
+        let resumed = run.resumed
+        record.warnings += tuner.warnings + run.warnings
         tuner.trace = trace
         defer { tuner.trace = nil }
         try openBoard(spec, resumeStep: tuner.steps)
         var ncHistory: [NCPoint] = resumed ? ((try? readJSON([NCPoint].self, from: folder.ncHistory)) ?? []) : []
         ncHistory.removeAll { $0.epoch > tuner.epochsDone }
         var warnings: [String] = []
-        while !tuner.isFinished {
-            try tuner.runEpoch { self.boardStep($0); self.events(.step($0, epochs: spec.recipe.epochs)) }
-            try tuner.checkpoint().write(to: checkpoint)
-            try boardEpoch(tuner.history.last, step: tuner.steps)
-            let epoch = tuner.epochsDone, every = spec.recipe.ncEvery
+        try run.run(onStep: { self.boardStep($0); self.events(.step($0, epochs: spec.recipe.epochs)) }, afterEpoch: { epoch in
+            try self.boardEpoch(tuner.history.last, step: tuner.steps)
+            let every = spec.recipe.ncEvery
             if every > 0 && epoch % every == 0 && epoch < spec.recipe.epochs {
                 // The measures of the prompt so far: images through the prompted tower, as at the end.
                 var measures: [String: NeuralCollapseReport] = [:]
                 let c = Classifier.imagePrompt(method, tuner.parameters, template: template, trainClasses: train.classNames)
-                let trainImages = try evaluationImages(c, stored: train, request: FeatureRequest(dataset: dataset, split: .train,
-                                                                                                 selection: trainSelection(spec), views: 1))
-                if let m = measure(trainImages, text: try classifierVectors(c, names: train.classNames, dataset: dataset),
+                let trainImages = try self.evaluationImages(c, stored: train, request: FeatureRequest(dataset: dataset, split: .train,
+                                                                                                 selection: self.trainSelection(spec), views: 1))
+                if let m = self.measure(trainImages, text: try self.classifierVectors(c, names: train.classNames, dataset: dataset),
                                    label: "train", warnings: &warnings) { measures["train"] = m }
                 for (s, f) in tests {
-                    guard let text = (try? evaluationText(c, s, names: f.classNames, trainClasses: train.classNames, dataset: dataset)) ?? nil
+                    guard let text = (try? self.evaluationText(c, s, names: f.classNames, trainClasses: train.classNames, dataset: dataset)) ?? nil
                     else { continue }
-                    let images = try evaluationImages(c, stored: f, request: FeatureRequest(dataset: s.dataset, split: .test,
+                    let images = try self.evaluationImages(c, stored: f, request: FeatureRequest(dataset: s.dataset, split: .test,
                                                                                              selection: SelectionOptions(subset: s.subset), views: 1))
-                    if let m = measure(images, text: text, label: s.name, warnings: &warnings) { measures[s.name] = m }
+                    if let m = self.measure(images, text: text, label: s.name, warnings: &warnings) { measures[s.name] = m }
                 }
                 ncHistory.append(NCPoint(epoch: epoch, measures: measures))
                 try writeJSON(ncHistory, to: folder.ncHistory)
-                try boardMeasures(measures, step: tuner.steps)
+                try self.boardMeasures(measures, step: tuner.steps)
             }
-            if shouldStop() { throw RunInterrupted(epochsDone: tuner.epochsDone) }
-        }
-        try writeJSON(["history": tuner.history], to: folder.history)
+            if self.shouldStop() { throw RunInterrupted(epochsDone: tuner.epochsDone) }
+        })
         record.warnings += Array(Set(warnings)).sorted()
         record.history = tuner.history
         record.ncHistory = ncHistory

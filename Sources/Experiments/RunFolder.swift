@@ -107,11 +107,16 @@ public func readJSON<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {
     do { data = try Data(contentsOf: url) } catch {
         throw ExperimentError("cannot read \(url.path): \(error.localizedDescription)")
     }
-    let decoder = JSONDecoder()
-    decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-    do { return try decoder.decode(type, from: data) } catch let e as DecodingError {
+    do { return try decodeJSON(type, from: data) } catch let e as DecodingError {
         throw ExperimentError("\(url.path) is not a valid \(T.self) file: \(describe(e))")
     }
+}
+
+/// JSON as `encodeJSON` writes it: non-finite numbers as "inf", "-inf" and "nan".
+func decodeJSON<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
+    let decoder = JSONDecoder()
+    decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return try decoder.decode(type, from: data)
 }
 
 /// An exclusive lock on `<path>.lock` held while `body` runs, so that parallel cells (`--cell N`

@@ -164,9 +164,7 @@ func decodeRecord(_ file: URL) throws -> RunRecord {
     if let kind = nonRegularFileKind(file.path) { throw ExperimentError("is \(kind), not a regular file") }
     let data: Data
     do { data = try Data(contentsOf: file) } catch { throw ExperimentError("cannot be read (\(error.localizedDescription))") }
-    let decoder = JSONDecoder()
-    decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-    do { return try decoder.decode(RunRecord.self, from: data) } catch let e as DecodingError {
+    do { return try decodeJSON(RunRecord.self, from: data) } catch let e as DecodingError {
         throw ExperimentError("not a record: \(describe(e))")
     }
 }
