@@ -33,7 +33,7 @@ public struct AugmentedTrainingJob {
 
     /// Loads the model and the draw's images and returns the run, restored from `prompt.safetensors`
     /// with `resume`. Writes `config.json` (the resolved settings).
-    public func prepare() throws -> AugmentedTrainingRun {
+    public func prepare() throws -> TrainingRun {
         let loaded = try openDataset(dataset, root: root)
         let s = try select(loaded.splits, dataset: dataset, options: selection)
         guard !s.train.isEmpty else { throw ExperimentError("the train split of \(dataset.rawValue) holds no images for this selection") }
@@ -46,7 +46,7 @@ public struct AugmentedTrainingJob {
                                  template: template ?? method.handTemplate(dataset: dataset.rawValue, default: s.template))
         let tuner = try PromptTuner(model: clip, tokenizer: try CLIPTokenizer(), data: .images(images), config: config,
                                     modelDigest: digest, dataDigest: images.digest)
-        let run = try AugmentedTrainingRun(folder: folder, tuner: tuner, resume: resume ? .require : .refuse)
+        let run = try TrainingRun(folder: folder, tuner: tuner, resume: resume ? .require : .refuse)
         try writeJSON(AugmentedTrainingJobConfig(model: modelPath, dataset: dataset.rawValue, root: root.path, shots: selection.shots,
                                                  fewShotSource: s.coopCache ?? "dassl", classNames: s.classNames, train: config,
                                                  images: s.train.count),
@@ -70,55 +70,5 @@ public struct AugmentedTrainingJobConfig: Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case model, dataset, root, shots, fewShotSource = "few_shot_source", classNames = "classnames", train, images, augment
-    }
-}
-
-/// A `PromptTuner` run in a folder: `prompt.safetensors` after every epoch, the resume policy,
-/// `initial.safetensors` and `history.json` (as `TrainingRun` for the cached-features trainer).
-public final class AugmentedTrainingRun {
-    public let folder: RunFolder
-    public let tuner: PromptTuner
-    /// True when the run continued a checkpoint.
-    public private(set) var resumed = false
-    /// Why a checkpoint found under `.ifPresent` was set aside instead of resumed.
-    public private(set) var warnings: [String] = []
-
-    public init(folder: RunFolder, tuner: PromptTuner, resume: ResumePolicy) throws {
-        self.folder = folder
-        self.tuner = tuner
-        try folder.create()
-        let path = folder.parameterCheckpoint.path
-        let exists = FileManager.default.fileExists(atPath: path)
-        switch resume {
-        case .refuse:
-            if exists { throw ExperimentError("\(path) exists: resume it, or train into another folder") }
-        case .require:
-            guard exists else { throw ExperimentError("no checkpoint at \(path) to resume; start a new run instead") }
-            try tuner.restore(ParameterCheckpoint.read(path: path))
-            resumed = true
-        case .ifPresent:
-            if exists {
-                do {
-                    try tuner.restore(ParameterCheckpoint.read(path: path))
-                    resumed = true
-                } catch {
-                    warnings.append("the checkpoint \(path) could not be resumed (\(error)); \(setAside(folder.parameterCheckpoint)); training from the start")
-                }
-            }
-        }
-        if !resumed {
-            try ParameterCheckpoint.writeParameters(tuner.initialParameters, to: folder.initial,
-                                                    metadata: ["method": tuner.config.method.name, "seed": String(tuner.config.seed)])
-        }
-    }
-
-    /// Trains to the end: a checkpoint after every epoch, then `history.json`.
-    public func run(onStep: (StepReport) -> Void = { _ in }, afterEpoch: (Int) throws -> Void = { _ in }) throws {
-        while !tuner.isFinished {
-            try tuner.runEpoch(onStep)
-            try tuner.checkpoint().write(to: folder.parameterCheckpoint)
-            try afterEpoch(tuner.epochsDone)
-        }
-        try writeJSON(["history": tuner.history], to: folder.history)
     }
 }

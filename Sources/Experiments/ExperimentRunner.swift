@@ -168,40 +168,42 @@ public final class ExperimentRunner {
         }
     }
 
-    /// The text-side classifier of a cell for a list of class names.
+    /// What classifies a cell's test images: a trained prompt (its architecture and parameters),
+    /// the hand template, or a linear probe.
     enum Classifier {
-        case prompt(Method, Tensor, trainClasses: [String])   // method and trained context
+        /// The architecture (made for the training class names) and its trained parameters; the
+        /// hand template the run used, for the architecture of other class names.
+        case trained(any PromptArchitecture, ParameterSet, template: String)
         case zeroShot
         case probe(LinearProbe, trainClasses: [String])
-        /// Trained parameters of a method with image prompts (DAPT, VPT): its text features come
-        /// from the context (or the hand template) and its image features from the prompted tower.
-        case imagePrompt(Method, ParameterSet, template: String, trainClasses: [String])
 
         /// A linear probe and class-specific contexts have rows only for the classes they were trained on.
         var knowsOnlyTrainClasses: Bool {
             switch self {
             case .probe: return true
-            case .prompt(let m, _, _), .imagePrompt(let m, _, _, _): return m.prompt.classSpecific && m.learnsText
+            case .trained(let a, _, _): return a.method.prompt.classSpecific && a.method.learnsText
             case .zeroShot: return false
             }
         }
     }
 
-    /// The image features a classifier is evaluated on: the stored ones, or for image prompts the
-    /// test images encoded through the prompted tower.
+    /// The image features a classifier is evaluated on: the stored ones, or, where the prompt acts
+    /// in the image tower, the images encoded through the prompted tower.
     func evaluationImages(_ c: Classifier, stored: StoredFeatures, request: FeatureRequest) throws -> LabeledFeatures {
-        guard case .imagePrompt(_, let params, _, _) = c, let visual = params[ParameterName.visualPrompt] else { return stored.set.labeled }
-        return try promptedFeatures(request, stored: stored, visualPrompt: visual)
+        guard case .trained(let a, let p, _) = c, a.promptsImageTower else { return stored.set.labeled }
+        return try promptedFeatures(request, stored: stored) { a.encodeImages(p, pixels: $0, workspace: $1) }
     }
 
-    func classifierVectors(_ c: Classifier, names: [String], dataset: DatasetName) throws -> Tensor {
+    /// The classifier for class names `names` of `dataset`.
+    func classifier(_ c: Classifier, names: [String], dataset: DatasetName) throws -> PromptClassifier {
         switch c {
-        case .prompt(let method, let context, let trained):
-            return try promptTextFeatures(model: model, method: method, context: context, classNames: names, tokenizer: tokenizer,
-                                          trainedClassNames: trained)
+        case .trained(let a, let p, let template):
+            let architecture = names == a.classNames ? a
+                : try a.method.makeArchitecture(model: model, tokenizer: tokenizer, classNames: names, template: template, parameters: p)
+            return architecture.classifier(p)
         case .zeroShot:
             let template = try store.dataset(dataset).splits.template
-            return zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: template, classNames: names)
+            return .shared(zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: template, classNames: names))
         case .probe(let probe, let trainClasses):
             guard names == trainClasses else {
                 throw ExperimentError("a linear probe classifies only the \(trainClasses.count) classes it was trained on; it cannot be evaluated on other class names")
@@ -211,23 +213,17 @@ public final class ExperimentRunner {
             for (r, k) in probe.classIndices.enumerated() {
                 for j in 0..<probe.dimension { w[k * probe.dimension + j] = Float(probe.weights[r * probe.dimension + j]) }
             }
-            return Tensor(shape: [names.count, probe.dimension], data: w)
-        case .imagePrompt(let method, let params, let template, let trained):
-            if let ctx = params[ParameterName.textContext] {
-                return try promptTextFeatures(model: model, method: method, context: ctx, classNames: names, tokenizer: tokenizer,
-                                              trainedClassNames: trained)
-            }
-            return zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: template, classNames: names)
+            return .shared(Tensor(shape: [names.count, probe.dimension], data: w))
         }
     }
 
-    /// The classifier's rows for test set `s` (class names `names`). An ImageNet variant after
-    /// training on ImageNet is scored by ImageNet's classifier restricted to the variant's classes
-    /// (CoOp evaluates ImageNet-A and -R on their 200 classes so), which every method can do, the
-    /// linear probe and class-specific contexts included. Nil where the classifier knows only its
+    /// The classifier for test set `s` (class names `names`). An ImageNet variant after training
+    /// on ImageNet is scored by ImageNet's classifier restricted to the variant's classes (CoOp
+    /// evaluates ImageNet-A and -R on their 200 classes so), which every method can do, the linear
+    /// probe and class-specific contexts included. Nil where the classifier knows only its
     /// training classes (a probe, class-specific contexts) and `s` names others.
-    func evaluationText(_ c: Classifier, _ s: EvaluationSet, names: [String], trainClasses: [String], dataset: DatasetName,
-                        trainText: Tensor? = nil) throws -> Tensor? {
+    func evaluationClassifier(_ c: Classifier, _ s: EvaluationSet, names: [String], trainClasses: [String], dataset: DatasetName,
+                              trainClassifier: PromptClassifier? = nil) throws -> PromptClassifier? {
         if dataset == .imageNet, s.dataset != .imageNet, let map = try store.dataset(s.dataset).splits.imageNetClasses {
             guard map.count == trainClasses.count, map.labels.allSatisfy({ trainClasses.indices.contains($0) }) else {
                 throw ExperimentError("\(s.dataset.rawValue)'s classnames.txt lists \(map.count) classes but the ImageNet it was trained on has \(trainClasses.count); the variants' classnames.txt must be a copy of imagenet/classnames.txt and ImageNet must have a folder for each of its classes")
@@ -235,18 +231,29 @@ public final class ExperimentRunner {
             for (k, label) in map.labels.enumerated() where names[k] != trainClasses[label] {
                 throw ExperimentError("\(s.dataset.rawValue) names its class \(k) '\(names[k])' but ImageNet's class \(label) (the same wnid) is '\(trainClasses[label])'; make its classnames.txt a copy of imagenet/classnames.txt")
             }
-            let full = try trainText ?? classifierVectors(c, names: trainClasses, dataset: dataset)
-            let d = full.shape[1]
-            var rows = [Float](); rows.reserveCapacity(map.labels.count * d)
-            for label in map.labels { rows += full.data[(label * d)..<((label + 1) * d)] }
-            return Tensor(shape: [map.labels.count, d], data: rows)
+            switch try trainClassifier ?? classifier(c, names: trainClasses, dataset: dataset) {
+            case .shared(let full):
+                return .shared(rows(full, map.labels))
+            case .perImage(let make):
+                return .perImage { images in
+                    let t = make(images)
+                    let (b, k, e) = (t.shape[0], t.shape[1], t.shape[2])
+                    return rows(t.reshaped([b * k, e]), (0..<b).flatMap { i in map.labels.map { i * k + $0 } })
+                        .reshaped([b, map.labels.count, e])
+                }
+            }
         }
         if c.knowsOnlyTrainClasses && names != trainClasses { return nil }
-        return try classifierVectors(c, names: names, dataset: s.dataset)
+        return try classifier(c, names: names, dataset: s.dataset)
     }
 
-    /// NC measures of a classifier on a features set (view 0), or nil with a warning when undefined.
-    func measure(_ set: LabeledFeatures, text: Tensor, label: String, warnings: inout [String]) -> NeuralCollapseReport? {
+    /// NC measures of a classifier on a features set (view 0), or nil with a warning when undefined
+    /// (the measures need text features shared by every image).
+    func measure(_ set: LabeledFeatures, classifier: PromptClassifier, label: String, warnings: inout [String]) -> NeuralCollapseReport? {
+        guard case .shared(let text) = classifier else {
+            warnings.append("neural-collapse measures of \(label): the classifier is made per image; the measures need class text features shared by every image")
+            return nil
+        }
         do {
             return try NeuralCollapseReport.measure(images: set.view(0), labels: set.labels, text: text)
         } catch {
@@ -304,38 +311,34 @@ public final class ExperimentRunner {
                                                 classes: train.classNames.count)
             classifier = .probe(search.probe, trainClasses: train.classNames)
         default:
-            if try Method.named(spec.method).needsImages || spec.recipe.augment == .perIteration {
-                classifier = try trainImagePrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)
-            } else {
-                classifier = try trainPrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)
-            }
+            classifier = try trainPrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)
         }
         record.timings.training = Date().timeIntervalSince(clock)
 
         // Evaluation and the final measures.
         clock = Date()
         var analysis = 0.0
-        let trainText = try classifierVectors(classifier, names: train.classNames, dataset: dataset)
+        let trainClassifier = try self.classifier(classifier, names: train.classNames, dataset: dataset)
         var measured = Date()
         let trainImages = try evaluationImages(classifier, stored: train,
                                                request: FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec), views: 1))
-        if let m = measure(trainImages, text: trainText, label: "train", warnings: &record.warnings) { record.nc["train"] = m }
+        if let m = measure(trainImages, classifier: trainClassifier, label: "train", warnings: &record.warnings) { record.nc["train"] = m }
         analysis += Date().timeIntervalSince(measured)
         for (s, f) in tests {
-            guard let text = try evaluationText(classifier, s, names: f.classNames, trainClasses: train.classNames, dataset: dataset,
-                                                trainText: trainText) else {
+            guard let text = try evaluationClassifier(classifier, s, names: f.classNames, trainClasses: train.classNames, dataset: dataset,
+                                                      trainClassifier: trainClassifier) else {
                 // As the papers report them: a probe or class-specific contexts only on the classes they know.
                 record.warnings.append("\(s.name): \(spec.method) classifies only the \(train.classNames.count) classes it was trained on and cannot name the classes of \(s.name); its \(s.name) accuracy is not reported")
                 continue
             }
             let images = try evaluationImages(classifier, stored: f, request: FeatureRequest(dataset: s.dataset, split: .test,
                                                                                              selection: SelectionOptions(subset: s.subset), views: 1))
-            let r = evaluate(images: images.view(0), labels: images.labels, text: text, classNames: f.classNames)
+            let r = evaluate(images: images.view(0), labels: images.labels, classifier: text, classNames: f.classNames)
             record.evaluations.append(EvaluationSummary(name: s.name, dataset: s.dataset.rawValue, classes: f.classNames.count,
                                                         count: r.count, accuracy: r.accuracy, macroF1: r.macroF1,
                                                         perClassAccuracy: r.perClassAccuracy))
             measured = Date()
-            if let m = measure(images, text: text, label: s.name, warnings: &record.warnings) { record.nc[s.name] = m }
+            if let m = measure(images, classifier: text, label: s.name, warnings: &record.warnings) { record.nc[s.name] = m }
             analysis += Date().timeIntervalSince(measured)
         }
         let groups = ShotGroups.assign(classNames: train.classNames, labels: train.set.labels)
@@ -390,46 +393,14 @@ public final class ExperimentRunner {
         return TrainConfig(method: method, optimizer: optimizer, epochs: spec.recipe.epochs, batchSize: spec.recipe.batchSize,
                            seed: UInt64(spec.seed), template: method.handTemplate(dataset: spec.dataset, default: datasetTemplate))
     }
+}
 
-    /// Trains the cell's prompt (resuming its checkpoint), recording NC measures every `nc_every` epochs.
-    func trainPrompt(_ spec: RunSpec, dataset: DatasetName, train: StoredFeatures, tests: [(EvaluationSet, StoredFeatures)],
-                     folder: RunFolder, record: inout RunRecord) throws -> Classifier {
-        let config = try trainConfig(spec, datasetTemplate: train.template)
-        let method = config.method
-        let trainer = try PromptTrainer(model: model, tokenizer: tokenizer, features: train.set.labeled, config: config,
-                                        modelDigest: store.modelDigest, featuresDigest: train.digest)
-        let run = try TrainingRun(folder: folder, trainer: trainer, resume: .ifPresent)
-        record.warnings += trainer.warnings + run.warnings
-        trainer.trace = trace
-        defer { trainer.trace = nil }
-        try openBoard(spec, resumeStep: trainer.steps)
-        var ncHistory: [NCPoint] = run.resumed ? ((try? readJSON([NCPoint].self, from: folder.ncHistory)) ?? []) : []
-        ncHistory.removeAll { $0.epoch > trainer.epochsDone }
-        var warnings: [String] = []
-        try run.run(onStep: { self.boardStep($0); self.events(.step($0, epochs: spec.recipe.epochs)) }, afterEpoch: { epoch in
-            try self.boardEpoch(trainer.history.last, step: trainer.steps)
-            let every = spec.recipe.ncEvery
-            if every > 0 && epoch % every == 0 && epoch < spec.recipe.epochs {
-                var measures: [String: NeuralCollapseReport] = [:]
-                let c = Classifier.prompt(method, trainer.context, trainClasses: train.classNames)
-                if let m = self.measure(train.set.labeled, text: try self.classifierVectors(c, names: train.classNames, dataset: dataset),
-                                        label: "train", warnings: &warnings) { measures["train"] = m }
-                for (s, f) in tests {
-                    guard let text = (try? self.evaluationText(c, s, names: f.classNames, trainClasses: train.classNames, dataset: dataset)) ?? nil
-                    else { continue }
-                    if let m = self.measure(f.set.labeled, text: text, label: s.name, warnings: &warnings) { measures[s.name] = m }
-                }
-                ncHistory.append(NCPoint(epoch: epoch, measures: measures))
-                try writeJSON(ncHistory, to: folder.ncHistory)
-                try self.boardMeasures(measures, step: trainer.steps)
-            }
-            if self.shouldStop() { throw RunInterrupted(epochsDone: epoch) }
-        })
-        record.warnings += Array(Set(warnings)).sorted()
-        record.history = trainer.history
-        record.ncHistory = ncHistory
-        return .prompt(method, trainer.context, trainClasses: train.classNames)
-    }
+/// Rows `indices` of a matrix, in that order.
+func rows(_ m: Tensor, _ indices: [Int]) -> Tensor {
+    let d = m.lastDim
+    var out = [Float](); out.reserveCapacity(indices.count * d)
+    for i in indices { out += m.data[(i * d)..<((i + 1) * d)] }
+    return Tensor(shape: [indices.count, d], data: out)
 }
 
 /// A digest of the values and labels of a features set.

@@ -7,10 +7,8 @@ import TensorIO
 ///     <out>/plan.yaml                       the grid as run (for the record)
 ///     <out>/features/<model digest>/<name>.safetensors   features shared by every cell that needs them
 ///     <out>/runs/<model>/<cell id>/spec.json        the cell's spec, written when it starts
-///     <out>/runs/<model>/<cell id>/prompt.ptprompt  checkpoint after every epoch (resume point); methods
-///                                                   with image prompts (dapt, vpt) and cells with
-///                                                   `augment: per-iteration` (whose <cell id> ends
-///                                                   in `_per-iteration`): prompt.safetensors
+///     <out>/runs/<model>/<cell id>/prompt.safetensors  checkpoint after every epoch (resume point;
+///                                                   an earlier version's prompt.ptprompt is resumed too)
 ///     <out>/runs/<model>/<cell id>/initial.safetensors  the parameters training started from (replays)
 ///     <out>/runs/<model>/<cell id>/nc_history.json  neural-collapse measures over training
 ///     <out>/runs/<model>/<cell id>/record.json      the finished (or failed) cell's record
@@ -39,9 +37,11 @@ public struct RunFolder: Sendable {
     public let url: URL
     public init(_ url: URL) { self.url = url }
 
-    public var checkpoint: URL { url.appendingPathComponent("prompt.ptprompt") }
-    /// The general trainer's checkpoint (named parameters: methods with image prompts).
-    public var parameterCheckpoint: URL { url.appendingPathComponent("prompt.safetensors") }
+    /// The prompt checkpoint, written after every epoch (`ParameterCheckpoint`).
+    public var checkpoint: URL { url.appendingPathComponent("prompt.safetensors") }
+    /// The checkpoint earlier versions wrote for text-prompt runs: resumed when there is no
+    /// `checkpoint`, and removed once the run has written its own.
+    public var legacyCheckpoint: URL { url.appendingPathComponent("prompt.ptprompt") }
     /// The parameters a run started from, written when it starts (not when it resumes).
     public var initial: URL { url.appendingPathComponent("initial.safetensors") }
     public var config: URL { url.appendingPathComponent("config.json") }

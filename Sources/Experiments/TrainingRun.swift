@@ -21,52 +21,59 @@ public struct RunInterrupted: Error, CustomStringConvertible {
     public var description: String { "interrupted after epoch \(epochsDone); run again to resume" }
 }
 
-/// A prompt-training run in a folder: checkpoint every epoch, resume policy, history.
+/// A `PromptTuner` run in a folder: `prompt.safetensors` after every epoch, the resume policy,
+/// `initial.safetensors` and `history.json`. A folder of an earlier version, whose text-prompt runs
+/// checkpointed `prompt.ptprompt`, resumes from that file (bit for bit: the trainer's state is the
+/// same), and the first new checkpoint replaces it.
 public final class TrainingRun {
     public let folder: RunFolder
-    public let trainer: PromptTrainer
-    public private(set) var warnings: [String] = []
+    public let tuner: PromptTuner
     /// True when the run continued a checkpoint.
     public private(set) var resumed = false
+    /// Why a checkpoint found under `.ifPresent` was set aside instead of resumed.
+    public private(set) var warnings: [String] = []
 
-    public init(folder: RunFolder, trainer: PromptTrainer, resume: ResumePolicy) throws {
+    public init(folder: RunFolder, tuner: PromptTuner, resume: ResumePolicy) throws {
         self.folder = folder
-        self.trainer = trainer
+        self.tuner = tuner
         try folder.create()
-        let path = folder.checkpoint.path
-        let exists = FileManager.default.fileExists(atPath: path)
+        let fm = FileManager.default
+        let found = [folder.checkpoint, folder.legacyCheckpoint].first { fm.fileExists(atPath: $0.path) }
         switch resume {
         case .refuse:
-            if exists { throw ExperimentError("\(path) exists: resume it, or train into another folder") }
+            if let found { throw ExperimentError("\(found.path) exists: resume it, or train into another folder") }
         case .require:
-            guard exists else { throw ExperimentError("no checkpoint at \(path) to resume; start a new run instead") }
-            try trainer.restore(PromptCheckpoint.read(path: path))
+            guard let found else { throw ExperimentError("no checkpoint at \(folder.checkpoint.path) to resume; start a new run instead") }
+            try tuner.restore(ParameterCheckpoint.read(path: found.path))
             resumed = true
         case .ifPresent:
-            if exists {
+            if let found {
                 do {
-                    try trainer.restore(PromptCheckpoint.read(path: path))
+                    try tuner.restore(ParameterCheckpoint.read(path: found.path))
                     resumed = true
                 } catch {
-                    warnings.append("the checkpoint \(path) could not be resumed (\(error)); \(setAside(folder.checkpoint)); training from the start")
+                    warnings.append("the checkpoint \(found.path) could not be resumed (\(error)); \(setAside(found)); training from the start")
                 }
             }
         }
-        // Every run saves what it starts from: with the trace, another implementation can replay it.
         if !resumed {
-            try ParameterCheckpoint.writeParameters(ParameterSet([(ParameterName.textContext, trainer.context)]), to: folder.initial,
-                                                    metadata: ["method": trainer.config.method.name, "seed": String(trainer.config.seed)])
+            try ParameterCheckpoint.writeParameters(tuner.initialParameters, to: folder.initial,
+                                                    metadata: ["method": tuner.config.method.name, "seed": String(tuner.config.seed)])
         }
     }
+
+    /// The checkpoint a finished or interrupted run leaves.
+    public var checkpoint: URL { folder.checkpoint }
 
     /// Trains to the end: a checkpoint after every epoch, then `history.json`.
     /// `afterEpoch` runs after each checkpoint (NC measures, interruption checks).
     public func run(onStep: (StepReport) -> Void = { _ in }, afterEpoch: (Int) throws -> Void = { _ in }) throws {
-        while !trainer.isFinished {
-            try trainer.runEpoch(onStep)
-            try trainer.checkpoint().write(to: folder.checkpoint)
-            try afterEpoch(trainer.epochsDone)
+        while !tuner.isFinished {
+            try tuner.runEpoch(onStep)
+            try tuner.checkpoint().write(to: folder.checkpoint)
+            try? FileManager.default.removeItem(at: folder.legacyCheckpoint)
+            try afterEpoch(tuner.epochsDone)
         }
-        try writeJSON(["history": trainer.history], to: folder.history)
+        try writeJSON(["history": tuner.history], to: folder.history)
     }
 }

@@ -18,8 +18,47 @@ public struct EvaluationResult: Codable, Equatable, Sendable {
 /// images: N x E (any scale), labels: N in 0..<K, text: K x E.
 public func evaluate(images: Tensor, labels: [Int], text: Tensor, classNames: [String]) -> EvaluationResult {
     let f = L2Normalize.forward(images).0, t = L2Normalize.forward(text).0
-    let scores = matmul(f, t, transB: true)
-    let k = t.rows
+    return evaluate(scores: matmul(f, t, transB: true), labels: labels, classNames: classNames)
+}
+
+/// images: N x E (any scale), labels: N in 0..<K, classified by `classifier`: shared text features,
+/// or text features made for each image (in chunks of `chunk` images).
+public func evaluate(images: Tensor, labels: [Int], classifier: PromptClassifier, classNames: [String],
+                     chunk: Int = 64) -> EvaluationResult {
+    switch classifier {
+    case .shared(let text):
+        return evaluate(images: images, labels: labels, text: text, classNames: classNames)
+    case .perImage(let make):
+        return evaluate(scores: perImageScores(images: images, make: make, chunk: chunk), labels: labels, classNames: classNames)
+    }
+}
+
+/// Cosine scores N x K of each image against its own text features (`make`: B x E normalised
+/// image features -> B x K x E), `chunk` images at a time.
+func perImageScores(images: Tensor, make: (Tensor) -> Tensor, chunk: Int) -> Tensor {
+    let f = L2Normalize.forward(images).0
+    let (n, e) = (f.rows, f.lastDim)
+    var scores: [Float] = []
+    var k = 0
+    for start in stride(from: 0, to: n, by: chunk) {
+        let rows = f.slice(rows: start..<min(n, start + chunk))
+        let text = make(rows)
+        k = text.shape[1]
+        let t = L2Normalize.forward(text.reshaped([rows.rows * k, e])).0
+        for b in 0..<rows.rows {
+            for c in 0..<k {
+                var dot: Float = 0
+                for x in 0..<e { dot += rows[b * e + x] * t[(b * k + c) * e + x] }
+                scores.append(dot)
+            }
+        }
+    }
+    return Tensor(shape: [n, k], data: scores)
+}
+
+/// Accuracy and macro-F1 from scores N x K (the highest score is the prediction).
+public func evaluate(scores: Tensor, labels: [Int], classNames: [String]) -> EvaluationResult {
+    let k = scores.lastDim
     var tp = [Int](repeating: 0, count: k), predicted = [Int](repeating: 0, count: k), actual = [Int](repeating: 0, count: k)
     for (i, y) in labels.enumerated() {
         var best = 0

@@ -100,16 +100,32 @@ public struct Method: Codable, Equatable, Sendable {
     /// Whether the text context is learned. VPT keeps the text side fixed at the zero-shot features
     /// of the hand template.
     public var learnsText: Bool
+    /// The prompt architecture (what is learned and how it acts), for methods whose architecture
+    /// the visual prompt and `learnsText` do not imply (nil: implied).
+    var explicitArchitecture: ArchitectureKind?
+    /// The prompt architecture (what is learned and how it acts).
+    public var architecture: ArchitectureKind {
+        explicitArchitecture ?? Method.impliedArchitecture(visualPrompt: visualPrompt, learnsText: learnsText)
+    }
 
     public init(name: String, prompt: PromptConfig, terms: [LossTerm] = [], anchors: AnchorOptions? = nil,
-                handTemplates: [String: String] = [:], visualPrompt: VisualPromptConfig? = nil, learnsText: Bool = true) {
+                handTemplates: [String: String] = [:], visualPrompt: VisualPromptConfig? = nil, learnsText: Bool = true,
+                architecture: ArchitectureKind? = nil) {
         self.name = name; self.prompt = prompt; self.terms = terms; self.anchors = anchors
         self.handTemplates = handTemplates; self.visualPrompt = visualPrompt; self.learnsText = learnsText
+        let implied = Method.impliedArchitecture(visualPrompt: visualPrompt, learnsText: learnsText)
+        self.explicitArchitecture = architecture == implied ? nil : architecture
+    }
+
+    /// The architecture of methods recorded before the field existed: from their visual prompt and
+    /// whether they learn the text.
+    static func impliedArchitecture(visualPrompt: VisualPromptConfig?, learnsText: Bool) -> ArchitectureKind {
+        visualPrompt == nil ? .context : (learnsText ? .contextAndVisual : .visual)
     }
 
     /// Whether training needs the images themselves (decoded and augmented every iteration)
     /// rather than cached final image features.
-    public var needsImages: Bool { visualPrompt != nil }
+    public var needsImages: Bool { architecture.promptsImageTower }
 
     /// The hand template for zero-shot features on `dataset` (a raw dataset name, as in the
     /// `dataset` provenance of a features file): this method's own where it has one, else `fallback`
@@ -194,7 +210,7 @@ public struct Method: Codable, Equatable, Sendable {
         return method
     }
 
-    private enum CodingKeys: String, CodingKey { case name, prompt, terms, anchors, handTemplates, visualPrompt, learnsText }
+    private enum CodingKeys: String, CodingKey { case name, prompt, terms, anchors, handTemplates, visualPrompt, learnsText, architecture }
 
     /// Decodes methods written before `handTemplates` existed (prompt checkpoints store the method
     /// in their header): without the key, the built-in templates of the base method the name
@@ -210,6 +226,8 @@ public struct Method: Codable, Equatable, Sendable {
             ?? Method.bases[String(name.split(separator: "+").first ?? "")]?.handTemplates ?? [:]
         visualPrompt = try c.decodeIfPresent(VisualPromptConfig.self, forKey: .visualPrompt)
         learnsText = try c.decodeIfPresent(Bool.self, forKey: .learnsText) ?? true
+        let stored = try c.decodeIfPresent(ArchitectureKind.self, forKey: .architecture)
+        explicitArchitecture = stored == Method.impliedArchitecture(visualPrompt: visualPrompt, learnsText: learnsText) ? nil : stored
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -222,6 +240,7 @@ public struct Method: Codable, Equatable, Sendable {
         // Written only when they differ from a text method's, so text methods' headers stay as before.
         try c.encodeIfPresent(visualPrompt, forKey: .visualPrompt)
         if !learnsText { try c.encode(learnsText, forKey: .learnsText) }
+        try c.encodeIfPresent(explicitArchitecture, forKey: .architecture)
     }
 
     /// The run-level inputs the method's terms read (VPT's fixed classifier reads the zero-shot features).

@@ -19,7 +19,7 @@ public struct ObjectiveValue: Sendable {
     public var terms: [String: Double]
     /// Fraction of the batch predicted right.
     public var accuracy: Double
-    /// Gradient w.r.t. the (unnormalised) text features, K x E.
+    /// Gradient w.r.t. the (unnormalised) text features, K x E (B x K x E for per-image text).
     public var dText: Tensor
     /// Gradient w.r.t. the normalised image features B x E, when asked for (trainable image prompts).
     public var dImages: Tensor? = nil
@@ -28,8 +28,15 @@ public struct ObjectiveValue: Sendable {
 /// CE over scaled cosine logits plus the method's weighted terms, with the gradient to the raw
 /// text features. images: B x E, already L2-normalised (as CoOp normalises image features).
 /// With `imageGradient`, also the gradient w.r.t. those normalised image features (`dImages`).
+/// Text features B x K x E (one set per image, CoCoOp) give per-image logits; the method's terms
+/// are defined on shared text features and must be absent there.
 public func objective(method: Method, textFeatures: Tensor, images: Tensor, labels: [Int], logitScale: Float,
                       inputs: TermInputs, imageGradient: Bool = false) -> ObjectiveValue {
+    if textFeatures.rank == 3 {
+        precondition(method.terms.allSatisfy { $0.weight == 0 }, "the terms of \(method.name) need shared text features (K x E)")
+        return perImageObjective(textFeatures: textFeatures, images: images, labels: labels, logitScale: logitScale,
+                                 imageGradient: imageGradient)
+    }
     let (t, cache) = L2Normalize.forward(textFeatures)
     let logits = clipLogits(image: images, text: t, scale: logitScale)
     let (ce, dLogits) = crossEntropy(logits: logits, labels: labels)
@@ -60,4 +67,40 @@ public func objective(method: Method, textFeatures: Tensor, images: Tensor, labe
     L2Normalize.backward(dT, cache: cache, dx: &dText)
     return ObjectiveValue(total: total, terms: terms, accuracy: Double(correct) / Double(max(1, labels.count)), dText: dText,
                           dImages: dF)
+}
+
+/// Cross-entropy over per-image logits: image b against its own text features (B x K x E), with
+/// the gradients to those raw text features and, when asked, to the normalised image features.
+func perImageObjective(textFeatures: Tensor, images: Tensor, labels: [Int], logitScale: Float, imageGradient: Bool) -> ObjectiveValue {
+    let (b, k, e) = (textFeatures.shape[0], textFeatures.shape[1], textFeatures.shape[2])
+    precondition(images.shape == [b, e], "per-image text \(textFeatures.shape) for images \(images.shape)")
+    let (t, cache) = L2Normalize.forward(textFeatures.reshaped([b * k, e]))
+    var logits = Tensor(zeros: [b, k])
+    for i in 0..<b {
+        for c in 0..<k {
+            var dot: Float = 0
+            for x in 0..<e { dot += images[i * e + x] * t[(i * k + c) * e + x] }
+            logits[i * k + c] = logitScale * dot
+        }
+    }
+    let (ce, dLogits) = crossEntropy(logits: logits, labels: labels)
+    var dT = Tensor(zeros: [b * k, e])
+    var dF = Tensor(zeros: [b, e])
+    var correct = 0
+    for i in 0..<b {
+        var best = 0
+        for c in 0..<k {
+            let g = dLogits[i * k + c] * logitScale
+            for x in 0..<e {
+                dT[(i * k + c) * e + x] = g * images[i * e + x]
+                dF[i * e + x] += g * t[(i * k + c) * e + x]
+            }
+            if logits[i * k + c] > logits[i * k + best] { best = c }
+        }
+        if best == labels[i] { correct += 1 }
+    }
+    var dText = Tensor(zeros: [b * k, e])
+    L2Normalize.backward(dT, cache: cache, dx: &dText)
+    return ObjectiveValue(total: ce, terms: ["ce": ce], accuracy: Double(correct) / Double(max(1, b)),
+                          dText: dText.reshaped([b, k, e]), dImages: imageGradient ? dF : nil)
 }

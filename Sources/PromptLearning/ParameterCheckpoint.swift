@@ -5,7 +5,8 @@ import TensorIO
 /// A prompt checkpoint of the general trainer: a safetensors file whose tensors are the named
 /// parameters (`param.<name>`) and their momentum buffers (`momentum.<name>`), and whose metadata
 /// holds the run's header as JSON (`prompttune.header`), so any safetensors reader can open it.
-/// Today's `.ptprompt` files (one text context) are read too (`read(path:)` picks by magic).
+/// The one prompt checkpoint format every method trains into; the `.ptprompt` files of earlier
+/// versions (one text context) are still read (`read(path:)` picks by content).
 public struct ParameterCheckpoint: Equatable, Sendable {
     public static let format = "prompttune.parameters"
     public static let version = 2
@@ -42,45 +43,123 @@ public struct ParameterCheckpoint: Equatable, Sendable {
                                                            "parameter_order": parameters.names.joined(separator: ",")], to: url)
     }
 
-    /// Reads a safetensors prompt checkpoint, or a `.ptprompt` (its context becomes `text.context`).
+    /// Reads a prompt checkpoint: PromptTune's safetensors file, or a `.ptprompt` written by earlier
+    /// versions (its context becomes `text.context`), told apart by content. Every refusal is a
+    /// `PromptCheckpointError` naming the file and its kind: the header is checked against itself
+    /// (settings the trainer would refuse, the parameters and shapes the method learns, progress
+    /// against the epochs, one finite history record per finished epoch, the generator state) and
+    /// every tensor against the header (present, its declared shape, finite; momentum only for
+    /// learned parameters, of their shapes, finite). Shapes against a model are checked where one is
+    /// at hand (`PromptArchitecture`, `restore`).
     public static func read(path: String) throws -> ParameterCheckpoint {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw PromptError("\(path): no such prompt checkpoint (training writes one in its output folder)")
+        func fail(_ kind: PromptCheckpointError.Kind, _ why: String) -> PromptCheckpointError {
+            PromptCheckpointError(kind, path: path, why)
         }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw fail(.fileNotFound, "no such prompt checkpoint (training writes one, prompt.safetensors in its output folder)")
+        }
+        guard !isDirectory.boolValue else {
+            throw fail(.unreadable, "is a folder, not a prompt checkpoint (training writes prompt.safetensors inside its output folder)")
+        }
+        if let kind = nonRegularFileKind(path) {
+            throw fail(.unreadable, "is \(kind), not a regular file; give the prompt checkpoint's path")
+        }
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw fail(.unreadable, "cannot read the file; check its permissions") }
         let magic = (try? handle.read(upToCount: 8)) ?? Data()
         try? handle.close()
-        if Array(magic) == PromptCheckpoint.magic {
-            let old = try PromptCheckpoint.read(path: path)
-            let h = old.header
-            var momentum = ParameterSet()
-            if let m = old.momentum { momentum[ParameterName.textContext] = m }
-            return ParameterCheckpoint(
-                header: Header(config: h.config, classNames: h.classNames, shapes: [ParameterName.textContext: h.contextShape],
-                               epochsDone: h.epochsDone, steps: h.steps, rngState: h.rngState, history: h.history,
-                               modelDigest: h.modelDigest, dataDigest: h.featuresDigest),
-                parameters: ParameterSet([(ParameterName.textContext, old.context)]), momentum: momentum)
+        if Array(magic) == PromptCheckpoint.magic { return try legacy(PromptCheckpoint.read(path: path)) }
+        let tensors: [String: Tensor], meta: [String: String]
+        do { (tensors, meta) = try Safetensors.read(path: path) } catch let e as TensorIOError {
+            throw fail(e.kind == .truncated ? .truncated : .notACheckpoint,
+                       "not a PromptTune prompt checkpoint (\(e.message.hasPrefix(path + ": ") ? String(e.message.dropFirst(path.count + 2)) : e.message))")
         }
-        let (tensors, meta) = try Safetensors.read(path: path)
         guard meta["format"] == format, let json = meta["prompttune.header"] else {
-            throw PromptError("\(path): not a PromptTune prompt checkpoint (no '\(format)' header in its metadata)")
+            throw fail(.notACheckpoint, "not a PromptTune prompt checkpoint (no '\(format)' header in its metadata)")
         }
         if let v = Int(meta["version"] ?? ""), v > version {
-            throw PromptError("\(path): format version \(v) is newer than this PromptTune reads (\(version)); upgrade PromptTune")
+            throw fail(.newerVersion, "format version \(v) is newer than this PromptTune reads (\(version)); upgrade PromptTune")
         }
         let header: Header
-        do { header = try JSONDecoder().decode(Header.self, from: Data(json.utf8)) } catch {
-            throw PromptError("\(path): corrupt header (\(error))")
+        do { header = try JSONDecoder().decode(Header.self, from: Data(json.utf8)) } catch let e as DecodingError {
+            throw fail(.corrupt, "corrupt header (\(describeDecodingError(e))); the file is damaged: train again or restore it from a copy")
+        } catch {
+            throw fail(.corrupt, "corrupt header (not JSON); the file is damaged: train again or restore it from a copy")
         }
-        let order = (meta["parameter_order"] ?? "").split(separator: ",").map(String.init)
+        if let problem = headerProblem(header) {
+            throw fail(.inconsistent, "\(problem); the file is damaged or was edited: train again or restore it from a copy")
+        }
+        let learned = header.config.method.architecture.parameterNames(header.config.method)
         var params = ParameterSet(), momentum = ParameterSet()
-        for n in order.isEmpty ? header.shapes.keys.sorted() : order {
+        for n in learned {
             guard let t = tensors["param.\(n)"], t.shape == header.shapes[n] else {
-                throw PromptError("\(path): parameter '\(n)' is missing or has another shape than its header says")
+                throw fail(.inconsistent, "parameter '\(n)' is missing or has another shape than its header says (\(header.shapes[n] ?? []))")
+            }
+            if let bad = t.data.firstIndex(where: { !$0.isFinite }) {
+                throw fail(.nonFinite, "parameter '\(n)' holds a non-finite value (\(t.data[bad]) at element \(bad)); this prompt cannot be used: train it again")
             }
             params[n] = t
-            if let m = tensors["momentum.\(n)"] { momentum[n] = m }
+            if let m = tensors["momentum.\(n)"] {
+                guard m.shape == t.shape else { throw fail(.inconsistent, "the momentum of '\(n)' has shape \(m.shape), the parameter \(t.shape)") }
+                if let bad = m.data.firstIndex(where: { !$0.isFinite }) {
+                    throw fail(.nonFinite, "the momentum of '\(n)' holds a non-finite value (\(m.data[bad]) at element \(bad)); it cannot be resumed: train again")
+                }
+                momentum[n] = m
+            }
         }
+        let known = Set(learned.flatMap { ["param.\($0)", "momentum.\($0)"] })
+        if let extra = tensors.keys.sorted().first(where: { !known.contains($0) }) {
+            throw fail(.inconsistent, "it holds tensor '\(extra)', which method \(header.config.method.name) does not learn")
+        }
+        if !momentum.isEmpty && header.steps == 0 { throw fail(.inconsistent, "it holds momentum before any step") }
         return ParameterCheckpoint(header: header, parameters: params, momentum: momentum)
+    }
+
+    /// A `.ptprompt` of earlier versions as a parameter checkpoint (its reader checked it as strictly).
+    static func legacy(_ old: PromptCheckpoint) -> ParameterCheckpoint {
+        let h = old.header
+        var momentum = ParameterSet()
+        if let m = old.momentum { momentum[ParameterName.textContext] = m }
+        return ParameterCheckpoint(
+            header: Header(config: h.config, classNames: h.classNames, shapes: [ParameterName.textContext: h.contextShape],
+                           epochsDone: h.epochsDone, steps: h.steps, rngState: h.rngState, history: h.history,
+                           modelDigest: h.modelDigest, dataDigest: h.featuresDigest),
+            parameters: ParameterSet([(ParameterName.textContext, old.context)]), momentum: momentum)
+    }
+
+    /// What makes a header impossible, or nil: settings the trainer refuses, no class names, other
+    /// parameters or shapes than the method learns, progress outside the run's epochs, a history
+    /// that is not one finished epoch with finite numbers per epoch done, a generator state that is
+    /// not a 64-bit integer.
+    static func headerProblem(_ h: Header) -> String? {
+        if let problem = h.config.problem { return "its training settings are invalid: \(problem)" }
+        guard !h.classNames.isEmpty else { return "it lists no class names" }
+        let method = h.config.method
+        let learned = method.architecture.parameterNames(method)
+        guard Set(h.shapes.keys) == Set(learned) else {
+            return "it records parameters \(h.shapes.keys.sorted()) but method \(method.name) learns \(learned.sorted())"
+        }
+        let expected = method.architecture.expectedShapes(method, classes: h.classNames.count, textWidth: nil, imageWidth: nil)
+        for n in learned {
+            let shape = h.shapes[n]!, want = expected[n] ?? []
+            guard shape.count == want.count, shape.allSatisfy({ $0 >= 1 }),
+                  zip(shape, want).allSatisfy({ $1 == nil || $0 == $1! }) else {
+                let described = want.map { $0.map(String.init) ?? "width" }.joined(separator: ", ")
+                return "parameter '\(n)' has shape \(shape.prefix(8)), but method \(method.name) learns [\(described)]"
+            }
+        }
+        guard h.epochsDone >= 0, h.epochsDone <= h.config.epochs else {
+            return "epochs done (\(h.epochsDone)) must lie in 0...\(h.config.epochs) (the run's epochs)"
+        }
+        guard h.history.count == h.epochsDone else { return "it records \(h.epochsDone) finished epochs but a history of \(h.history.count)" }
+        for (i, r) in h.history.enumerated() {
+            guard r.epoch == i, r.loss.isFinite, r.accuracy.isFinite, r.learningRate.isFinite, r.terms.values.allSatisfy(\.isFinite) else {
+                return "history record \(i) is not a finished epoch with finite numbers"
+            }
+        }
+        guard h.steps >= 0, h.epochsDone > 0 || h.steps == 0 else { return "step count \(h.steps) is impossible after \(h.epochsDone) epochs" }
+        guard UInt64(h.rngState) != nil else { return "generator state '\(h.rngState.prefix(40))' is not a 64-bit integer" }
+        return nil
     }
 
     /// The parameters alone (a run's `initial.safetensors`).

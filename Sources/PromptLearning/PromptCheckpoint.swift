@@ -26,9 +26,15 @@ public struct EpochRecord: Codable, Equatable, Sendable {
     public var loss: Double
     public var terms: [String: Double]
     public var accuracy: Double
+
+    public init(epoch: Int, learningRate: Double, loss: Double, terms: [String: Double], accuracy: Double) {
+        self.epoch = epoch; self.learningRate = learningRate; self.loss = loss; self.terms = terms; self.accuracy = accuracy
+    }
 }
 
-/// A prompt checkpoint: PromptTune's own format.
+/// The prompt checkpoint format of earlier versions (one text context), still read: by
+/// `ParameterCheckpoint.read`, which turns it into today's named parameters, so `eval`, `analyze`,
+/// `export` and resumes take such files. Nothing writes it any more except tests of the reader.
 ///
 ///     "PTPROMPT" | UInt32 version | UInt64 header length | header JSON | float32 context | float32 momentum
 ///
@@ -60,7 +66,8 @@ public struct PromptCheckpoint: Equatable, Sendable {
         self.header = header; self.context = context; self.momentum = momentum
     }
 
-    public func write(to url: URL) throws {
+    /// Writes the format (tests of the reader and of resuming from it; PromptTune writes safetensors).
+    func write(to url: URL) throws {
         // Sorted keys: the same run writes the same bytes (byte-reproducible files, stable digests).
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

@@ -17,8 +17,8 @@ import TensorIO
 public final class PromptTuner {
     public let config: TrainConfig
     public let model: CLIPModel
-    public let encoder: PromptEncoder
-    public let learner: PromptLearner
+    /// The method's prompt architecture for the training class names.
+    public let architecture: any PromptArchitecture
     public let data: TrainingData
     public let inputs: TermInputs
     /// What training started from (saved by every run as `initial.safetensors`).
@@ -33,13 +33,15 @@ public final class PromptTuner {
     /// One JSON line per step when set (`--trace`).
     public var trace: TraceWriter?
     let featureViews: [Tensor]   // features source: per view N x D, normalised
-    /// The image tower's activations and backward temporaries, reused step after step (image sources).
+    /// The towers' activations and backward temporaries, reused step after step.
     let workspace = Workspace()
     let labels: [Int]
     let modelDigest: String
     let dataDigest: String
 
-    public var classNames: [String] { learner.classNames }
+    public var classNames: [String] { architecture.classNames }
+    /// The learned text context (nil for methods that keep the hand template's text, VPT).
+    public var context: Tensor? { parameters[ParameterName.textContext] }
 
     /// - initialParameters: start from these (parity tests, replays) instead of drawing them.
     /// - prototypes: K x D class prototypes (DAPT's, e.g. read from its `_prototype.pkl`); computed
@@ -48,45 +50,46 @@ public final class PromptTuner {
                 initialParameters: ParameterSet? = nil, prototypes: Tensor? = nil,
                 modelDigest: String = "", dataDigest: String = "") throws {
         let method = config.method
-        guard config.epochs >= 1 else { throw PromptError("epochs must be at least 1 (got \(config.epochs))") }
-        guard config.batchSize >= 1 else { throw PromptError("the batch size must be at least 1 (got \(config.batchSize))") }
+        if let problem = config.problem { throw PromptError(problem) }
         let k = data.classNames.count, d = model.config.embedDim
         guard !data.labels.isEmpty else { throw PromptError("the training data holds no images") }
+        guard k > 0 else { throw PromptError("the training data lists no class names") }
+        if let bad = data.labels.firstIndex(where: { $0 < 0 || $0 >= k }) {
+            throw PromptError("label \(data.labels[bad]) of image \(bad) is not a class index in 0..<\(k)")
+        }
         if case .features(let f) = data {
             guard f.dimension == d else {
                 throw PromptError("the features have dimension \(f.dimension) but the model's embedding is \(d): the features were made with another model; encode them again with this model")
             }
+            guard f.views > 0 else { throw PromptError("the features have shape \(f.features.shape): at least one view is needed") }
             guard !method.needsImages else {
                 throw PromptError("method \(method.name) trains prompts inside the image tower; it needs the training images, not cached features")
             }
+            // Inputs first: a NaN here would otherwise surface as a non-finite loss blamed on the learning rate.
+            if let bad = f.features.data.firstIndex(where: { !$0.isFinite }) {
+                throw PromptError("the image features are not finite (value \(f.features.data[bad]) at element \(bad)); encode the features again with a model whose weights are finite")
+            }
+        }
+        guard model.logitScale.isFinite else {
+            throw PromptError("the model's logit scale is \(model.logitScale), not finite: the checkpoint holds non-finite weights")
         }
         if method.anchors != nil && k < 2 { throw PromptError("NPT's anchors need at least 2 classes; the data has \(k)") }
+        if method.anchors != nil && k > maxAnchorClasses {
+            throw PromptError("NPT's anchors are a \(k) x \(k) frame (\(formatBytes(4 * k * k)) per copy) for \(k) classes; at most \(maxAnchorClasses) classes are supported: train without NPT, or on fewer classes")
+        }
         self.config = config
         self.model = model
-        self.encoder = PromptEncoder(text: model.text)
         self.data = data
         self.labels = data.labels
         self.modelDigest = modelDigest
         self.dataDigest = dataDigest
 
         var rng = SeededGenerator(seed: config.seed)
-        self.learner = try PromptLearner(config: method.prompt, classNames: data.classNames, text: model.text, tokenizer: tokenizer,
-                                         context: initialParameters?[ParameterName.textContext], rng: &rng)
-        var params = ParameterSet()
-        if method.learnsText { params[ParameterName.textContext] = learner.context }
-        if let v = method.visualPrompt {
-            if let given = initialParameters?[ParameterName.visualPrompt] {
-                guard given.shape == [v.tokens, model.image.width] else {
-                    throw PromptError("the visual prompt has shape \(given.shape), expected [\(v.tokens), \(model.image.width)]")
-                }
-                params[ParameterName.visualPrompt] = given
-            } else {
-                params[ParameterName.visualPrompt] = v.initialTokens(tower: model.image, rng: &rng)
-            }
-        }
+        architecture = try method.makeArchitecture(model: model, tokenizer: tokenizer, classNames: data.classNames,
+                                                   template: config.template, given: initialParameters, rng: &rng)
         self.rng = rng
-        self.parameters = params
-        self.initialParameters = params
+        self.parameters = architecture.initialParameters
+        self.initialParameters = architecture.initialParameters
 
         if case .features(let f) = data {
             featureViews = (0..<f.views).map { L2Normalize.forward(f.view($0)).0 }
@@ -99,6 +102,9 @@ public final class PromptTuner {
         if needs.contains(.zeroShot) {
             inputs.zeroShot = L2Normalize.forward(zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: config.template,
                                                                        classNames: data.classNames)).0
+            guard inputs.zeroShot!.data.allSatisfy({ $0.isFinite }) else {
+                throw PromptError("the zero-shot text features of the hand template are not finite: the model checkpoint holds non-finite text-tower weights")
+            }
         }
         if let anchorOptions = method.anchors {
             let a = simplexETF(classes: k, dimension: d, rotation: anchorOptions.rotation, zeroShot: inputs.zeroShot, seed: anchorOptions.seed)
@@ -153,42 +159,11 @@ public final class PromptTuner {
 
     /// Loss and the gradient of every parameter on `batch`, changing nothing.
     public func evaluate(_ batch: TrainingBatch) -> (ObjectiveValue, ParameterSet) {
-        let method = config.method
-        var textTrace: PromptEncoder.Trace?
-        let textFeatures: Tensor
-        if let ctx = parameters[ParameterName.textContext] {
-            let (t, tr) = encoder.forward(learner, context: ctx, workspace: workspace)
-            textFeatures = t
-            textTrace = tr
-        } else {
-            textFeatures = inputs.zeroShot!
-        }
-        let visual = parameters[ParameterName.visualPrompt]
-        var images: Tensor
-        var imageTrace: ImageTower.Trace?
-        var normCache: L2Normalize.Cache?
-        if let f = batch.features {
-            images = f
-        } else {
-            let (raw, tr) = model.image.forward(pixels: batch.pixels!, extraTokens: visual, keepCaches: visual != nil,
-                                                workspace: workspace, keepLinearInputs: false)
-            (images, normCache) = L2Normalize.forward(raw)
-            imageTrace = tr
-        }
-        let value = objective(method: method, textFeatures: textFeatures, images: images, labels: batch.labels,
-                              logitScale: model.logitScale, inputs: inputs, imageGradient: visual != nil)
-        var grads = ParameterSet()
-        if var tr = textTrace {
-            textTrace = nil  // `tr` holds the only reference, so released caches are reused, not copied
-            grads[ParameterName.textContext] = encoder.backward(value.dText, releasing: &tr, learner: learner, workspace: workspace)
-        }
-        if visual != nil, var tr = imageTrace, let cache = normCache, let dF = value.dImages {
-            imageTrace = nil  // `tr` holds the only reference, so released caches are reused, not copied
-            var dRaw = Tensor(zeros: dF.shape)
-            L2Normalize.backward(dF, cache: cache, dx: &dRaw)
-            grads[ParameterName.visualPrompt] = model.image.backwardToExtraTokens(dRaw, releasing: &tr, workspace: workspace)
-        }
-        return (value, grads)
+        let images: ImageBatch = batch.features.map { .features($0) } ?? .pixels(batch.pixels!)
+        let forward = architecture.forward(parameters, images: images, workspace: workspace)
+        let value = objective(method: config.method, textFeatures: forward.text, images: forward.images, labels: batch.labels,
+                              logitScale: model.logitScale, inputs: inputs, imageGradient: forward.imagesTrainable)
+        return (value, forward.backward(value.dText, value.dImages))
     }
 
     /// One optimisation step at learning rate `lr`. Throws on a non-finite loss or update before
@@ -276,7 +251,7 @@ public final class PromptTuner {
     // MARK: Checkpoints
 
     public func checkpoint() -> ParameterCheckpoint {
-        ParameterCheckpoint(header: .init(config: config, classNames: learner.classNames, shapes: parameters.shapes,
+        ParameterCheckpoint(header: .init(config: config, classNames: classNames, shapes: parameters.shapes,
                                           epochsDone: epochsDone, steps: steps, rngState: String(rng.currentState),
                                           history: history, modelDigest: modelDigest, dataDigest: dataDigest),
                             parameters: parameters, momentum: optimizer.momentum)
@@ -289,7 +264,7 @@ public final class PromptTuner {
             PromptError("cannot resume: the checkpoint was made with \(what); start a new run instead of resuming, or use the same settings")
         }
         guard h.config == config else { throw mismatch("other training settings") }
-        guard h.classNames == learner.classNames else { throw mismatch("other class names") }
+        guard h.classNames == classNames else { throw mismatch("other class names") }
         guard c.parameters.names.sorted() == parameters.names.sorted(), h.shapes == parameters.shapes else {
             throw mismatch("other parameters (\(h.shapes.keys.sorted().joined(separator: ", ")))")
         }
@@ -352,13 +327,13 @@ public final class PromptTuner {
     }
 
     /// The trained text features for `classNames` (the training names by default), K x E, not
-    /// normalised; the zero-shot features for methods that do not learn the text.
+    /// normalised (a shared classifier's; the zero-shot features for methods that keep the text fixed).
     public func textFeatures(classNames names: [String]? = nil, tokenizer: CLIPTokenizer) throws -> Tensor {
-        guard let ctx = parameters[ParameterName.textContext] else {
-            return zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: config.template,
-                                        classNames: names ?? learner.classNames)
+        let a = try names.map { try config.method.makeArchitecture(model: model, tokenizer: tokenizer, classNames: $0,
+                                                                   template: config.template, parameters: parameters) } ?? architecture
+        guard case .shared(let t) = a.classifier(parameters) else {
+            throw PromptError("method \(config.method.name) makes a classifier per image; it has no text features of its own")
         }
-        return try promptTextFeatures(model: model, method: config.method, context: ctx, classNames: names ?? learner.classNames,
-                                      tokenizer: tokenizer)
+        return t
     }
 }

@@ -217,17 +217,16 @@ public struct ReferencePrompt: Equatable, Sendable {
     }
 }
 
-/// A trained prompt from any file `eval` and `analyze` take: PromptTune's `.ptprompt`, its
-/// parameter checkpoint (safetensors, `run`'s image-prompt cells), or a reference checkpoint
-/// (`prompt_learner/model.pth.tar-N` of CoOp, KgCoOp or DAPT), told apart by content.
+/// A trained prompt from any file `eval`, `analyze`, `embed` and `export` take: PromptTune's
+/// checkpoint (`prompt.safetensors`, or an earlier version's `.ptprompt`) or a reference checkpoint
+/// (`prompt_learner/model.pth.tar-N` of CoOp, KgCoOp or DAPT), told apart by content. Its
+/// parameters are the method's named tensors, whatever the file called them.
 public struct TrainedPrompt: Sendable {
     public var path: String
     public var method: Method
-    /// The text context (M x D or K x M x D); nil when the prompt learns no text (VPT).
-    public var context: Tensor?
-    public var visualPrompt: Tensor?
-    /// The classes a class-specific context belongs to, where the file names them.
-    public var trainedClassNames: [String]?
+    public var parameters: ParameterSet
+    /// The hand template the run used for zero-shot features (PromptTune's files).
+    public var template: String?
     /// The model digest the prompt was trained with ("" when the file does not say).
     public var modelDigest: String
     /// The class names it was trained on, when recorded (PromptTune's own files).
@@ -236,52 +235,74 @@ public struct TrainedPrompt: Sendable {
     public var reference: ReferencePrompt?
     public var epochsDone: Int?
 
+    /// The text context (M x D or K x M x D); nil when the prompt learns no text (VPT).
+    public var context: Tensor? { parameters[ParameterName.textContext] }
+    public var visualPrompt: Tensor? { parameters[ParameterName.visualPrompt] }
+
     public static func read(path: String) throws -> TrainedPrompt {
-        // Missing, a folder, a FIFO (whose opening would block) or a device: PromptCheckpoint's errors.
-        var isDirectory: ObjCBool = false
-        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) || isDirectory.boolValue || nonRegularFileKind(path) != nil {
-            _ = try PromptCheckpoint.read(path: path)
-        }
-        if ReferencePrompt.looksLikeTorchArchive(path: path) {
+        if FileManager.default.isReadableFile(atPath: path), nonRegularFileKind(path) == nil, ReferencePrompt.looksLikeTorchArchive(path: path) {
             let r = try ReferencePrompt.read(path: path)
-            return TrainedPrompt(path: path, method: r.method, context: r.context, visualPrompt: r.visualPrompt,
-                                 trainedClassNames: nil, modelDigest: "", classNames: nil, reference: r, epochsDone: r.epoch)
+            var p = ParameterSet()
+            if let c = r.context { p[ParameterName.textContext] = c }
+            if let v = r.visualPrompt { p[ParameterName.visualPrompt] = v }
+            return TrainedPrompt(path: path, method: r.method, parameters: p, template: nil, modelDigest: "", classNames: nil,
+                                 reference: r, epochsDone: r.epoch)
         }
-        let magic: [UInt8] = FileHandle(forReadingAtPath: path).flatMap { h in defer { try? h.close() }; return try? h.read(upToCount: 8) }.map(Array.init) ?? []
-        if magic == PromptCheckpoint.magic || magic.isEmpty {
-            let c = try PromptCheckpoint.read(path: path)   // also the clear errors for an unreadable file
-            return TrainedPrompt(path: path, method: c.header.config.method, context: c.context, visualPrompt: nil,
-                                 trainedClassNames: c.header.classNames, modelDigest: c.header.modelDigest,
-                                 classNames: c.header.classNames, reference: nil, epochsDone: c.header.epochsDone)
+        let c: ParameterCheckpoint
+        do { c = try ParameterCheckpoint.read(path: path) } catch let e as PromptCheckpointError where e.kind == .notACheckpoint {
+            throw PromptCheckpointError(.notACheckpoint, path: path, "\(e.message); give a prompt.safetensors from `train` or `run`, an earlier version's prompt.ptprompt, or a CoOp / KgCoOp / DAPT prompt_learner/model.pth.tar-N")
         }
-        let p: ParameterCheckpoint
-        do { p = try ParameterCheckpoint.read(path: path) } catch {
-            throw PromptError("\(path): not a prompt checkpoint PromptTune reads (\(error)); give a prompt.ptprompt from `train`, a prompt.safetensors from `run`, or a CoOp / KgCoOp / DAPT prompt_learner/model.pth.tar-N")
-        }
-        return TrainedPrompt(path: path, method: p.header.config.method, context: p.parameters[ParameterName.textContext],
-                             visualPrompt: p.parameters[ParameterName.visualPrompt], trainedClassNames: p.header.classNames,
-                             modelDigest: p.header.modelDigest, classNames: p.header.classNames, reference: nil,
-                             epochsDone: p.header.epochsDone)
+        return TrainedPrompt(path: path, method: c.header.config.method, parameters: c.parameters, template: c.header.config.template,
+                             modelDigest: c.header.modelDigest, classNames: c.header.classNames, reference: nil,
+                             epochsDone: c.header.epochsDone)
     }
 
-    /// The prompt's text features for `classNames` under `model` (K x E, not normalised), after
-    /// checking it belongs to the model. A visual prompt cannot act on cached image features:
-    /// refused unless `textOnly`, which evaluates the text context alone.
-    public func textFeatures(model: CLIPModel, modelPath: String, modelDigest digest: String, classNames: [String],
-                             tokenizer: CLIPTokenizer, textOnly: Bool = false) throws -> Tensor {
+    /// The prompt's architecture for `classNames` under `model`, after checking it belongs to the
+    /// model (digest, widths, a reference file's frozen embeddings) and to the names (a
+    /// class-specific context only for the classes it was trained on). `textOnly` keeps the text
+    /// context of a prompt that also prompts the image tower (DAPT), so that it can act on features
+    /// of the unprompted tower. `template`: the hand template where the file records none.
+    public func architecture(model: CLIPModel, modelPath: String, modelDigest digest: String, classNames: [String],
+                             tokenizer: CLIPTokenizer, template fallback: String = "a photo of a {}.",
+                             textOnly: Bool = false) throws -> any PromptArchitecture {
         if !modelDigest.isEmpty && modelDigest != digest {
             throw PromptError("\(path) was trained with another model than \(modelPath); give that model with --model")
         }
         if let r = reference { try r.validate(model: model, classNames: classNames, path: path) }
+        if method.prompt.classSpecific, reference == nil, let trained = self.classNames, trained != classNames {
+            throw PromptError("this prompt has class-specific contexts for its \(trained.count) training classes; it cannot be evaluated on other class names (use a shared-context method for base-to-novel or cross-dataset)")
+        }
+        _ = try visualTokens(model: model, modelPath: modelPath, modelDigest: digest)
+        var m = method, p = parameters
+        if textOnly && m.needsImages {
+            guard p[ParameterName.textContext] != nil else {
+                throw PromptError("\(path) has no text context (method \(method.name) keeps the hand template's text features); --text-only has nothing to evaluate")
+            }
+            m.visualPrompt = nil
+            m.learnsText = true
+            p[ParameterName.visualPrompt] = nil
+        }
+        return try m.makeArchitecture(model: model, tokenizer: tokenizer, classNames: classNames, template: template ?? fallback, parameters: p)
+    }
+
+    /// The prompt's text features for `classNames` under `model` (K x E, not normalised), for
+    /// features of the unprompted image tower: a prompt that changes the image features is refused
+    /// unless `textOnly`, which evaluates its text context alone.
+    public func textFeatures(model: CLIPModel, modelPath: String, modelDigest digest: String, classNames: [String],
+                             tokenizer: CLIPTokenizer, textOnly: Bool = false) throws -> Tensor {
         if let v = visualPrompt, !textOnly {
             let name = reference != nil ? "'vis_ctx'" : "'\(ParameterName.visualPrompt)'"
-            throw PromptError("\(path) holds a visual prompt (\(name), \(v.rows) tokens of width \(v.lastDim)) that changes the image features, but the features given were encoded by the unprompted image tower: its accuracy needs the images (`prompttune run`); pass --text-only to evaluate its text context alone on these features")
+            throw PromptError("\(path) holds a visual prompt (\(name), \(v.rows) tokens of width \(v.lastDim)) that changes the image features, but the features given were encoded by the unprompted image tower: its accuracy needs the images (give --dataset and --root instead of --features); pass --text-only to evaluate its text context alone on these features")
         }
-        guard let context else {
+        guard context != nil else {
             throw PromptError("\(path) has no text context (method \(method.name) keeps the hand template's text features); nothing to evaluate on cached features")
         }
-        return try promptTextFeatures(model: model, method: method, context: context, classNames: classNames,
-                                      tokenizer: tokenizer, trainedClassNames: reference == nil ? trainedClassNames : nil)
+        let a = try architecture(model: model, modelPath: modelPath, modelDigest: digest, classNames: classNames, tokenizer: tokenizer,
+                                 textOnly: textOnly)
+        guard case .shared(let t) = a.classifier(parameters) else {
+            throw PromptError("\(path): method \(method.name) makes a classifier per image; give the images (--dataset, --root)")
+        }
+        return t
     }
 
     /// The visual prompt tokens (N x W) checked against `model`'s image tower, or nil.

@@ -35,18 +35,22 @@ extension Bench {
             var optimizer = OptimizerConfig()
             optimizer.warmupEpochs = 0
             let config = TrainConfig(method: .coop, optimizer: optimizer, epochs: 1, batchSize: batch, seed: 1)
-            let trainer = try PromptTrainer(model: clip, tokenizer: try CLIPTokenizer(), features: features, config: config)
-            let all = Array(0..<batch)
+            let tokenizer = try CLIPTokenizer()
+            let trainer = try PromptTuner(model: clip, tokenizer: tokenizer, data: .features(features), config: config)
+            let all = try trainer.loadBatch(Array(0..<batch), epoch: 0)
             var failure: Error?
             let stepS = bench.time {
                 do { try trainer.step(all, lr: 0.002) } catch { failure = error }
             }
             if let failure { throw failure }
-            let learner = trainer.learner
-            let rows = 1 + 16 + learner.eot.reduce(0) { $0 + $1 - 16 }
+            var unused = SeededGenerator(seed: 0)
+            let learner = try PromptLearner(config: config.method.prompt, classNames: names, text: clip.text, tokenizer: tokenizer,
+                                            context: trainer.context, rng: &unused)
+            let eot: [Int] = learner.eot
+            let rows: Int = 1 + 16 + eot.reduce(0) { $0 + $1 - 16 }
             var result: [String: Any] = [
                 "step_s": stepS, "peak_rss_mb": peakRSSMegabytes(), "classes": classes, "threads": bench.threads,
-                "text_rows": rows, "rows_cut_after_last_eot": classes * ((learner.eot.max() ?? 0) + 1),
+                "text_rows": rows, "rows_cut_after_last_eot": classes * ((eot.max() ?? 0) + 1),
             ]
             var table: [(String, String)] = [
                 ("step", String(format: "%.3f s  (%d rows: shared prefix once + each class's own rows)", stepS, rows)),

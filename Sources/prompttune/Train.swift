@@ -92,7 +92,7 @@ struct Train: ParsableCommand {
             By default the prompt trains on a features file's cached views (--features). With --augment per-iteration it \
             trains as CoOp does, from the dataset's images (--dataset, --root, --shots; --seed also draws the few-shot \
             images, as `features --seed`), each decoded, cropped, flipped and encoded afresh at every step; any method, \
-            dapt and vpt included. Such a run checkpoints prompt.safetensors and traces each image's crop and flip.
+            dapt and vpt included. Such a run traces each image's crop and flip. Every run checkpoints prompt.safetensors after each epoch.
             """)
 
     @OptionGroup var model: ModelOptions
@@ -104,14 +104,14 @@ struct Train: ParsableCommand {
     var root: String?
     @Option(parsing: .unconditional, help: "With --augment per-iteration: shots per class (default: all training images).") var shots: Int?
     @OptionGroup var methodOptions: MethodOptions
-    @Option(help: "Output folder: config.json, prompt.ptprompt (every epoch; prompt.safetensors with --augment per-iteration), initial.safetensors, history.json.") var out: String = "prompttune-run"
+    @Option(help: "Output folder: config.json, prompt.safetensors (every epoch), initial.safetensors, history.json.") var out: String = "prompttune-run"
     @Option(parsing: .unconditional, help: "Epochs.") var epochs: Int = 50
     @Option(parsing: .unconditional, help: "Base learning rate.") var lr: Double = 0.002
     @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Batch size.") var batchSize: Int = 32
     @Option(parsing: .unconditional, help: "Seed for the context draw, shuffling and view choice; with --augment per-iteration also the few-shot draw and the crops (0 or more).") var seed: UInt64 = 1
     @Option(help: "Hand template for zero-shot features, {} = class name (default: the dataset's, recorded in the features file).")
     var template: String?
-    @Flag(help: "Continue from <out>/prompt.ptprompt.") var resume = false
+    @Flag(help: "Continue from <out>/prompt.safetensors (or an earlier version's <out>/prompt.ptprompt).") var resume = false
     @Option(help: ArgumentHelp("Write one JSON line per step to FILE (sorted keys): epoch, step, lr, the batch's dataset indices, each image's cached view and every loss term; with --resume, appended. The initial context is saved as <out>/initial.safetensors.", valueName: "FILE"))
     var trace: String?
     @Option(help: ArgumentHelp("Write TensorBoard event files into DIR: every step's loss, loss terms, learning rate and batch accuracy, and each epoch's averages; with --resume, appended.", valueName: "DIR"))
@@ -128,7 +128,7 @@ struct Train: ParsableCommand {
         try OptionLimits.threads(threads)
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDir), !isDir.boolValue {
-            throw ValidationError("--out \(out) is a file; --out names a folder (it will hold config.json, prompt.ptprompt and history.json)")
+            throw ValidationError("--out \(out) is a file; --out names a folder (it will hold config.json, prompt.safetensors and history.json)")
         }
         switch augment {
         case .views:
@@ -152,10 +152,10 @@ struct Train: ParsableCommand {
         let method = try methodOptions.resolve()
         // A run that fails before writing anything leaves no empty --out folder behind.
         let run = try removingEmptyFolderOnFailure(URL(fileURLWithPath: out)) { try prepare(method) }
-        let trainer = run
+        let trainer = run.tuner
         if let trace { trainer.trace = try TraceWriter(url: URL(fileURLWithPath: trace), append: resume) }
         let board = try tensorboard.map { try TensorBoardWriter(directory: URL(fileURLWithPath: $0), resumeStep: trainer.steps) }
-        for w in trainer.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
+        for w in trainer.warnings + run.warnings { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
         if run.resumed { FileHandle.standardError.write(Data("resuming after epoch \(trainer.epochsDone) of \(epochs)\n".utf8)) }
         let stepsPerEpoch = trainer.stepsPerEpoch
         let bar = ProgressBar(total: epochs * stepsPerEpoch, label: "train \(method.name)", unit: "step")
@@ -185,17 +185,62 @@ struct Train: ParsableCommand {
     }
 }
 
+/// The images `eval` and `analyze` classify: a features file, or a dataset's split decoded and
+/// encoded through the prompt's (prompted) image tower.
+struct EvaluationImageOptions: ParsableArguments {
+    @Option(help: "Features to classify (from `prompttune features`; view 0), encoded by the unprompted image tower.") var features: String?
+    @Option(help: "Classify this dataset's images instead (see `prompttune datasets`): decoded, CLIP-preprocessed and encoded through the prompt's image tower, so methods with visual prompts (dapt, vpt) are evaluated as their run evaluated them.")
+    var dataset: DatasetName?
+    @Option(help: "With --dataset: folder holding the datasets in CoOp's layout (default: $DATA, else the current folder).") var root: String?
+    @Option(help: "With --dataset: the split (train, val or test).") var split: SplitKind = .test
+    @Option(help: "With --dataset: the classes, all, base (the first half) or new (the novel rest), as base-to-novel splits them.")
+    var subset: ClassSubset = .all
+
+    func validate() throws {
+        switch (features, dataset) {
+        case (nil, nil): throw ValidationError("give --features FILE, or --dataset D (with --root) to classify a dataset's images")
+        case (.some, .some): throw ValidationError("--features and --dataset exclude each other: give one")
+        case (.some, nil):
+            for (flag, given) in [("--root", root != nil), ("--split", split != .test), ("--subset", subset != .all)] where given {
+                throw ValidationError("\(flag) goes with --dataset; a --features file says which images it holds")
+            }
+        case (nil, .some): break
+        }
+    }
+
+    var images: EvaluationImages {
+        if let dataset {
+            let root = URL(fileURLWithPath: self.root ?? ProcessInfo.processInfo.environment["DATA"] ?? FileManager.default.currentDirectoryPath)
+            return .dataset(root: root, dataset: dataset, split: split, subset: subset)
+        }
+        return .features(path: features!)
+    }
+}
+
+/// Class names, one per line, from `--classnames`.
+func readClassNames(_ path: String) throws -> [String] {
+    if let kind = nonRegularFileKind(path) { throw ValidationError("--classnames \(path) is \(kind), not a regular file") }
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read --classnames \(path)") }
+    return text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+}
+
 struct Eval: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Accuracy and macro-F1 of a trained prompt on a features file.")
+    static let configuration = CommandConfiguration(
+        abstract: "Accuracy and macro-F1 of a trained prompt on a features file or a dataset's images.",
+        discussion: """
+            Any method's prompt: PromptTune's prompt.safetensors (or an earlier version's prompt.ptprompt), or a CoOp, \
+            KgCoOp or DAPT prompt_learner/model.pth.tar-N. A prompt that acts in the image tower (dapt, vpt) needs the \
+            images: --dataset D --root R --split test gives the accuracy its run recorded.
+            """)
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Prompt checkpoint: prompt.ptprompt from `prompttune train`, prompt.safetensors from `run`, or CoOp's, KgCoOp's or DAPT's prompt_learner/model.pth.tar-N (told apart by content).")
+    @Option(help: "Prompt checkpoint: prompt.safetensors from `train` or `run` (or an earlier version's prompt.ptprompt), or CoOp's, KgCoOp's or DAPT's prompt_learner/model.pth.tar-N (told apart by content).")
     var prompt: String
-    @Option(help: "Features to classify.") var features: String
-    @Option(help: "Class names, one per line, in label order (default: the features file's). For base-to-novel: the novel names.")
+    @OptionGroup var images: EvaluationImageOptions
+    @Option(help: "Class names, one per line, in label order (default: the features file's or the split's). For base-to-novel: the novel names.")
     var classnames: String?
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    @Flag(name: .customLong("text-only"), help: "For a prompt with a visual prompt (DAPT, VPT): evaluate its text context alone on these unprompted features.")
+    @Flag(name: .customLong("text-only"), help: "For a prompt with a visual prompt (DAPT, VPT): evaluate its text context alone on the unprompted tower's features.")
     var textOnly = false
     @Flag(help: "Print JSON.") var json = false
 
@@ -203,27 +248,20 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         Compute.threads = threads
-        var names: [String]?
-        if let classnames {
-            if let kind = nonRegularFileKind(classnames) { throw ValidationError("--classnames \(classnames) is \(kind), not a regular file") }
-            guard let text = try? String(contentsOfFile: classnames, encoding: .utf8) else {
-                throw ValidationError("cannot read --classnames \(classnames)")
-            }
-            names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        }
-        print(try report(classNames: names))
+        print(try report(classNames: try classnames.map(readClassNames)))
     }
 
     /// What `run` prints: the JSON line with `--json`, else a table.
     func report(classNames names: [String]?) throws -> String {
-        let (result, used) = try PromptEvaluationJob(modelPath: model.model, promptPath: prompt, featuresPath: features, classNames: names,
-                                                    textOnly: textOnly).run()
+        let job = PromptEvaluationJob(modelPath: model.model, promptPath: prompt, images: images.images, classNames: names, textOnly: textOnly)
+        let e = try job.prepare()
+        let result = evaluate(images: e.images, labels: e.labels, classifier: e.classifier, classNames: e.classNames)
         if json {
             return try jsonText(["accuracy": result.accuracy, "macro_f1": result.macroF1, "count": result.count,
-                             "per_class_accuracy": result.perClassAccuracy])
+                                 "per_class_accuracy": result.perClassAccuracy])
         }
-        return String(format: "%@ on %@ (%d images, %d classes)\n  accuracy  %.2f%%\n  macro-F1  %.2f%%", prompt, features,
-                      result.count, used.count, 100 * result.accuracy, 100 * result.macroF1)
+        return String(format: "%@ on %@ (%d images, %d classes)\n  accuracy  %.2f%%\n  macro-F1  %.2f%%", prompt, images.features ?? e.imageSource,
+                      result.count, e.classNames.count, 100 * result.accuracy, 100 * result.macroF1)
     }
 }
 

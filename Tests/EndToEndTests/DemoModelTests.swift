@@ -82,9 +82,9 @@ final class DemoModelTests: XCTestCase {
         let zs = zeroShotTextFeatures(model: model, tokenizer: r.runner.tokenizer, template: "a photo of a {}.", classNames: names)
         func distance(_ k: String) throws -> Double {
             let folder = r.runner.folder(for: r.specs[k]!)
-            let ckpt = try PromptCheckpoint.read(path: folder.checkpoint.path)
+            let ckpt = try ParameterCheckpoint.read(path: folder.checkpoint.path)
             let method = try Method.named(r.specs[k]!.method)
-            let t = try promptTextFeatures(model: model, method: method, context: ckpt.context, classNames: names, tokenizer: r.runner.tokenizer)
+            let t = try promptTextFeatures(model: model, method: method, context: ckpt.parameters[ParameterName.textContext]!, classNames: names, tokenizer: r.runner.tokenizer)
             let (a, b) = (L2Normalize.forward(t).0, L2Normalize.forward(zs).0)
             let d = a.lastDim
             return (0..<names.count).map { i in 1 - (0..<d).reduce(0.0) { $0 + Double(a[i * d + $1] * b[i * d + $1]) } }.reduce(0, +) / Double(names.count)

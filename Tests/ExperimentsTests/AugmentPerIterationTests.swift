@@ -91,8 +91,8 @@ final class AugmentPerIterationTests: XCTestCase {
         var epochs = 0
         first.shouldStop = { epochs += 1; return epochs == 1 }
         XCTAssertThrowsError(try first.run(cells)) { XCTAssertTrue($0 is RunInterrupted, "\($0)") }
-        XCTAssertEqual(try ParameterCheckpoint.read(path: folder.parameterCheckpoint.path).header.epochsDone, 1)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.checkpoint.path), "no cached-views checkpoint")
+        XCTAssertEqual(try ParameterCheckpoint.read(path: folder.checkpoint.path).header.epochsDone, 1)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.legacyCheckpoint.path), "nothing writes the old format")
         let initial = try Data(contentsOf: folder.initial)
 
         var steppedEpochs = Set<Int>()
@@ -120,8 +120,8 @@ final class AugmentPerIterationTests: XCTestCase {
         XCTAssertEqual(a.ncHistory, b.ncHistory)
         XCTAssertEqual(a.ncHistory.map(\.epoch), [1, 2, 3])
         let straightFolder = reference.folder(for: cells[0])
-        let final = try ParameterCheckpoint.read(path: folder.parameterCheckpoint.path)
-        XCTAssertEqual(final.parameters, try ParameterCheckpoint.read(path: straightFolder.parameterCheckpoint.path).parameters)
+        let final = try ParameterCheckpoint.read(path: folder.checkpoint.path)
+        XCTAssertEqual(final.parameters, try ParameterCheckpoint.read(path: straightFolder.checkpoint.path).parameters)
         XCTAssertEqual(final.parameters.names, [ParameterName.textContext])
         XCTAssertEqual(try Data(contentsOf: straightFolder.initial), initial)
         let steps = try TraceWriter.read(url: traceURL)

@@ -22,16 +22,16 @@ final class CheckpointSetAsideTests: XCTestCase {
         XCTAssertThrowsError(try first.run(cells)) { XCTAssertTrue($0 is RunInterrupted, "\($0)") }
 
         let folder = first.folder(for: cells[0])
-        var c = try ParameterCheckpoint.read(path: folder.parameterCheckpoint.path)
+        var c = try ParameterCheckpoint.read(path: folder.checkpoint.path)
         XCTAssertEqual(c.header.epochsDone, 2)
         c.header.epochsDone = 4  // "finished", with a history of 2
-        try c.write(to: folder.parameterCheckpoint)
+        try c.write(to: folder.checkpoint)
 
         let record = try ExperimentRunner(modelPath: RunnerTests.tiny, root: data, out: out).run(cells)[0]
         XCTAssertEqual(record.status, .ok, record.error ?? "")
         XCTAssertEqual(record.history.count, 4, "the cell trained all its epochs again")
         XCTAssertTrue(record.warnings.contains { $0.contains("4 finished epochs but a history of 2") && $0.contains("set aside as prompt.safetensors.rejected") },
                       "\(record.warnings)")
-        XCTAssertTrue(FileManager.default.fileExists(atPath: folder.parameterCheckpoint.path + ".rejected"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder.checkpoint.path + ".rejected"))
     }
 }

@@ -69,11 +69,11 @@ final class ImagePromptRunnerTests: XCTestCase {
             default: [ParameterName.textContext, ParameterName.visualPrompt]
             }
             XCTAssertEqual(initial.names.sorted(), expected.sorted(), m)
-            let checkpoint = m == "coop" ? folder.checkpoint : folder.parameterCheckpoint
+            let checkpoint = folder.checkpoint
             XCTAssertTrue(FileManager.default.fileExists(atPath: checkpoint.path), "\(m): \(checkpoint.path)")
         }
         // The trained prompts moved from their initial values; vpt's image prompt changed the image features.
-        let dapt = try ParameterCheckpoint.read(path: runner.folder(for: cells[0]).parameterCheckpoint.path)
+        let dapt = try ParameterCheckpoint.read(path: runner.folder(for: cells[0]).checkpoint.path)
         XCTAssertNotEqual(dapt.parameters, try ParameterCheckpoint.readParameters(path: runner.folder(for: cells[0]).initial.path))
         XCTAssertEqual(dapt.header.epochsDone, 2)
 
@@ -179,7 +179,7 @@ final class ImagePromptRunnerTests: XCTestCase {
         first.shouldStop = { epochs += 1; return epochs == 1 }
         XCTAssertThrowsError(try first.run(cells)) { XCTAssertTrue($0 is RunInterrupted, "\($0)") }
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder.record.path))
-        XCTAssertEqual(try ParameterCheckpoint.read(path: folder.parameterCheckpoint.path).header.epochsDone, 1)
+        XCTAssertEqual(try ParameterCheckpoint.read(path: folder.checkpoint.path).header.epochsDone, 1)
         let initial = try Data(contentsOf: folder.initial)
 
         var steppedEpochs = Set<Int>()
@@ -206,8 +206,8 @@ final class ImagePromptRunnerTests: XCTestCase {
         XCTAssertEqual(a.ncHistory.map(\.epoch), [1, 2, 3])
         XCTAssertEqual(a.accuracy, b.accuracy)
         let straightFolder = reference.folder(for: cells[0])
-        let final = try ParameterCheckpoint.read(path: folder.parameterCheckpoint.path)
-        XCTAssertEqual(final.parameters, try ParameterCheckpoint.read(path: straightFolder.parameterCheckpoint.path).parameters)
+        let final = try ParameterCheckpoint.read(path: folder.checkpoint.path)
+        XCTAssertEqual(final.parameters, try ParameterCheckpoint.read(path: straightFolder.checkpoint.path).parameters)
         XCTAssertEqual(try Data(contentsOf: straightFolder.initial), initial)
         // The interrupted run's trace, continued by the resume, is the uninterrupted run's.
         XCTAssertEqual(try TraceWriter.read(url: traceURL), try TraceWriter.read(url: straightTrace))

@@ -1,6 +1,6 @@
 import CLIP
 import Foundation
-import PromptLearning
+@testable import PromptLearning
 import TensorCore
 import TensorIO
 import TestSupport
@@ -105,32 +105,32 @@ final class ImagePromptTests: XCTestCase {
         XCTAssertEqual(try ParameterCheckpoint.readParameters(path: initial.path), a.initialParameters)
     }
 
-    /// A `.ptprompt` of the text-only trainer reads as a parameter checkpoint.
-    func testReadsPTPromptCheckpoints() throws {
+    /// A `.ptprompt` that an earlier version's text-prompt trainer wrote mid-run (the same state:
+    /// context, momentum, progress, generator) reads as a parameter checkpoint, and a run resumed
+    /// from it ends bit for bit where the uninterrupted run ends.
+    func testRunsResumeFromAnEarlierVersionsPTPrompt() throws {
         let features = TrainingParityTests.features
-        let config = TrainConfig(method: .coop, epochs: 1, batchSize: 8)
-        let trainer = try PromptTrainer(model: Self.tiny, tokenizer: sharedTokenizer, features: features, config: config)
-        try trainer.runEpoch()
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("p-\(UUID().uuidString).ptprompt")
-        defer { try? FileManager.default.removeItem(at: url) }
-        try trainer.checkpoint().write(to: url)
-        let c = try ParameterCheckpoint.read(path: url.path)
-        XCTAssertEqual(c.parameters[ParameterName.textContext], trainer.context)
-        let tuner = try PromptTuner(model: Self.tiny, tokenizer: sharedTokenizer, data: .features(features), config: config)
-        try tuner.restore(c)
-        XCTAssertEqual(tuner.parameters[ParameterName.textContext], trainer.context)
-    }
-
-    /// From cached features, the general trainer takes exactly the text-only trainer's steps.
-    func testFeaturesSourceEqualsTextOnlyTrainer() throws {
-        let features = TrainingParityTests.features
-        var config = TrainConfig(method: try Method.named("dapt-text+npt"), epochs: 3, batchSize: 8)
+        var config = TrainConfig(method: try Method.named("kgcoop+npt"), epochs: 3, batchSize: 8)
         config.optimizer.learningRate = 0.05
-        let a = try PromptTrainer(model: Self.tiny, tokenizer: sharedTokenizer, features: features, config: config)
-        let b = try PromptTuner(model: Self.tiny, tokenizer: sharedTokenizer, data: .features(features), config: config)
-        for _ in 0..<3 { try a.runEpoch(); try b.runEpoch() }
-        XCTAssertEqual(b.parameters[ParameterName.textContext], a.context)
-        XCTAssertEqual(b.history, a.history)
+        let full = try PromptTuner(model: Self.tiny, tokenizer: sharedTokenizer, data: .features(features), config: config)
+        let first = try PromptTuner(model: Self.tiny, tokenizer: sharedTokenizer, data: .features(features), config: config)
+        try full.runEpoch(); try first.runEpoch()
+        let state = first.checkpoint()
+        let old = PromptCheckpoint(
+            header: .init(config: config, classNames: state.header.classNames, contextShape: state.parameters[ParameterName.textContext]!.shape,
+                          hasMomentum: true, epochsDone: 1, steps: state.header.steps, rngState: state.header.rngState,
+                          history: state.header.history, modelDigest: "", featuresDigest: ""),
+            context: state.parameters[ParameterName.textContext]!, momentum: state.momentum[ParameterName.textContext]!)
+        let url = try makeTempDir(self).appendingPathComponent("prompt.ptprompt")
+        try old.write(to: url)
+        let c = try ParameterCheckpoint.read(path: url.path)
+        XCTAssertEqual(c.parameters, state.parameters)
+        XCTAssertEqual(c.momentum, state.momentum)
+        let resumed = try PromptTuner(model: Self.tiny, tokenizer: sharedTokenizer, data: .features(features), config: config)
+        try resumed.restore(c)
+        for _ in 1..<3 { try full.runEpoch(); try resumed.runEpoch() }
+        XCTAssertEqual(resumed.parameters, full.parameters)
+        XCTAssertEqual(resumed.history, full.history)
     }
 }
 

@@ -95,18 +95,17 @@ final class PromptCheckpointHardeningTests: XCTestCase {
         var config = TrainConfig(method: .coop, epochs: 2, batchSize: 2, seed: 1)
         config.method.prompt.contextLength = 2
         let features = LabeledFeatures(features: .randomNormal([1, 4, d], using: &rngForTests), labels: [0, 1, 0, 1], classNames: ["cat", "dog"])
-        let trainer = try PromptTrainer(model: smallModel, tokenizer: sharedTokenizer, features: features, config: config)
+        let trainer = try PromptTuner(model: smallModel, tokenizer: sharedTokenizer, data: .features(features), config: config)
         var c = trainer.checkpoint()
         XCTAssertNoThrow(try trainer.restore(c))
         c.header.epochsDone = 1
         c.header.history = [EpochRecord(epoch: 0, learningRate: 1e-5, loss: 1, terms: [:], accuracy: 0)]
         c.header.steps = Int.max
-        c.momentum = c.context
-        c.header.hasMomentum = true
-        XCTAssertThrowsError(try trainer.restore(c)) { XCTAssertTrue("\($0)".contains("steps"), "K5: \($0)") }
+        c.momentum = c.parameters
+        XCTAssertThrowsError(try trainer.restore(c)) { XCTAssertTrue("\($0)".contains("step count"), "K5: \($0)") }
 
         func refused(_ f: LabeledFeatures, _ cfg: TrainConfig, _ expect: String) {
-            XCTAssertThrowsError(try PromptTrainer(model: smallModel, tokenizer: sharedTokenizer, features: f, config: cfg)) {
+            XCTAssertThrowsError(try PromptTuner(model: smallModel, tokenizer: sharedTokenizer, data: .features(f), config: cfg)) {
                 XCTAssertTrue("\($0)".contains(expect), "\($0)")
             }
         }

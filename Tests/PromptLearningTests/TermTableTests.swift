@@ -1,5 +1,5 @@
 import Foundation
-import PromptLearning
+@testable import PromptLearning
 import TensorCore
 import TestSupport
 import XCTest

@@ -19,57 +19,62 @@ final class TrainerTests: XCTestCase {
         return TrainConfig(method: m, optimizer: o, epochs: epochs, batchSize: 8, seed: 11)
     }
 
+    func tuner(_ c: TrainConfig, features: LabeledFeatures = TrainerTests.features) throws -> PromptTuner {
+        try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: .features(features), config: c)
+    }
+
     func testInterruptedRunResumesToTheSamePrompts() throws {
         for method in [Method.coop, try Method.named("kgcoop+npt")] {
             let c = config(method)
-            let full = try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: Self.features, config: c)
+            let full = try tuner(c)
             while !full.isFinished { try full.runEpoch() }
 
-            let url = try makeTempDir(self).appendingPathComponent("resume.ptprompt")
-            let first = try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: Self.features, config: c)
+            let url = try makeTempDir(self).appendingPathComponent("prompt.safetensors")
+            let first = try tuner(c)
             try first.runEpoch()
             try first.runEpoch()
             try first.checkpoint().write(to: url)
             // "Interrupted": a new process picks the checkpoint up.
-            let second = try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: Self.features, config: c)
-            try second.restore(PromptCheckpoint.read(path: url.path))
+            let second = try tuner(c)
+            try second.restore(ParameterCheckpoint.read(path: url.path))
             XCTAssertEqual(second.epochsDone, 2)
             while !second.isFinished { try second.runEpoch() }
-            XCTAssertEqual(second.context, full.context, "\(method.name): resumed prompts equal uninterrupted ones bit for bit")
+            XCTAssertEqual(second.parameters, full.parameters, "\(method.name): resumed prompts equal uninterrupted ones bit for bit")
             XCTAssertEqual(second.history, full.history)
             XCTAssertLessThan(full.history.last!.loss, full.history.first!.loss, "\(method.name): the loss goes down")
         }
     }
 
     func testCheckpointRoundTripAndErrors() throws {
-        let t = try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: Self.features, config: config(.coop, epochs: 2))
+        let t = try tuner(config(.coop, epochs: 2))
         try t.runEpoch()
         let dir = try makeTempDir(self)
-        let url = dir.appendingPathComponent("a.ptprompt")
+        let url = dir.appendingPathComponent("a.safetensors")
         try t.checkpoint().write(to: url)
-        let back = try PromptCheckpoint.read(path: url.path)
+        let back = try ParameterCheckpoint.read(path: url.path)
         XCTAssertEqual(back, t.checkpoint())
-        // Truncated, wrong magic, missing: errors naming the file.
+        // Truncated, wrong content, missing: typed errors naming the file.
         let bytes = try Data(contentsOf: url)
-        let cut = dir.appendingPathComponent("cut.ptprompt"), bad = dir.appendingPathComponent("bad.ptprompt")
+        let cut = dir.appendingPathComponent("cut.safetensors"), bad = dir.appendingPathComponent("bad.safetensors")
         try bytes.prefix(bytes.count - 10).write(to: cut)
         try Data("not a prompt".utf8).write(to: bad)
-        for (path, expect) in [(cut.path, "truncated"), (bad.path, "not a PromptTune prompt checkpoint"), ("/nonexistent.ptprompt", "no such prompt checkpoint")] {
-            XCTAssertThrowsError(try PromptCheckpoint.read(path: path)) { e in
-                XCTAssertTrue("\(e)".contains(path) && "\(e)".contains(expect), "\(e)")
+        for (path, kind) in [(cut.path, PromptCheckpointError.Kind.truncated), (bad.path, .notACheckpoint), ("/nonexistent.safetensors", .fileNotFound)] {
+            XCTAssertThrowsError(try ParameterCheckpoint.read(path: path)) { e in
+                XCTAssertEqual((e as? PromptCheckpointError)?.kind, kind, "\(e)")
+                XCTAssertTrue("\(e)".hasPrefix(path), "\(e)")
             }
         }
         // Resuming with other settings is refused.
         var other = config(.coop, epochs: 2)
         other.optimizer.learningRate = 0.1
-        let t2 = try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: Self.features, config: other)
+        let t2 = try tuner(other)
         XCTAssertThrowsError(try t2.restore(back)) { XCTAssertTrue("\($0)".contains("other training settings"), "\($0)") }
     }
 
     func testNonFiniteLossStopsWithoutTouchingThePrompt() throws {
         var c = config(.coop, epochs: 3)
         c.optimizer.learningRate = 1e30  // blows up after the warm-up epoch
-        let t = try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: Self.features, config: c)
+        let t = try tuner(c)
         try t.runEpoch()
         var failed = false
         do {
@@ -77,7 +82,7 @@ final class TrainerTests: XCTestCase {
         } catch {
             failed = true
             XCTAssertTrue("\(error)".contains("training stopped") && "\(error)".contains("lower learning rate"), "\(error)")
-            XCTAssertTrue(t.context.data.allSatisfy { $0.isFinite }, "the prompt in memory stays the last good one")
+            XCTAssertTrue(t.context!.data.allSatisfy { $0.isFinite }, "the prompt in memory stays the last good one")
         }
         XCTAssertTrue(failed, "a learning rate of 1e30 must stop training")
     }
@@ -85,12 +90,12 @@ final class TrainerTests: XCTestCase {
     /// Library errors name the value and make sense without the command line.
     func testInvalidSettingsNameTheValue() throws {
         func message(_ c: TrainConfig) -> String {
-            do { _ = try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: Self.features, config: c); return "" }
+            do { _ = try tuner(c); return "" }
             catch { return "\(error)" }
         }
         var c = config(.coop)
         c.epochs = 0
-        XCTAssertTrue(message(c).contains("epochs must be at least 1 (got 0)"), message(c))
+        XCTAssertTrue(message(c).contains("epochs must lie in 1...1000000 (got 0)"), message(c))
         c = config(.coop)
         c.batchSize = -2
         XCTAssertTrue(message(c).contains("batch size must be at least 1 (got -2)"), message(c))
@@ -105,20 +110,20 @@ final class TrainerTests: XCTestCase {
 
     func testNPTWithOneClassIsRefused() throws {
         let one = LabeledFeatures(features: Tensor(zeros: [1, 2, Self.model.config.embedDim]), labels: [0, 0], classNames: ["a"])
-        XCTAssertThrowsError(try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: one, config: config(try Method.named("npt")))) {
+        XCTAssertThrowsError(try tuner(config(try Method.named("npt")), features: one)) {
             XCTAssertTrue("\($0)".contains("at least 2 classes"), "\($0)")
         }
     }
 
     func testFeaturesFromAnotherModelAreRefused() throws {
         let wrong = LabeledFeatures(features: Tensor(zeros: [1, 2, 7]), labels: [0, 1], classNames: ["a", "b"])
-        XCTAssertThrowsError(try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: wrong, config: config(.coop))) {
+        XCTAssertThrowsError(try tuner(config(.coop), features: wrong)) {
             XCTAssertTrue("\($0)".contains("made with another model"), "\($0)")
         }
     }
 
     func testBaseToNovelEvaluationUsesAnyClassNames() throws {
-        let t = try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: Self.features, config: config(.coop, epochs: 1))
+        let t = try tuner(config(.coop, epochs: 1))
         try t.runEpoch()
         let names = Self.features.classNames
         let trained = try t.textFeatures(tokenizer: sharedTokenizer)
@@ -136,7 +141,7 @@ final class TrainerTests: XCTestCase {
     /// the loss falls. (The synthetic features are separable, but the tiny model's text tower
     /// reaches only part of them through the prompt: 0.25 -> 0.35 here, loss 2.70 -> 1.44.)
     func testTrainingImprovesTrainAccuracy() throws {
-        let t = try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: Self.features, config: config(.coop, epochs: 20))
+        let t = try tuner(config(.coop, epochs: 20))
         let images = Self.features.view(0), labels = Self.features.labels, names = Self.features.classNames
         let before = evaluate(images: images, labels: labels, text: try t.textFeatures(tokenizer: sharedTokenizer), classNames: names)
         while !t.isFinished { try t.runEpoch() }

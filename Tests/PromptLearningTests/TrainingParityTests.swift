@@ -51,16 +51,20 @@ final class TrainingParityTests: XCTestCase {
         optimizer.learningRate = golden.config.lr0
         let config = TrainConfig(method: method(golden.config), optimizer: optimizer, epochs: golden.config.max_epoch,
                                  batchSize: golden.config.batch_size, template: golden.config.template)
-        let trainer = try PromptTrainer(model: Self.model, tokenizer: sharedTokenizer, features: Self.features, config: config,
-                                        initialContext: golden.config.ctx_init == nil ? t["ctx_init"]! : nil)
-        XCTAssertEqual(trainer.learner.context, t["ctx_init"]!, "\(name): initial context")
-        XCTAssertEqual(trainer.learner.eot, golden.prompts.eot, "\(name): EOT positions")
-        XCTAssertEqual(trainer.learner.nameLengths, golden.prompts.name_lens, "\(name): name lengths")
+        let trainer = try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: .features(Self.features), config: config,
+                                      initialParameters: golden.config.ctx_init == nil ? ParameterSet([(ParameterName.textContext, t["ctx_init"]!)]) : nil)
+        XCTAssertEqual(trainer.context, t["ctx_init"]!, "\(name): initial context")
+        var unused = SeededGenerator(seed: 0)
+        let learner = try PromptLearner(config: config.method.prompt, classNames: Self.features.classNames, text: Self.model.text,
+                                        tokenizer: sharedTokenizer, context: t["ctx_init"]!, rng: &unused)
+        XCTAssertEqual(learner.eot, golden.prompts.eot, "\(name): EOT positions")
+        XCTAssertEqual(learner.nameLengths, golden.prompts.name_lens, "\(name): name lengths")
         if let z = t["zero_shot"] { XCTAssertLessThan(maxDiff(trainer.inputs.zeroShot!, z), 1e-5, "\(name): zero-shot features") }
         if let a = t["anchors"] { XCTAssertLessThan(maxDiff(trainer.inputs.anchors!, a), 1e-5, "\(name): anchors") }
         if let p = t["prototypes"] { XCTAssertLessThan(maxDiff(trainer.inputs.prototypes!, p), 1e-6, "\(name): prototypes") }
 
-        let (first, grad) = trainer.evaluateBatch(golden.batches[0])
+        let (first, grads) = trainer.evaluate(try trainer.loadBatch(golden.batches[0], epoch: 0))
+        let grad = grads[ParameterName.textContext]!
         let g0 = t["grad_ctx_step_0"]!
         XCTAssertLessThan(maxDiff(grad, g0), 1e-3 * g0.maxAbs + 1e-7, "\(name): gradient of step 0")
         XCTAssertEqual(first.total, golden.losses[0], accuracy: 1e-5, "\(name): loss of step 0")
@@ -71,19 +75,19 @@ final class TrainingParityTests: XCTestCase {
             let epoch = s / golden.steps_per_epoch
             let lr = learningRate(epoch: epoch, maxEpochs: golden.config.max_epoch, config: optimizer)
             XCTAssertEqual(lr, golden.lrs[s], accuracy: 1e-15, "\(name): lr of step \(s)")
-            let v = try trainer.step(batch, lr: lr)
+            let v = try trainer.step(try trainer.loadBatch(batch, epoch: epoch), lr: lr)
             worstLoss = max(worstLoss, abs(v.total - golden.losses[s]))
             for (k, want) in golden.terms[s] {
                 XCTAssertEqual(v.terms[k] ?? .nan, want, accuracy: lossTolerance, "\(name): term \(k) at step \(s)")
             }
-            let want = steps.slice(rows: s..<(s + 1)).reshaped(trainer.learner.context.shape)
-            worstContext = max(worstContext, maxDiff(trainer.learner.context, want))
+            let want = steps.slice(rows: s..<(s + 1)).reshaped(trainer.context!.shape)
+            worstContext = max(worstContext, maxDiff(trainer.context!, want))
         }
         print(String(format: "training parity %@: worst loss difference %.2e over %d steps, worst context difference %.2e",
                      name, worstLoss, golden.batches.count, worstContext))
         XCTAssertLessThan(worstLoss, lossTolerance, "\(name): losses")
         XCTAssertLessThan(worstContext, contextTolerance, "\(name): contexts")
-        XCTAssertLessThan(maxDiff(trainer.learner.context, t["ctx_final"]!), contextTolerance, "\(name): final context")
+        XCTAssertLessThan(maxDiff(trainer.context!, t["ctx_final"]!), contextTolerance, "\(name): final context")
     }
 
     func testCoOp() throws { try run("coop") }

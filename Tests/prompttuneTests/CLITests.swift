@@ -58,16 +58,16 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(set.provenance["template"], "a photo of a {}.")
         let out = dir.appendingPathComponent("run").path
         try run(["train", "--model", Self.tiny, "--features", train, "--method", "kgcoop+npt", "--epochs", "3", "--batch-size", "8", "--out", out])
-        let ckpt = try PromptLearningCheckpointProbe.read(out + "/prompt.ptprompt")
+        let ckpt = try PromptLearningCheckpointProbe.read(out + "/prompt.safetensors")
         XCTAssertEqual(ckpt, 3)
         // eval reports the accuracy of the trained prompt, computed here independently.
-        let eval = try XCTUnwrap(try PromptTune.parseAsRoot(["eval", "--model", Self.tiny, "--prompt", out + "/prompt.ptprompt",
+        let eval = try XCTUnwrap(try PromptTune.parseAsRoot(["eval", "--model", Self.tiny, "--prompt", out + "/prompt.safetensors",
                                                              "--features", test, "--json"]) as? Eval)
         let printed = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try eval.report(classNames: nil).utf8)) as? [String: Any])
         let testSet = try FeatureSet.read(path: test)
-        let checkpoint = try PromptCheckpoint.read(path: out + "/prompt.ptprompt")
+        let checkpoint = try ParameterCheckpoint.read(path: out + "/prompt.safetensors")
         let clip = try CLIPModel.load(path: Self.tiny)
-        let text = try promptTextFeatures(model: clip, method: checkpoint.header.config.method, context: checkpoint.context,
+        let text = try promptTextFeatures(model: clip, method: checkpoint.header.config.method, context: checkpoint.parameters[ParameterName.textContext]!,
                                           classNames: testSet.classNames, tokenizer: try CLIPTokenizer())
         let (d, k) = (testSet.dimension, testSet.classNames.count)
         let images = testSet.view(0)
@@ -94,7 +94,7 @@ final class CLITests: XCTestCase {
         let other = dir.appendingPathComponent("other.safetensors").path
         try run(["features", "--model", repoRoot.appendingPathComponent("Goldens/tiny/checkpoints/state_dict.pt").path,
                  "--dataset", "fashion_mnist", "--split", "test", "--limit", "10", "--out", other])
-        XCTAssertThrowsError(try run(["eval", "--model", Self.tiny, "--prompt", out + "/prompt.ptprompt", "--features", other])) {
+        XCTAssertThrowsError(try run(["eval", "--model", Self.tiny, "--prompt", out + "/prompt.safetensors", "--features", other])) {
             XCTAssertTrue("\($0)".contains("made with another model"), "\($0)")
         }
     }
@@ -102,5 +102,5 @@ final class CLITests: XCTestCase {
 
 import PromptLearning
 enum PromptLearningCheckpointProbe {
-    static func read(_ path: String) throws -> Int { try PromptCheckpoint.read(path: path).header.epochsDone }
+    static func read(_ path: String) throws -> Int { try ParameterCheckpoint.read(path: path).header.epochsDone }
 }

@@ -39,7 +39,7 @@ final class InteropCLITests: XCTestCase {
             }
             XCTAssertEqual(try XCTUnwrap(json(args)["accuracy"] as? Double), accuracy, accuracy: 1e-6, c)
             let analyze = try XCTUnwrap(try PromptTune.parseAsRoot(["analyze", "--model", Self.tiny, "--features", Self.features, "--prompt", file]) as? Analyze)
-            let (report, source) = try analyze.report()
+            let (report, source, _) = try analyze.report()
             XCTAssertEqual(report.accuracy, accuracy, accuracy: 1e-6, c)
             XCTAssertEqual(source, "prompt \(file)")
         }
@@ -125,7 +125,9 @@ final class InteropCLITests: XCTestCase {
         method.visualPrompt = VisualPromptConfig(tokens: 4)
         try ParameterCheckpoint(header: .init(config: TrainConfig(method: method, epochs: 3), classNames: ["cat", "dog"],
                                               shapes: [ParameterName.textContext: [4, 64], ParameterName.visualPrompt: [4, 128]],
-                                              epochsDone: 3, steps: 9, rngState: "1", history: [], modelDigest: try modelDigest(Self.tiny),
+                                              epochsDone: 3, steps: 9, rngState: "1",
+                                              history: (0..<3).map { EpochRecord(epoch: $0, learningRate: 0.002, loss: 1, terms: [:], accuracy: 0.5) },
+                                              modelDigest: try modelDigest(Self.tiny),
                                               dataDigest: ""),
                                 parameters: ParameterSet([(ParameterName.textContext, context), (ParameterName.visualPrompt, visual)]),
                                 momentum: ParameterSet()).write(to: ours)

@@ -17,7 +17,7 @@ final class TensorBoardCLITests: XCTestCase {
                     "--batch-size", "8", "--out", out, "--trace", trace.path, "--tensorboard", board.path]
         try run(args)
         let steps = try TraceWriter.read(url: trace)
-        let history = try PromptCheckpoint.read(path: out + "/prompt.ptprompt").header.history
+        let history = try ParameterCheckpoint.read(path: out + "/prompt.safetensors").header.history
         func f(_ x: Double) -> Float { Float(x) }
         func check() throws {
             let runs = try tensorBoardScalars(board)

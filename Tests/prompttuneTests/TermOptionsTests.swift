@@ -174,7 +174,7 @@ final class TermOptionsTests: XCTestCase {
         let steps = try TraceWriter.read(url: trace)
         XCTAssertFalse(steps.isEmpty)
         for s in steps { XCTAssertEqual(Set(s.terms.keys), ["ce", "probe"]) }
-        let checkpoint = try PromptCheckpoint.read(path: out.appendingPathComponent("prompt.ptprompt").path)
+        let checkpoint = try ParameterCheckpoint.read(path: out.appendingPathComponent("prompt.safetensors").path)
         XCTAssertEqual(checkpoint.header.config.method.terms, [LossTerm("probe", weight: 1, parameters: ["gain": 2.5])])
     }
 }

@@ -41,14 +41,15 @@ final class TraceCLITests: XCTestCase {
         XCTAssertEqual(positions, positions.sorted(), String(line))
 
         // Replay from initial.safetensors with the traced batches, views and learning rates.
-        let final = try PromptCheckpoint.read(path: out + "/prompt.ptprompt")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/prompt.ptprompt"), "nothing writes the old format")
+        let final = try ParameterCheckpoint.read(path: out + "/prompt.safetensors")
         let initial = try ParameterCheckpoint.readParameters(path: out + "/initial.safetensors")
-        let trainer = try PromptTrainer(model: try CLIPModel.load(path: CLITests.tiny), tokenizer: try CLIPTokenizer(), features: set.labeled,
-                                        config: final.header.config, initialContext: initial[ParameterName.textContext])
+        let trainer = try PromptTuner(model: try CLIPModel.load(path: CLITests.tiny), tokenizer: try CLIPTokenizer(), data: .features(set.labeled),
+                                      config: final.header.config, initialParameters: initial)
         for s in steps {
-            XCTAssertEqual(try trainer.step(s.indices, views: s.views, lr: s.lr).total, s.loss)
+            XCTAssertEqual(try trainer.step(try trainer.loadBatch(s.indices, epoch: s.epoch, views: s.views), lr: s.lr).total, s.loss)
         }
-        XCTAssertEqual(trainer.context, final.context)
+        XCTAssertEqual(trainer.parameters, final.parameters)
 
         // --resume appends to the trace (nothing left to train: nothing appended) and keeps initial.safetensors.
         let initialBytes = try Data(contentsOf: URL(fileURLWithPath: out + "/initial.safetensors"))

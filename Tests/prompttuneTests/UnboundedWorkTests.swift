@@ -17,7 +17,7 @@ final class UnboundedWorkTests: XCTestCase {
         let error = PromptTune.execute(["train", "--model", model, "--features", features, "--method", "coop", "--epochs", "1",
                                         "--out", out.path])
         precondition(error == nil, "training the fixture prompt failed: \(String(describing: error))")
-        return out.appendingPathComponent("prompt.ptprompt").path
+        return out.appendingPathComponent("prompt.safetensors").path
     }()
 
     func message(_ args: [String]) -> String? {

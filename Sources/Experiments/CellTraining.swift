@@ -8,56 +8,65 @@ import PromptLearning
 import TensorCore
 import TensorIO
 
-/// Training and evaluating methods with trainable image prompts (DAPT, VPT), and text methods with
-/// `augment: per-iteration`, in a grid cell: the training images are decoded and augmented every
-/// iteration (a text method's go through the frozen tower's forward only), DAPT's prototypes are
-/// read from its `_prototype.pkl` or computed once per (model, dataset, shots, seed) and cached, and
-/// test images are encoded through the prompted tower (the stored features without a visual prompt).
+/// Training a cell's prompt. Text-prompt methods train on the stored features' cached views; methods
+/// with prompts in the image tower (DAPT, VPT) and cells with `augment: per-iteration` train on the
+/// training images, decoded and augmented every iteration (a text method's go through the frozen
+/// tower's forward only). DAPT's prototypes are read from its `_prototype.pkl` or computed once per
+/// (model, dataset, shots, seed) and cached; test images of image-prompt methods are encoded
+/// through the prompted tower.
 extension ExperimentRunner {
-    func trainImagePrompt(_ spec: RunSpec, dataset: DatasetName, train: StoredFeatures, tests: [(EvaluationSet, StoredFeatures)],
-                          folder: RunFolder, record: inout RunRecord) throws -> Classifier {
+    /// Trains the cell's prompt (resuming its checkpoint), recording NC measures every `nc_every` epochs.
+    func trainPrompt(_ spec: RunSpec, dataset: DatasetName, train: StoredFeatures, tests: [(EvaluationSet, StoredFeatures)],
+                     folder: RunFolder, record: inout RunRecord) throws -> Classifier {
         let config = try trainConfig(spec, datasetTemplate: train.template)
         let method = config.method, template = config.template
-        let request = FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec), views: 1)
-        let (items, selection, loaded) = try store.items(request)
-        let images = AugmentedImages(items: items, classNames: selection.classNames, source: loaded.images)
+        let data: TrainingData, dataDigest: String
         var prototypes: Tensor?
-        if method.needsPrototypes {
-            let p = try cachedPrototypes(spec, images: images, fewShotCache: selection.coopCache, classes: selection.classNames.count,
-                                         warnings: &record.warnings)
-            prototypes = p.tensor
-            record.prototypesSource = p.source
-            record.digests["prototypes"] = p.digest
+        if method.needsImages || spec.recipe.augment == .perIteration {
+            let request = FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec), views: 1)
+            let (items, selection, loaded) = try store.items(request)
+            let images = AugmentedImages(items: items, classNames: selection.classNames, source: loaded.images)
+            if method.needsPrototypes {
+                let p = try cachedPrototypes(spec, images: images, fewShotCache: selection.coopCache, classes: selection.classNames.count,
+                                             warnings: &record.warnings)
+                prototypes = p.tensor
+                record.prototypesSource = p.source
+                record.digests["prototypes"] = p.digest
+            }
+            data = .images(images)
+            dataDigest = images.digest
+        } else {
+            data = .features(train.set.labeled)
+            dataDigest = train.digest
         }
-        let tuner = try PromptTuner(model: model, tokenizer: tokenizer, data: .images(images), config: config,
-                                    prototypes: prototypes, modelDigest: store.modelDigest, dataDigest: images.digest)
+        let tuner = try PromptTuner(model: model, tokenizer: tokenizer, data: data, config: config,
+                                    prototypes: prototypes, modelDigest: store.modelDigest, dataDigest: dataDigest)
         // Resumes the cell's checkpoint (or sets a damaged one aside) and saves what a new run starts from.
-        let run = try AugmentedTrainingRun(folder: folder, tuner: tuner, resume: .ifPresent)
-        let resumed = run.resumed
+        let run = try TrainingRun(folder: folder, tuner: tuner, resume: .ifPresent)
         record.warnings += tuner.warnings + run.warnings
         tuner.trace = trace
         defer { tuner.trace = nil }
         try openBoard(spec, resumeStep: tuner.steps)
-        var ncHistory: [NCPoint] = resumed ? ((try? readJSON([NCPoint].self, from: folder.ncHistory)) ?? []) : []
+        var ncHistory: [NCPoint] = run.resumed ? ((try? readJSON([NCPoint].self, from: folder.ncHistory)) ?? []) : []
         ncHistory.removeAll { $0.epoch > tuner.epochsDone }
         var warnings: [String] = []
         try run.run(onStep: { self.boardStep($0); self.events(.step($0, epochs: spec.recipe.epochs)) }, afterEpoch: { epoch in
             try self.boardEpoch(tuner.history.last, step: tuner.steps)
             let every = spec.recipe.ncEvery
             if every > 0 && epoch % every == 0 && epoch < spec.recipe.epochs {
-                // The measures of the prompt so far: images through the prompted tower, as at the end.
+                // The measures of the prompt so far, as at the end.
                 var measures: [String: NeuralCollapseReport] = [:]
-                let c = Classifier.imagePrompt(method, tuner.parameters, template: template, trainClasses: train.classNames)
+                let c = Classifier.trained(tuner.architecture, tuner.parameters, template: template)
                 let trainImages = try self.evaluationImages(c, stored: train, request: FeatureRequest(dataset: dataset, split: .train,
                                                                                                  selection: self.trainSelection(spec), views: 1))
-                if let m = self.measure(trainImages, text: try self.classifierVectors(c, names: train.classNames, dataset: dataset),
-                                   label: "train", warnings: &warnings) { measures["train"] = m }
+                if let m = self.measure(trainImages, classifier: try self.classifier(c, names: train.classNames, dataset: dataset),
+                                        label: "train", warnings: &warnings) { measures["train"] = m }
                 for (s, f) in tests {
-                    guard let text = (try? self.evaluationText(c, s, names: f.classNames, trainClasses: train.classNames, dataset: dataset)) ?? nil
-                    else { continue }
+                    guard let text = (try? self.evaluationClassifier(c, s, names: f.classNames, trainClasses: train.classNames,
+                                                                     dataset: dataset)) ?? nil else { continue }
                     let images = try self.evaluationImages(c, stored: f, request: FeatureRequest(dataset: s.dataset, split: .test,
                                                                                              selection: SelectionOptions(subset: s.subset), views: 1))
-                    if let m = self.measure(images, text: text, label: s.name, warnings: &warnings) { measures[s.name] = m }
+                    if let m = self.measure(images, classifier: text, label: s.name, warnings: &warnings) { measures[s.name] = m }
                 }
                 ncHistory.append(NCPoint(epoch: epoch, measures: measures))
                 try writeJSON(ncHistory, to: folder.ncHistory)
@@ -68,7 +77,7 @@ extension ExperimentRunner {
         record.warnings += Array(Set(warnings)).sorted()
         record.history = tuner.history
         record.ncHistory = ncHistory
-        return .imagePrompt(method, tuner.parameters, template: template, trainClasses: train.classNames)
+        return .trained(tuner.architecture, tuner.parameters, template: template)
     }
 
     /// DAPT's prototypes of a cell: computed from the cell's draw with its model (one train view per
@@ -129,36 +138,15 @@ extension ExperimentRunner {
     /// The least cosine, per class, between DAPT's pickled prototypes and ours for them to be used.
     static let pickleAgreement = 0.9
 
-    /// The test images of `request` through the image tower with `visualPrompt` inserted: L x N x D
-    /// features (view 0), in the order of the stored features (unreadable images left out as there).
-    func promptedFeatures(_ request: FeatureRequest, stored: StoredFeatures, visualPrompt: Tensor) throws -> LabeledFeatures {
+    /// The images of `request` through `encode` (the prompted tower): L x N x D features (view 0),
+    /// in the order of the stored features (unreadable images left out as there).
+    func promptedFeatures(_ request: FeatureRequest, stored: StoredFeatures,
+                          encode: (Tensor, Workspace) -> Tensor) throws -> LabeledFeatures {
         let (items, _, loaded) = try store.items(request)
         let skipped = Set(stored.skipped.map(\.path))
         let kept = items.filter { !skipped.contains($0.path) }
-        let r = model.config.imageResolution, size = 3 * r * r
-        var rows: [Float] = []
-        let workspace = Workspace()  // each chunk reuses the buffers of the one before
-        for start in stride(from: 0, to: kept.count, by: 32) {
-            let chunk = Array(kept[start..<min(kept.count, start + 32)])
-            var pixels = [Float](repeating: 0, count: chunk.count * size)
-            var failure: String?
-            let lock = NSLock()
-            pixels.withUnsafeMutableBufferPointer { px in
-                let base = px.baseAddress!
-                DispatchQueue.concurrentPerform(iterations: chunk.count) { i in
-                    do {
-                        let t = clipPreprocess(try loaded.images.image(for: chunk[i]), resolution: r)
-                        t.withPointer { (base + i * size).update(from: $0, count: size) }
-                    } catch {
-                        lock.lock(); failure = "\(chunk[i].path): \(error)"; lock.unlock()
-                    }
-                }
-            }
-            if let failure { throw ExperimentError("test image could not be read: \(failure)") }
-            rows += model.image.forward(pixels: Tensor(shape: [chunk.count, 3, r, r], data: pixels), extraTokens: visualPrompt,
-                                      workspace: workspace).0.data
-        }
-        return LabeledFeatures(features: Tensor(shape: [1, kept.count, model.config.embedDim], data: rows), labels: kept.map(\.label),
+        let features = try encodeImages(kept, source: loaded.images, resolution: model.config.imageResolution, encode: encode)
+        return LabeledFeatures(features: Tensor(shape: [1] + features.shape, data: features.data), labels: kept.map(\.label),
                                classNames: stored.classNames)
     }
 }

@@ -1,0 +1,67 @@
+import Experiments
+import Foundation
+@testable import prompttune
+import PromptLearning
+import TestSupport
+import XCTest
+
+/// `eval` and `analyze` take any method's checkpoint: prompts in the image tower (dapt, vpt) are
+/// evaluated from the dataset's images through the prompted tower and give exactly the accuracy
+/// (and measures) their grid cell recorded, few-shot and base-to-novel.
+final class EvalImagesTests: XCTestCase {
+    func testEvalOfImagePromptCheckpointsReproducesTheRecords() throws {
+        let dir = try makeTempDir(self)
+        let data = dir.appendingPathComponent("data")
+        try makeSyntheticDTD(in: data, test: 5)
+        let out = dir.appendingPathComponent("out")
+        let cells = try GridPlan(protocolKind: .fewShot, datasets: ["dtd"], methods: ["dapt", "vpt", "coop"], shots: [2], seeds: [1],
+                                 all: RecipeOverride(epochs: 2, batchSize: 2, views: 1, ncEvery: 0)).cells()
+            + GridPlan(protocolKind: .baseToNovel, datasets: ["dtd"], methods: ["dapt"], shots: [2], seeds: [1],
+                       all: RecipeOverride(epochs: 1, batchSize: 2, views: 1, ncEvery: 0)).cells()
+        let runner = try ExperimentRunner(modelPath: CLITests.tiny, root: data, out: out)
+        let records = try runner.run(cells)
+        func json(_ args: [String]) throws -> [String: Any] {
+            let eval = try XCTUnwrap(try PromptTune.parseAsRoot(args + ["--json"]) as? Eval)
+            let text = try eval.report(classNames: nil)
+            return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        }
+        for (spec, record) in zip(cells, records) {
+            XCTAssertEqual(record.status, .ok, record.error ?? "")
+            let prompt = runner.folder(for: spec).checkpoint.path
+            for e in record.evaluations {
+                let subset = spec.protocolKind == .baseToNovel ? (e.name == "novel" ? "new" : "base") : "all"
+                let args = ["eval", "--model", CLITests.tiny, "--prompt", prompt, "--dataset", "dtd", "--root", data.path, "--split", "test",
+                            "--subset", subset]
+                let printed = try json(args)
+                XCTAssertEqual(printed["count"] as? Int, e.count, "\(spec.method) \(e.name)")
+                XCTAssertEqual(try XCTUnwrap(printed["accuracy"] as? Double), e.accuracy, accuracy: 1e-12, "\(spec.method) \(e.name)")
+                XCTAssertEqual(try XCTUnwrap(printed["macro_f1"] as? Double), e.macroF1, accuracy: 1e-12, "\(spec.method) \(e.name)")
+                // analyze measures the same images against the same classifier as the cell's final measures.
+                var a = ["analyze", "--model", CLITests.tiny, "--prompt", prompt, "--dataset", "dtd", "--root", data.path]
+                if subset != "all" { a += ["--subset", subset] }
+                let analyze = try XCTUnwrap(try PromptTune.parseAsRoot(a) as? Analyze)
+                let report = try analyze.report().report
+                XCTAssertEqual(report.accuracy, e.accuracy, accuracy: 1e-12, "\(spec.method) \(e.name)")
+                XCTAssertEqual(report.nc3, try XCTUnwrap(record.nc[e.name]).nc3, accuracy: 1e-9, "\(spec.method) \(e.name)")
+            }
+        }
+        // A prompt in the image tower on features of the unprompted tower: refused, saying what to give.
+        let features = dir.appendingPathComponent("test.safetensors").path
+        var f = try PromptTune.parseAsRoot(["features", "--model", CLITests.tiny, "--dataset", "dtd", "--root", data.path, "--split", "test",
+                                            "--out", features])
+        try f.run()
+        let dapt = runner.folder(for: cells[0]).checkpoint.path
+        XCTAssertThrowsError(try json(["eval", "--model", CLITests.tiny, "--prompt", dapt, "--features", features])) {
+            XCTAssertTrue("\($0)".contains("give --dataset and --root instead of --features"), "\($0)")
+        }
+        // Its text context alone does act on those features.
+        XCTAssertNotNil(try json(["eval", "--model", CLITests.tiny, "--prompt", dapt, "--features", features, "--text-only"])["accuracy"])
+        // --features and --dataset exclude each other; --subset goes with --dataset.
+        for (args, says) in [(["--features", features, "--dataset", "dtd"], "exclude each other"), (["--features", features, "--subset", "base"], "--subset goes with --dataset"),
+                             ([String](), "give --features FILE, or --dataset D")] {
+            XCTAssertThrowsError(try PromptTune.parseAsRoot(["eval", "--model", CLITests.tiny, "--prompt", dapt] + args)) {
+                XCTAssertTrue(PromptTune.message(for: $0).contains(says), PromptTune.message(for: $0))
+            }
+        }
+    }
+}
