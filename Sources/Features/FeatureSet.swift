@@ -38,7 +38,7 @@ public struct FeatureSet: Sendable, Equatable {
 
     public func write(to url: URL) throws {
         guard labels.allSatisfy({ $0 >= 0 && $0 < classNames.count && $0 < (1 << 24) }) else {
-            throw TensorIOError(.unsupported, path: url.path, "labels must lie in 0..<\(classNames.count) (the class-name count).")
+            throw FileError(.unsupported, path: url.path, "labels must lie in 0..<\(classNames.count) (the class-name count).")
         }
         if let bad = features.data.firstIndex(where: { !$0.isFinite }) {
             throw FeatureFileError(.nonFinite, path: url.path, "feature \(Self.describeIndex(bad, shape: features.shape)) is \(features.data[bad]); "
@@ -57,7 +57,7 @@ public struct FeatureSet: Sendable, Equatable {
     /// Reads and validates a features file: format and version, class names, shapes (views, images
     /// and dimension at least 1, labels one per image), every label an integer in range and every
     /// feature finite. Anything else is a `FeatureFileError` naming the file (or the safetensors
-    /// reader's `TensorIOError`).
+    /// reader's `FileError`).
     public static func read(path: String) throws -> FeatureSet {
         let (tensors, meta) = try Safetensors.read(path: path)
         func fail(_ kind: FeatureFileError.Kind, _ why: String) -> FeatureFileError {

@@ -119,7 +119,7 @@ final class CheckpointConsistencyTests: XCTestCase {
                 if i % 100 == 0 { _ = try loadCLIPWeights(path: dir.path) }
             } catch is CLIPCheckpointError {
                 errors += 1
-            } catch is TensorIOError {
+            } catch is FileError {
                 errors += 1
             }
         }

@@ -129,8 +129,8 @@ final class FeatureFileHardeningTests: XCTestCase {
                    labels.data.contains(where: { !$0.isFinite || abs($0) >= 0x1p63 }) {
                     counts["trapped the former reader", default: 0] += 1
                 }
-            } catch let e as TensorIOError {
-                counts["TensorIOError." + e.kind.rawValue, default: 0] += 1
+            } catch let e as FileError {
+                counts["FileError." + e.kind.rawValue, default: 0] += 1
             } catch {
                 XCTFail("input \(i): untyped error \(error)")
             }

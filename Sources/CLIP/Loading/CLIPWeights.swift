@@ -37,7 +37,7 @@ public struct CLIPWeights {
 /// (heads from config.json when there is one, else width / 64), and every expected tensor is checked
 /// for presence and shape before anything is converted. Extra tensors are ignored.
 ///
-/// Throws `TensorIOError` for file-level problems and `CLIPCheckpointError` for CLIP-level ones.
+/// Throws `FileError` for file-level problems and `CLIPCheckpointError` for CLIP-level ones.
 public func loadCLIPWeights(path: String) throws -> CLIPWeights {
     var opened = try openCheckpoint(path: path)
     let sanitized = sanitize(opened.tensors)

@@ -2,7 +2,7 @@ import Foundation
 
 /// A CLIP-level problem with a checkpoint that was read successfully: a missing tensor, a tensor of
 /// the wrong shape, an architecture PromptTune does not implement, a config.json that contradicts
-/// the weights. (File-level problems, a missing or truncated file, an unknown format, are `TensorIOError`s.)
+/// the weights. (File-level problems, a missing or truncated file, an unknown format, are `FileError`s.)
 public struct CLIPCheckpointError: Error, CustomStringConvertible, LocalizedError, Sendable {
     public enum Kind: String, Sendable {
         case missingTensor

@@ -1,22 +1,23 @@
 import Foundation
 
-/// Every failure of TensorIO's readers and writers. The message names the file and, where relevant,
-/// the zip entry or tensor, and says what to do about it.
-public struct TensorIOError: Error, CustomStringConvertible, LocalizedError, Sendable {
+/// Why a file could not be read or written: every failure of TensorIO's readers and writers.
+/// `message` starts with the file, names the zip entry or tensor where there is one, and says what
+/// to do; `kind` is what went wrong, for code that acts on it.
+public struct FileError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
     public enum Kind: String, Sendable {
         /// The path does not exist.
         case fileNotFound
-        /// The path exists but cannot be opened or mapped (permissions, a directory, I/O error).
+        /// The path exists but cannot be opened or mapped (permissions, a folder, a FIFO, I/O error).
         case unreadable
-        /// The content is not the format the reader expects.
-        case unknownFormat
+        /// Not the format the reader expects.
+        case wrongFormat
+        /// Well-formed, but uses a feature or dtype PromptTune does not support.
+        case unsupported
         /// The file ends before a structure it declares (an entry, a header, a central directory).
         case truncated
-        /// The content is malformed (a bad pickle, an inconsistent header).
+        /// Malformed content (a bad pickle, an invalid header).
         case corrupt
-        /// A valid file that uses a feature or dtype this reader does not support.
-        case unsupported
-        /// A named entry or tensor is absent.
+        /// A named zip entry or tensor is absent.
         case missingEntry
         /// Writing failed.
         case writeFailed
@@ -38,6 +39,6 @@ public struct TensorIOError: Error, CustomStringConvertible, LocalizedError, Sen
     public var errorDescription: String? { message }
 }
 
-extension TensorIOError {
+extension FileError {
     static let redownload = "The file is incomplete or damaged; download or copy it again."
 }
