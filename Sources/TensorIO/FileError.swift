@@ -1,8 +1,8 @@
 import Foundation
 
-/// Why a file could not be read or written: every failure of TensorIO's readers and writers.
-/// `message` starts with the file, names the zip entry or tensor where there is one, and says what
-/// to do; `kind` is what went wrong, for code that acts on it.
+/// Why a file could not be read or written: the one error of TensorIO's readers and writers and of
+/// the CLIP checkpoint loader. `message` starts with the file, names the zip entry or tensor where
+/// there is one, and says what to do; `kind` is what went wrong, for code that acts on it.
 public struct FileError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
     public enum Kind: String, Sendable {
         /// The path does not exist.
@@ -11,7 +11,7 @@ public struct FileError: Error, CustomStringConvertible, LocalizedError, Sendabl
         case unreadable
         /// Not the format the reader expects.
         case wrongFormat
-        /// Well-formed, but uses a feature or dtype PromptTune does not support.
+        /// Well-formed, but uses a feature, dtype or model architecture PromptTune does not support.
         case unsupported
         /// The file ends before a structure it declares (an entry, a header, a central directory).
         case truncated
@@ -19,6 +19,14 @@ public struct FileError: Error, CustomStringConvertible, LocalizedError, Sendabl
         case corrupt
         /// A named zip entry or tensor is absent.
         case missingEntry
+        /// A tensor of the wrong shape, or tensors whose shapes do not fit together.
+        case badShape
+        /// A NaN or infinite value.
+        case nonFinite
+        /// A finite value outside its bounds (a weight beyond fp16's range, the logit scale).
+        case outOfRange
+        /// A model config (Hugging Face config.json) that is unreadable or contradicts the weights.
+        case invalidConfig
         /// Writing failed.
         case writeFailed
     }

@@ -42,8 +42,8 @@ struct HFConfigFile {
         }
         // A config.json is a few KB: bound its size and nesting before Foundation's recursive parser sees it.
         guard data.count <= 1 << 20 else {
-            throw CLIPCheckpointError(.invalidConfig, path: path,
-                                      "\(data.count) bytes is far larger than a CLIP config.json (a few KB). Download the model's config.json again.")
+            throw FileError(.invalidConfig, path: path,
+                            "\(data.count) bytes is far larger than a CLIP config.json (a few KB). Download the model's config.json again.")
         }
         var depth = 0, deepest = 0, inString = false, escaped = false
         for byte in data {
@@ -59,16 +59,16 @@ struct HFConfigFile {
             }
         }
         guard deepest <= 32 else {
-            throw CLIPCheckpointError(.invalidConfig, path: path,
-                                      "JSON nested \(deepest) levels deep; a CLIP config.json has a few. Download the model's config.json again.")
+            throw FileError(.invalidConfig, path: path,
+                            "JSON nested \(deepest) levels deep; a CLIP config.json has a few. Download the model's config.json again.")
         }
         let json: Any
         do { json = try JSONSerialization.jsonObject(with: data) } catch {
-            throw CLIPCheckpointError(.invalidConfig, path: path,
-                                      "not valid JSON (\(error.localizedDescription)). Download the model's config.json again.")
+            throw FileError(.invalidConfig, path: path,
+                            "not valid JSON (\(error.localizedDescription)). Download the model's config.json again.")
         }
         guard let top = json as? [String: Any] else {
-            throw CLIPCheckpointError(.invalidConfig, path: path, "not a JSON object. Download the model's config.json again.")
+            throw FileError(.invalidConfig, path: path, "not a JSON object. Download the model's config.json again.")
         }
         // Older configs also carry `text_config_dict` / `vision_config_dict`, which transformers lets override.
         func section(_ name: String) -> [String: Any] {
