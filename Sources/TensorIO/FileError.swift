@@ -1,16 +1,20 @@
 import Foundation
 
-/// Why a file could not be read or written: the one error of TensorIO's readers and writers and of
-/// the CLIP checkpoint loader. `message` starts with the file, names the zip entry or tensor where
-/// there is one, and says what to do; `kind` is what went wrong, for code that acts on it.
+/// Why a file could not be read or written: the one error of TensorIO's readers and writers, the
+/// CLIP checkpoint loader and the features files. `message` starts with the file, names the zip
+/// entry or tensor where there is one, and says what to do; `kind` is what went wrong, for code
+/// that acts on it.
 public struct FileError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
     public enum Kind: String, Sendable {
         /// The path does not exist.
         case fileNotFound
         /// The path exists but cannot be opened or mapped (permissions, a folder, a FIFO, I/O error).
         case unreadable
-        /// Not the format the reader expects.
+        /// Not the format the reader expects (another file type, a safetensors file that is not a
+        /// features file).
         case wrongFormat
+        /// Written by a newer PromptTune.
+        case newerVersion
         /// Well-formed, but uses a feature, dtype or model architecture PromptTune does not support.
         case unsupported
         /// The file ends before a structure it declares (an entry, a header, a central directory).
@@ -21,6 +25,8 @@ public struct FileError: Error, CustomStringConvertible, LocalizedError, Sendabl
         case missingEntry
         /// A tensor of the wrong shape, or tensors whose shapes do not fit together.
         case badShape
+        /// A label that is not an integer in 0..<K (NaN, infinite, fractional, negative, too large).
+        case badLabel
         /// A NaN or infinite value.
         case nonFinite
         /// A finite value outside its bounds (a weight beyond fp16's range, the logit scale).
