@@ -58,7 +58,7 @@ features("features-inf", "nonFinite", "as features-nan", values=[0, 1, 2, math.i
 
 
 def prompt(name, expect, why, context=None, momentum=True, **changes):
-    INDEX["prompt"].append({"file": name + ".ptprompt", "expect": "PromptCheckpointError." + expect, "why": why})
+    INDEX["prompt"].append({"file": name + ".ptprompt", "expect": "FileError." + expect, "why": why})
     header = {
         "config": {"method": {"name": "coop", "prompt": {"contextLength": 2, "classSpecific": False, "position": "end"},
                               "terms": [], "handTemplates": {}},

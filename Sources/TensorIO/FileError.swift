@@ -1,9 +1,9 @@
 import Foundation
 
-/// Why a file could not be read or written: the one error of TensorIO's readers and writers, the
-/// CLIP checkpoint loader and the features files. `message` starts with the file, names the zip
-/// entry or tensor where there is one, and says what to do; `kind` is what went wrong, for code
-/// that acts on it.
+/// Why a file could not be read or written: the one error of PromptTune's file readers and writers
+/// (TensorIO's zip, pickle, torch and safetensors readers, CLIP checkpoints, features files,
+/// prompt checkpoints). `message` starts with the file, names the zip entry or tensor where there
+/// is one, and says what to do; `kind` is what went wrong, for code that acts on it.
 public struct FileError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
     public enum Kind: String, Sendable {
         /// The path does not exist.
@@ -11,16 +11,18 @@ public struct FileError: Error, CustomStringConvertible, LocalizedError, Sendabl
         /// The path exists but cannot be opened or mapped (permissions, a folder, a FIFO, I/O error).
         case unreadable
         /// Not the format the reader expects (another file type, a safetensors file that is not a
-        /// features file).
+        /// features file, a prompt checkpoint without its magic).
         case wrongFormat
         /// Written by a newer PromptTune.
         case newerVersion
         /// Well-formed, but uses a feature, dtype or model architecture PromptTune does not support.
         case unsupported
-        /// The file ends before a structure it declares (an entry, a header, a central directory).
+        /// The file ends before (or continues after) what it declares (a zip entry, a header, a context).
         case truncated
         /// Malformed content (a bad pickle, an invalid header).
         case corrupt
+        /// A header that contradicts itself (a prompt checkpoint's shapes, progress, history, settings).
+        case inconsistent
         /// A named zip entry or tensor is absent.
         case missingEntry
         /// A tensor of the wrong shape, or tensors whose shapes do not fit together.
