@@ -32,7 +32,7 @@ INDEX = {"features": [], "prompt": []}
 
 
 def features(name, expect, why, labels=(0, 1, 1), shape=(1, 3, 2), values=None, version="1"):
-    INDEX["features"].append({"file": name + ".safetensors", "expect": "FeatureFileError." + expect, "why": why})
+    INDEX["features"].append({"file": name + ".safetensors", "expect": "FileError." + expect, "why": why})
     n = shape[0] * shape[1] * shape[2]
     values = values if values is not None else [float(i % 5) for i in range(n)]
     safetensors(os.path.join(HERE, "features", name + ".safetensors"),
@@ -58,7 +58,7 @@ features("features-inf", "nonFinite", "as features-nan", values=[0, 1, 2, math.i
 
 
 def prompt(name, expect, why, context=None, momentum=True, **changes):
-    INDEX["prompt"].append({"file": name + ".ptprompt", "expect": "PromptCheckpointError." + expect, "why": why})
+    INDEX["prompt"].append({"file": name + ".ptprompt", "expect": "FileError." + expect, "why": why})
     header = {
         "config": {"method": {"name": "coop", "prompt": {"contextLength": 2, "classSpecific": False, "position": "end"},
                               "terms": [], "handTemplates": {}},

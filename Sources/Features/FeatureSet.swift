@@ -38,10 +38,10 @@ public struct FeatureSet: Sendable, Equatable {
 
     public func write(to url: URL) throws {
         guard labels.allSatisfy({ $0 >= 0 && $0 < classNames.count && $0 < (1 << 24) }) else {
-            throw TensorIOError(.unsupported, path: url.path, "labels must lie in 0..<\(classNames.count) (the class-name count).")
+            throw FileError(.unsupported, path: url.path, "labels must lie in 0..<\(classNames.count) (the class-name count).")
         }
         if let bad = features.data.firstIndex(where: { !$0.isFinite }) {
-            throw FeatureFileError(.nonFinite, path: url.path, "feature \(Self.describeIndex(bad, shape: features.shape)) is \(features.data[bad]); "
+            throw FileError(.nonFinite, path: url.path, "feature \(Self.describeIndex(bad, shape: features.shape)) is \(features.data[bad]); "
                 + "the image tower produced non-finite features, so the model checkpoint probably holds non-finite weights. Nothing was written.")
         }
         var meta = provenance
@@ -56,24 +56,23 @@ public struct FeatureSet: Sendable, Equatable {
 
     /// Reads and validates a features file: format and version, class names, shapes (views, images
     /// and dimension at least 1, labels one per image), every label an integer in range and every
-    /// feature finite. Anything else is a `FeatureFileError` naming the file (or the safetensors
-    /// reader's `TensorIOError`).
+    /// feature finite. Anything else is a `FileError` naming the file.
     public static func read(path: String) throws -> FeatureSet {
         let (tensors, meta) = try Safetensors.read(path: path)
-        func fail(_ kind: FeatureFileError.Kind, _ why: String) -> FeatureFileError {
-            FeatureFileError(kind, path: path, kind == .notFeatures
+        func fail(_ kind: FileError.Kind, _ why: String) -> FileError {
+            FileError(kind, path: path, kind == .wrongFormat
                 ? "not a PromptTune features file: \(why). Features files are written by feature extraction (FeatureSet.write)."
                 : "\(why). The file is damaged or was not written by PromptTune: encode the features again.")
         }
-        guard meta["format"] == formatName else { throw fail(.notFeatures, "metadata 'format' is \(meta["format"].map { "'\($0.prefix(80))'" } ?? "missing")") }
+        guard meta["format"] == formatName else { throw fail(.wrongFormat, "metadata 'format' is \(meta["format"].map { "'\($0.prefix(80))'" } ?? "missing")") }
         guard let v = meta["version"].flatMap(Int.init), v >= 1 else {
-            throw fail(.notFeatures, "metadata 'version' is \(meta["version"].map { "'\($0.prefix(80))'" } ?? "missing"), not a positive integer")
+            throw fail(.wrongFormat, "metadata 'version' is \(meta["version"].map { "'\($0.prefix(80))'" } ?? "missing"), not a positive integer")
         }
         guard v <= version else {
-            throw FeatureFileError(.newerVersion, path: path, "format version \(v) is newer than this PromptTune reads (\(version)); upgrade PromptTune")
+            throw FileError(.newerVersion, path: path, "format version \(v) is newer than this PromptTune reads (\(version)); upgrade PromptTune")
         }
         guard let names = meta["classnames"].flatMap({ try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }) else {
-            throw fail(.notFeatures, "metadata 'classnames' is missing or not a JSON array of strings")
+            throw fail(.wrongFormat, "metadata 'classnames' is missing or not a JSON array of strings")
         }
         guard !names.isEmpty else { throw fail(.badShape, "metadata 'classnames' lists no class") }
         // Every class costs a text-tower forward and a classifier row wherever the file is used: a
@@ -113,33 +112,4 @@ public struct FeatureSet: Sendable, Equatable {
         let (n, d) = (shape[1], shape[2])
         return "view \(i / (n * d)), image \(i / d % n), component \(i % d)"
     }
-}
-
-/// Why a features file was refused. `path` is the file; `message` starts with it and says what to do.
-public struct FeatureFileError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
-    public enum Kind: String, Sendable {
-        /// Not a PromptTune features file (format, version or class names missing).
-        case notFeatures
-        /// Written by a newer PromptTune.
-        case newerVersion
-        /// Tensors missing or of inconsistent shapes (no views, no images, labels not one per image).
-        case badShape
-        /// A label that is not an integer in 0..<K (NaN, infinite, fractional, negative, too large).
-        case badLabel
-        /// A NaN or infinite feature.
-        case nonFinite
-    }
-
-    public var kind: Kind
-    public var path: String
-    public var message: String
-
-    public init(_ kind: Kind, path: String, _ message: String) {
-        self.kind = kind
-        self.path = path
-        self.message = message.hasPrefix(path) ? message : "\(path): \(message)"
-    }
-
-    public var description: String { message }
-    public var errorDescription: String? { message }
 }

@@ -73,8 +73,8 @@ public struct PromptCheckpoint: Equatable, Sendable {
         encoder.outputFormatting = [.sortedKeys]
         let json: Data
         do { json = try encoder.encode(header) } catch {
-            throw PromptCheckpointError(.nonFinite, path: url.path,
-                                        "the header holds a value JSON cannot store (a NaN or infinite setting or loss); nothing was written")
+            throw FileError(.nonFinite, path: url.path,
+                            "the header holds a value JSON cannot store (a NaN or infinite setting or loss); nothing was written")
         }
         var data = Data(Self.magic)
         withUnsafeBytes(of: Self.version.littleEndian) { data.append(contentsOf: $0) }
@@ -89,16 +89,16 @@ public struct PromptCheckpoint: Equatable, Sendable {
     public static func read(path: String) throws -> PromptCheckpoint {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw PromptCheckpointError(.fileNotFound, path: path, "no such prompt checkpoint (training writes one, prompt.ptprompt in its output folder)")
+            throw FileError(.fileNotFound, path: path, "no such prompt checkpoint (training writes one, prompt.ptprompt in its output folder)")
         }
         guard !isDirectory.boolValue else {
-            throw PromptCheckpointError(.unreadable, path: path, "is a folder, not a prompt checkpoint (training writes prompt.ptprompt inside its output folder)")
+            throw FileError(.unreadable, path: path, "is a folder, not a prompt checkpoint (training writes prompt.ptprompt inside its output folder)")
         }
         if let kind = nonRegularFileKind(path) {
-            throw PromptCheckpointError(.unreadable, path: path, "is \(kind), not a regular file; give the prompt checkpoint's path")
+            throw FileError(.unreadable, path: path, "is \(kind), not a regular file; give the prompt checkpoint's path")
         }
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw PromptCheckpointError(.unreadable, path: path, "cannot read the file; check its permissions")
+            throw FileError(.unreadable, path: path, "cannot read the file; check its permissions")
         }
         return try decode(data, path: path)
     }
@@ -106,14 +106,14 @@ public struct PromptCheckpoint: Equatable, Sendable {
     /// Decodes and validates a checkpoint's bytes; `path` names it in errors. Every count is checked
     /// against the file's size before anything is allocated, and the header against itself (context
     /// shape against the method, progress against the epochs, history, generator state), so a
-    /// damaged or hand-made file is a `PromptCheckpointError`, never a crash or a silent resume.
+    /// damaged or hand-made file is a `FileError`, never a crash or a silent resume.
     public static func decode(_ data: Data, path: String) throws -> PromptCheckpoint {
-        func fail(_ kind: PromptCheckpointError.Kind, _ why: String) -> PromptCheckpointError {
-            PromptCheckpointError(kind, path: path, why)
+        func fail(_ kind: FileError.Kind, _ why: String) -> FileError {
+            FileError(kind, path: path, why)
         }
         let bytes = [UInt8](data)
         guard bytes.count >= 20, Array(bytes[0..<8]) == magic else {
-            throw fail(.notACheckpoint, "not a PromptTune prompt checkpoint (it does not start with 'PTPROMPT', or is shorter than its 20-byte preamble)")
+            throw fail(.wrongFormat, "not a PromptTune prompt checkpoint (it does not start with 'PTPROMPT', or is shorter than its 20-byte preamble)")
         }
         func u32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[o + $1]) << (8 * $1) } }
         func u64(_ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[o + $1]) << (8 * $1) } }
@@ -167,8 +167,8 @@ public struct PromptCheckpoint: Equatable, Sendable {
     /// The header's internal consistency: settings in range, the context shape the method implies,
     /// progress within the epochs, one history record per finished epoch, a generator state.
     static func validate(_ h: Header, path: String) throws {
-        func fail(_ why: String) -> PromptCheckpointError {
-            PromptCheckpointError(.inconsistent, path: path, "\(why); the file is damaged or was edited: train again or restore it from a copy")
+        func fail(_ why: String) -> FileError {
+            FileError(.inconsistent, path: path, "\(why); the file is damaged or was edited: train again or restore it from a copy")
         }
         if let problem = h.config.problem { throw fail("its training settings are invalid: \(problem)") }
         guard !h.classNames.isEmpty else { throw fail("it lists no class names") }
@@ -224,37 +224,6 @@ extension TrainConfig {
     public static let maxEpochs = 1_000_000
     /// A CLIP text context holds 77 tokens: SOS, the context, at least one name token, "." and EOT.
     public static let maxContextLength = 73
-}
-
-/// Why a prompt checkpoint was refused. `path` is the file; `message` starts with it and says what to do.
-public struct PromptCheckpointError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
-    public enum Kind: String, Sendable {
-        case fileNotFound, unreadable
-        /// Not a PromptTune prompt checkpoint (magic).
-        case notACheckpoint
-        case newerVersion
-        /// The file ends before (or continues after) what its header declares.
-        case truncated
-        /// The header is not valid JSON of a checkpoint header.
-        case corrupt
-        /// The header contradicts itself (shapes, progress, history, settings).
-        case inconsistent
-        /// A NaN or infinite context or momentum value.
-        case nonFinite
-    }
-
-    public var kind: Kind
-    public var path: String
-    public var message: String
-
-    public init(_ kind: Kind, path: String, _ message: String) {
-        self.kind = kind
-        self.path = path
-        self.message = message.hasPrefix(path) ? message : "\(path): \(message)"
-    }
-
-    public var description: String { message }
-    public var errorDescription: String? { message }
 }
 
 /// A decoding error in plain words: the field's path and what was wrong, no Swift type dumps.

@@ -136,7 +136,7 @@ public final class TensorBoardWriter {
             let name = String(cString: host).replacingOccurrences(of: "/", with: "_")
             file = directory.appendingPathComponent("events.out.tfevents.\(Int(Date().timeIntervalSince1970)).\(name.isEmpty ? "localhost" : name)")
         }
-        do { output = try OutputFile.appending(to: file) } catch let e as TensorIOError {
+        do { output = try OutputFile.appending(to: file) } catch let e as FileError {
             throw PromptError("--tensorboard: \(e.message)")
         }
         if appending {
@@ -147,7 +147,7 @@ public final class TensorBoardWriter {
     }
 
     func write(_ event: [UInt8]) throws {
-        do { try output.write(Data(TFRecord.frame(event))) } catch let e as TensorIOError {
+        do { try output.write(Data(TFRecord.frame(event))) } catch let e as FileError {
             throw PromptError("--tensorboard: while writing \(e.message)")
         }
     }

@@ -41,7 +41,7 @@ public final class TraceWriter {
     /// in parallel) interleave whole lines and lose none. A character device (`/dev/null`) is
     /// written in place; a symbolic link, FIFO or other special file is refused.
     public init(url: URL, append: Bool = false) throws {
-        do { output = try OutputFile.appending(to: url, truncate: !append) } catch let e as TensorIOError {
+        do { output = try OutputFile.appending(to: url, truncate: !append) } catch let e as FileError {
             throw PromptError("the trace file \(e.message)")
         }
         encoder = JSONEncoder()
@@ -53,7 +53,7 @@ public final class TraceWriter {
         if step.cell == nil { step.cell = cell }
         var line = try encoder.encode(step)
         line.append(0x0a)
-        do { try output.write(line) } catch let e as TensorIOError {
+        do { try output.write(line) } catch let e as FileError {
             throw PromptError("while writing the trace file \(e.message)")
         }
     }

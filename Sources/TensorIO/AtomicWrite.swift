@@ -34,10 +34,10 @@ public enum OutputTarget: Equatable, Sendable {
         guard lstat(url.path, &st) == 0 else {
             if errno == ENOENT { return .replaceable }
             let reason = String(cString: strerror(errno))
-            throw TensorIOError(.writeFailed, path: url.path, "cannot inspect the output path (\(reason)); choose another path.")
+            throw FileError(.writeFailed, path: url.path, "cannot inspect the output path (\(reason)); choose another path.")
         }
-        func refuse(_ what: String) -> TensorIOError {
-            TensorIOError(.writeFailed, path: url.path, "is \(what), not a regular file; PromptTune writes its outputs by replacing a regular file, so choose a new file name (or remove what is there).")
+        func refuse(_ what: String) -> FileError {
+            FileError(.writeFailed, path: url.path, "is \(what), not a regular file; PromptTune writes its outputs by replacing a regular file, so choose a new file name (or remove what is there).")
         }
         switch st.st_mode & S_IFMT {
         case S_IFREG: return .replaceable
@@ -73,7 +73,7 @@ public final class OutputFile {
         if try OutputTarget.check(url) == .replaceable { flags |= O_CREAT | O_APPEND | (truncate ? O_TRUNC : 0) }
         let fd = open(url.path, flags, 0o644)
         guard fd >= 0 else {
-            throw TensorIOError(.writeFailed, path: url.path, "cannot open the file for writing (\(String(cString: strerror(errno)))); choose a path in a folder you can write to.")
+            throw FileError(.writeFailed, path: url.path, "cannot open the file for writing (\(String(cString: strerror(errno)))); choose a path in a folder you can write to.")
         }
         return OutputFile(owning: fd, path: url.path)
     }
@@ -97,14 +97,14 @@ public final class OutputFile {
     /// Foundation's spelling, so that writers read as before.
     public func write(contentsOf data: Data) throws { try write(data) }
 
-    static func error(errno code: Int32, path: String) -> TensorIOError {
+    static func error(errno code: Int32, path: String) -> FileError {
         switch code {
         case ENOSPC, EDQUOT:
-            return TensorIOError(.writeFailed, path: path, "the disk is full; free some space or write elsewhere, then run again (finished work is kept).")
+            return FileError(.writeFailed, path: path, "the disk is full; free some space or write elsewhere, then run again (finished work is kept).")
         case EFBIG:
-            return TensorIOError(.writeFailed, path: path, "the file grew past the file size limit of this system or file system; write elsewhere.")
+            return FileError(.writeFailed, path: path, "the file grew past the file size limit of this system or file system; write elsewhere.")
         default:
-            return TensorIOError(.writeFailed, path: path, "cannot write the file (\(String(cString: strerror(code)))); check the folder and free space.")
+            return FileError(.writeFailed, path: path, "cannot write the file (\(String(cString: strerror(code)))); check the folder and free space.")
         }
     }
 }
@@ -123,7 +123,7 @@ public func writeAtomically(to url: URL, _ body: (OutputFile) throws -> Void) th
     if try OutputTarget.check(url) == .characterDevice {
         let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw TensorIOError(.writeFailed, path: path, "cannot open the device for writing (\(String(cString: strerror(errno)))).")
+            throw FileError(.writeFailed, path: path, "cannot open the device for writing (\(String(cString: strerror(errno)))).")
         }
         defer { close(fd) }
         try body(OutputFile(fd: fd, path: path))
@@ -136,7 +136,7 @@ public func writeAtomically(to url: URL, _ body: (OutputFile) throws -> Void) th
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let fd = open(temp.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
-            throw TensorIOError(.writeFailed, path: path, "cannot create the temporary file \(temp.path) (\(String(cString: strerror(errno)))); check that the folder is writable.")
+            throw FileError(.writeFailed, path: path, "cannot create the temporary file \(temp.path) (\(String(cString: strerror(errno)))); check that the folder is writable.")
         }
         do {
             try body(OutputFile(fd: fd, path: path))
@@ -148,14 +148,14 @@ public func writeAtomically(to url: URL, _ body: (OutputFile) throws -> Void) th
         }
         guard rename(temp.path, path) == 0 else {
             let reason = String(cString: strerror(errno))
-            throw TensorIOError(.writeFailed, path: path, "cannot move the temporary file into place (\(reason)).")
+            throw FileError(.writeFailed, path: path, "cannot move the temporary file into place (\(reason)).")
         }
-    } catch let e as TensorIOError {
+    } catch let e as FileError {
         try? FileManager.default.removeItem(at: temp)
         throw e
     } catch {
         try? FileManager.default.removeItem(at: temp)
-        throw TensorIOError(.writeFailed, path: path, "cannot write the file (\(error.localizedDescription)); check the folder and free space.")
+        throw FileError(.writeFailed, path: path, "cannot write the file (\(error.localizedDescription)); check the folder and free space.")
     }
 }
 

@@ -24,25 +24,25 @@ public final class MappedFile: @unchecked Sendable {
         self.path = path
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw TensorIOError(.fileNotFound, path: path, "no such file. Check the path (relative paths are resolved "
-                                + "against \(FileManager.default.currentDirectoryPath)).")
+            throw FileError(.fileNotFound, path: path, "no such file. Check the path (relative paths are resolved "
+                            + "against \(FileManager.default.currentDirectoryPath)).")
         }
         if isDirectory.boolValue {
-            throw TensorIOError(.unreadable, path: path, "is a directory, expected a file.")
+            throw FileError(.unreadable, path: path, "is a directory, expected a file.")
         }
         if let kind = nonRegularFileKind(path) {
-            throw TensorIOError(.unreadable, path: path, "is \(kind), not a regular file; give the path of the file itself.")
+            throw FileError(.unreadable, path: path, "is \(kind), not a regular file; give the path of the file itself.")
         }
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno))
-            throw TensorIOError(.unreadable, path: path, "cannot open the file (\(reason)). Check its permissions.")
+            throw FileError(.unreadable, path: path, "cannot open the file (\(reason)). Check its permissions.")
         }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             let reason = String(cString: strerror(errno))
-            throw TensorIOError(.unreadable, path: path, "cannot stat the file (\(reason)).")
+            throw FileError(.unreadable, path: path, "cannot stat the file (\(reason)).")
         }
         let size = Int(st.st_size)
         count = size
@@ -63,8 +63,8 @@ public final class MappedFile: @unchecked Sendable {
             if n < 0 && errno == EINTR { continue }
             if n <= 0 {
                 buffer.deallocate()
-                throw TensorIOError(.unreadable, path: path,
-                                    "cannot read the file (read \(done) of \(size) bytes: \(String(cString: strerror(errno)))).")
+                throw FileError(.unreadable, path: path,
+                                "cannot read the file (read \(done) of \(size) bytes: \(String(cString: strerror(errno)))).")
             }
             done += n
         }

@@ -230,15 +230,15 @@ extension PickleValue {
         walkTensors(prefix: prefix).references
     }
 
-    /// `tensorReferences`, throwing a `TensorIOError` naming `source` when the walk visits more than
+    /// `tensorReferences`, throwing a `FileError` naming `source` when the walk visits more than
     /// `budget` values (shared containers repeated over and over: a damaged or hostile pickle).
     public func checkedTensorReferences(prefix: String = "", source: String,
                                         budget: Int = PickleValue.tensorWalkBudget) throws -> [(name: String, tensor: TensorReference)] {
         let (references, complete) = walkTensors(prefix: prefix, budget: budget)
         guard complete else {
-            throw TensorIOError(.unsupported, path: source,
-                                "the pickle has more than \(budget) values along its paths (shared containers "
-                                + "repeated many times over); real checkpoints have far fewer. \(TensorIOError.redownload)")
+            throw FileError(.unsupported, path: source,
+                            "the pickle has more than \(budget) values along its paths (shared containers "
+                            + "repeated many times over); real checkpoints have far fewer. \(FileError.redownload)")
         }
         return references
     }
@@ -393,24 +393,24 @@ public struct Unpickler {
     /// torch's persistent id for a storage: `('storage', torch.FloatStorage, '0', 'cpu', numel)`.
     public static func torchStorage(_ pid: PickleValue, source: String) throws -> PickleValue {
         guard let t = pid.tuple, t.count >= 5, t[0].string == "storage" else {
-            throw TensorIOError(.unsupported, path: source,
-                                "unsupported persistent id \(pid.typeDescription) (expected ('storage', torch.<Type>Storage, key, location, numel)).")
+            throw FileError(.unsupported, path: source,
+                            "unsupported persistent id \(pid.typeDescription) (expected ('storage', torch.<Type>Storage, key, location, numel)).")
         }
         let typeName: String
         switch t[1] {
         case .global(_, let name): typeName = name
         case .string(let s): typeName = s
         default:
-            throw TensorIOError(.corrupt, path: source, "corrupt pickle: storage persistent id has type \(t[1].typeDescription).")
+            throw FileError(.corrupt, path: source, "corrupt pickle: storage persistent id has type \(t[1].typeDescription).")
         }
         let key: String
         switch t[2] {
         case .string(let s): key = s
         case .int(let i): key = String(i)
-        default: throw TensorIOError(.corrupt, path: source, "corrupt pickle: storage persistent id has key \(t[2].typeDescription).")
+        default: throw FileError(.corrupt, path: source, "corrupt pickle: storage persistent id has key \(t[2].typeDescription).")
         }
         guard let numel = t[4].int, numel >= 0 else {
-            throw TensorIOError(.corrupt, path: source, "corrupt pickle: storage '\(key)' has element count \(t[4].typeDescription).")
+            throw FileError(.corrupt, path: source, "corrupt pickle: storage '\(key)' has element count \(t[4].typeDescription).")
         }
         return .storage(StorageReference(typeName: typeName, dtype: StorageDType(torchStorageName: typeName), key: key,
                                          location: t[3].string ?? "", numel: numel))
@@ -444,9 +444,9 @@ private struct Machine {
 
     // MARK: errors
 
-    func corrupt(_ what: String) -> TensorIOError {
-        TensorIOError(.corrupt, path: source,
-                      "corrupt pickle: \(what) (opcode 0x\(hex(opcode)) at offset \(opcodeOffset)). \(TensorIOError.redownload)")
+    func corrupt(_ what: String) -> FileError {
+        FileError(.corrupt, path: source,
+                  "corrupt pickle: \(what) (opcode 0x\(hex(opcode)) at offset \(opcodeOffset)). \(FileError.redownload)")
     }
 
     func hex(_ b: UInt8) -> String { b < 16 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
@@ -542,9 +542,9 @@ private struct Machine {
     func depth(over children: [Slot]) throws -> Int {
         let d = 1 + children.reduce(0) { max($0, $1.depth) }
         guard d <= maxDepth else {
-            throw TensorIOError(.unsupported, path: source,
-                                "the pickle nests containers deeper than \(maxDepth) levels (opcode 0x\(hex(opcode)) at offset \(opcodeOffset)); "
-                                + "real checkpoints nest fewer than 20. The file is damaged or not a checkpoint; download or copy it again.")
+            throw FileError(.unsupported, path: source,
+                            "the pickle nests containers deeper than \(maxDepth) levels (opcode 0x\(hex(opcode)) at offset \(opcodeOffset)); "
+                            + "real checkpoints nest fewer than 20. The file is damaged or not a checkpoint; download or copy it again.")
         }
         return d
     }
@@ -555,8 +555,8 @@ private struct Machine {
         while true {
             opcodeOffset = pos
             guard pos < data.count else {
-                throw TensorIOError(.corrupt, path: source,
-                                    "corrupt pickle: data ends at offset \(pos) without a STOP opcode. \(TensorIOError.redownload)")
+                throw FileError(.corrupt, path: source,
+                                "corrupt pickle: data ends at offset \(pos) without a STOP opcode. \(FileError.redownload)")
             }
             opcode = data[pos]
             pos += 1
@@ -693,18 +693,18 @@ private struct Machine {
             case 0x50:                                                    // PERSID (text)
                 push(try persistent(.string(try readLine())))
             case 0x82, 0x83, 0x84:
-                throw TensorIOError(.unsupported, path: source,
-                                    "unsupported pickle: extension-registry opcode 0x\(hex(opcode)) at offset \(opcodeOffset) (EXT1/2/4) is not supported.")
+                throw FileError(.unsupported, path: source,
+                                "unsupported pickle: extension-registry opcode 0x\(hex(opcode)) at offset \(opcodeOffset) (EXT1/2/4) is not supported.")
             case 0x97, 0x98:
-                throw TensorIOError(.unsupported, path: source,
-                                    "unsupported pickle: out-of-band buffer opcode 0x\(hex(opcode)) at offset \(opcodeOffset) (protocol 5 buffers) is not supported.")
+                throw FileError(.unsupported, path: source,
+                                "unsupported pickle: out-of-band buffer opcode 0x\(hex(opcode)) at offset \(opcodeOffset) (protocol 5 buffers) is not supported.")
             case 0x53:
-                throw TensorIOError(.unsupported, path: source,
-                                    "unsupported pickle: protocol-0 STRING opcode at offset \(opcodeOffset) is not supported.")
+                throw FileError(.unsupported, path: source,
+                                "unsupported pickle: protocol-0 STRING opcode at offset \(opcodeOffset) is not supported.")
             default:
-                throw TensorIOError(.corrupt, path: source,
-                                    "corrupt pickle: unknown opcode 0x\(hex(opcode)) at offset \(opcodeOffset). "
-                                    + "The file is damaged or not a PyTorch checkpoint; download or copy it again.")
+                throw FileError(.corrupt, path: source,
+                                "corrupt pickle: unknown opcode 0x\(hex(opcode)) at offset \(opcodeOffset). "
+                                + "The file is damaged or not a PyTorch checkpoint; download or copy it again.")
             }
         }
     }
@@ -716,8 +716,8 @@ private struct Machine {
             // Accept wider encodings of values that still fit (sign extension only).
             let fill: UInt8 = (raw[n - 1] & 0x80) != 0 ? 0xff : 0
             guard raw[8...].allSatisfy({ $0 == fill }), (raw[7] & 0x80) == (fill & 0x80) else {
-                throw TensorIOError(.unsupported, path: source,
-                                    "unsupported pickle: integer of \(n) bytes at offset \(opcodeOffset) does not fit in 64 bits.")
+                throw FileError(.unsupported, path: source,
+                                "unsupported pickle: integer of \(n) bytes at offset \(opcodeOffset) does not fit in 64 bits.")
             }
             return try decodeLong(UnsafeRawBufferPointer(rebasing: raw[0..<8]))
         }

@@ -35,48 +35,48 @@ public final class SafetensorsFile: @unchecked Sendable {
         let path = file.path
         self.path = path
         guard let headerLength64 = file.load(UInt64.self, at: 0) else {
-            throw TensorIOError(.truncated, path: path,
-                                "too short to be a safetensors file (\(file.count) bytes; the 8-byte header length alone is missing). \(TensorIOError.redownload)")
+            throw FileError(.truncated, path: path,
+                            "too short to be a safetensors file (\(file.count) bytes; the 8-byte header length alone is missing). \(FileError.redownload)")
         }
         guard headerLength64 <= UInt64(file.count - 8) else {
             let looksLikeHeader = file.load(UInt8.self, at: 8) == UInt8(ascii: "{")
             if looksLikeHeader || headerLength64 < 100_000_000 {
-                throw TensorIOError(.truncated, path: path,
-                                    "truncated safetensors file: the header length \(headerLength64) extends past the end of the file "
-                                    + "(\(file.count) bytes). \(TensorIOError.redownload)")
+                throw FileError(.truncated, path: path,
+                                "truncated safetensors file: the header length \(headerLength64) extends past the end of the file "
+                                + "(\(file.count) bytes). \(FileError.redownload)")
             }
-            throw TensorIOError(.unknownFormat, path: path,
-                                "not a safetensors file (header length \(headerLength64) is larger than the file, \(file.count) bytes).")
+            throw FileError(.wrongFormat, path: path,
+                            "not a safetensors file (header length \(headerLength64) is larger than the file, \(file.count) bytes).")
         }
         // The safetensors library refuses headers over 100 MB; a larger one is damage, not a model.
         guard headerLength64 <= SafetensorsFile.maxHeaderLength else {
-            throw TensorIOError(.corrupt, path: path,
-                                "corrupt safetensors file: the header length \(headerLength64) is over the format's limit of "
-                                + "\(SafetensorsFile.maxHeaderLength) bytes. \(TensorIOError.redownload)")
+            throw FileError(.corrupt, path: path,
+                            "corrupt safetensors file: the header length \(headerLength64) is over the format's limit of "
+                            + "\(SafetensorsFile.maxHeaderLength) bytes. \(FileError.redownload)")
         }
         let headerLength = Int(headerLength64)
         let dataStart = 8 + headerLength
         guard let headerBytes = file.bytes(offset: 8, length: headerLength) else {
-            throw TensorIOError(.truncated, path: path, "truncated safetensors header. \(TensorIOError.redownload)")
+            throw FileError(.truncated, path: path, "truncated safetensors header. \(FileError.redownload)")
         }
         guard headerBytes.first == UInt8(ascii: "{") else {
-            throw TensorIOError(.unknownFormat, path: path, "not a safetensors file (the header does not start with '{').")
+            throw FileError(.wrongFormat, path: path, "not a safetensors file (the header does not start with '{').")
         }
         // Foundation's parser recurses per nesting level: refuse deep nesting before it sees it. A
         // safetensors header nests 3 deep (object, tensor object, arrays).
         if let depth = SafetensorsFile.jsonNestingExceeds(SafetensorsFile.maxHeaderNesting, headerBytes) {
-            throw TensorIOError(.corrupt, path: path,
-                                "corrupt safetensors header: JSON nested \(depth) levels deep (a header nests 3). \(TensorIOError.redownload)")
+            throw FileError(.corrupt, path: path,
+                            "corrupt safetensors header: JSON nested \(depth) levels deep (a header nests 3). \(FileError.redownload)")
         }
         let json: Any
         do {
             json = try JSONSerialization.jsonObject(with: Data(headerBytes), options: [])
         } catch {
-            throw TensorIOError(.corrupt, path: path,
-                                "corrupt safetensors header: not valid JSON (\(headerLength) bytes; \(error.localizedDescription)). \(TensorIOError.redownload)")
+            throw FileError(.corrupt, path: path,
+                            "corrupt safetensors header: not valid JSON (\(headerLength) bytes; \(error.localizedDescription)). \(FileError.redownload)")
         }
         guard let header = json as? [String: Any] else {
-            throw TensorIOError(.corrupt, path: path, "corrupt safetensors header: the JSON is not an object.")
+            throw FileError(.corrupt, path: path, "corrupt safetensors header: the JSON is not an object.")
         }
         var metadata: [String: String] = [:]
         var entries: [SafetensorsEntry] = []
@@ -84,13 +84,13 @@ public final class SafetensorsFile: @unchecked Sendable {
             guard let value = header[name] else { continue }
             if name == "__metadata__" {
                 guard let m = value as? [String: Any] else {
-                    throw TensorIOError(.corrupt, path: path, "corrupt safetensors header: __metadata__ is not an object.")
+                    throw FileError(.corrupt, path: path, "corrupt safetensors header: __metadata__ is not an object.")
                 }
                 for (k, v) in m { metadata[k] = (v as? String) ?? "\(v)" }
                 continue
             }
-            func bad(_ what: String) -> TensorIOError {
-                TensorIOError(.corrupt, path: path, "corrupt safetensors header: tensor '\(name)' \(what). \(TensorIOError.redownload)")
+            func bad(_ what: String) -> FileError {
+                FileError(.corrupt, path: path, "corrupt safetensors header: tensor '\(name)' \(what). \(FileError.redownload)")
             }
             guard let info = value as? [String: Any] else { throw bad("is not an object") }
             guard let dtypeName = info["dtype"] as? String else { throw bad("has no dtype") }
@@ -115,9 +115,9 @@ public final class SafetensorsFile: @unchecked Sendable {
         entries.sort { ($0.byteRange.lowerBound, $0.name) < ($1.byteRange.lowerBound, $1.name) }
         // In file order, so that a truncated file reports its first incomplete tensor.
         for e in entries where e.byteRange.upperBound > file.count {
-            throw TensorIOError(.truncated, path: path,
-                                "truncated safetensors file: tensor '\(e.name)' extends past the end of the file (its data needs bytes "
-                                + "\(e.byteRange.lowerBound)..<\(e.byteRange.upperBound), the file has \(file.count)). \(TensorIOError.redownload)")
+            throw FileError(.truncated, path: path,
+                            "truncated safetensors file: tensor '\(e.name)' extends past the end of the file (its data needs bytes "
+                            + "\(e.byteRange.lowerBound)..<\(e.byteRange.upperBound), the file has \(file.count)). \(FileError.redownload)")
         }
         var index: [String: Int] = [:]
         for (i, e) in entries.enumerated() { index[e.name] = i }
@@ -172,24 +172,24 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// One tensor converted to Float32.
     public func tensor(named name: String) throws -> Tensor {
         guard let entry = entry(named: name) else {
-            throw TensorIOError(.missingEntry, path: path, "no tensor named '\(name)' in the file.")
+            throw FileError(.missingEntry, path: path, "no tensor named '\(name)' in the file.")
         }
         return try tensor(entry)
     }
 
     public func tensor(_ entry: SafetensorsEntry) throws -> Tensor {
         guard let dtype = entry.dtype else {
-            throw TensorIOError(.unsupported, path: path,
-                                "tensor '\(entry.name)' has dtype \(entry.dtypeName), which is not supported "
-                                + "(supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL). Convert it to F32 first.")
+            throw FileError(.unsupported, path: path,
+                            "tensor '\(entry.name)' has dtype \(entry.dtypeName), which is not supported "
+                            + "(supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL). Convert it to F32 first.")
         }
         guard let slice = FileSlice(file: file, offset: entry.byteRange.lowerBound, count: entry.byteRange.count) else {
-            throw TensorIOError(.truncated, path: path, "tensor '\(entry.name)' extends past the end of the file. \(TensorIOError.redownload)")
+            throw FileError(.truncated, path: path, "tensor '\(entry.name)' extends past the end of the file. \(FileError.redownload)")
         }
         guard let count = checkedElementCount(entry.shape), case let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize),
               !overflow, bytes == slice.count else {
-            throw TensorIOError(.corrupt, path: path,
-                                "tensor '\(entry.name)' has shape \(entry.shape) of \(entry.dtypeName) but \(slice.count) bytes. \(TensorIOError.redownload)")
+            throw FileError(.corrupt, path: path,
+                            "tensor '\(entry.name)' has shape \(entry.shape) of \(entry.dtypeName) but \(slice.count) bytes. \(FileError.redownload)")
         }
         let values = slice.withUnsafeBytes { ElementDecoder.decode($0, dtype: dtype, count: count) }
         return Tensor(shape: entry.shape, data: values)
@@ -217,7 +217,7 @@ public enum Safetensors {
                              dtype: StorageDType = .float32) throws {
         let path = url.path
         guard [.float32, .float16, .bfloat16, .float64].contains(dtype) else {
-            throw TensorIOError(.unsupported, path: path, "cannot write dtype \(dtype.rawValue); use F32, F16, BF16 or F64.")
+            throw FileError(.unsupported, path: path, "cannot write dtype \(dtype.rawValue); use F32, F16, BF16 or F64.")
         }
         let names = tensors.keys.sorted()
         var header = "{"

@@ -19,9 +19,9 @@ public final class TorchArchive: @unchecked Sendable {
     public convenience init(path: String, verifyCRC: Bool = true) throws {
         let file = try MappedFile(path: path)
         if !ZipArchive.looksLikeZip(file), file.load(UInt8.self, at: 0) == 0x80 {
-            throw TensorIOError(.unsupported, path: path,
-                                "legacy (pre-zip) torch.save format is not supported. Re-save it with a recent PyTorch: "
-                                + "torch.save(torch.load(path), new_path).")
+            throw FileError(.unsupported, path: path,
+                            "legacy (pre-zip) torch.save format is not supported. Re-save it with a recent PyTorch: "
+                            + "torch.save(torch.load(path), new_path).")
         }
         try self.init(zip: ZipArchive(file: file), verifyCRC: verifyCRC)
     }
@@ -37,12 +37,12 @@ public final class TorchArchive: @unchecked Sendable {
             return !name.dropLast("/data.pkl".count).contains("/")
         }
         guard let pickleName = candidates.first else {
-            throw TensorIOError(.unknownFormat, path: path,
-                                "a zip archive but not a PyTorch checkpoint: there is no '<name>/data.pkl' entry "
-                                + "(entries: \(zip.entries.prefix(5).map(\.name).joined(separator: ", "))\(zip.entries.count > 5 ? ", ..." : "")).")
+            throw FileError(.wrongFormat, path: path,
+                            "a zip archive but not a PyTorch checkpoint: there is no '<name>/data.pkl' entry "
+                            + "(entries: \(zip.entries.prefix(5).map(\.name).joined(separator: ", "))\(zip.entries.count > 5 ? ", ..." : "")).")
         }
         guard candidates.count == 1 else {
-            throw TensorIOError(.corrupt, path: path, "the archive has several top-level data.pkl entries: \(candidates.joined(separator: ", ")).")
+            throw FileError(.corrupt, path: path, "the archive has several top-level data.pkl entries: \(candidates.joined(separator: ", ")).")
         }
         prefix = String(pickleName.dropLast("data.pkl".count))
         let bytes = try zip.contents(of: pickleName, verifyCRC: true)
@@ -67,23 +67,23 @@ public final class TorchArchive: @unchecked Sendable {
     public func tensor(_ ref: TensorReference, name: String) throws -> Tensor {
         let entryName = "\(prefix)data/\(ref.storage.key)"
         guard let dtype = ref.storage.dtype else {
-            throw TensorIOError(.unsupported, path: path,
-                                "tensor '\(name)' has dtype \(ref.storage.typeName), which is not supported "
-                                + "(supported: float64/32/16, bfloat16 and integer storages). Convert it to float32 in PyTorch first.")
+            throw FileError(.unsupported, path: path,
+                            "tensor '\(name)' has dtype \(ref.storage.typeName), which is not supported "
+                            + "(supported: float64/32/16, bfloat16 and integer storages). Convert it to float32 in PyTorch first.")
         }
         let slice: FileSlice
-        do { slice = try zip.slice(of: entryName, verifyCRC: verifiesCRC) } catch let e as TensorIOError where e.kind == .missingEntry {
-            throw TensorIOError(.missingEntry, path: path,
-                                "tensor '\(name)' refers to storage '\(entryName)', which the archive does not contain. \(TensorIOError.redownload)")
+        do { slice = try zip.slice(of: entryName, verifyCRC: verifiesCRC) } catch let e as FileError where e.kind == .missingEntry {
+            throw FileError(.missingEntry, path: path,
+                            "tensor '\(name)' refers to storage '\(entryName)', which the archive does not contain. \(FileError.redownload)")
         }
         let storageBytes = ref.storage.numel.multipliedReportingOverflow(by: dtype.byteSize)
         guard !storageBytes.overflow, slice.count >= storageBytes.partialValue else {
-            throw TensorIOError(.truncated, path: path,
-                                "tensor '\(name)': storage '\(entryName)' has \(slice.count) bytes, but \(ref.storage.numel) \(ref.storage.typeName) elements need \(storageBytes.partialValue). \(TensorIOError.redownload)")
+            throw FileError(.truncated, path: path,
+                            "tensor '\(name)': storage '\(entryName)' has \(slice.count) bytes, but \(ref.storage.numel) \(ref.storage.typeName) elements need \(storageBytes.partialValue). \(FileError.redownload)")
         }
         return try StridedReader.read(slice, dtype: dtype, available: ref.storage.numel, offset: ref.storageOffset,
                                       shape: ref.shape, stride: ref.stride) { problem in
-            TensorIOError(.corrupt, path: path, "tensor '\(name)' (\(entryName)): \(problem). \(TensorIOError.redownload)")
+            FileError(.corrupt, path: path, "tensor '\(name)' (\(entryName)): \(problem). \(FileError.redownload)")
         }
     }
 
@@ -100,7 +100,7 @@ public final class TorchArchive: @unchecked Sendable {
 enum StridedReader {
     /// Reads a (possibly strided) view of `available` elements of `dtype` stored in `slice`.
     static func read(_ slice: FileSlice, dtype: StorageDType, available: Int, offset: Int, shape: [Int], stride: [Int],
-                     error: (String) -> TensorIOError) throws -> Tensor {
+                     error: (String) -> FileError) throws -> Tensor {
         guard shape.count == stride.count else { throw error("size \(shape) and stride \(stride) differ in rank") }
         guard let count = checkedElementCount(shape) else { throw error("invalid size \(shape)") }
         guard offset >= 0 else { throw error("negative storage offset \(offset)") }

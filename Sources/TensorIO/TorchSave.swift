@@ -61,7 +61,7 @@ public enum Pickler {
 
     private static func emit(_ value: PickleValue, into out: inout [UInt8], depth: Int, source: String) throws {
         guard depth < 256 else {
-            throw TensorIOError(.writeFailed, path: source, "cannot pickle: the value nests deeper than 256 levels (a cycle?).")
+            throw FileError(.writeFailed, path: source, "cannot pickle: the value nests deeper than 256 levels (a cycle?).")
         }
         switch value {
         case .none: out.append(0x4e)
@@ -138,7 +138,7 @@ public struct TorchSaveWriter {
     /// pickle value referring to it, to be placed anywhere in the root value.
     public mutating func add(_ tensor: Tensor, dtype: StorageDType = .float32) throws -> PickleValue {
         guard let data = ElementDecoder.encode(tensor.data, as: dtype) else {
-            throw TensorIOError(.unsupported, path: "<torch.save>", "cannot write tensors as \(dtype.rawValue); use F32, F16, BF16 or F64.")
+            throw FileError(.unsupported, path: "<torch.save>", "cannot write tensors as \(dtype.rawValue); use F32, F16, BF16 or F64.")
         }
         let key = String(storages.count)
         storages.append((key, data))

@@ -63,7 +63,7 @@ public final class ZipArchive: @unchecked Sendable {
     /// The bytes of a stored entry, without copying; its CRC-32 is checked on the first read.
     public func slice(of name: String, verifyCRC: Bool = true) throws -> FileSlice {
         guard let entry = entry(named: name) else {
-            throw TensorIOError(.missingEntry, path: path, "the archive has no entry '\(name)'. \(TensorIOError.redownload)")
+            throw FileError(.missingEntry, path: path, "the archive has no entry '\(name)'. \(FileError.redownload)")
         }
         return try slice(of: entry, verifyCRC: verifyCRC)
     }
@@ -86,9 +86,9 @@ public final class ZipArchive: @unchecked Sendable {
         }
         let crc = slice.withUnsafeBytes { CRC32.checksum($0) }
         guard crc == entry.crc32 else {
-            throw TensorIOError(.corrupt, path: path,
-                                "corrupt zip archive: entry '\(entry.name)' fails its CRC-32 check (stored 0x\(String(entry.crc32, radix: 16)), "
-                                + "computed 0x\(String(crc, radix: 16))): its bytes were changed after it was written. \(TensorIOError.redownload)")
+            throw FileError(.corrupt, path: path,
+                            "corrupt zip archive: entry '\(entry.name)' fails its CRC-32 check (stored 0x\(String(entry.crc32, radix: 16)), "
+                            + "computed 0x\(String(crc, radix: 16))): its bytes were changed after it was written. \(FileError.redownload)")
         }
         if let i {
             lock.lock()
@@ -100,35 +100,35 @@ public final class ZipArchive: @unchecked Sendable {
     private func unverifiedSlice(of entry: ZipEntry) throws -> FileSlice {
         let name = entry.name
         guard entry.isStored else {
-            throw TensorIOError(.unsupported, path: path,
-                                "entry '\(name)' uses compression method \(entry.compressionMethod) (\(entry.compressionMethod == 8 ? "deflate" : "unknown")): "
-                                + "compressed entries are not supported. PyTorch writes stored (uncompressed) entries; "
-                                + "re-save the checkpoint with torch.save, or re-zip it with `zip -0`.")
+            throw FileError(.unsupported, path: path,
+                            "entry '\(name)' uses compression method \(entry.compressionMethod) (\(entry.compressionMethod == 8 ? "deflate" : "unknown")): "
+                            + "compressed entries are not supported. PyTorch writes stored (uncompressed) entries; "
+                            + "re-save the checkpoint with torch.save, or re-zip it with `zip -0`.")
         }
         if entry.flags & 0x1 != 0 {
-            throw TensorIOError(.unsupported, path: path, "entry '\(name)' is encrypted; encrypted zip entries are not supported.")
+            throw FileError(.unsupported, path: path, "entry '\(name)' is encrypted; encrypted zip entries are not supported.")
         }
         let h = entry.localHeaderOffset
         guard h >= 0, h <= file.count, let sig = file.load(UInt32.self, at: h),
               let nameLength = file.load(UInt16.self, at: h + 26),
               let extraLength = file.load(UInt16.self, at: h + 28) else {
-            throw TensorIOError(.truncated, path: path,
-                                "truncated zip archive: the local header of entry '\(name)' at offset \(h) lies past the end of the file (\(file.count) bytes). \(TensorIOError.redownload)")
+            throw FileError(.truncated, path: path,
+                            "truncated zip archive: the local header of entry '\(name)' at offset \(h) lies past the end of the file (\(file.count) bytes). \(FileError.redownload)")
         }
         guard sig == ZipArchive.localHeaderSignature else {
-            throw TensorIOError(.corrupt, path: path,
-                                "corrupt zip archive: entry '\(name)' has no local header at offset \(h) (found signature 0x\(String(sig, radix: 16))). \(TensorIOError.redownload)")
+            throw FileError(.corrupt, path: path,
+                            "corrupt zip archive: entry '\(name)' has no local header at offset \(h) (found signature 0x\(String(sig, radix: 16))). \(FileError.redownload)")
         }
         let dataOffset = h + 30 + Int(nameLength) + Int(extraLength)
         guard let slice = FileSlice(file: file, offset: dataOffset, count: entry.compressedSize) else {
-            throw TensorIOError(.truncated, path: path,
-                                "truncated zip archive: entry '\(name)' extends past the end of the file (its \(entry.compressedSize) bytes start at offset \(dataOffset), "
-                                + "the file has \(file.count) bytes). \(TensorIOError.redownload)")
+            throw FileError(.truncated, path: path,
+                            "truncated zip archive: entry '\(name)' extends past the end of the file (its \(entry.compressedSize) bytes start at offset \(dataOffset), "
+                            + "the file has \(file.count) bytes). \(FileError.redownload)")
         }
         guard entry.compressedSize == entry.uncompressedSize else {
-            throw TensorIOError(.corrupt, path: path,
-                                "corrupt zip archive: stored entry '\(name)' lists \(entry.compressedSize) bytes stored but \(entry.uncompressedSize) "
-                                + "uncompressed; for a stored entry they are equal. \(TensorIOError.redownload)")
+            throw FileError(.corrupt, path: path,
+                            "corrupt zip archive: stored entry '\(name)' lists \(entry.compressedSize) bytes stored but \(entry.uncompressedSize) "
+                            + "uncompressed; for a stored entry they are equal. \(FileError.redownload)")
         }
         return slice
     }
@@ -166,45 +166,45 @@ public final class ZipArchive: @unchecked Sendable {
         }
         guard eocd >= 0 else {
             if startsLikeZip {
-                throw TensorIOError(.truncated, path: path,
-                                    "truncated zip archive: it starts like a zip file but has no end-of-central-directory record (\(size) bytes). \(TensorIOError.redownload)")
+                throw FileError(.truncated, path: path,
+                                "truncated zip archive: it starts like a zip file but has no end-of-central-directory record (\(size) bytes). \(FileError.redownload)")
             }
-            throw TensorIOError(.unknownFormat, path: path, "not a zip archive (no zip signature found).")
+            throw FileError(.wrongFormat, path: path, "not a zip archive (no zip signature found).")
         }
         guard var entryCount = file.load(UInt16.self, at: eocd + 10).map(Int.init),
               var cdSize = file.load(UInt32.self, at: eocd + 12).map(Int.init),
               var cdOffset = file.load(UInt32.self, at: eocd + 16).map(Int.init) else {
-            throw TensorIOError(.truncated, path: path, "truncated zip archive: end-of-central-directory record cut short. \(TensorIOError.redownload)")
+            throw FileError(.truncated, path: path, "truncated zip archive: end-of-central-directory record cut short. \(FileError.redownload)")
         }
         // ZIP64: the 32-bit fields are saturated and a locator precedes the end record.
         if entryCount == 0xffff || cdSize == 0xffff_ffff || cdOffset == 0xffff_ffff || file.load(UInt32.self, at: eocd - 20) == zip64LocatorSignature {
             let locator = eocd - 20
             guard locator >= 0, file.load(UInt32.self, at: locator) == zip64LocatorSignature,
                   let recordOffset64 = file.load(UInt64.self, at: locator + 8) else {
-                throw TensorIOError(.corrupt, path: path,
-                                    "corrupt zip archive: the end record needs ZIP64 values but there is no ZIP64 locator before it. \(TensorIOError.redownload)")
+                throw FileError(.corrupt, path: path,
+                                "corrupt zip archive: the end record needs ZIP64 values but there is no ZIP64 locator before it. \(FileError.redownload)")
             }
             guard recordOffset64 < UInt64(size), let recordOffset = Optional(Int(recordOffset64)),
                   file.load(UInt32.self, at: recordOffset) == zip64EndSignature,
                   let count64 = file.load(UInt64.self, at: recordOffset + 32),
                   let size64 = file.load(UInt64.self, at: recordOffset + 40),
                   let offset64 = file.load(UInt64.self, at: recordOffset + 48) else {
-                throw TensorIOError(.truncated, path: path,
-                                    "truncated or corrupt zip archive: the ZIP64 end-of-central-directory record at offset \(recordOffset64) is missing or cut short. \(TensorIOError.redownload)")
+                throw FileError(.truncated, path: path,
+                                "truncated or corrupt zip archive: the ZIP64 end-of-central-directory record at offset \(recordOffset64) is missing or cut short. \(FileError.redownload)")
             }
             guard count64 <= UInt64(Int.max), size64 <= UInt64(Int.max), offset64 <= UInt64(Int.max) else {
-                throw TensorIOError(.corrupt, path: path, "corrupt zip archive: ZIP64 central directory values out of range. \(TensorIOError.redownload)")
+                throw FileError(.corrupt, path: path, "corrupt zip archive: ZIP64 central directory values out of range. \(FileError.redownload)")
             }
             entryCount = Int(count64); cdSize = Int(size64); cdOffset = Int(offset64)
         }
         guard file.contains(offset: cdOffset, length: cdSize) else {
-            throw TensorIOError(.truncated, path: path,
-                                "truncated zip archive: the central directory (\(cdSize) bytes at offset \(cdOffset)) extends past the end of the file (\(size) bytes). \(TensorIOError.redownload)")
+            throw FileError(.truncated, path: path,
+                            "truncated zip archive: the central directory (\(cdSize) bytes at offset \(cdOffset)) extends past the end of the file (\(size) bytes). \(FileError.redownload)")
         }
         // Each central header is at least 46 bytes: a count beyond that is corrupt.
         guard entryCount <= cdSize / 46 + 1 else {
-            throw TensorIOError(.corrupt, path: path,
-                                "corrupt zip archive: \(entryCount) entries cannot fit in a \(cdSize)-byte central directory. \(TensorIOError.redownload)")
+            throw FileError(.corrupt, path: path,
+                            "corrupt zip archive: \(entryCount) entries cannot fit in a \(cdSize)-byte central directory. \(FileError.redownload)")
         }
 
         var entries: [ZipEntry] = []
@@ -212,14 +212,14 @@ public final class ZipArchive: @unchecked Sendable {
         var p = cdOffset
         let end = cdOffset + cdSize
         for i in 0..<entryCount {
-            func cut() -> TensorIOError {
-                TensorIOError(.truncated, path: path,
-                              "truncated zip archive: central directory entry \(i) of \(entryCount) at offset \(p) is cut short. \(TensorIOError.redownload)")
+            func cut() -> FileError {
+                FileError(.truncated, path: path,
+                          "truncated zip archive: central directory entry \(i) of \(entryCount) at offset \(p) is cut short. \(FileError.redownload)")
             }
             guard p + 46 <= end, let sig = file.load(UInt32.self, at: p) else { throw cut() }
             guard sig == centralHeaderSignature else {
-                throw TensorIOError(.corrupt, path: path,
-                                    "corrupt zip archive: central directory entry \(i) at offset \(p) has signature 0x\(String(sig, radix: 16)). \(TensorIOError.redownload)")
+                throw FileError(.corrupt, path: path,
+                                "corrupt zip archive: central directory entry \(i) at offset \(p) has signature 0x\(String(sig, radix: 16)). \(FileError.redownload)")
             }
             guard let flags = file.load(UInt16.self, at: p + 8),
                   let method = file.load(UInt16.self, at: p + 10),
@@ -246,8 +246,8 @@ public final class ZipArchive: @unchecked Sendable {
                         let fieldEnd = min(r + len, extraEnd)
                         func next() throws -> Int {
                             guard r + 8 <= fieldEnd, let v = file.load(UInt64.self, at: r), v <= UInt64(Int.max) else {
-                                throw TensorIOError(.corrupt, path: path,
-                                                    "corrupt zip archive: entry '\(name)' has a malformed ZIP64 extra field. \(TensorIOError.redownload)")
+                                throw FileError(.corrupt, path: path,
+                                                "corrupt zip archive: entry '\(name)' has a malformed ZIP64 extra field. \(FileError.redownload)")
                             }
                             r += 8
                             return Int(v)
@@ -261,8 +261,8 @@ public final class ZipArchive: @unchecked Sendable {
                     q += 4 + len
                 }
                 if !found {
-                    throw TensorIOError(.corrupt, path: path,
-                                        "corrupt zip archive: entry '\(name)' needs a ZIP64 extra field but has none. \(TensorIOError.redownload)")
+                    throw FileError(.corrupt, path: path,
+                                    "corrupt zip archive: entry '\(name)' needs a ZIP64 extra field but has none. \(FileError.redownload)")
                 }
             }
             entries.append(ZipEntry(name: name, compressionMethod: method, compressedSize: compressed,

@@ -7,15 +7,15 @@ public enum ZipWriter {
                              forceZip64: Bool = false) throws {
         let path = url.path
         guard alignment >= 1, alignment <= 4096 else {
-            throw TensorIOError(.writeFailed, path: path, "alignment \(alignment) is out of range (1...4096).")
+            throw FileError(.writeFailed, path: path, "alignment \(alignment) is out of range (1...4096).")
         }
         var seen = Set<String>()
         for e in entries {
             guard seen.insert(e.name).inserted else {
-                throw TensorIOError(.writeFailed, path: path, "duplicate zip entry '\(e.name)'.")
+                throw FileError(.writeFailed, path: path, "duplicate zip entry '\(e.name)'.")
             }
             guard e.name.utf8.count < 0xffff else {
-                throw TensorIOError(.writeFailed, path: path, "zip entry name too long: '\(e.name.prefix(40))...'.")
+                throw FileError(.writeFailed, path: path, "zip entry name too long: '\(e.name.prefix(40))...'.")
             }
         }
         try writeAtomically(to: url) { handle in

@@ -16,12 +16,12 @@ final class FeatureFileHardeningTests: XCTestCase {
                               metadata: ["format": format, "version": version, "classnames": names], to: url)
     }
 
-    func kind(_ path: String) -> FeatureFileError.Kind? {
-        do { _ = try FeatureSet.read(path: path); return nil } catch let e as FeatureFileError {
+    func kind(_ path: String) -> FileError.Kind? {
+        do { _ = try FeatureSet.read(path: path); return nil } catch let e as FileError {
             XCTAssertTrue(e.message.hasPrefix(path), "the error names the file: \(e.message)")
             return e.kind
         } catch {
-            XCTFail("not a FeatureFileError: \(error)")
+            XCTFail("not a FileError: \(error)")
             return nil
         }
     }
@@ -58,13 +58,13 @@ final class FeatureFileHardeningTests: XCTestCase {
         XCTAssertThrowsError(try FeatureSet.read(path: url.path)) { XCTAssertTrue("\($0)".contains("view 0, image 1, component 1"), "\($0)") }
         let set = FeatureSet(features: Tensor(shape: [1, 1, 2], data: [.infinity, 0]), labels: [0], classNames: ["a"])
         let out = dir.appendingPathComponent("inf.safetensors")
-        XCTAssertThrowsError(try set.write(to: out)) { XCTAssertEqual(($0 as? FeatureFileError)?.kind, .nonFinite) }
+        XCTAssertThrowsError(try set.write(to: out)) { XCTAssertEqual(($0 as? FileError)?.kind, .nonFinite) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path), "nothing is written")
     }
 
     func testVersionsAndFormat() throws {
         let dir = try makeTempDir(self)
-        for (i, (v, want)) in [("2", FeatureFileError.Kind.newerVersion), ("0", .notFeatures), ("-3", .notFeatures), ("x", .notFeatures)].enumerated() {
+        for (i, (v, want)) in [("2", FileError.Kind.newerVersion), ("0", .wrongFormat), ("-3", .wrongFormat), ("x", .wrongFormat)].enumerated() {
             let url = dir.appendingPathComponent("v\(i).safetensors")
             try Self.write(version: v, to: url)
             XCTAssertEqual(kind(url.path), want, "version \(v)")
@@ -92,7 +92,7 @@ final class FeatureFileHardeningTests: XCTestCase {
         XCTAssertEqual(Set(files), Set(fixtures.compactMap { $0["file"] }), "every file has an index entry")
         for f in fixtures {
             let path = dir.appendingPathComponent(f["file"]!).path
-            XCTAssertEqual(kind(path).map { "FeatureFileError.\($0.rawValue)" }, f["expect"], f["file"]!)
+            XCTAssertEqual(kind(path).map { "FileError.\($0.rawValue)" }, f["expect"], f["file"]!)
         }
     }
 
@@ -122,15 +122,13 @@ final class FeatureFileHardeningTests: XCTestCase {
                 XCTAssertTrue(set.labels.allSatisfy { $0 >= 0 && $0 < set.classNames.count } && set.features.data.allSatisfy(\.isFinite)
                               && set.views >= 1 && set.count >= 1, "input \(i): an implausible set was accepted")
                 counts["ok", default: 0] += 1
-            } catch let e as FeatureFileError {
-                counts["FeatureFileError." + e.kind.rawValue, default: 0] += 1
+            } catch let e as FileError {
+                counts[e.kind.rawValue, default: 0] += 1
                 // The reader before issue 8 converted labels with Int(x): these inputs trapped it.
                 if e.kind == .badLabel, let labels = try? Safetensors.read(path: url.path).tensors["labels"],
                    labels.data.contains(where: { !$0.isFinite || abs($0) >= 0x1p63 }) {
                     counts["trapped the former reader", default: 0] += 1
                 }
-            } catch let e as TensorIOError {
-                counts["TensorIOError." + e.kind.rawValue, default: 0] += 1
             } catch {
                 XCTFail("input \(i): untyped error \(error)")
             }

@@ -37,7 +37,7 @@ final class ParameterCheckpointFuzzTests: XCTestCase {
                 checkpoint = try ParameterCheckpoint.read(path: file.path)
             } catch is PromptError {
                 counts["refused by the reader", default: 0] += 1; continue
-            } catch is TensorIOError {
+            } catch is FileError {
                 counts["refused by the reader", default: 0] += 1; continue
             } catch is PromptCheckpointError {
                 counts["refused by the reader", default: 0] += 1; continue

@@ -2,6 +2,7 @@ import CLIP
 import Foundation
 @testable import PromptLearning
 import TensorCore
+import TensorIO
 import TestSupport
 import XCTest
 
@@ -31,12 +32,12 @@ final class PromptCheckpointHardeningTests: XCTestCase {
         return try Data(contentsOf: url)
     }
 
-    func kind(_ data: Data) -> PromptCheckpointError.Kind? {
-        do { _ = try PromptCheckpoint.decode(data, path: "x.ptprompt"); return nil } catch let e as PromptCheckpointError {
+    func kind(_ data: Data) -> FileError.Kind? {
+        do { _ = try PromptCheckpoint.decode(data, path: "x.ptprompt"); return nil } catch let e as FileError {
             XCTAssertTrue(e.message.hasPrefix("x.ptprompt: "), e.message)
             return e.kind
         } catch {
-            XCTFail("not a PromptCheckpointError: \(error)")
+            XCTFail("not a FileError: \(error)")
             return nil
         }
     }
@@ -85,7 +86,7 @@ final class PromptCheckpointHardeningTests: XCTestCase {
         XCTAssertEqual(kind(try bytes(c)), .inconsistent)
         c = Self.sample()
         c.header.config.optimizer.learningRate = .nan
-        XCTAssertThrowsError(try bytes(c)) { XCTAssertEqual(($0 as? PromptCheckpointError)?.kind, .nonFinite, "\($0)") }
+        XCTAssertThrowsError(try bytes(c)) { XCTAssertEqual(($0 as? FileError)?.kind, .nonFinite, "\($0)") }
     }
 
     /// K5 on resume, K9 zero views, K10 NPT with 100,010 classes, K14 a context of 10^8 vectors:
@@ -140,7 +141,7 @@ final class PromptCheckpointHardeningTests: XCTestCase {
         for f in fixtures {
             let path = dir.appendingPathComponent(f["file"]!).path
             XCTAssertThrowsError(try PromptCheckpoint.read(path: path), f["file"]!) { error in
-                XCTAssertEqual((error as? PromptCheckpointError).map { "PromptCheckpointError.\($0.kind.rawValue)" }, f["expect"], "\(f["file"]!): \(error)")
+                XCTAssertEqual((error as? FileError).map { "FileError.\($0.kind.rawValue)" }, f["expect"], "\(f["file"]!): \(error)")
             }
         }
     }
@@ -159,7 +160,7 @@ final class PromptCheckpointHardeningTests: XCTestCase {
                 XCTAssertEqual(c.context.count, c.header.contextShape.reduce(1, *), "input \(i)")
                 XCTAssertTrue(c.context.data.allSatisfy(\.isFinite) && c.header.epochsDone >= 0 && c.header.epochsDone <= c.header.config.epochs)
                 counts["ok", default: 0] += 1
-            } catch let e as PromptCheckpointError {
+            } catch let e as FileError {
                 counts[e.kind.rawValue, default: 0] += 1
                 if formerReaderTraps(input) { counts["trapped the former reader", default: 0] += 1 }
             } catch {

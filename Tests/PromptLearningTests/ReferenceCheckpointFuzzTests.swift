@@ -26,7 +26,7 @@ final class ReferenceCheckpointFuzzTests: XCTestCase {
             let prompt: ReferencePrompt
             do { prompt = try ReferencePrompt.read(path: file.path) } catch is PromptError {
                 counts["refused by the reader", default: 0] += 1; continue
-            } catch is TensorIOError {
+            } catch is FileError {
                 counts["refused by the reader", default: 0] += 1; continue
             } catch {
                 XCTFail("input \(i): untyped error \(error)"); continue

@@ -19,7 +19,7 @@ enum FuzzReader: String, CaseIterable {
     enum Outcome { case typedError, value }
 
     /// Reads `bytes` as this reader's format. Returns `.value` for a plausible result and
-    /// `.typedError` for a `TensorIOError` that names `path`; records anything else as a failure.
+    /// `.typedError` for a `FileError` that names `path`; records anything else as a failure.
     func exercise(_ bytes: [UInt8], path: String, storages: [(name: String, data: [UInt8])] = []) -> Outcome {
         do {
             switch self {
@@ -39,7 +39,7 @@ enum FuzzReader: String, CaseIterable {
                 }
             }
             return .value
-        } catch let e as TensorIOError {
+        } catch let e as FileError {
             XCTAssertTrue(e.message.hasPrefix(path), "error does not name the file: \(e.message)")
             return .typedError
         } catch {

@@ -148,7 +148,7 @@ final class HardeningTests: XCTestCase {
                 let tensors = try archive.loadAll()
                 XCTAssertEqual(name, "size1-huge-stride", "\(name) loaded")
                 XCTAssertEqual(tensors[""], Tensor(shape: [1, 2], data: [1, 3]))
-            } catch let e as TensorIOError {
+            } catch let e as FileError {
                 XCTAssertTrue(e.message.contains(url.path) && e.message.contains(fragment), "\(name): \(e.message)")
             }
         }

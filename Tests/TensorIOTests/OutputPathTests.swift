@@ -24,7 +24,7 @@ final class OutputPathTests: XCTestCase {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         for (url, what) in [(fifo, "a FIFO (named pipe)"), (link, "a symbolic link"), (folder, "a folder")] {
             XCTAssertThrowsError(try writeAtomically(Data("x".utf8), to: url)) {
-                let e = $0 as? TensorIOError
+                let e = $0 as? FileError
                 XCTAssertEqual(e?.kind, .writeFailed)
                 XCTAssertTrue(e?.message.hasPrefix(url.path) == true && e?.message.contains("is \(what), not a regular file") == true, "\($0)")
             }
@@ -43,7 +43,7 @@ final class OutputPathTests: XCTestCase {
     func testAFullDiskIsAnErrorNamingTheFile() throws {
         guard FileManager.default.fileExists(atPath: "/dev/full") else { throw XCTSkip("no /dev/full here") }
         XCTAssertThrowsError(try writeAtomically(Data(repeating: 1, count: 100), to: URL(fileURLWithPath: "/dev/full"))) {
-            let e = $0 as? TensorIOError
+            let e = $0 as? FileError
             XCTAssertEqual(e?.message, "/dev/full: the disk is full; free some space or write elsewhere, then run again (finished work is kept).")
         }
     }

@@ -24,7 +24,7 @@ public struct CLIPWeights {
     /// The tensor called `name`, or an error naming it.
     public func tensor(_ name: String) throws -> Tensor {
         guard let t = tensors[name] else {
-            throw CLIPCheckpointError(.missingTensor, path: path, "tensor '\(name)' is not among the loaded CLIP weights.")
+            throw FileError(.missingEntry, path: path, "tensor '\(name)' is not among the loaded CLIP weights.")
         }
         return t
     }
@@ -37,7 +37,8 @@ public struct CLIPWeights {
 /// (heads from config.json when there is one, else width / 64), and every expected tensor is checked
 /// for presence and shape before anything is converted. Extra tensors are ignored.
 ///
-/// Throws `TensorIOError` for file-level problems and `CLIPCheckpointError` for CLIP-level ones.
+/// Throws `FileError`: file-level problems (a missing or truncated file, an unknown format) and
+/// CLIP-level ones (a missing tensor, a wrong shape, an unsupported architecture, bad weights).
 public func loadCLIPWeights(path: String) throws -> CLIPWeights {
     var opened = try openCheckpoint(path: path)
     let sanitized = sanitize(opened.tensors)
@@ -46,28 +47,30 @@ public func loadCLIPWeights(path: String) throws -> CLIPWeights {
     }
     let format = checkpointFormat(opened, sanitized)
     let describe = "\(path) (\(format))"
+    // Problems with the weights name the file and its format ("model.pt (OpenAI TorchScript)").
+    func refuse(_ kind: FileError.Kind, _ why: String) -> FileError { FileError(kind, path: path, "\(describe): \(why)") }
     let recipes = sanitized.recipes
 
     // Architectures PromptTune does not implement.
     let names = Array(recipes.keys)
     if names.contains(where: { $0.hasPrefix("visual.layer1.") || $0.hasPrefix("visual.attnpool.") }) {
-        throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
-                                  "a ResNet CLIP checkpoint (RN50, RN101, ...): only Vision Transformer CLIP models (ViT-B/32, ViT-B/16, ViT-L/14, ...) are supported.")
+        throw FileError(.unsupported, path: path,
+                        "a ResNet CLIP checkpoint (RN50, RN101, ...): only Vision Transformer CLIP models (ViT-B/32, ViT-B/16, ViT-L/14, ...) are supported.")
     }
     if opened.tensors.keys.contains(where: { $0.contains("visual.trunk.") || $0.hasPrefix("text.transformer.") }) {
-        throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
-                                  "an open_clip model with a timm image tower or a Hugging Face text tower: only OpenAI-style ViT CLIP models are supported.")
+        throw FileError(.unsupported, path: path,
+                        "an open_clip model with a timm image tower or a Hugging Face text tower: only OpenAI-style ViT CLIP models are supported.")
     }
 
     // Architecture.
     let shapes = recipes.compactMapValues(\.shape)
-    var (config, provenance) = try inferArchitecture(shapes: shapes, names: names, path: describe) { name in
+    var (config, provenance) = try inferArchitecture(shapes: shapes, names: names, path: path, subject: describe) { name in
         missingTensorNote(name, sanitized: sanitized)
     }
     if let hf = opened.hfConfig { try apply(hf, to: &config, weightsPath: describe) }
     for (tower, width, heads) in [("vision", config.visionWidth, config.visionHeads), ("text", config.textWidth, config.textHeads)]
     where heads <= 0 || width % heads != 0 {
-        throw CLIPCheckpointError(.invalidConfig, path: path, "the \(tower) width \(width) is not divisible by \(heads) attention heads.")
+        throw FileError(.invalidConfig, path: path, "the \(tower) width \(width) is not divisible by \(heads) attention heads.")
     }
 
     // Every expected tensor, with its shape.
@@ -95,9 +98,9 @@ public func loadCLIPWeights(path: String) throws -> CLIPWeights {
         let problems = missing + wrong
         let list = problems.count == 1 ? problems[0] : "\(problems.count) problems:\n  - " + problems.prefix(20).joined(separator: "\n  - ")
             + (problems.count > 20 ? "\n  - ... and \(problems.count - 20) more" : "")
-        throw CLIPCheckpointError(missing.isEmpty ? .shapeMismatch : .missingTensor, path: describe,
-                                  "\(list).\nExpected shapes follow from the architecture inferred from the checkpoint (\(provenance)). "
-                                  + "The checkpoint is incomplete, damaged, or not a ViT CLIP model of this architecture; download it again or check its origin.")
+        throw refuse(missing.isEmpty ? .badShape : .missingEntry,
+                     "\(list).\nExpected shapes follow from the architecture inferred from the checkpoint (\(provenance)). "
+                     + "The checkpoint is incomplete, damaged, or not a ViT CLIP model of this architecture; download it again or check its origin.")
     }
 
     // Convert.
@@ -107,19 +110,20 @@ public func loadCLIPWeights(path: String) throws -> CLIPWeights {
         guard let recipe = recipes[name] else { continue }
         do {
             tensors[name] = try recipe.materialize()
-        } catch let e as CLIPCheckpointError {
-            throw CLIPCheckpointError(e.kind, path: describe, "tensor '\(name)': \(e.message)")
+        } catch let e as FileError where e.path.isEmpty {
+            // A recipe's own problem (its errors carry no path); the file's are already named.
+            throw refuse(e.kind, "tensor '\(name)': \(e.message)")
         }
     }
     // Non-finite weights give NaN features and a silently wrong number downstream: name them.
     let nonFinite = tensors.filter { !$0.value.data.allSatisfy(\.isFinite) }.keys.sorted()
     if let first = nonFinite.first {
-        throw CLIPCheckpointError(.invalidWeights, path: describe,
-                                  "tensor '\(first)' holds NaN or infinite values"
-                                  + (nonFinite.count > 1 ? " (and \(nonFinite.count - 1) more: \(nonFinite.dropFirst().prefix(5).joined(separator: ", "))\(nonFinite.count > 6 ? ", ..." : ""))" : "")
-                                  + "; the checkpoint is damaged: download it again or check its origin.")
+        throw refuse(.nonFinite,
+                     "tensor '\(first)' holds NaN or infinite values"
+                     + (nonFinite.count > 1 ? " (and \(nonFinite.count - 1) more: \(nonFinite.dropFirst().prefix(5).joined(separator: ", "))\(nonFinite.count > 6 ? ", ..." : ""))" : "")
+                     + "; the checkpoint is damaged: download it again or check its origin.")
     }
-    try checkWeightRanges(tensors, describe: describe)
+    try checkWeightRanges(tensors, refuse: refuse)
     let hiddenAct = (opened.hfConfig?.vision["hidden_act"] as? String) ?? (opened.hfConfig?.text["hidden_act"] as? String)
     return CLIPWeights(config: config, format: format, tensors: tensors, path: path,
                        hiddenAct: opened.hfConfig == nil ? nil : (hiddenAct ?? "quick_gelu"))
@@ -135,37 +139,39 @@ private func missingTensorNote(_ name: String, sanitized: SanitizedTensors) -> S
 /// The architecture of a ViT CLIP model from its OpenAI-named tensor shapes, as openai's
 /// `build_model` infers it (heads = width / 64).
 public func inferCLIPConfig(shapes: [String: [Int]], source: String = "checkpoint") throws -> CLIPConfig {
-    try inferArchitecture(shapes: shapes, names: Array(shapes.keys), path: source) { _ in "" }.config
+    try inferArchitecture(shapes: shapes, names: Array(shapes.keys), path: source, subject: source) { _ in "" }.config
 }
 
 /// Largest dimension the loader accepts from a file (guards the arithmetic on inferred sizes).
 private let maxDimension = 1 << 24
 
-private func inferArchitecture(shapes: [String: [Int]], names: [String], path: String,
+/// Errors name `path` and start with `subject` (the path and the checkpoint's format).
+private func inferArchitecture(shapes: [String: [Int]], names: [String], path: String, subject: String,
                                note: (String) -> String) throws -> (config: CLIPConfig, provenance: String) {
+    func refuse(_ kind: FileError.Kind, _ why: String) -> FileError { FileError(kind, path: path, "\(subject): \(why)") }
     func shape(_ name: String, rank: Int, _ what: String) throws -> [Int] {
         guard let s = shapes[name] else {
-            throw CLIPCheckpointError(.missingTensor, path: path,
-                                      "tensor '\(name)' is missing\(note(name)); it is needed to infer \(what). "
-                                      + "The checkpoint is incomplete or not a ViT CLIP model.")
+            throw refuse(.missingEntry,
+                         "tensor '\(name)' is missing\(note(name)); it is needed to infer \(what). "
+                         + "The checkpoint is incomplete or not a ViT CLIP model.")
         }
         guard s.count == rank, s.allSatisfy({ $0 > 0 && $0 <= maxDimension }) else {
-            throw CLIPCheckpointError(.shapeMismatch, path: path,
-                                      "tensor '\(name)' has shape \(s), expected a \(rank)-D shape of sizes between 1 and \(maxDimension) (it gives \(what)).")
+            throw refuse(.badShape,
+                         "tensor '\(name)' has shape \(s), expected a \(rank)-D shape of sizes between 1 and \(maxDimension) (it gives \(what)).")
         }
         return s
     }
     let conv = try shape("visual.conv1.weight", rank: 4, "the vision width and patch size")
     guard conv[1] == 3, conv[2] == conv[3] else {
-        throw CLIPCheckpointError(.shapeMismatch, path: path,
-                                  "tensor 'visual.conv1.weight' has shape \(conv), expected [width, 3, patch, patch].")
+        throw refuse(.badShape,
+                     "tensor 'visual.conv1.weight' has shape \(conv), expected [width, 3, patch, patch].")
     }
     let visionWidth = conv[0], patch = conv[3]
     let visualPos = try shape("visual.positional_embedding", rank: 2, "the image resolution")
     let grid = Int(Double(visualPos[0] - 1).squareRoot().rounded())
     guard grid > 0, grid * grid + 1 == visualPos[0] else {
-        throw CLIPCheckpointError(.shapeMismatch, path: path,
-                                  "tensor 'visual.positional_embedding' has \(visualPos[0]) rows, expected grid*grid + 1 (a class token plus a square grid of patches).")
+        throw refuse(.badShape,
+                     "tensor 'visual.positional_embedding' has \(visualPos[0]) rows, expected grid*grid + 1 (a class token plus a square grid of patches).")
     }
     let textProjection = try shape("text_projection", rank: 2, "the embedding width")
     let positional = try shape("positional_embedding", rank: 2, "the context length")
@@ -174,12 +180,12 @@ private func inferArchitecture(shapes: [String: [Int]], names: [String], path: S
     let visionLayers = layerCount(in: names, prefix: "visual.transformer.resblocks.")
     let textLayers = layerCount(in: names, prefix: "transformer.resblocks.")
     guard visionLayers > 0 else {
-        throw CLIPCheckpointError(.missingTensor, path: path,
-                                  "no image transformer blocks: tensor 'visual.transformer.resblocks.0.attn.in_proj_weight' is missing\(note("visual.transformer.resblocks.0.attn.in_proj_weight")).")
+        throw refuse(.missingEntry,
+                     "no image transformer blocks: tensor 'visual.transformer.resblocks.0.attn.in_proj_weight' is missing\(note("visual.transformer.resblocks.0.attn.in_proj_weight")).")
     }
     guard textLayers > 0 else {
-        throw CLIPCheckpointError(.missingTensor, path: path,
-                                  "no text transformer blocks: tensor 'transformer.resblocks.0.attn.in_proj_weight' is missing\(note("transformer.resblocks.0.attn.in_proj_weight")).")
+        throw refuse(.missingEntry,
+                     "no text transformer blocks: tensor 'transformer.resblocks.0.attn.in_proj_weight' is missing\(note("transformer.resblocks.0.attn.in_proj_weight")).")
     }
     let textWidth = lnFinal[0]
     let config = CLIPConfig(embedDim: textProjection[1], imageResolution: patch * grid, patchSize: patch,
@@ -189,17 +195,17 @@ private func inferArchitecture(shapes: [String: [Int]], names: [String], path: S
     // What the model code needs beyond matching shapes: the shipped BPE tokenizer's ids must index
     // the token embedding, a prompt needs SOT, a token and EOT, and heads must divide the widths.
     guard config.vocabSize > CLIPTokenizer.eot else {
-        throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
-                                  "tensor 'token_embedding.weight' has \(config.vocabSize) rows, but CLIP's BPE tokenizer (which PromptTune uses) produces ids up to \(CLIPTokenizer.eot); "
-                                  + "this checkpoint's vocabulary does not match it: use a CLIP checkpoint with the standard 49408-token vocabulary.")
+        throw refuse(.unsupported,
+                     "tensor 'token_embedding.weight' has \(config.vocabSize) rows, but CLIP's BPE tokenizer (which PromptTune uses) produces ids up to \(CLIPTokenizer.eot); "
+                     + "this checkpoint's vocabulary does not match it: use a CLIP checkpoint with the standard 49408-token vocabulary.")
     }
     guard config.contextLength >= 3 else {
-        throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
-                                  "tensor 'positional_embedding' gives a context length of \(config.contextLength); a prompt needs at least 3 positions (SOT, a token, EOT). The checkpoint is damaged or not a CLIP text model.")
+        throw refuse(.unsupported,
+                     "tensor 'positional_embedding' gives a context length of \(config.contextLength); a prompt needs at least 3 positions (SOT, a token, EOT). The checkpoint is damaged or not a CLIP text model.")
     }
     for (tower, width, heads) in [("vision", visionWidth, config.visionHeads), ("text", textWidth, config.textHeads)] where width % heads != 0 {
-        throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
-                                  "the \(tower) width \(width) is not divisible by its \(heads) attention heads (width / 64, as openai's build_model infers them); the checkpoint is damaged or not an openai-style CLIP.")
+        throw refuse(.unsupported,
+                     "the \(tower) width \(width) is not divisible by its \(heads) attention heads (width / 64, as openai's build_model infers them); the checkpoint is damaged or not an openai-style CLIP.")
     }
     let provenance = "embed dim \(config.embedDim) from text_projection \(textProjection); "
         + "vision width \(visionWidth) and patch \(patch) from visual.conv1.weight \(conv); "
@@ -228,9 +234,9 @@ private func apply(_ hf: HFConfigFile, to config: inout CLIPConfig, weightsPath:
     check(hf.text, "text_config.", "max_position_embeddings", config.contextLength)
     check(hf.top, "", "projection_dim", config.embedDim)
     if !conflicts.isEmpty {
-        throw CLIPCheckpointError(.invalidConfig, path: hf.path,
-                                  "does not match the weights in \(weightsPath): \(conflicts.joined(separator: "; ")). "
-                                  + "Use the config.json that belongs to these weights.")
+        throw FileError(.invalidConfig, path: hf.path,
+                        "does not match the weights in \(weightsPath): \(conflicts.joined(separator: "; ")). "
+                        + "Use the config.json that belongs to these weights.")
     }
     if let h = hf.int(hf.vision, "num_attention_heads") { config.visionHeads = h }
     if let h = hf.int(hf.text, "num_attention_heads") { config.textHeads = h }
@@ -248,12 +254,12 @@ public enum WeightBounds {
     public static let logitScale: ClosedRange<Double> = 1e-2...1e3
 }
 
-func checkWeightRanges(_ tensors: [String: Tensor], describe: String) throws {
+func checkWeightRanges(_ tensors: [String: Tensor], refuse: (FileError.Kind, String) -> FileError) throws {
     if let raw = tensors["logit_scale"]?.data.first {
         let scale = exp(Double(raw))
         if !WeightBounds.logitScale.contains(scale) {
-            throw CLIPCheckpointError(.invalidWeights, path: describe,
-                                      "tensor 'logit_scale' is \(raw), so the logit scale exp(\(raw)) = \(scale) lies outside \(WeightBounds.logitScale.lowerBound)...\(WeightBounds.logitScale.upperBound) (CLIP clamps it to at most 100); the checkpoint is damaged: download it again or check its origin.")
+            throw refuse(.outOfRange,
+                         "tensor 'logit_scale' is \(raw), so the logit scale exp(\(raw)) = \(scale) lies outside \(WeightBounds.logitScale.lowerBound)...\(WeightBounds.logitScale.upperBound) (CLIP clamps it to at most 100); the checkpoint is damaged: download it again or check its origin.")
         }
     }
     var huge: [(String, Float)] = []
@@ -263,9 +269,9 @@ func checkWeightRanges(_ tensors: [String: Tensor], describe: String) throws {
     }
     huge.sort { $0.0 < $1.0 }
     if let (name, m) = huge.first {
-        throw CLIPCheckpointError(.invalidWeights, path: describe,
-                                  "tensor '\(name)' holds a weight of magnitude \(m), beyond \(WeightBounds.maxMagnitude) (fp16's range, where every released CLIP weight lies)"
-                                  + (huge.count > 1 ? " (and \(huge.count - 1) more tensors: \(huge.dropFirst().prefix(5).map(\.0).joined(separator: ", ")))" : "")
-                                  + "; the checkpoint is damaged: download it again or check its origin.")
+        throw refuse(.outOfRange,
+                     "tensor '\(name)' holds a weight of magnitude \(m), beyond \(WeightBounds.maxMagnitude) (fp16's range, where every released CLIP weight lies)"
+                     + (huge.count > 1 ? " (and \(huge.count - 1) more tensors: \(huge.dropFirst().prefix(5).map(\.0).joined(separator: ", ")))" : "")
+                     + "; the checkpoint is damaged: download it again or check its origin.")
     }
 }

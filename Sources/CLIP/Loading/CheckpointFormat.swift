@@ -38,12 +38,12 @@ struct HFConfigFile {
 
     static func read(_ path: String) throws -> HFConfigFile {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw TensorIOError(.unreadable, path: path, "cannot read the file; check its permissions.")
+            throw FileError(.unreadable, path: path, "cannot read the file; check its permissions.")
         }
         // A config.json is a few KB: bound its size and nesting before Foundation's recursive parser sees it.
         guard data.count <= 1 << 20 else {
-            throw CLIPCheckpointError(.invalidConfig, path: path,
-                                      "\(data.count) bytes is far larger than a CLIP config.json (a few KB). Download the model's config.json again.")
+            throw FileError(.invalidConfig, path: path,
+                            "\(data.count) bytes is far larger than a CLIP config.json (a few KB). Download the model's config.json again.")
         }
         var depth = 0, deepest = 0, inString = false, escaped = false
         for byte in data {
@@ -59,16 +59,16 @@ struct HFConfigFile {
             }
         }
         guard deepest <= 32 else {
-            throw CLIPCheckpointError(.invalidConfig, path: path,
-                                      "JSON nested \(deepest) levels deep; a CLIP config.json has a few. Download the model's config.json again.")
+            throw FileError(.invalidConfig, path: path,
+                            "JSON nested \(deepest) levels deep; a CLIP config.json has a few. Download the model's config.json again.")
         }
         let json: Any
         do { json = try JSONSerialization.jsonObject(with: data) } catch {
-            throw CLIPCheckpointError(.invalidConfig, path: path,
-                                      "not valid JSON (\(error.localizedDescription)). Download the model's config.json again.")
+            throw FileError(.invalidConfig, path: path,
+                            "not valid JSON (\(error.localizedDescription)). Download the model's config.json again.")
         }
         guard let top = json as? [String: Any] else {
-            throw CLIPCheckpointError(.invalidConfig, path: path, "not a JSON object. Download the model's config.json again.")
+            throw FileError(.invalidConfig, path: path, "not a JSON object. Download the model's config.json again.")
         }
         // Older configs also carry `text_config_dict` / `vision_config_dict`, which transformers lets override.
         func section(_ name: String) -> [String: Any] {
@@ -105,9 +105,9 @@ private func join(_ dir: String, _ name: String) -> String {
 func openCheckpoint(path: String) throws -> OpenedCheckpoint {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-        throw TensorIOError(.fileNotFound, path: path,
-                            "no such file or directory. Pass a CLIP checkpoint: an OpenAI .pt file, a torch.save state dict, "
-                            + "an open_clip .safetensors file, or a Hugging Face model directory (config.json + model.safetensors).")
+        throw FileError(.fileNotFound, path: path,
+                        "no such file or directory. Pass a CLIP checkpoint: an OpenAI .pt file, a torch.save state dict, "
+                        + "an open_clip .safetensors file, or a Hugging Face model directory (config.json + model.safetensors).")
     }
     if isDirectory.boolValue { return try openDirectory(path) }
     if (path as NSString).lastPathComponent == "config.json" {
@@ -128,11 +128,11 @@ private func openDirectory(_ dir: String, given: String? = nil) throws -> Opened
                       "open_clip_pytorch_model.bin"]
     guard let found = candidates.first(where: { exists(join(dir, $0)) }) else {
         let listing = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted()
-        throw TensorIOError(.fileNotFound, path: join(dir, "model.safetensors"),
-                            "no such file: this Hugging Face model directory has no model.safetensors "
-                            + "(it contains: \(listing.isEmpty ? "nothing" : listing.joined(separator: ", "))). "
-                            + "Download model.safetensors (and config.json) from the model's page into \(dir), "
-                            + "or pass the path of a checkpoint file instead.")
+        throw FileError(.fileNotFound, path: join(dir, "model.safetensors"),
+                        "no such file: this Hugging Face model directory has no model.safetensors "
+                        + "(it contains: \(listing.isEmpty ? "nothing" : listing.joined(separator: ", "))). "
+                        + "Download model.safetensors (and config.json) from the model's page into \(dir), "
+                        + "or pass the path of a checkpoint file instead.")
     }
     var opened: OpenedCheckpoint
     if found == "model.safetensors.index.json" {
@@ -157,15 +157,15 @@ private func openFile(_ path: String) throws -> OpenedCheckpoint {
         return try openTorch(TorchArchive(path: path), path: path)  // reports the legacy format
     }
     if file.count == 0 {
-        throw TensorIOError(.unknownFormat, path: path, "the file is empty. Download the checkpoint again.")
+        throw FileError(.wrongFormat, path: path, "the file is empty. Download the checkpoint again.")
     }
     let head = (file.bytes(offset: 0, length: min(8, file.count)) ?? []).map { b in
         (b < 16 ? "0" : "") + String(b, radix: 16)
     }.joined(separator: " ")
-    throw TensorIOError(.unknownFormat, path: path,
-                        "unknown checkpoint format: neither a PyTorch zip archive (.pt/.bin, starts with 'PK') nor a safetensors file "
-                        + "(8-byte header length, then '{'); the first bytes are \(head). Pass an OpenAI .pt file, a torch.save "
-                        + "state dict, an open_clip .safetensors file, or a Hugging Face model directory.")
+    throw FileError(.wrongFormat, path: path,
+                    "unknown checkpoint format: neither a PyTorch zip archive (.pt/.bin, starts with 'PK') nor a safetensors file "
+                    + "(8-byte header length, then '{'); the first bytes are \(head). Pass an OpenAI .pt file, a torch.save "
+                    + "state dict, an open_clip .safetensors file, or a Hugging Face model directory.")
 }
 
 private func openTorch(_ archive: TorchArchive, path: String) throws -> OpenedCheckpoint {
@@ -188,7 +188,7 @@ private func openShardedSafetensors(_ indexPath: String, directory: String) thro
     guard let data = FileManager.default.contents(atPath: indexPath),
           let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
           let weightMap = json["weight_map"] as? [String: String] else {
-        throw TensorIOError(.corrupt, path: indexPath, "not a valid safetensors index (expected a JSON object with a \"weight_map\"). Download it again.")
+        throw FileError(.corrupt, path: indexPath, "not a valid safetensors index (expected a JSON object with a \"weight_map\"). Download it again.")
     }
     var tensors: [String: RawTensor] = [:]
     for shard in Set(weightMap.values).sorted() {

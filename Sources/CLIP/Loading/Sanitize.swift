@@ -1,5 +1,6 @@
 import Foundation
 import TensorCore
+import TensorIO
 
 // ALL renaming of checkpoint keys to OpenAI's state-dict names lives in this file:
 //   - wrappers: torch.save dicts nesting the weights under "state_dict" / "model", DDP's "module."
@@ -71,7 +72,7 @@ enum TensorRecipe {
         case .transposed(let t):
             let m = try t.load()
             guard m.shape.count == 2 else {
-                throw CLIPCheckpointError(.shapeMismatch, path: "", "'\(t.name)' has shape \(m.shape), expected a matrix")
+                throw FileError(.badShape, path: "", "'\(t.name)' has shape \(m.shape), expected a matrix")
             }
             let (r, c) = (m.shape[0], m.shape[1])
             var out = [Float](repeating: 0, count: r * c)
@@ -91,7 +92,7 @@ enum TensorRecipe {
             }
             return Tensor(shape: [rows] + tail, data: data)
         case .incomplete(let missing):
-            throw CLIPCheckpointError(.missingTensor, path: "", "missing \(missing.joined(separator: ", "))")
+            throw FileError(.missingEntry, path: "", "missing \(missing.joined(separator: ", "))")
         }
     }
 }

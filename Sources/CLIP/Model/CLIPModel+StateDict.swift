@@ -1,4 +1,5 @@
 import TensorCore
+import TensorIO
 
 /// Assembles the towers from tensors under OpenAI's state-dict names (the canonical schema every
 /// checkpoint format is renamed to by the loader's `sanitize`).
@@ -33,13 +34,13 @@ extension CLIPModel {
     public static func load(path: String) throws -> CLIPModel {
         let weights = try loadCLIPWeights(path: path)
         if let act = weights.hiddenAct, act != "quick_gelu" {
-            throw CLIPCheckpointError(.unsupportedArchitecture, path: path,
-                                      "config.json sets hidden_act '\(act)'; PromptTune's towers use QuickGELU as OpenAI's CLIP does (hidden_act 'quick_gelu').")
+            throw FileError(.unsupported, path: path,
+                            "config.json sets hidden_act '\(act)'; PromptTune's towers use QuickGELU as OpenAI's CLIP does (hidden_act 'quick_gelu').")
         }
         do {
             return try CLIPModel(config: weights.config, tensors: weights.tensors)
         } catch let e as AssemblyError {
-            throw CLIPCheckpointError(.missingTensor, path: path, e.description)
+            throw FileError(.missingEntry, path: path, e.description)
         }
     }
 }
