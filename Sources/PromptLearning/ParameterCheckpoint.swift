@@ -45,15 +45,15 @@ public struct ParameterCheckpoint: Equatable, Sendable {
 
     /// Reads a prompt checkpoint: PromptTune's safetensors file, or a `.ptprompt` written by earlier
     /// versions (its context becomes `text.context`), told apart by content. Every refusal is a
-    /// `PromptCheckpointError` naming the file and its kind: the header is checked against itself
+    /// `FileError` naming the file and its kind: the header is checked against itself
     /// (settings the trainer would refuse, the parameters and shapes the method learns, progress
     /// against the epochs, one finite history record per finished epoch, the generator state) and
     /// every tensor against the header (present, its declared shape, finite; momentum only for
     /// learned parameters, of their shapes, finite). Shapes against a model are checked where one is
     /// at hand (`PromptArchitecture`, `restore`).
     public static func read(path: String) throws -> ParameterCheckpoint {
-        func fail(_ kind: PromptCheckpointError.Kind, _ why: String) -> PromptCheckpointError {
-            PromptCheckpointError(kind, path: path, why)
+        func fail(_ kind: FileError.Kind, _ why: String) -> FileError {
+            FileError(kind, path: path, why)
         }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
@@ -70,12 +70,12 @@ public struct ParameterCheckpoint: Equatable, Sendable {
         try? handle.close()
         if Array(magic) == PromptCheckpoint.magic { return try legacy(PromptCheckpoint.read(path: path)) }
         let tensors: [String: Tensor], meta: [String: String]
-        do { (tensors, meta) = try Safetensors.read(path: path) } catch let e as TensorIOError {
-            throw fail(e.kind == .truncated ? .truncated : .notACheckpoint,
+        do { (tensors, meta) = try Safetensors.read(path: path) } catch let e as FileError {
+            throw fail(e.kind == .truncated ? .truncated : .wrongFormat,
                        "not a PromptTune prompt checkpoint (\(e.message.hasPrefix(path + ": ") ? String(e.message.dropFirst(path.count + 2)) : e.message))")
         }
         guard meta["format"] == format, let json = meta["prompttune.header"] else {
-            throw fail(.notACheckpoint, "not a PromptTune prompt checkpoint (no '\(format)' header in its metadata)")
+            throw fail(.wrongFormat, "not a PromptTune prompt checkpoint (no '\(format)' header in its metadata)")
         }
         if let v = Int(meta["version"] ?? ""), v > version {
             throw fail(.newerVersion, "format version \(v) is newer than this PromptTune reads (\(version)); upgrade PromptTune")

@@ -249,8 +249,8 @@ public struct TrainedPrompt: Sendable {
                                  reference: r, epochsDone: r.epoch)
         }
         let c: ParameterCheckpoint
-        do { c = try ParameterCheckpoint.read(path: path) } catch let e as PromptCheckpointError where e.kind == .notACheckpoint {
-            throw PromptCheckpointError(.notACheckpoint, path: path, "\(e.message); give a prompt.safetensors from `train` or `run`, an earlier version's prompt.ptprompt, or a CoOp / KgCoOp / DAPT prompt_learner/model.pth.tar-N")
+        do { c = try ParameterCheckpoint.read(path: path) } catch let e as FileError where e.kind == .wrongFormat {
+            throw FileError(.wrongFormat, path: path, "\(e.message); give a prompt.safetensors from `train` or `run`, an earlier version's prompt.ptprompt, or a CoOp / KgCoOp / DAPT prompt_learner/model.pth.tar-N")
         }
         return TrainedPrompt(path: path, method: c.header.config.method, parameters: c.parameters, template: c.header.config.template,
                              modelDigest: c.header.modelDigest, classNames: c.header.classNames, reference: nil,

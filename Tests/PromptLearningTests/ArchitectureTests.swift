@@ -122,7 +122,7 @@ final class ArchitectureTests: XCTestCase {
             let url = dir.appendingPathComponent("bad\(i).safetensors")
             try bad.write(to: url)
             XCTAssertThrowsError(try ParameterCheckpoint.read(path: url.path), says) {
-                XCTAssertEqual(($0 as? PromptCheckpointError)?.kind, .inconsistent, "\($0)")
+                XCTAssertEqual(($0 as? FileError)?.kind, .inconsistent, "\($0)")
                 XCTAssertTrue("\($0)".hasPrefix(url.path) && "\($0)".contains(says), "\(says): \($0)")
             }
         }

@@ -39,8 +39,6 @@ final class ParameterCheckpointFuzzTests: XCTestCase {
                 counts["refused by the reader", default: 0] += 1; continue
             } catch is FileError {
                 counts["refused by the reader", default: 0] += 1; continue
-            } catch is PromptCheckpointError {
-                counts["refused by the reader", default: 0] += 1; continue
             } catch {
                 XCTFail("input \(i): untyped error \(error)"); continue
             }

@@ -58,9 +58,9 @@ final class TrainerTests: XCTestCase {
         let cut = dir.appendingPathComponent("cut.safetensors"), bad = dir.appendingPathComponent("bad.safetensors")
         try bytes.prefix(bytes.count - 10).write(to: cut)
         try Data("not a prompt".utf8).write(to: bad)
-        for (path, kind) in [(cut.path, PromptCheckpointError.Kind.truncated), (bad.path, .notACheckpoint), ("/nonexistent.safetensors", .fileNotFound)] {
+        for (path, kind) in [(cut.path, FileError.Kind.truncated), (bad.path, .wrongFormat), ("/nonexistent.safetensors", .fileNotFound)] {
             XCTAssertThrowsError(try ParameterCheckpoint.read(path: path)) { e in
-                XCTAssertEqual((e as? PromptCheckpointError)?.kind, kind, "\(e)")
+                XCTAssertEqual((e as? FileError)?.kind, kind, "\(e)")
                 XCTAssertTrue("\(e)".hasPrefix(path), "\(e)")
             }
         }
