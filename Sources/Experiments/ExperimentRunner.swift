@@ -247,13 +247,19 @@ public final class ExperimentRunner {
         return try classifier(c, names: names, dataset: s.dataset)
     }
 
-    /// NC measures of a classifier on a features set (view 0), or nil with a warning when undefined
-    /// (the measures need text features shared by every image).
+    /// NC measures of a classifier on a features set (view 0), or nil with a warning when undefined.
+    /// A classifier made per image is measured with its class features averaged over the set's
+    /// images (`classify`).
     func measure(_ set: LabeledFeatures, classifier: PromptClassifier, label: String, warnings: inout [String]) -> NeuralCollapseReport? {
-        guard case .shared(let text) = classifier else {
-            warnings.append("neural-collapse measures of \(label): the classifier is made per image; the measures need class text features shared by every image")
-            return nil
+        let text: Tensor
+        switch classifier {
+        case .shared(let t): text = t
+        case .perImage: text = classify(images: set.view(0), classifier: classifier).text
         }
+        return measure(set, text: text, label: label, warnings: &warnings)
+    }
+
+    func measure(_ set: LabeledFeatures, text: Tensor, label: String, warnings: inout [String]) -> NeuralCollapseReport? {
         do {
             return try NeuralCollapseReport.measure(images: set.view(0), labels: set.labels, text: text)
         } catch {
@@ -333,12 +339,13 @@ public final class ExperimentRunner {
             }
             let images = try evaluationImages(classifier, stored: f, request: FeatureRequest(dataset: s.dataset, split: .test,
                                                                                              selection: SelectionOptions(subset: s.subset), views: 1))
-            let r = evaluate(images: images.view(0), labels: images.labels, classifier: text, classNames: f.classNames)
+            let (scores, classText) = classify(images: images.view(0), classifier: text)
+            let r = evaluate(scores: scores, labels: images.labels, classNames: f.classNames)
             record.evaluations.append(EvaluationSummary(name: s.name, dataset: s.dataset.rawValue, classes: f.classNames.count,
                                                         count: r.count, accuracy: r.accuracy, macroF1: r.macroF1,
                                                         perClassAccuracy: r.perClassAccuracy))
             measured = Date()
-            if let m = measure(images, classifier: text, label: s.name, warnings: &record.warnings) { record.nc[s.name] = m }
+            if let m = measure(images, text: classText, label: s.name, warnings: &record.warnings) { record.nc[s.name] = m }
             analysis += Date().timeIntervalSince(measured)
         }
         let groups = ShotGroups.assign(classNames: train.classNames, labels: train.set.labels)

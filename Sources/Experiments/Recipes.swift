@@ -10,8 +10,9 @@ import Foundation
 /// - DAPT (mlvlab/DAPT `configs/trainers/DAPT/*.yaml`, `scripts/dapt/*`): per-dataset lr, beta_v and
 ///   beta_t, epochs as CoOp. `dapt-text` trains DAPT's text half with DAPT's lr and beta_t.
 /// - NPT (a documented reconstruction): the base method's recipe, lambda_lc = lambda_mi = 1.
-/// - CoCoOp (batch 1, 10 epochs, lr 0.002) and MaPLe (batch 4, 5 epochs, lr 0.0035) join when those
-///   methods land.
+/// - CoCoOp (KaiyangZhou/CoOp `configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml`):
+///   batch 1, 10 epochs, lr 0.002, 4 context vectors from "a photo of a", every protocol.
+/// - MaPLe (batch 4, 5 epochs, lr 0.0035) joins when it lands.
 /// Every number may be overridden for a whole grid (`--epochs --lr --batch-size --views --augment`)
 /// or per method in a plan file.
 public enum Recipes {
@@ -67,6 +68,9 @@ public enum Recipes {
             }
         case "vpt":
             r.views = 1
+        case "cocoop":
+            r.epochs = 10
+            r.batchSize = 1
         case "zeroshot", "linear-probe":
             r.epochs = 0
             r.views = 1

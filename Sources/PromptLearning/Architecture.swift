@@ -69,6 +69,8 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
     case visual
     /// Both (DAPT): `ContextAndVisualPromptArchitecture`.
     case contextAndVisual = "context+visual"
+    /// CoOp's context shifted per image by a meta-net of its feature (CoCoOp): `CoCoOpArchitecture`.
+    case cocoop
 
     /// The architecture of `method` for `classNames`, its parameters the `given` ones (each checked
     /// against the model; a name the method does not learn is refused) or drawn from `rng`.
@@ -91,11 +93,16 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
         case .contextAndVisual:
             return try ContextAndVisualPromptArchitecture(method: method, model: model, tokenizer: tokenizer, classNames: classNames,
                                                           given: given, rng: &rng)
+        case .cocoop:
+            return try CoCoOpArchitecture(method: method, model: model, tokenizer: tokenizer, classNames: classNames, given: given, rng: &rng)
         }
     }
 
     /// Whether the architecture puts prompts into the image tower (training then needs the images).
-    public var promptsImageTower: Bool { self != .context }
+    public var promptsImageTower: Bool { self == .visual || self == .contextAndVisual }
+
+    /// Whether the classifier is made per image (its text features depend on the image).
+    public var classifiesPerImage: Bool { self == .cocoop }
 
     /// The names of the tensors `method` learns under this architecture, in checkpoint order.
     public func parameterNames(_ method: Method) -> [String] {
@@ -103,6 +110,7 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
         case .context: return [ParameterName.textContext]
         case .visual: return [ParameterName.visualPrompt]
         case .contextAndVisual: return [ParameterName.textContext, ParameterName.visualPrompt]
+        case .cocoop: return CoCoOpArchitecture.parameterNames
         }
     }
 
@@ -117,6 +125,10 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
                 shapes[name] = method.prompt.classSpecific ? [classes, m, textWidth] : [m, textWidth]
             case ParameterName.visualPrompt:
                 shapes[name] = [method.visualPrompt?.tokens, imageWidth]
+            case CoCoOpArchitecture.meta1Weight, CoCoOpArchitecture.meta2Weight:
+                shapes[name] = [nil, nil]
+            case CoCoOpArchitecture.meta1Bias, CoCoOpArchitecture.meta2Bias:
+                shapes[name] = [nil]
             default: break
             }
         }

@@ -25,35 +25,42 @@ public func evaluate(images: Tensor, labels: [Int], text: Tensor, classNames: [S
 /// or text features made for each image (in chunks of `chunk` images).
 public func evaluate(images: Tensor, labels: [Int], classifier: PromptClassifier, classNames: [String],
                      chunk: Int = 64) -> EvaluationResult {
-    switch classifier {
-    case .shared(let text):
-        return evaluate(images: images, labels: labels, text: text, classNames: classNames)
-    case .perImage(let make):
-        return evaluate(scores: perImageScores(images: images, make: make, chunk: chunk), labels: labels, classNames: classNames)
-    }
+    evaluate(scores: classify(images: images, classifier: classifier, chunk: chunk).scores, labels: labels, classNames: classNames)
 }
 
-/// Cosine scores N x K of each image against its own text features (`make`: B x E normalised
-/// image features -> B x K x E), `chunk` images at a time.
-func perImageScores(images: Tensor, make: (Tensor) -> Tensor, chunk: Int) -> Tensor {
+/// Cosine scores N x K of images (any scale) against a classifier, and the class text features the
+/// neural-collapse measures use: the shared ones, or for a classifier made per image the mean over
+/// the images of each class's L2-normalised per-image text feature (CoCoOp's classifier "on average
+/// over the set"), K x E. A per-image classifier runs on `chunk` images at a time.
+public func classify(images: Tensor, classifier: PromptClassifier, chunk: Int = 64) -> (scores: Tensor, text: Tensor) {
     let f = L2Normalize.forward(images).0
-    let (n, e) = (f.rows, f.lastDim)
-    var scores: [Float] = []
-    var k = 0
-    for start in stride(from: 0, to: n, by: chunk) {
-        let rows = f.slice(rows: start..<min(n, start + chunk))
-        let text = make(rows)
-        k = text.shape[1]
-        let t = L2Normalize.forward(text.reshaped([rows.rows * k, e])).0
-        for b in 0..<rows.rows {
-            for c in 0..<k {
-                var dot: Float = 0
-                for x in 0..<e { dot += rows[b * e + x] * t[(b * k + c) * e + x] }
-                scores.append(dot)
+    switch classifier {
+    case .shared(let text):
+        return (matmul(f, L2Normalize.forward(text).0, transB: true), text)
+    case .perImage(let make):
+        let (n, e) = (f.rows, f.lastDim)
+        var scores: [Float] = []
+        var mean: [Double] = []
+        var k = 0
+        for start in stride(from: 0, to: n, by: chunk) {
+            let rows = f.slice(rows: start..<min(n, start + chunk))
+            let text = make(rows)
+            k = text.shape[1]
+            if mean.isEmpty { mean = [Double](repeating: 0, count: k * e) }
+            let t = L2Normalize.forward(text.reshaped([rows.rows * k, e])).0
+            for b in 0..<rows.rows {
+                for c in 0..<k {
+                    var dot: Float = 0
+                    for x in 0..<e {
+                        dot += rows[b * e + x] * t[(b * k + c) * e + x]
+                        mean[c * e + x] += Double(t[(b * k + c) * e + x])
+                    }
+                    scores.append(dot)
+                }
             }
         }
+        return (Tensor(shape: [n, k], data: scores), Tensor(shape: [k, e], data: mean.map { Float($0 / Double(max(1, n))) }))
     }
-    return Tensor(shape: [n, k], data: scores)
 }
 
 /// Accuracy and macro-F1 from scores N x K (the highest score is the prediction).

@@ -161,8 +161,13 @@ public struct Method: Codable, Equatable, Sendable {
     public static let vpt = Method(name: "vpt", prompt: PromptConfig(contextLength: 16),
                                    visualPrompt: VisualPromptConfig(tokens: 16), learnsText: false)
 
+    /// CoCoOp (KaiyangZhou/CoOp `trainers/cocoop.py`, `configs/trainers/CoCoOp`): 4 context vectors
+    /// from "a photo of a" shifted per image by a meta-net of the image feature; cross-entropy only.
+    public static let cocoop = Method(name: "cocoop", prompt: PromptConfig(contextLength: 4, initText: "a photo of a"),
+                                      architecture: .cocoop)
+
     public static let builtInBases: [String: Method] = ["coop": coop, "coop-csc": coopCSC, "kgcoop": kgcoop, "dapt-text": daptText,
-                                                        "dapt": dapt, "vpt": vpt]
+                                                        "dapt": dapt, "vpt": vpt, "cocoop": cocoop]
 
     private static let lock = NSLock()
     nonisolated(unsafe) private static var added: [String: Method] = [:]

@@ -229,3 +229,24 @@ extension Tensor {
         } }
     }
 }
+
+extension Tensor {
+    /// Adds `v` (the last dimension's length) to every row (a Linear layer's bias).
+    public mutating func addRowVector(_ v: Tensor) {
+        let d = lastDim, rows = count / max(1, d)
+        precondition(v.count == d, "addRowVector: \(v.count) values for rows of \(d)")
+        withMutablePointer { p in v.withPointer { pv in
+            for r in 0..<rows { for x in 0..<d { p[r * d + x] += pv[x] } }
+        } }
+    }
+
+    /// The sum of the rows (a Linear layer's bias gradient): a vector of the last dimension's length.
+    public func columnSums() -> Tensor {
+        let d = lastDim
+        var out = Tensor(zeros: [d])
+        out.withMutablePointer { po in withPointer { p in
+            for r in 0..<(count / max(1, d)) { for x in 0..<d { po[x] += p[r * d + x] } }
+        } }
+        return out
+    }
+}

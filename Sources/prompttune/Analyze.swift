@@ -27,9 +27,8 @@ struct Analyze: ParsableCommand {
     func report() throws -> (report: NeuralCollapseReport, text: String, images: String) {
         Compute.threads = threads
         let e = try PromptEvaluationJob(modelPath: model.model, promptPath: prompt, images: images.images, textOnly: textOnly).prepare()
-        guard case .shared(let text) = e.classifier else {
-            throw ValidationError("the \(e.textSource) makes its classifier per image; the neural-collapse measures need class text features shared by every image")
-        }
+        // A classifier made per image (CoCoOp) is measured with its class features averaged over the images.
+        let text = classify(images: e.images, classifier: e.classifier).text
         if !text.data.allSatisfy({ $0.isFinite }) {
             if let err = nonFiniteWeightsError(path: model.model, tensors: try loadCLIPWeights(path: model.model).tensors) { throw err }
             throw PresentedError(message: "the text features of the \(e.textSource) are not finite; nothing can be measured")
