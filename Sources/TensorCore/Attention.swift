@@ -60,14 +60,18 @@ public struct MultiheadAttention: Sendable {
     // x: R, C -> R, C, where the rows hold the (prefix and) sequences of `layout`; with
     // `outputRows`, only those rows leave the out-projection: S, C. With `keepLinearInputs` false
     // the cache holds no input or context (enough for a backward without weight gradients), and the
-    // context goes back to `workspace` at once.
+    // context goes back to `workspace` at once. `rounding` .half rounds qkv, the context and the
+    // output to fp16 values (what an fp16 model stores; scores and softmax stay fp32, as in fused
+    // attention kernels).
     public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil,
-                        workspace: Workspace? = nil, keepLinearInputs: Bool = true) -> (Tensor, Cache) {
+                        workspace: Workspace? = nil, keepLinearInputs: Bool = true,
+                        rounding: ActivationRounding = .none) -> (Tensor, Cache) {
         let (c, h) = (width, heads)
         let d = c / h
         precondition(x.rows == layout.rows && x.lastDim == c, "attention input \(x.shape) vs \(layout.rows) rows of width \(c)")
         precondition(layout.prefixes.isEmpty || causal, "a shared prefix needs causal attention")
-        let qkv = inProj.forward(x, workspace: workspace)
+        var qkv = inProj.forward(x, workspace: workspace)
+        rounding.apply(&qkv)
         let offsets = probOffsets(layout)
         // Every value of both is written below (the first product into each block has beta 0).
         var probs = Workspace.tensor(workspace, [offsets.total], zeroed: false).data
@@ -106,7 +110,9 @@ public struct MultiheadAttention: Sendable {
                 }
             }
         } } }
-        let y = outProj.forward(outputRows.map { context.gatherRows($0) } ?? context, workspace: workspace)
+        rounding.apply(&context)
+        var y = outProj.forward(outputRows.map { context.gatherRows($0) } ?? context, workspace: workspace)
+        rounding.apply(&y)
         if !keepLinearInputs {
             workspace?.recycle(context)
             return (y, Cache(input: Tensor(zeros: [0]), qkv: qkv, probs: probs, context: Tensor(zeros: [0]),
