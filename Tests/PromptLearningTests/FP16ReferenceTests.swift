@@ -29,7 +29,7 @@ import XCTest
 ///                  visual   0          195       0.0097     0.0132      0.0082
 ///
 /// Dropped updates (mean over steps of the fraction of nonzero updates that left an fp16 prompt
-/// element unchanged): coop 0.098 / 0.100 (0.49-0.63 in the warm-up steps), dapt 0.232 / 0.252
+/// element unchanged): coop 0.098 / 0.100 (0.34-0.63 in the warm-up steps), dapt 0.232 / 0.252
 /// (0.88-0.97 in the warm-up, 0.02-0.04 per step at 0.02), the same in ours; fp32 0 (coop) and
 /// 0.004 (dapt, its warm-up).
 final class FP16ReferenceTests: XCTestCase {
