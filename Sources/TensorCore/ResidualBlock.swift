@@ -68,8 +68,7 @@ public struct ResidualBlock: Sendable {
         var hidden = fc.forward(b, workspace: workspace)
         rounding.apply(&hidden)
         ws?.recycle(b)
-        var g = QuickGELU.forward(hidden, workspace: workspace)
-        rounding.apply(&g)
+        let g = rounding == .half ? QuickGELU.forwardHalf(hidden, workspace: workspace) : QuickGELU.forward(hidden, workspace: workspace)
         var y = proj.forward(g, workspace: workspace)
         rounding.apply(&y)
         ws?.recycle(g)
@@ -93,8 +92,11 @@ public struct ResidualBlock: Sendable {
         proj.backward(dy, input: cache.gelu, dx: &dg, grads: &projGrads)
         rounding.apply(&dg)
         var dHidden = Workspace.tensor(workspace, cache.hidden.shape)
-        QuickGELU.backward(dg, input: cache.hidden, dx: &dHidden)
-        rounding.apply(&dHidden)
+        if rounding == .half {
+            QuickGELU.backwardHalf(dg, input: cache.hidden, dx: &dHidden)
+        } else {
+            QuickGELU.backward(dg, input: cache.hidden, dx: &dHidden)
+        }
         var dB = Workspace.tensor(workspace, cache.ln2.input.shape)
         fc.backward(dHidden, input: cache.ln2Out, dx: &dB, grads: &fcGrads)
         rounding.apply(&dB)

@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import TensorCore
+import TestSupport
 import XCTest
 
 /// fp32 -> fp16 -> fp32 rounding against hand-picked bit patterns and against Swift's `Float16`
@@ -97,5 +98,60 @@ final class HalfRoundingTests: XCTestCase {
         var a = t
         ActivationRounding.none.apply(&a)
         XCTAssertEqual(a, t)
+    }
+}
+
+/// The fp16 model's own layers (`ActivationRounding.half`): QuickGELU as CLIP's three fp16 ops and
+/// attention probabilities rounded as fused fp16 kernels round them.
+final class HalfLayerTests: XCTestCase {
+    /// Against PyTorch 2.13 on fp16 CPU tensors: `x * torch.sigmoid(1.702 * x)` and its autograd
+    /// gradient. (PyTorch's CPU sigmoid backward rounds each of its three ops, CUDA's and ours once;
+    /// on these values they agree.)
+    func testQuickGELUAgainstPyTorch() {
+        let x = Tensor(shape: [10], data: [-3.5, -1.0, -0.2998046875, 0.00010001659393310547, 0.5, 1.2998046875, 2.69921875, 7.8984375,
+                                           -3.05078125, -1.5])
+        let dy = Tensor(shape: [10], data: [1.0, -0.5, 0.25, 3.0, -2.0, 0.125, 1.5, -0.75, 1.0, -1.0])
+        let y: [Float] = [-0.009033203125, -0.1541748046875, -0.11248779296875, 5.0008296966552734e-05, 0.350341796875, 1.171875,
+                          2.671875, 7.8984375, -0.0168914794921875, -0.1083984375]
+        let dx: [Float] = [-0.01275634765625, 0.03387451171875, 0.06390380859375, 1.5, -1.7578125, 0.13720703125, 1.5546875, -0.75,
+                           -0.0230560302734375, 0.098876953125]
+        XCTAssertEqual(QuickGELU.forwardHalf(x).data, y)
+        // The last two are where one rounding of the fused fp32 op gives another value.
+        XCTAssertNotEqual(Array(QuickGELU.forward(x).roundedToHalf().data[8...]), Array(y[8...]))
+        var g = Tensor(zeros: [10])
+        QuickGELU.backwardHalf(dy, input: x, dx: &g)
+        XCTAssertEqual(g.data, dx)
+        QuickGELU.backwardHalf(dy, input: x, dx: &g)
+        XCTAssertEqual(g.data, dx.map { 2 * $0 }, "accumulates")
+    }
+
+    /// With .half, each row's probabilities are fp16 values times the row's largest probability
+    /// (exp(s - max) rounded, divided by the fp32 sum), qkv and the output are fp16 values, and the
+    /// result stays near fp32's.
+    func testAttentionProbabilitiesAndOutputs() {
+        var rng = SeededGenerator(seed: 21)
+        let c = 16
+        let attention = MultiheadAttention(inProj: Linear(weight: .randomNormal([3 * c, c], std: 0.3, using: &rng), bias: .randomNormal([3 * c], std: 0.02, using: &rng)),
+                                           outProj: Linear(weight: .randomNormal([c, c], std: 0.3, using: &rng), bias: nil), heads: 2)
+        let layout = SequenceLayout(lengths: [5, 20])
+        let x = Tensor.randomNormal([25, c], using: &rng).roundedToHalf()
+        let (y16, cache16) = attention.forward(x, layout: layout, causal: true, rounding: .half)
+        let (y32, cache32) = attention.forward(x, layout: layout, causal: true)
+        XCTAssertEqual(y16, y16.roundedToHalf())
+        XCTAssertEqual(cache16.qkv, cache16.qkv.roundedToHalf())
+        XCTAssertNotEqual(y16, y32)
+        XCTAssertLessThan(maxDiff(y16, y32), 5e-3 * y32.maxAbs)
+        // Sequence 1 (20 rows, causal) holds row r's probabilities over r + 1 keys; per head, 20 x 20.
+        let offset = 2 * 5 * 5
+        for head in 0..<2 {
+            for r in 0..<20 {
+                let row = Array(cache16.probs[(offset + head * 400 + r * 20)..<(offset + head * 400 + r * 20 + 20)])
+                let m = row.max()!
+                for v in row { XCTAssertEqual(v / m, roundedToHalf(v / m), accuracy: 2e-7 * max(1, abs(v / m))) }
+                XCTAssertEqual(row.reduce(0, +), 1, accuracy: 2e-3)
+                XCTAssertTrue(row[(r + 1)...].allSatisfy { $0 == 0 }, "masked")
+            }
+        }
+        XCTAssertNotEqual(cache16.probs, cache32.probs)
     }
 }
