@@ -26,7 +26,8 @@ the result stored in fp16; `cuda_sgd_step` below). PyTorch's CPU kernels differ 
 fp16 `add` rounds `alpha` (the learning rate, the weight decay) to fp16 first; the run with
 `torch.optim.SGD` itself on the CPU is recorded too (`cpu_sgd_*`), to show what that changes.
 
-Recorded per case (Goldens/fp16/<case>.{json,safetensors}): the parameters after every step,
+Recorded per case (Goldens/fp16/<case>.{json,safetensors}): the parameters after every step (for
+CoOp also the text features of the initial context and the first step's gradient),
 losses, learning rates, the fraction of prompt elements whose update (lr * buf, nonzero) left the
 fp16 parameter unchanged ("dropped"), and the final parameters of the torch.optim.SGD run
 (`cpu_sgd_final_*`). Cases: coop and coop_lr002 (base rate 0.05 as Goldens/engine, and CoOp's own
@@ -126,6 +127,7 @@ def coop_case(model, optimizer, lr0=None):
 
     image_features = feats.half()
     image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    first = {}
     sgd = torch.optim.SGD([ctx], lr=1.0, momentum=MOMENTUM, weight_decay=WD) if optimizer == "cpu" else None
     bufs = [None]
     log = dict(losses=[], lrs=meta["lrs"], dropped=[])
@@ -133,6 +135,10 @@ def coop_case(model, optimizer, lr0=None):
     for s, batch in enumerate(meta["batches"]):
         idx = torch.tensor(batch)
         t = text_features()
+        if s == 0:
+            # Taken from the training step: under no_grad nn.MultiheadAttention takes its fast path,
+            # another kernel than training runs.
+            first["text_features_init"] = t.detach().float().clone()
         t = t / t.norm(dim=-1, keepdim=True)
         logit_scale = model.logit_scale.exp()
         logits = logit_scale * image_features[idx] @ t.t()
@@ -141,6 +147,8 @@ def coop_case(model, optimizer, lr0=None):
         ctx.grad = None
         loss.backward()
         assert ctx.grad.dtype == torch.float16
+        if s == 0:
+            first["grad_ctx_step_0"] = ctx.grad.float().clone()
         lr = meta["lrs"][s]
         if sgd is not None:
             before = ctx.detach().clone()
@@ -155,7 +163,7 @@ def coop_case(model, optimizer, lr0=None):
         log["losses"].append(loss.item())
         log["dropped"].append(dropped / max(1, attempted))
         steps.append(ctx.detach().float().clone())
-    return log, {"ctx_init": ctx_init.half().float(), "ctx_steps": torch.stack(steps)}
+    return log, dict(first, ctx_init=ctx_init.half().float(), ctx_steps=torch.stack(steps))
 
 
 def dapt_case(model, optimizer, lr0=None):

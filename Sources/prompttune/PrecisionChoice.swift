@@ -17,7 +17,7 @@ enum PrecisionChoice: String, CaseIterable, ExpressibleByArgument {
         fp32 (exact; the references' PREC = "fp32"), bf16 (the frozen towers' layer products read bf16 inputs, \
         fp32 accumulation; needs AVX-512 BF16 or AMX) or fp16-reference (the references' default fp16 training \
         approached: CLIP's weights, the activations between layers, the prompts, their gradients and each SGD \
-        op rounded to fp16 values while computing in fp32; on the tiny CLIP its prompts end 0.24-1.6 % of \
+        op rounded to fp16 values while computing in fp32; on the tiny CLIP its prompts end 0.25-1.1 % of \
         their movement from a CPU fp16 run of the reference code, as far as fp32's or closer, and it drops \
         the updates fp16 drops, e.g. 88-97 % in DAPT's warm-up epoch; not exact, see docs/DESIGN.md).
         """

@@ -14,19 +14,19 @@ import XCTest
 /// stores in fp16, so it is not the reference bit for bit. Asserted: it drops the same prompt
 /// updates (fp32 drops almost none), it follows the reference through the warm-up epoch, where
 /// fp16 drops most updates, at least ten times closer than fp32 training, and at the end it is
-/// at most as far as fp32 (DAPT at 0.02: closer), at the reference's own noise floor.
+/// as far as fp32 (CoOp) or closer (DAPT), at the reference's own noise floor.
 ///
 /// Measured on this machine (distance of the prompts to the fp16 reference's, ‖ours - ref‖ over
 /// ‖ref - initial‖; docs/DESIGN.md, "fp16-reference training"):
 ///
 ///     case         param    end of warm-up       final                  reference CPU vs CUDA SGD, final
 ///                           fp16-ref   fp32      fp16-ref   fp32
-///     coop 0.05    context  0.012      0.28      0.0030     0.0029      0.0026
-///     coop 0.002   context  0.012      0.28      0.0024     0.0024      0.0027
-///     dapt 0.5     text     0.080      0.81      0.0110     0.0146      0.0100
-///                  visual   0          195       0.0160     0.0164      0.0093
-///     dapt 0.02    text     0.080      0.81      0.0095     0.0138      0.0084
-///                  visual   0          195       0.0097     0.0132      0.0082
+///     coop 0.05    context  0.012      0.28      0.0029     0.0029      0.0026
+///     coop 0.002   context  0.012      0.28      0.0025     0.0024      0.0027
+///     dapt 0.5     text     0.078      0.81      0.0107     0.0146      0.0100
+///                  visual   0          195       0.0114     0.0164      0.0093
+///     dapt 0.02    text     0.078      0.81      0.0113     0.0138      0.0084
+///                  visual   0          195       0.0112     0.0132      0.0082
 ///
 /// Dropped updates (mean over steps of the fraction of nonzero updates that left an fp16 prompt
 /// element unchanged): coop 0.098 / 0.100 (0.34-0.63 in the warm-up steps), dapt 0.232 / 0.252
@@ -158,6 +158,52 @@ final class FP16ReferenceTests: XCTestCase {
         check(label, ParameterName.textContext, d, finalCloser: false)
     }
 
+    /// The first forward and gradient: the text features of the initial context and the first
+    /// step's context gradient, against the reference's fp16 ones, and fp32's rounded to fp16 as
+    /// the baseline. Measured: features equal in 42 % of elements (fp32 rounded: 41 %), relative RMS
+    /// difference 4.90e-4 (4.93e-4); gradient equal in 4 % (4 %), relative RMS 5.2e-3 (5.7e-3). So
+    /// the rounded forward is not measurably closer to this reference than fp32's, the gradient a
+    /// little. Much of the forward's distance is PyTorch's CPU attention kernel: for rows of 16
+    /// keys or more it computes exp with a fast approximation (`exp_u20`) before rounding the
+    /// probabilities to fp16, and a quarter of its fp16 attention outputs then differ by one fp16
+    /// spacing from the same computation with an exact exp (with fewer keys, on its exact scalar
+    /// exp, fp16-reference's attention is the kernel's bit for bit). With the reference's attention
+    /// patched to an exact exp (a check by hand, not committed), fp16-reference's features differ
+    /// from it in 32 % of the elements instead of 58 %; the rest are one-spacing roundings that went
+    /// the other way after fp32 sums in another order. CUDA's kernels differ from both.
+    func testCoOpFirstFeaturesAndGradient() throws {
+        let t = try Safetensors.read(path: Self.dir.appendingPathComponent("coop.safetensors").path).tensors
+        let engine = try JSONDecoder().decode(EngineGolden.self, from: Data(contentsOf: repoRoot.appendingPathComponent("Goldens/engine/coop.json")))
+        let features = try FeatureSet.read(path: repoRoot.appendingPathComponent("Goldens/engine/features.safetensors").path).labeled
+        let initial = try Safetensors.read(path: repoRoot.appendingPathComponent("Goldens/engine/coop.safetensors").path).tensors["ctx_init"]!
+        func measure(_ precision: TrainingPrecision) throws -> (features: Tensor, gradient: Tensor) {
+            let config = TrainConfig(method: Method(name: "coop", prompt: PromptConfig(contextLength: 4)), epochs: 5, batchSize: 8,
+                                     precision: precision)
+            let tuner = try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: .features(features), config: config,
+                                        initialParameters: ParameterSet([(ParameterName.textContext, initial)]))
+            guard case .shared(let f) = tuner.architecture.classifier(tuner.parameters) else { throw XCTSkip("CoOp's classifier is shared") }
+            let g = tuner.evaluate(try tuner.loadBatch(engine.batches[0], epoch: 0)).1[ParameterName.textContext]!
+            return (f.roundedToHalf(), g.roundedToHalf())  // fp16 tensors in the reference (fp16-reference's already are)
+        }
+        let (half, single) = (try measure(.fp16Reference), try measure(.fp32))
+        // The fraction of elements equal to the reference's, and the root-mean-square difference
+        // relative to the reference's (a maximum difference is one fp16 spacing for a rounding that
+        // went the other way, and says little).
+        func report(_ what: String, _ ours: Tensor, _ want: Tensor) -> (equal: Double, relative: Double) {
+            let equal = Double(zip(ours.data, want.data).filter { $0 == $1 }.count) / Double(want.count)
+            let d = zip(ours.data, want.data).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+            return (equal, (d / want.data.reduce(0.0) { $0 + Double($1) * Double($1) }).squareRoot())
+        }
+        let (fh, fs) = (report("features", half.features, t["text_features_init"]!), report("features", single.features, t["text_features_init"]!))
+        let (gh, gs) = (report("gradient", half.gradient, t["grad_ctx_step_0"]!), report("gradient", single.gradient, t["grad_ctx_step_0"]!))
+        print(String(format: "fp16 reference coop, first step: text features equal to the reference's in %.0f %% of elements (fp32 %.0f %%), relative RMS difference %.2e (fp32 %.2e); context gradient equal in %.0f %% (fp32 %.0f %%), relative RMS difference %.2e (fp32 %.2e)",
+                     100 * fh.equal, 100 * fs.equal, fh.relative, fs.relative, 100 * gh.equal, 100 * gs.equal, gh.relative, gs.relative))
+        XCTAssertEqual(half.features, half.features.roundedToHalf())
+        XCTAssertGreaterThan(fh.equal, 0.3, "features equal to the reference's")
+        XCTAssertLessThan(fh.relative, 1.05 * fs.relative, "features as close as fp32's or closer")
+        XCTAssertLessThan(gh.relative, gs.relative, "gradient closer than fp32's")
+    }
+
     func testCoOpAtRate005() throws { try coop("coop", label: "coop lr 0.05") }
     func testCoOpAtRate0002() throws { try coop("coop_lr002", label: "coop lr 0.002") }
 
@@ -199,7 +245,7 @@ final class FP16ReferenceTests: XCTestCase {
         }
     }
 
-    func testDAPTAtRate05() throws { try dapt("dapt", label: "dapt lr 0.5", lr0: nil, finalCloser: false) }
+    func testDAPTAtRate05() throws { try dapt("dapt", label: "dapt lr 0.5", lr0: nil, finalCloser: true) }
     func testDAPTAtRate002() throws { try dapt("dapt_lr002", label: "dapt lr 0.02", lr0: 0.02, finalCloser: true) }
 }
 
