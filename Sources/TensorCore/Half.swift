@@ -36,8 +36,9 @@ extension Tensor {
 public enum ActivationRounding: String, Sendable, Equatable, Codable {
     case none
     /// Rounded to fp16 values where the reference's fp16 model stores a tensor: the tower inputs,
-    /// each LayerNorm's output, each linear layer's and QuickGELU's output, both residual sums of
-    /// every block, and the gradients between blocks and at each residual.
+    /// each LayerNorm's output, each linear layer's output, QuickGELU's three ops, both residual
+    /// sums of every block, the attention probabilities as fused fp16 kernels round them, and the
+    /// gradients between blocks, at each residual and through the MLP.
     case half
 
     /// Rounds `t` in place when this is `.half`.
