@@ -262,6 +262,44 @@ DISPATCH(void, pt_axpy, (float *acc, float alpha, const float *x, long n), (acc,
 
 void pt_accumulate(float *acc, const float *x, long n) { pt_add(acc, acc, x, n); }
 
+// Round to the nearest fp16 value, returned as fp32 (IEEE round-to-nearest-even): normal results
+// drop 13 mantissa bits with ties to even (the carry may step the exponent); below 2^-14, adding
+// and subtracting 0.5 rounds to the subnormal quantum 2^-24 in the FPU's own nearest-even; 65520
+// and above overflow to infinity; infinities and NaNs pass unchanged. In place when out == inp.
+INLINE vi round_half_bits(vi a) {
+    vi normal = (a + 0xfff + ((a >> 13) & 1)) & (int)0xffffe000;
+    vf f, r;
+    memcpy(&f, &a, sizeof f);
+    r = (f + 0.5f) - 0.5f;
+    vi sub;
+    memcpy(&sub, &r, sizeof sub);
+    vi isSub = a < 0x38800000, isBig = a >= 0x477ff000, isSpecial = a >= 0x7f800000;
+    vi y = (sub & isSub) | (normal & ~isSub);
+    y = (y & ~isBig) | (0x7f800000 & isBig);
+    return (y & ~isSpecial) | (a & isSpecial);
+}
+
+INLINE void pt_round_half_impl(float *out, const float *inp, long n) {
+    long i = 0;
+    for (; i + VW <= n; i += VW) {
+        vi u;
+        memcpy(&u, inp + i, sizeof u);
+        vi y = round_half_bits(u & 0x7fffffff) | (u & (int)0x80000000);
+        memcpy(out + i, &y, sizeof y);
+    }
+    if (i < n) {
+        // The tail through one padded vector, so it rounds exactly as the body does.
+        float in[VW] = {0}, res[VW];
+        memcpy(in, inp + i, (size_t)(n - i) * sizeof(float));
+        vi u;
+        memcpy(&u, in, sizeof u);
+        vi y = round_half_bits(u & 0x7fffffff) | (u & (int)0x80000000);
+        memcpy(res, &y, sizeof y);
+        memcpy(out + i, res, (size_t)(n - i) * sizeof(float));
+    }
+}
+DISPATCH(void, pt_round_half, (float *out, const float *inp, long n), (out, inp, n))
+
 void pt_broadcast_rows(float *out, const float *bias, long N, long C) {
     for (long r = 0; r < N; r++) memcpy(out + r * C, bias, (size_t)C * sizeof(float));
 }

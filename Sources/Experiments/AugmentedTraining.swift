@@ -23,6 +23,8 @@ public struct AugmentedTrainingJob {
     public var template: String?
     public var folder: RunFolder
     public var resume: Bool
+    /// fp32, or the references' fp16 training approached (`TrainingPrecision`).
+    public var precision: TrainingPrecision = .fp32
 
     public init(modelPath: String, root: URL, dataset: DatasetName, selection: SelectionOptions, method: Method, epochs: Int,
                 learningRate: Double, batchSize: Int, template: String?, folder: RunFolder, resume: Bool) {
@@ -43,7 +45,8 @@ public struct AugmentedTrainingJob {
         var optimizer = OptimizerConfig()
         optimizer.learningRate = learningRate
         let config = TrainConfig(method: method, optimizer: optimizer, epochs: epochs, batchSize: batchSize, seed: UInt64(selection.seed),
-                                 template: template ?? method.handTemplate(dataset: dataset.rawValue, default: s.template))
+                                 template: template ?? method.handTemplate(dataset: dataset.rawValue, default: s.template),
+                                 precision: precision)
         let tuner = try PromptTuner(model: clip, tokenizer: try CLIPTokenizer(), data: .images(images), config: config,
                                     modelDigest: digest, dataDigest: images.digest)
         let run = try TrainingRun(folder: folder, tuner: tuner, resume: resume ? .require : .refuse)

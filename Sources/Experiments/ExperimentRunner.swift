@@ -34,8 +34,11 @@ public final class ExperimentRunner {
     public var model: CLIPModel { store.model }
     /// The model's file name (the folder's for a Hugging Face directory), as records name it.
     public let modelName: String
-    /// "bf16" when the frozen towers run with bf16 products, nil for exact fp32.
+    /// "bf16" when the frozen towers run with bf16 products, "fp16-reference" for the references'
+    /// fp16 training approached, nil for exact fp32.
     public let precision: String?
+    /// fp16-reference: the model is rounded (features encoded by it) and every cell trains so.
+    public let trainingPrecision: TrainingPrecision
     /// The sub-folder of `runs/` for this model and precision (``CellInputs/folderName``).
     public var modelFolder: String { CellInputs.folderName(modelName: modelName, modelDigest: store.modelDigest, precision: precision) }
     /// Asked after every epoch; true stops the grid with `RunInterrupted` (the checkpoint stays).
@@ -50,18 +53,22 @@ public final class ExperimentRunner {
     var board: CellBoard?
     let events: (RunEvent) -> Void
 
-    public init(modelPath: String, root: URL, out: URL, events: @escaping (RunEvent) -> Void = { _ in }) throws {
+    public init(modelPath: String, root: URL, out: URL, trainingPrecision: TrainingPrecision = .fp32,
+                events: @escaping (RunEvent) -> Void = { _ in }) throws {
         let digest = try modelDigest(modelPath)
-        let model = try CLIPModel.load(path: modelPath)
+        let model = trainingPrecision.model(try CLIPModel.load(path: modelPath))
+        // The precision keys features, cells and records: bf16 products, or fp16-reference training.
+        let precision = trainingPrecision == .fp16Reference ? trainingPrecision.rawValue
+            : Compute.precision == .fp32 ? nil : Compute.precision.rawValue
         self.results = ResultsFolder(out)
         // Features are keyed by the model too: another checkpoint gets its own folder.
         self.store = FeatureStore(model: model, modelPath: modelPath, modelDigest: digest, root: root,
-                                  directory: results.features.appendingPathComponent(
-                                      Compute.precision == .fp32 ? digest : "\(digest)-\(Compute.precision.rawValue)"))
+                                  directory: results.features.appendingPathComponent(precision.map { "\(digest)-\($0)" } ?? digest))
         self.tokenizer = try CLIPTokenizer()
         self.events = events
         self.modelName = URL(fileURLWithPath: modelPath).standardizedFileURL.lastPathComponent
-        self.precision = Compute.precision == .fp32 ? nil : Compute.precision.rawValue
+        self.precision = precision
+        self.trainingPrecision = trainingPrecision
     }
 
     /// The folder of cell `spec` under this runner's model and precision.
@@ -398,7 +405,8 @@ public final class ExperimentRunner {
         var optimizer = OptimizerConfig()
         optimizer.learningRate = spec.recipe.learningRate
         return TrainConfig(method: method, optimizer: optimizer, epochs: spec.recipe.epochs, batchSize: spec.recipe.batchSize,
-                           seed: UInt64(spec.seed), template: method.handTemplate(dataset: spec.dataset, default: datasetTemplate))
+                           seed: UInt64(spec.seed), template: method.handTemplate(dataset: spec.dataset, default: datasetTemplate),
+                           precision: trainingPrecision)
     }
 }
 

@@ -28,6 +28,8 @@ public struct TrainingJob {
     public var template: String?
     public var folder: RunFolder
     public var resume: Bool
+    /// fp32, or the references' fp16 training approached (`TrainingPrecision`).
+    public var precision: TrainingPrecision = .fp32
 
     public init(modelPath: String, featuresPath: String, method: Method, epochs: Int, learningRate: Double, batchSize: Int,
                 seed: UInt64, template: String?, folder: RunFolder, resume: Bool) {
@@ -50,7 +52,8 @@ public struct TrainingJob {
         optimizer.learningRate = learningRate
         let datasetTemplate = set.provenance["template"] ?? "a photo of a {}."
         let config = TrainConfig(method: method, optimizer: optimizer, epochs: epochs, batchSize: batchSize, seed: seed,
-                                 template: template ?? method.handTemplate(dataset: set.provenance["dataset"] ?? "", default: datasetTemplate))
+                                 template: template ?? method.handTemplate(dataset: set.provenance["dataset"] ?? "", default: datasetTemplate),
+                                 precision: precision)
         let tuner = try PromptTuner(model: clip, tokenizer: try CLIPTokenizer(), data: .features(set.labeled), config: config,
                                     modelDigest: digest, dataDigest: try contentDigest(path: featuresPath))
         let run = try TrainingRun(folder: folder, tuner: tuner, resume: resume ? .require : .refuse)

@@ -201,7 +201,9 @@ struct ImagePiece {
         case .pixels(let pixels):
             let (raw, trace) = tower.forward(pixels: pixels, extraTokens: tokens, keepCaches: tokens != nil, workspace: workspace,
                                              keepLinearInputs: false)
-            let (normalised, cache) = L2Normalize.forward(raw)
+            let (unrounded, cache) = L2Normalize.forward(raw)
+            var normalised = unrounded
+            tower.activationRounding.apply(&normalised)  // an fp16 tower's features are normalised in fp16
             guard tokens != nil else { return (normalised, nil) }
             var tr = trace
             return (normalised, { [tower] dImages in

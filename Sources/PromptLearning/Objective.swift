@@ -30,18 +30,42 @@ public struct ObjectiveValue: Sendable {
 /// With `imageGradient`, also the gradient w.r.t. those normalised image features (`dImages`).
 /// Text features B x K x E (one set per image, CoCoOp) give per-image logits; the method's terms
 /// are defined on shared text features and must be absent there.
+///
+/// `rounding` .half rounds what CoOp's head holds in fp16 with an fp16 CLIP: the normalised text
+/// features, the scaled image features (`logit_scale * image_features`, then the product with the
+/// text features), the logits and the gradients back through them (the terms stay fp32; the
+/// images are the caller's to round; per-image text features are not rounded).
 public func objective(method: Method, textFeatures: Tensor, images: Tensor, labels: [Int], logitScale: Float,
-                      inputs: TermInputs, imageGradient: Bool = false) -> ObjectiveValue {
+                      inputs: TermInputs, imageGradient: Bool = false, rounding: ActivationRounding = .none) -> ObjectiveValue {
     if textFeatures.rank == 3 {
         precondition(method.terms.allSatisfy { $0.weight == 0 }, "the terms of \(method.name) need shared text features (K x E)")
         return perImageObjective(textFeatures: textFeatures, images: images, labels: labels, logitScale: logitScale,
                                  imageGradient: imageGradient)
     }
-    let (t, cache) = L2Normalize.forward(textFeatures)
-    let logits = clipLogits(image: images, text: t, scale: logitScale)
-    let (ce, dLogits) = crossEntropy(logits: logits, labels: labels)
-    var dT = matmul(dLogits, images, transA: true) * logitScale
-    var dF: Tensor? = imageGradient ? matmul(dLogits, t) * logitScale : nil
+    let (normalised, cache) = L2Normalize.forward(textFeatures)
+    var t = normalised
+    rounding.apply(&t)
+    let logits: Tensor, scaledImages: Tensor?
+    if rounding == .half {
+        var s = images * logitScale
+        s.roundToHalf()
+        logits = matmul(s, t, transB: true).roundedToHalf()
+        scaledImages = s
+    } else {
+        logits = clipLogits(image: images, text: t, scale: logitScale)
+        scaledImages = nil
+    }
+    let (ce, dCE) = crossEntropy(logits: logits, labels: labels)
+    var dLogits = dCE
+    rounding.apply(&dLogits)
+    var dT: Tensor, dF: Tensor?
+    if let s = scaledImages {
+        dT = matmul(dLogits, s, transA: true).roundedToHalf()
+        dF = imageGradient ? (matmul(dLogits, t).roundedToHalf() * logitScale).roundedToHalf() : nil
+    } else {
+        dT = matmul(dLogits, images, transA: true) * logitScale
+        dF = imageGradient ? matmul(dLogits, t) * logitScale : nil
+    }
     var total = ce
     var terms = ["ce": ce]
     let arguments = TermArguments(text: t, images: images, labels: labels, inputs: inputs)
@@ -63,8 +87,11 @@ public func objective(method: Method, textFeatures: Tensor, images: Tensor, labe
         for j in 1..<k where logits[i * k + j] > logits[i * k + best] { best = j }
         if best == y { correct += 1 }
     }
+    rounding.apply(&dT)
+    if dF != nil { rounding.apply(&dF!) }
     var dText = Tensor(zeros: textFeatures.shape)
     L2Normalize.backward(dT, cache: cache, dx: &dText)
+    rounding.apply(&dText)
     return ObjectiveValue(total: total, terms: terms, accuracy: Double(correct) / Double(max(1, labels.count)), dText: dText,
                           dImages: dF)
 }

@@ -36,3 +36,38 @@ public func sgdStep(_ p: inout Tensor, gradient g: Tensor, momentumBuffer buf: i
     let step = Float(lr)
     for i in 0..<p.count { p[i] -= step * buf![i] }
 }
+
+/// PyTorch's SGD step (dampening 0, no Nesterov) on fp16 parameters, as PyTorch computes it for
+/// fp16 CUDA tensors: `_single_tensor_sgd` and `_multi_tensor_sgd` (the foreach path) do the same
+/// three element-wise ops, each computed in fp32 ("opmath", the scalar kept in fp32) and its result
+/// stored in fp16:
+///
+///     d   = fp16(g + wd * p)                       grad.add(param, alpha=weight_decay)
+///     buf = d at the first step, else fp16(fp16(buf * momentum) + d)   buf.mul_(momentum).add_(d)
+///     p   = fp16(p + (-lr) * buf)                  param.add_(buf, alpha=-lr)
+///
+/// `a + alpha * b` is one fused multiply-add (nvcc contracts it by default). The gradient is first
+/// rounded to fp16, as an fp16 parameter's `.grad` is; `p` and `buf` are expected to hold fp16
+/// values already (they do when every step is this one and the initial prompt was rounded). An
+/// update smaller than half the spacing of fp16 values around p leaves p unchanged: the rounding
+/// that drops small prompt updates at low learning rates. (PyTorch on the CPU differs in one
+/// point: its fp16 `add` rounds `alpha` itself to fp16 first.)
+public func sgdStepHalf(_ p: inout Tensor, gradient g: Tensor, momentumBuffer buf: inout Tensor?, lr: Double,
+                        config c: OptimizerConfig) {
+    precondition(p.shape == g.shape, "sgdStepHalf: parameter \(p.shape) and gradient \(g.shape)")
+    var d = g.roundedToHalf()
+    for i in 0..<d.count { d[i] = d[i].addingProduct(c.weightDecay, p[i]) }
+    d.roundToHalf()
+    if var b = buf {
+        for i in 0..<b.count { b[i] *= c.momentum }
+        b.roundToHalf()
+        for i in 0..<b.count { b[i] += d[i] }
+        b.roundToHalf()
+        buf = b
+    } else {
+        buf = d
+    }
+    let step = -Float(lr)
+    for i in 0..<p.count { p[i] = p[i].addingProduct(step, buf![i]) }
+    p.roundToHalf()
+}

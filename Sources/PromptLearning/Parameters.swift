@@ -61,18 +61,22 @@ public enum ParameterName {
     public static let visualPrompt = "visual.prompt"
 }
 
-/// SGD with momentum over named parameters: PyTorch's step (see `sgdStep`), one momentum buffer per
-/// name, created at the parameter's first step.
+/// SGD with momentum over named parameters: PyTorch's step (see `sgdStep`; `sgdStepHalf` for
+/// fp16-reference training), one momentum buffer per name, created at the parameter's first step.
 public struct SGDState: Equatable, Sendable {
     public var momentum = ParameterSet()
     public init() {}
 
-    public mutating func step(_ params: inout ParameterSet, gradients: ParameterSet, lr: Double, config: OptimizerConfig) {
+    public mutating func step(_ params: inout ParameterSet, gradients: ParameterSet, lr: Double, config: OptimizerConfig,
+                              precision: TrainingPrecision = .fp32) {
         for name in params.names {
             guard let g = gradients[name] else { continue }
             var p = params[name]!
             var buffer = momentum[name]
-            sgdStep(&p, gradient: g, momentumBuffer: &buffer, lr: lr, config: config)
+            switch precision {
+            case .fp32: sgdStep(&p, gradient: g, momentumBuffer: &buffer, lr: lr, config: config)
+            case .fp16Reference: sgdStepHalf(&p, gradient: g, momentumBuffer: &buffer, lr: lr, config: config)
+            }
             params[name] = p
             momentum[name] = buffer
         }

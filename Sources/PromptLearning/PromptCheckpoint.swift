@@ -11,11 +11,38 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var seed: UInt64
     /// Hand template for zero-shot features (KgCoOp, aligned NPT anchors), `{}` = class name.
     public var template: String
+    /// fp32, or the references' fp16 approached (`TrainingPrecision`). Written only when not fp32,
+    /// so fp32 configs and checkpoints read and write the bytes they always had.
+    public var precision: TrainingPrecision = .fp32
 
     public init(method: Method, optimizer: OptimizerConfig = OptimizerConfig(), epochs: Int, batchSize: Int = 32,
-                seed: UInt64 = 1, template: String = "a photo of a {}.") {
+                seed: UInt64 = 1, template: String = "a photo of a {}.", precision: TrainingPrecision = .fp32) {
         self.method = method; self.optimizer = optimizer; self.epochs = epochs; self.batchSize = batchSize
-        self.seed = seed; self.template = template
+        self.seed = seed; self.template = template; self.precision = precision
+    }
+
+    private enum CodingKeys: String, CodingKey { case method, optimizer, epochs, batchSize, seed, template, precision }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        method = try c.decode(Method.self, forKey: .method)
+        optimizer = try c.decode(OptimizerConfig.self, forKey: .optimizer)
+        epochs = try c.decode(Int.self, forKey: .epochs)
+        batchSize = try c.decode(Int.self, forKey: .batchSize)
+        seed = try c.decode(UInt64.self, forKey: .seed)
+        template = try c.decode(String.self, forKey: .template)
+        precision = try c.decodeIfPresent(TrainingPrecision.self, forKey: .precision) ?? .fp32
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(method, forKey: .method)
+        try c.encode(optimizer, forKey: .optimizer)
+        try c.encode(epochs, forKey: .epochs)
+        try c.encode(batchSize, forKey: .batchSize)
+        try c.encode(seed, forKey: .seed)
+        try c.encode(template, forKey: .template)
+        if precision != .fp32 { try c.encode(precision, forKey: .precision) }
     }
 }
 

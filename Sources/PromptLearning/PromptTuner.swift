@@ -77,6 +77,7 @@ public final class PromptTuner {
         if method.anchors != nil && k > maxAnchorClasses {
             throw PromptError("NPT's anchors are a \(k) x \(k) frame (\(formatBytes(4 * k * k)) per copy) for \(k) classes; at most \(maxAnchorClasses) classes are supported: train without NPT, or on fewer classes")
         }
+        let model = config.precision.model(model)  // fp16-reference: weights and activations rounded to fp16
         self.config = config
         self.model = model
         self.data = data
@@ -87,12 +88,20 @@ public final class PromptTuner {
         var rng = SeededGenerator(seed: config.seed)
         architecture = try method.makeArchitecture(model: model, tokenizer: tokenizer, classNames: data.classNames,
                                                    template: config.template, given: initialParameters, rng: &rng)
+        var initial = architecture.initialParameters
+        for n in initial.names { config.precision.round(&initial[n]!) }  // fp16-reference: fp16 parameters
         self.rng = rng
-        self.parameters = architecture.initialParameters
-        self.initialParameters = architecture.initialParameters
+        self.parameters = initial
+        self.initialParameters = initial
 
         if case .features(let f) = data {
-            featureViews = (0..<f.views).map { L2Normalize.forward(f.view($0)).0 }
+            featureViews = (0..<f.views).map {
+                var v = f.view($0)
+                config.precision.round(&v)  // fp16-reference: the features and the normalised features as fp16 values
+                var n = L2Normalize.forward(v).0
+                config.precision.round(&n)
+                return n
+            }
         } else {
             featureViews = []
         }
@@ -162,7 +171,8 @@ public final class PromptTuner {
         let images: ImageBatch = batch.features.map { .features($0) } ?? .pixels(batch.pixels!)
         let forward = architecture.forward(parameters, images: images, workspace: workspace)
         let value = objective(method: config.method, textFeatures: forward.text, images: forward.images, labels: batch.labels,
-                              logitScale: model.logitScale, inputs: inputs, imageGradient: forward.imagesTrainable)
+                              logitScale: model.logitScale, inputs: inputs, imageGradient: forward.imagesTrainable,
+                              rounding: config.precision.activationRounding)
         return (value, forward.backward(value.dText, value.dImages))
     }
 
@@ -176,7 +186,7 @@ public final class PromptTuner {
             throw TrainingError(description: nonFiniteLossMessage(value.total, terms: terms, epochsDone: epochsDone, steps: steps, lr: lr))
         }
         var params = parameters, state = optimizer
-        state.step(&params, gradients: grads, lr: lr, config: config.optimizer)
+        state.step(&params, gradients: grads, lr: lr, config: config.optimizer, precision: config.precision)
         guard params.allFinite else {
             throw TrainingError(description: "the update at epoch \(epochsDone + 1), step \(steps + 1) made a prompt non-finite (learning rate \(lr)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate.")
         }

@@ -60,14 +60,18 @@ public struct MultiheadAttention: Sendable {
     // x: R, C -> R, C, where the rows hold the (prefix and) sequences of `layout`; with
     // `outputRows`, only those rows leave the out-projection: S, C. With `keepLinearInputs` false
     // the cache holds no input or context (enough for a backward without weight gradients), and the
-    // context goes back to `workspace` at once.
+    // context goes back to `workspace` at once. `rounding` .half rounds qkv, the context and the
+    // output to fp16 values (what an fp16 model stores) and the probabilities as fused fp16
+    // attention kernels do (`roundProbabilitiesToHalf`); scores and softmax stay fp32.
     public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil,
-                        workspace: Workspace? = nil, keepLinearInputs: Bool = true) -> (Tensor, Cache) {
+                        workspace: Workspace? = nil, keepLinearInputs: Bool = true,
+                        rounding: ActivationRounding = .none) -> (Tensor, Cache) {
         let (c, h) = (width, heads)
         let d = c / h
         precondition(x.rows == layout.rows && x.lastDim == c, "attention input \(x.shape) vs \(layout.rows) rows of width \(c)")
         precondition(layout.prefixes.isEmpty || causal, "a shared prefix needs causal attention")
-        let qkv = inProj.forward(x, workspace: workspace)
+        var qkv = inProj.forward(x, workspace: workspace)
+        rounding.apply(&qkv)
         let offsets = probOffsets(layout)
         // Every value of both is written below (the first product into each block has beta 0).
         var probs = Workspace.tensor(workspace, [offsets.total], zeroed: false).data
@@ -77,7 +81,8 @@ public struct MultiheadAttention: Sendable {
             let pp = pbuf.baseAddress!
             let ldq = 3 * c
             if let grid = gridShape(layout),
-               forwardGrid(qkv: pqkv, probs: pp, context: pctx, batch: grid.batch, tokens: grid.tokens, causal: causal) {
+               forwardGrid(qkv: pqkv, probs: pp, context: pctx, batch: grid.batch, tokens: grid.tokens, causal: causal,
+                           rounding: rounding) {
                 return
             }
             parallelOverHeads { head, _ in
@@ -86,6 +91,7 @@ public struct MultiheadAttention: Sendable {
                     let s = pp + offsets.prefixes[g] + head * p * p
                     gemm(transB: true, m: p, n: p, k: d, alpha: scale, a: qp, lda: ldq, b: qp + c, ldb: ldq, c: s, ldc: p)
                     pt_softmax_rows(s, p, p, 0)
+                    if rounding == .half { Self.roundProbabilitiesToHalf(s, rows: p, columns: p) }
                     gemm(m: p, n: d, k: p, a: s, lda: p, b: qp + 2 * c, ldb: ldq, c: pctx + pr.rowOffset * c + head * d, ldc: c)
                 }
                 for (i, t) in layout.lengths.enumerated() {
@@ -99,6 +105,7 @@ public struct MultiheadAttention: Sendable {
                     if p > 0 { gemm(transB: true, m: t, n: p, k: d, alpha: scale, a: q, lda: ldq, b: kp, ldb: ldq, c: s, ldc: n) }
                     gemm(transB: true, m: t, n: t, k: d, alpha: scale, a: q, lda: ldq, b: q + c, ldb: ldq, c: s + p, ldc: n)
                     pt_softmax_rows(s, t, n, causal ? p : -1)
+                    if rounding == .half { Self.roundProbabilitiesToHalf(s, rows: t, columns: n) }
                     // context = s [v_prefix; v]: T x d, written into this head's columns
                     let out = pctx + r0 * c + head * d
                     if p > 0 { gemm(m: t, n: d, k: p, a: s, lda: n, b: vp, ldb: ldq, c: out, ldc: c) }
@@ -106,7 +113,9 @@ public struct MultiheadAttention: Sendable {
                 }
             }
         } } }
-        let y = outProj.forward(outputRows.map { context.gatherRows($0) } ?? context, workspace: workspace)
+        rounding.apply(&context)
+        var y = outProj.forward(outputRows.map { context.gatherRows($0) } ?? context, workspace: workspace)
+        rounding.apply(&y)
         if !keepLinearInputs {
             workspace?.recycle(context)
             return (y, Cache(input: Tensor(zeros: [0]), qkv: qkv, probs: probs, context: Tensor(zeros: [0]),
@@ -216,7 +225,8 @@ public struct MultiheadAttention: Sendable {
     /// (sequence-major, then head: the layout `probOffsets` gives), then context. False, with
     /// nothing written, when oneDNN has no kernel for the strides.
     private func forwardGrid(qkv: UnsafePointer<Float>, probs: UnsafeMutablePointer<Float>,
-                             context: UnsafeMutablePointer<Float>, batch: Int, tokens t: Int, causal: Bool) -> Bool {
+                             context: UnsafeMutablePointer<Float>, batch: Int, tokens t: Int, causal: Bool,
+                             rounding: ActivationRounding) -> Bool {
         let (c, h) = (width, heads)
         let d = c / h, ldq = 3 * c
         let grid = (batch, h), scale = 1 / Float(d).squareRoot()
@@ -237,6 +247,7 @@ public struct MultiheadAttention: Sendable {
             } else if hi > lo {
                 pt_softmax_rows(probs + lo * t * t, (hi - lo) * t, t, -1)
             }
+            if rounding == .half, hi > lo { Self.roundProbabilitiesToHalf(probs + lo * t * t, rows: (hi - lo) * t, columns: t) }
         }
         mix.run(a: probs, b: qkv + 2 * c, c: context)
         return true
@@ -278,6 +289,23 @@ public struct MultiheadAttention: Sendable {
         } } }
         workspace?.recycle(dScores)
         return true
+    }
+
+    /// Fused fp16 attention kernels (PyTorch's CPU flash attention, CUDA's flash and memory-efficient
+    /// kernels) round the unnormalised probabilities exp(s - max) to fp16 for their product with V
+    /// and divide by the fp32 sum afterwards. With p = softmax(s) in fp32, exp(s_j - max) is
+    /// p_j / max(p), so each row becomes fp16(p_j / max(p)) * max(p): equal to the kernels' result
+    /// but for fp32 rounding.
+    static func roundProbabilitiesToHalf(_ p: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
+        for r in 0..<rows {
+            let row = p + r * columns
+            var m: Float = 0
+            for j in 0..<columns { m = max(m, row[j]) }
+            guard m > 0 else { continue }
+            for j in 0..<columns { row[j] /= m }
+            pt_round_half(row, row, columns)
+            for j in 0..<columns { row[j] *= m }
+        }
     }
 
     /// Threads that share the per-head loops. Each runs single-threaded GEMMs on its own heads

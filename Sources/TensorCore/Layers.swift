@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 
 // Transformer pieces as forward/backward pairs on 2-D views (rows N = batch * tokens, width C).
 // A forward returns its output and a cache of what its backward needs. A backward ACCUMULATES
@@ -182,6 +183,46 @@ public enum QuickGELU {
         dx.withMutablePointer { pdx in x.withPointer { px in dy.withPointer { pdy in
             pt_quickgelu_backward(pdx, px, pdy, x.count)
         } } }
+    }
+
+    // CLIP's `x * torch.sigmoid(1.702 * x)` on fp16 tensors is three ops, each rounded to fp16:
+    // t = fp16(1.702 x), s = fp16(sigmoid(t)), y = fp16(x s). The backward is autograd's through
+    // them: fp16(dy s) + fp16(fp16(fp16(dy x) (1 - s) s) 1.702), summed and rounded, with CUDA's
+    // sigmoid backward (one rounding; PyTorch's CPU kernel rounds each of its three ops).
+
+    /// The fp16 model's QuickGELU (`ActivationRounding.half`); x holds fp16 values.
+    public static func forwardHalf(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
+        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written below
+        var s = halfSigmoid(x)
+        for i in 0..<x.count { s[i] = x[i] * s[i] }
+        s.roundToHalf()
+        y.withMutablePointer { py in s.withPointer { ps in py.update(from: ps, count: s.count) } }
+        return y
+    }
+
+    /// The backward of `forwardHalf`, accumulated into dx; dy holds fp16 values.
+    public static func backwardHalf(_ dy: Tensor, input x: Tensor, dx: inout Tensor) {
+        let s = halfSigmoid(x)
+        var direct = Tensor(zeros: x.shape), ds = Tensor(zeros: x.shape)
+        for i in 0..<x.count { direct[i] = dy[i] * s[i]; ds[i] = dy[i] * x[i] }
+        direct.roundToHalf(); ds.roundToHalf()
+        for i in 0..<x.count { ds[i] = ds[i] * (1 - s[i]) * s[i] }  // sigmoid_backward
+        ds.roundToHalf()
+        for i in 0..<x.count { ds[i] *= 1.702 }
+        ds.roundToHalf()
+        for i in 0..<x.count { direct[i] += ds[i] }
+        direct.roundToHalf()
+        dx.accumulate(direct)
+    }
+
+    /// fp16(sigmoid(fp16(1.702 x))).
+    static func halfSigmoid(_ x: Tensor) -> Tensor {
+        var t = x
+        for i in 0..<t.count { t[i] *= 1.702 }
+        t.roundToHalf()
+        for i in 0..<t.count { t[i] = 1 / (1 + exp(-t[i])) }
+        t.roundToHalf()
+        return t
     }
 }
 

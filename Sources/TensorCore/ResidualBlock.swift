@@ -48,28 +48,41 @@ public struct ResidualBlock: Sendable {
     // Outputs and kept activations come from `workspace` when given; with `keepLinearInputs`
     // false the linear layers' inputs go back to it as soon as they are used (the cache then serves
     // a backward without weight gradients only).
+    // `rounding` .half rounds to fp16 values every tensor an fp16 CLIP stores: each LayerNorm's output
+    // (computed in fp32 and cast back, as CLIP's LayerNorm does), the attention's (see its forward),
+    // c_fc's, QuickGELU's and c_proj's outputs and both residual sums.
     public func forward(_ x: Tensor, layout: SequenceLayout, causal: Bool, outputRows: [Int]? = nil,
-                        workspace: Workspace? = nil, keepLinearInputs: Bool = true) -> (Tensor, Cache) {
+                        workspace: Workspace? = nil, keepLinearInputs: Bool = true,
+                        rounding: ActivationRounding = .none) -> (Tensor, Cache) {
         let ws = keepLinearInputs ? nil : workspace
         let empty = Tensor(zeros: [0])
-        let (a, ln1Cache) = ln1.forward(x, workspace: workspace)
+        var (a, ln1Cache) = ln1.forward(x, workspace: workspace)
+        rounding.apply(&a)
         var (h, attnCache) = attention.forward(a, layout: layout, causal: causal, outputRows: outputRows,
-                                               workspace: workspace, keepLinearInputs: keepLinearInputs)
+                                               workspace: workspace, keepLinearInputs: keepLinearInputs, rounding: rounding)
         ws?.recycle(a)
         h.accumulate(outputRows.map { x.gatherRows($0) } ?? x)
-        let (b, ln2Cache) = ln2.forward(h, workspace: workspace)
-        let hidden = fc.forward(b, workspace: workspace)
+        rounding.apply(&h)
+        var (b, ln2Cache) = ln2.forward(h, workspace: workspace)
+        rounding.apply(&b)
+        var hidden = fc.forward(b, workspace: workspace)
+        rounding.apply(&hidden)
         ws?.recycle(b)
-        let g = QuickGELU.forward(hidden, workspace: workspace)
+        let g = rounding == .half ? QuickGELU.forwardHalf(hidden, workspace: workspace) : QuickGELU.forward(hidden, workspace: workspace)
         var y = proj.forward(g, workspace: workspace)
+        rounding.apply(&y)
         ws?.recycle(g)
         y.accumulate(h)
+        rounding.apply(&y)
         return (y, Cache(ln1: ln1Cache, ln1Out: keepLinearInputs ? a : empty, attention: attnCache, ln2: ln2Cache,
                          ln2Out: keepLinearInputs ? b : empty, hidden: hidden, gelu: keepLinearInputs ? g : empty))
     }
 
-    /// Temporaries come from `workspace` when given and go back to it.
-    public func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, grads: inout Grads?, workspace: Workspace? = nil) {
+    /// Temporaries come from `workspace` when given and go back to it. `rounding` .half rounds the
+    /// gradients an fp16 model's autograd stores: QuickGELU's and c_fc's output gradients, the
+    /// residual stream's after the MLP and ln_1's output gradient (`dx` is the caller's to round).
+    public func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, grads: inout Grads?, workspace: Workspace? = nil,
+                         rounding: ActivationRounding = .none) {
         precondition(grads == nil || !cache.gelu.data.isEmpty, "block weight gradients need the forward run with keepLinearInputs")
         // Second residual: dh = dy + d(mlp branch)
         var dh = Workspace.tensor(workspace, dy.shape, zeroed: false)
@@ -77,15 +90,23 @@ public struct ResidualBlock: Sendable {
         var projGrads = grads?.proj, fcGrads = grads?.fc, ln2Grads = grads?.ln2
         var dg = Workspace.tensor(workspace, cache.hidden.shape)
         proj.backward(dy, input: cache.gelu, dx: &dg, grads: &projGrads)
+        rounding.apply(&dg)
         var dHidden = Workspace.tensor(workspace, cache.hidden.shape)
-        QuickGELU.backward(dg, input: cache.hidden, dx: &dHidden)
+        if rounding == .half {
+            QuickGELU.backwardHalf(dg, input: cache.hidden, dx: &dHidden)
+        } else {
+            QuickGELU.backward(dg, input: cache.hidden, dx: &dHidden)
+        }
         var dB = Workspace.tensor(workspace, cache.ln2.input.shape)
         fc.backward(dHidden, input: cache.ln2Out, dx: &dB, grads: &fcGrads)
+        rounding.apply(&dB)
         ln2.backward(dB, cache: cache.ln2, dx: &dh, grads: &ln2Grads)
+        rounding.apply(&dh)
         // First residual: dx += dh + d(attention branch)
         var attnGrads = grads?.attention, ln1Grads = grads?.ln1
         var dA = Workspace.tensor(workspace, cache.ln1.input.shape)
         attention.backward(dh, cache: cache.attention, dx: &dA, grads: &attnGrads, workspace: workspace)
+        rounding.apply(&dA)
         if let rows = cache.attention.outputRows { dx.addRows(dh, at: rows) } else { dx.accumulate(dh) }
         ln1.backward(dA, cache: cache.ln1, dx: &dx, grads: &ln1Grads)
         if grads != nil {

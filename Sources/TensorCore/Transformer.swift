@@ -1,5 +1,9 @@
 public struct Transformer: Sendable {
     public var blocks: [ResidualBlock]
+    /// `.half`: the input, every block's activations and output, and the gradients between and
+    /// inside blocks are rounded to fp16 values, as the reference code's fp16 CLIP stores them
+    /// (`CLIPModel.roundedToHalf()`); `.none` (default): fp32 throughout.
+    public var activationRounding: ActivationRounding = .none
     public init(blocks: [ResidualBlock]) { self.blocks = blocks }
 
     public struct Trace: Sendable {
@@ -30,13 +34,15 @@ public struct Transformer: Sendable {
         // (fresh buffers would fault in new pages every block).
         let workspace = workspace ?? (keepCaches || keepHiddenStates ? nil : Workspace())
         var h = x
+        activationRounding.apply(&h)
         var trace = Trace()
         trace.deepPrompts = deepPrompts
         for (i, blk) in blocks.enumerated() {
             // The previous block's output is only ours (a kept hidden state is copied on write).
             deepPrompts.blocks[i]?.apply(to: &h)
             var (y, cache) = blk.forward(h, layout: layout, causal: causal, outputRows: i == blocks.count - 1 ? outputRows : nil,
-                                         workspace: workspace, keepLinearInputs: keepLinearInputs || !keepCaches)
+                                         workspace: workspace, keepLinearInputs: keepLinearInputs || !keepCaches,
+                                         rounding: activationRounding)
             if keepCaches { trace.caches.append(cache) }
             if keepHiddenStates { trace.hiddenStates.append(y) }
             h = y
@@ -71,7 +77,8 @@ public struct Transformer: Sendable {
             var cache = trace.caches.removeLast()
             var dx = workspace.tensor(cache.ln1.input.shape)
             var g = grads?[i]
-            blocks[i].backward(d, cache: cache, dx: &dx, grads: &g, workspace: workspace)
+            blocks[i].backward(d, cache: cache, dx: &dx, grads: &g, workspace: workspace, rounding: activationRounding)
+            activationRounding.apply(&dx)
             if let g { grads![i] = g }
             if let r = trace.deepPrompts.blocks[i] {
                 r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: Tensor(zeros: r.values.shape)])
@@ -100,7 +107,8 @@ public struct Transformer: Sendable {
         for i in blocks.indices.reversed() {
             var dx = Tensor(zeros: trace.caches[i].ln1.input.shape)
             var g = grads?[i]
-            blocks[i].backward(d, cache: trace.caches[i], dx: &dx, grads: &g)
+            blocks[i].backward(d, cache: trace.caches[i], dx: &dx, grads: &g, rounding: activationRounding)
+            activationRounding.apply(&dx)
             if let g { grads![i] = g }
             if let r = trace.deepPrompts.blocks[i] {
                 r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: Tensor(zeros: r.values.shape)])

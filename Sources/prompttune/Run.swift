@@ -62,8 +62,8 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Write TensorBoard event files, one run per cell in DIR/<model>/<cell identifier> (as under runs/): every step's loss, loss terms, learning rate and batch accuracy, each epoch's averages, the NC measures (every --nc-every epochs and at the end) and the cell's accuracies; a resumed cell appends.", valueName: "DIR"))
     var tensorboard: String?
     @OptionGroup var imageOptions: ImageOptions
-    @Option(help: "Inputs of the frozen towers' layer products (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX). Records and features of each precision are kept apart.")
-    var precision: Precision = .fp32
+    @Option(help: ArgumentHelp(PrecisionChoice.help + " Records and features of each precision are kept apart."))
+    var precision: PrecisionChoice = .fp32
     @Option(parsing: .unconditional, help: "Threads (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     func validate() throws {
@@ -133,7 +133,7 @@ struct Run: ParsableCommand {
     func run() throws {
         Compute.threads = threads
         try imageOptions.apply()
-        do { try Compute.setPrecision(precision) } catch { throw ValidationError("--precision bf16: \(error)") }
+        do { try Compute.setPrecision(precision.compute) } catch { throw ValidationError("--precision bf16: \(error)") }
         let plan = try resolvedPlan()
         let cells = try plan.cells()
         if list {
@@ -145,7 +145,8 @@ struct Run: ParsableCommand {
         let root = URL(fileURLWithPath: plan.root ?? ProcessInfo.processInfo.environment["DATA"] ?? FileManager.default.currentDirectoryPath)
         let display = GridDisplay()
         let records = try removingEmptyFolderOnFailure(out) { () -> [RunRecord] in
-            let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, events: display.handle)
+            let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training,
+                                              events: display.handle)
             runner.useCoOpCache = !noCoopCache
             // Every dataset and target is looked up before anything is written.
             try runner.checkDatasets(cell.isEmpty ? cells : cell.filter { cells.indices.contains($0) }.map { cells[$0] })

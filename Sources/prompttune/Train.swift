@@ -117,8 +117,7 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Write TensorBoard event files into DIR: every step's loss, loss terms, learning rate and batch accuracy, and each epoch's averages; with --resume, appended.", valueName: "DIR"))
     var tensorboard: String?
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    @Option(help: "Inputs of the frozen text tower's layer products: fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
-    var precision: Precision = .fp32
+    @Option(help: ArgumentHelp(PrecisionChoice.help)) var precision: PrecisionChoice = .fp32
     @Flag(help: "Print the final result as JSON.") var json = false
 
     func validate() throws {
@@ -148,7 +147,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         Compute.threads = threads
-        do { try Compute.setPrecision(precision) } catch { throw ValidationError("--precision bf16: \(error)") }
+        do { try Compute.setPrecision(precision.compute) } catch { throw ValidationError("--precision bf16: \(error)") }
         let method = try methodOptions.resolve()
         // A run that fails before writing anything leaves no empty --out folder behind.
         let run = try removingEmptyFolderOnFailure(URL(fileURLWithPath: out)) { try prepare(method) }

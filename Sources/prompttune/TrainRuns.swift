@@ -9,14 +9,17 @@ extension Train {
         let folder = RunFolder(URL(fileURLWithPath: out))
         switch augment {
         case .views:
-            return try TrainingJob(modelPath: model.model, featuresPath: features!, method: method, epochs: epochs, learningRate: lr,
-                                   batchSize: batchSize, seed: seed, template: template, folder: folder, resume: resume).prepare()
+            var job = TrainingJob(modelPath: model.model, featuresPath: features!, method: method, epochs: epochs, learningRate: lr,
+                                  batchSize: batchSize, seed: seed, template: template, folder: folder, resume: resume)
+            job.precision = precision.training
+            return try job.prepare()
         case .perIteration:
             let root = URL(fileURLWithPath: self.root ?? ProcessInfo.processInfo.environment["DATA"] ?? FileManager.default.currentDirectoryPath)
-            return try AugmentedTrainingJob(modelPath: model.model, root: root, dataset: dataset!,
-                                            selection: SelectionOptions(shots: shots, seed: Int(seed)), method: method, epochs: epochs,
-                                            learningRate: lr, batchSize: batchSize, template: template, folder: folder,
-                                            resume: resume).prepare()
+            var job = AugmentedTrainingJob(modelPath: model.model, root: root, dataset: dataset!,
+                                           selection: SelectionOptions(shots: shots, seed: Int(seed)), method: method, epochs: epochs,
+                                           learningRate: lr, batchSize: batchSize, template: template, folder: folder, resume: resume)
+            job.precision = precision.training
+            return try job.prepare()
         }
     }
 }

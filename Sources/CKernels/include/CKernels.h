@@ -41,6 +41,9 @@ void pt_quickgelu_backward(float *dinp, const float *inp, const float *dout, lon
 void pt_add(float *out, const float *a, const float *b, long n);
 void pt_accumulate(float *acc, const float *x, long n);
 void pt_axpy(float *acc, float alpha, const float *x, long n);
+// out = the nearest fp16 value of inp (round-to-nearest-even, subnormals, overflow to +-inf, NaN
+// kept), as fp32; out may be inp.
+void pt_round_half(float *out, const float *inp, long n);
 // out[r, :] = bias for each of N rows (the starting value of a GEMM with beta = 1).
 void pt_broadcast_rows(float *out, const float *bias, long N, long C);
 // acc[c] += sum over rows of x[r, c].

@@ -34,6 +34,13 @@ public struct ImageTower: Sendable {
     public var patchesPerImage: Int { positionalEmbedding.shape[0] - 1 }
     public var gridSize: Int { Int(Double(patchesPerImage).squareRoot().rounded()) }
     public var resolution: Int { gridSize * patchSize }
+    /// `.half`: the pixels, the patch embeddings, the embedded tokens, ln_pre's output, every block,
+    /// ln_post's output and the features (and the gradients back from the features) are rounded
+    /// to fp16 values, as the reference's fp16 CLIP holds them; stored on the transformer.
+    public var activationRounding: ActivationRounding {
+        get { transformer.activationRounding }
+        set { transformer.activationRounding = newValue }
+    }
 
     /// pixels: B, 3, R, R -> B*G*G, 3*P*P; patches in row-major grid order, values in (c, y, x) order
     /// to match the convolution kernel's layout.
@@ -96,8 +103,11 @@ public struct ImageTower: Sendable {
                         keepLinearInputs: Bool = true) -> (Tensor, Trace) {
         let b = pixels.shape[0], w = width, gg = patchesPerImage
         let weightCaches = keepCaches && keepLinearInputs
-        let patchRows = patchify(pixels, workspace: workspace)
-        let patches = patchEmbedding.forward(patchRows, workspace: workspace)  // B*G*G, W
+        let rounding = activationRounding
+        var patchRows = patchify(pixels, workspace: workspace)
+        rounding.apply(&patchRows)
+        var patches = patchEmbedding.forward(patchRows, workspace: workspace)  // B*G*G, W
+        rounding.apply(&patches)
         if !weightCaches { workspace?.recycle(patchRows) }
         // Class token then patches, plus positional embedding.
         var x = Workspace.tensor(workspace, [b * (1 + gg), w], zeroed: false)  // every value written below
@@ -109,7 +119,9 @@ public struct ImageTower: Sendable {
         } } }
         workspace?.recycle(patches)
         x.addToEachBlock(positionalEmbedding)
+        rounding.apply(&x)
         var (h, lnPreCache) = lnPre.forward(x, workspace: workspace)
+        rounding.apply(&h)
         if !weightCaches { lnPreCache.input = Tensor(zeros: [0]); workspace?.recycle(x) }
         var n = 0, shared = true, promptLnPre: LayerNorm.Cache? = nil
         if let extra = extraTokens {
@@ -121,7 +133,8 @@ public struct ImageTower: Sendable {
         if let extra = extraTokens, promptEntry == .appendedBeforeLnPre {
             // ln_pre is row-wise: normalising the prompt rows apart from the image's rows is the
             // same, and a shared prompt is normalised once for every image.
-            let (e, cache) = lnPre.forward(extra.reshaped([extra.rows, w]))
+            var (e, cache) = lnPre.forward(extra.reshaped([extra.rows, w]))
+            rounding.apply(&e)
             promptLnPre = cache
             var y = Workspace.tensor(workspace, [b * (1 + gg + n), w], zeroed: false)  // every value written below
             y.withMutablePointer { py in h.withPointer { ph in e.withPointer { pe in
@@ -159,8 +172,10 @@ public struct ImageTower: Sendable {
                                                 outputRows: keepHiddenStates ? nil : classRows,
                                                 deepPrompts: deep, keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
                                                 workspace: workspace, keepLinearInputs: keepLinearInputs)
-        let (pooled, lnCache) = lnPost.forward(keepHiddenStates ? out.gatherRows(classRows) : out)
-        let features = matmul(pooled, projection)
+        var (pooled, lnCache) = lnPost.forward(keepHiddenStates ? out.gatherRows(classRows) : out)
+        rounding.apply(&pooled)
+        var features = matmul(pooled, projection)
+        rounding.apply(&features)
         var trace = Trace(blocks: blocks, lnPost: lnCache, batch: b, tokens: t, extraTokens: n, sharedExtra: shared,
                           promptEntry: promptEntry, promptLnPre: promptLnPre)
         if weightCaches { trace.patches = patchRows; trace.lnPre = lnPreCache; trace.pooled = pooled }
@@ -196,10 +211,14 @@ public struct ImageTower: Sendable {
     public func backwardToExtraTokens(_ dFeatures: Tensor, releasing trace: inout Trace, deepPromptGrads: inout [Int: Tensor],
                                       workspace: Workspace) -> Tensor {
         let (b, t, w) = (trace.batch, trace.tokens, width)
-        let dPooled = matmul(dFeatures, projection, transB: true)
+        var dFeatures = dFeatures
+        activationRounding.apply(&dFeatures)
+        var dPooled = matmul(dFeatures, projection, transB: true)
+        activationRounding.apply(&dPooled)
         var dClass = Tensor(zeros: [b, w])
         var lnGrads: LayerNorm.Grads? = nil
         lnPost.backward(dPooled, cache: trace.lnPost, dx: &dClass, grads: &lnGrads)
+        activationRounding.apply(&dClass)
         var dOut = dClass
         if trace.blocks.outputRows == nil {
             dOut = workspace.tensor([b * t, w])
@@ -252,7 +271,10 @@ public struct ImageTower: Sendable {
     /// gradients of projection, ln_post and the blocks accumulated into `grads` when given.
     func backwardToTokens(_ dFeatures: Tensor, trace: Trace, grads: inout ImageTower?, deepPromptGrads: inout [Int: Tensor]) -> Tensor {
         let (b, t, w) = (trace.batch, trace.tokens, width)
-        let dPooled = matmul(dFeatures, projection, transB: true)
+        var dFeatures = dFeatures
+        activationRounding.apply(&dFeatures)
+        var dPooled = matmul(dFeatures, projection, transB: true)
+        activationRounding.apply(&dPooled)
         if grads != nil {
             guard let pooled = trace.pooled else { preconditionFailure("weight gradients need the forward run with keepCaches") }
             grads!.projection.accumulate(matmul(pooled, dFeatures, transA: true))
@@ -260,6 +282,7 @@ public struct ImageTower: Sendable {
         var dClass = Tensor(zeros: [b, w])
         var lnGrads = grads?.lnPost.asGrads
         lnPost.backward(dPooled, cache: trace.lnPost, dx: &dClass, grads: &lnGrads)
+        activationRounding.apply(&dClass)
         var dOut = dClass
         if trace.blocks.outputRows == nil {
             dOut = Tensor(zeros: [b * t, w])

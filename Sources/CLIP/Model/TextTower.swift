@@ -18,6 +18,13 @@ public struct TextTower: Sendable {
 
     public var width: Int { tokenEmbedding.shape[1] }
     public var contextLength: Int { positionalEmbedding.shape[0] }
+    /// `.half`: the packed input, every block, ln_final's output and the features (and their
+    /// gradients back to the input) are rounded to fp16 values, as the reference's fp16 CLIP holds
+    /// them; stored on the transformer.
+    public var activationRounding: ActivationRounding {
+        get { transformer.activationRounding }
+        set { transformer.activationRounding = newValue }
+    }
 
     /// Token embeddings of id rows (all rows the same length T): B, T, C. No positional embedding.
     public func embed(_ tokens: [[Int]]) -> Tensor {
@@ -69,8 +76,10 @@ public struct TextTower: Sendable {
         let (out, blocks) = transformer.forward(h, layout: layout, causal: true, outputRows: keepHiddenStates ? nil : rows,
                                                 deepPrompts: deepPrompts, keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
                                                 workspace: workspace, keepLinearInputs: keepLinearInputs)
-        let (pooled, lnCache) = lnFinal.forward(keepHiddenStates ? out.gatherRows(rows) : out)
-        let features = matmul(pooled, projection)
+        var (pooled, lnCache) = lnFinal.forward(keepHiddenStates ? out.gatherRows(rows) : out)
+        activationRounding.apply(&pooled)
+        var features = matmul(pooled, projection)
+        activationRounding.apply(&features)
         return (features, Trace(blocks: blocks, lnFinal: lnCache, pooled: pooled, layout: layout, outputRows: rows))
     }
 
@@ -115,11 +124,15 @@ public struct TextTower: Sendable {
     /// With `grads`, the projection's and ln_final's weight gradients accumulate into it.
     private func gradientAtOutputRows(_ dFeatures: Tensor, trace: Trace, grads: inout TextTower?) -> Tensor {
         let (b, c) = (trace.outputRows.count, width)
-        let dPooled = matmul(dFeatures, projection, transB: true)
+        var dFeatures = dFeatures
+        activationRounding.apply(&dFeatures)
+        var dPooled = matmul(dFeatures, projection, transB: true)
+        activationRounding.apply(&dPooled)
         if grads != nil { grads!.projection.accumulate(matmul(trace.pooled, dFeatures, transA: true)) }
         var dGathered = Tensor(zeros: [b, c])
         var lnGrads = grads?.lnFinal.asGrads
         lnFinal.backward(dPooled, cache: trace.lnFinal, dx: &dGathered, grads: &lnGrads)
+        activationRounding.apply(&dGathered)
         if grads != nil { grads!.lnFinal.set(lnGrads!) }
         guard trace.blocks.outputRows == nil else { return dGathered }
         var dOut = Tensor(zeros: [trace.layout.rows, c])
