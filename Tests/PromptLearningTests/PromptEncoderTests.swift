@@ -116,7 +116,7 @@ final class PromptEncoderTests: XCTestCase {
         XCTAssertEqual(try Method.named("npt").terms.map(\.key), ["lc", "mi"])
         XCTAssertEqual(try Method.named("kgcoop+npt").terms.map(\.key), ["kg", "lc", "mi"])
         XCTAssertEqual(try Method.named("coop").prompt.contextLength, 16)
-        XCTAssertThrowsError(try Method.named("cocoop")) { XCTAssertTrue("\($0)".contains("unknown method 'cocoop'"), "\($0)") }
+        XCTAssertThrowsError(try Method.named("prograd")) { XCTAssertTrue("\($0)".contains("unknown method 'prograd'"), "\($0)") }
         XCTAssertThrowsError(try Method.named("coop+kgcoop")) { XCTAssertTrue("\($0)".contains("only +npt composes"), "\($0)") }
         // Library errors name the value, not a command-line flag.
         XCTAssertThrowsError(try Method.named("")) {

@@ -70,7 +70,7 @@ final class CLIHardeningTests: XCTestCase {
             (train + ["--method", "dapt-text", "--beta-t", "nan"], ["--beta-t"]),
             (train + ["--method", "dapt-text", "--tau", "0"], ["--tau"]),
             (train + ["--method", "dapt-text", "--tau", "nan"], ["--tau"]),
-            (train + ["--method", "cocoop"], ["cocoop"]),
+            (train + ["--method", "prograd"], ["prograd"]),
             (train + ["--seed", "-1"], ["--seed"]),
             (train + ["--out", aFile], ["--out", aFile, "is a file"]),
             (train + ["--out", aFile + "/run"], [aFile, "not a folder"]),

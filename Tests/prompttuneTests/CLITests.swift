@@ -27,7 +27,7 @@ final class CLITests: XCTestCase {
             do { _ = try PromptTune.parseAsRoot(args); return "" } catch { return PromptTune.message(for: error) }
         }
         let base = ["train", "--model", "m.pt", "--features", "f.safetensors"]
-        XCTAssertTrue(message(base + ["--method", "cocoop"]).contains("unknown method 'cocoop'"))
+        XCTAssertTrue(message(base + ["--method", "prograd"]).contains("unknown method 'prograd'"))
         XCTAssertTrue(message(base + ["--ctx-init", "a photo of a", "--n-ctx", "16"]).contains("has 4 words but --n-ctx is 16"))
         XCTAssertTrue(message(base + ["--etf", "random"]).contains("--etf applies to NPT methods"))
         XCTAssertTrue(message(base + ["--method", "coop", "--kg-weight", "2"]).contains("--kg-weight does not apply"))
