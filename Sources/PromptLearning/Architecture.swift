@@ -80,7 +80,7 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
         if let given {
             let learned = Set(parameterNames(method))
             if let extra = given.names.first(where: { !learned.contains($0) }) {
-                throw PromptError("parameter '\(extra)' is not learned by method \(method.name) (it learns \(parameterNames(method).joined(separator: ", ")))")
+                throw PromptError(.shapeMismatch, "parameter '\(extra)' is not learned by method \(method.name) (it learns \(parameterNames(method).joined(separator: ", ")))")
             }
         }
         switch self {
@@ -149,7 +149,7 @@ extension Method {
                                  parameters: ParameterSet) throws -> any PromptArchitecture {
         let missing = architecture.parameterNames(self).filter { parameters[$0] == nil }
         guard missing.isEmpty else {
-            throw PromptError("method \(name) learns \(missing.joined(separator: ", ")), which the prompt does not hold")
+            throw PromptError(.shapeMismatch, "method \(name) learns \(missing.joined(separator: ", ")), which the prompt does not hold")
         }
         var rng = SeededGenerator(seed: 0)
         return try makeArchitecture(model: model, tokenizer: tokenizer, classNames: classNames, template: template,
@@ -167,7 +167,7 @@ struct TextContextPiece {
     init(method: Method, model: CLIPModel, tokenizer: CLIPTokenizer, classNames: [String], given: Tensor?,
          rng: inout SeededGenerator) throws {
         if method.prompt.classSpecific, let given, given.rank == 3, given.shape[0] != classNames.count {
-            throw PromptError("this prompt has class-specific contexts for \(given.shape[0]) classes; it cannot be evaluated on \(classNames.count) class names (use a shared-context method for base-to-novel)")
+            throw PromptError(.classMismatch, "this prompt has class-specific contexts for \(given.shape[0]) classes; it cannot be evaluated on \(classNames.count) class names (use a shared-context method for base-to-novel)")
         }
         learner = try PromptLearner(config: method.prompt, classNames: classNames, text: model.text, tokenizer: tokenizer,
                                     context: given, rng: &rng)
@@ -222,7 +222,7 @@ struct ImagePiece {
     static func tokens(_ config: VisualPromptConfig, tower: ImageTower, given: Tensor?, rng: inout SeededGenerator) throws -> Tensor {
         if let given {
             guard given.shape == [config.tokens, tower.width] else {
-                throw PromptError("the visual prompt has shape \(given.shape), expected [\(config.tokens), \(tower.width)] (\(config.tokens) tokens of the image tower's width \(tower.width))")
+                throw PromptError(.shapeMismatch, "the visual prompt has shape \(given.shape), expected [\(config.tokens), \(tower.width)] (\(config.tokens) tokens of the image tower's width \(tower.width))")
             }
             return given
         }

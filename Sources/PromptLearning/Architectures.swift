@@ -50,7 +50,7 @@ public final class VisualPromptArchitecture: PromptArchitecture {
 
     init(method: Method, model: CLIPModel, tokenizer: CLIPTokenizer, classNames: [String], template: String, given: ParameterSet?,
          rng: inout SeededGenerator) throws {
-        guard let v = method.visualPrompt else { throw PromptError("method \(method.name) has no visual prompt") }
+        guard let v = method.visualPrompt else { throw PromptError(.notSupported, "method \(method.name) has no visual prompt") }
         self.method = method
         self.classNames = classNames
         // Earlier versions built (and discarded) a text prompt learner before drawing the tokens, which
@@ -87,7 +87,7 @@ public final class ContextAndVisualPromptArchitecture: PromptArchitecture {
 
     init(method: Method, model: CLIPModel, tokenizer: CLIPTokenizer, classNames: [String], given: ParameterSet?,
          rng: inout SeededGenerator) throws {
-        guard let v = method.visualPrompt else { throw PromptError("method \(method.name) has no visual prompt") }
+        guard let v = method.visualPrompt else { throw PromptError(.notSupported, "method \(method.name) has no visual prompt") }
         self.method = method
         text = try TextContextPiece(method: method, model: model, tokenizer: tokenizer, classNames: classNames,
                                     given: given?[ParameterName.textContext], rng: &rng)

@@ -16,9 +16,9 @@ public enum DAPTPrototypeFile {
 
     /// Reads the K x `dimension` prototypes (converted to Float32).
     public static func read(path: String, dimension: Int) throws -> Tensor {
-        guard let data = FileManager.default.contents(atPath: path) else { throw PromptError("\(path): cannot read DAPT's prototype file") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw PromptError(.damagedCheckpoint, "\(path): cannot read DAPT's prototype file") }
         let bytes = [UInt8](data)
-        func fail(_ why: String) -> PromptError { PromptError("\(path): not a DAPT prototype pickle (\(why)); delete it to compute the prototypes anew") }
+        func fail(_ why: String) -> PromptError { PromptError(.damagedCheckpoint, "\(path): not a DAPT prototype pickle (\(why)); delete it to compute the prototypes anew") }
         guard let name = bytes.firstRange(of: Array("_load_from_bytes".utf8)) else { throw fail("no tensor storage found") }
         // The storage bytes follow as BINBYTES (B, 4-byte length), SHORT_BINBYTES (C, 1 byte) or BINBYTES8.
         var i = name.upperBound

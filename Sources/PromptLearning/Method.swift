@@ -191,7 +191,7 @@ public struct Method: Codable, Equatable, Sendable {
     public static func named(_ spec: String) throws -> Method {
         let parts = spec.lowercased().split(separator: "+").map(String.init)
         let known = (bases.keys.sorted() + ["npt"]).joined(separator: ", ")
-        guard let first = parts.first else { throw PromptError("empty method name; choose from \(known), optionally joined with +npt") }
+        guard let first = parts.first else { throw PromptError(.unknownMethod, "empty method name; choose from \(known), optionally joined with +npt") }
         var method: Method
         var rest = parts.dropFirst()
         if first == "npt" {
@@ -200,11 +200,11 @@ public struct Method: Codable, Equatable, Sendable {
         } else if let base = bases[first] {
             method = base
         } else {
-            throw PromptError("unknown method '\(first)'; choose from \(known), optionally joined with +npt (e.g. coop+npt)")
+            throw PromptError(.unknownMethod, "unknown method '\(first)'; choose from \(known), optionally joined with +npt (e.g. coop+npt)")
         }
         for extra in rest {
-            guard extra == "npt" else { throw PromptError("'\(extra)' cannot be added to a method; only +npt composes (e.g. kgcoop+npt)") }
-            guard method.anchors == nil else { throw PromptError("npt given twice in '\(spec)'") }
+            guard extra == "npt" else { throw PromptError(.unknownMethod, "'\(extra)' cannot be added to a method; only +npt composes (e.g. kgcoop+npt)") }
+            guard method.anchors == nil else { throw PromptError(.unknownMethod, "npt given twice in '\(spec)'") }
             // The text terms only where the text is learned; the image-anchor term where the image
             // path has trainable prompts.
             if method.learnsText { method.terms += nptTerms }

@@ -28,10 +28,58 @@ public struct PromptConfig: Codable, Equatable, Sendable {
     public var sharesPrefix: Bool { !classSpecific && position == .end }
 }
 
-public struct PromptError: Error, CustomStringConvertible, LocalizedError {
-    public var description: String
-    public var errorDescription: String? { description }
-    public init(_ d: String) { description = d }
+/// Why a prompt method cannot do what was asked: the error of PromptLearning (besides `FileError`
+/// for its file readers and `TrainingError` for a run that diverged). `message` names the setting,
+/// tensor or file and says what to do; `kind` is what went wrong, for code that acts on it.
+public struct PromptError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// A training setting or prompt configuration out of range (epochs, context length, the
+        /// context initialisation text).
+        case invalidSetting
+        /// Training data that cannot be trained on: no images, no class names, a label outside
+        /// 0..<K, features without a view.
+        case invalidData
+        /// A tensor or parameter set without the shapes expected: a given context, visual prompt or
+        /// prototypes of another shape, a reference file's tensor, a parameter the method does not
+        /// learn or one it needs missing.
+        case shapeMismatch
+        /// Class names or a class count that do not fit the prompt: class-specific contexts on other
+        /// names, a class name too long for the text context, NPT's anchors for fewer than 2 classes.
+        case classMismatch
+        /// A prompt or features made with another CLIP model (its digest, a width, the feature
+        /// dimension or the SOS embedding differ).
+        case modelMismatch
+        /// A checkpoint from another run: other settings, class names, parameters, model or data.
+        case incompatibleResume
+        /// A checkpoint (or DAPT's prototype file) that is damaged, edited or contradicts itself.
+        case damagedCheckpoint
+        /// A file that is not a prompt learner's checkpoint (another state dict).
+        case notAPromptCheckpoint
+        /// A NaN or infinity in an input: features, the model's weights (logit scale, text tower),
+        /// a prompt file's tensor.
+        case nonFiniteInput
+        /// A method or prompt asked for what it cannot do (text features of a per-image classifier,
+        /// cached features for a method that trains inside the image tower, CoCoOp's meta-net).
+        case notSupported
+        /// More than PromptTune allocates for it (class-specific contexts, NPT's anchors).
+        case tooLarge
+        /// A method name that does not parse (unknown base, a composition other than +npt).
+        case unknownMethod
+        /// An output of a run (the trace, TensorBoard's events file) could not be written.
+        case writeFailed
+    }
+
+    public var kind: Kind
+    /// The full, human-readable message.
+    public var message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+    public var errorDescription: String? { message }
 }
 
 /// CoOp's prompt learner: the learnable context plus the frozen token embeddings around it.
@@ -60,18 +108,18 @@ public struct PromptLearner: Sendable {
     /// `config.initText` is given or an explicit `context` is passed (resume, parity tests).
     public init(config: PromptConfig, classNames: [String], text: TextTower, tokenizer: CLIPTokenizer,
                 context: Tensor? = nil, rng: inout SeededGenerator) throws {
-        guard !classNames.isEmpty else { throw PromptError("no class names given") }
-        guard config.contextLength >= 1 else { throw PromptError("the context needs at least 1 vector (got \(config.contextLength))") }
+        guard !classNames.isEmpty else { throw PromptError(.invalidData, "no class names given") }
+        guard config.contextLength >= 1 else { throw PromptError(.invalidSetting, "the context needs at least 1 vector (got \(config.contextLength))") }
         let m = config.contextLength, d = text.width, k = classNames.count
         // Checked before anything is sized from M: SOS, M context vectors, at least one name token,
         // "." and EOT must fit the text context.
         guard m <= text.contextLength - 4 else {
-            throw PromptError("a context of \(m) vectors does not fit the model's \(text.contextLength)-token text context (SOS, the context, the class name, \".\" and EOT): the context length can be at most \(max(0, text.contextLength - 4)), less for long class names")
+            throw PromptError(.invalidSetting, "a context of \(m) vectors does not fit the model's \(text.contextLength)-token text context (SOS, the context, the class name, \".\" and EOT): the context length can be at most \(max(0, text.contextLength - 4)), less for long class names")
         }
         if config.classSpecific {
             let (elements, overflow) = (k * m).multipliedReportingOverflow(by: d)
             guard !overflow, elements <= PromptLearner.maxContextElements else {
-                throw PromptError("class-specific contexts for \(k) classes x \(m) vectors x width \(d) exceed \(PromptLearner.maxContextElements) values (\(formatBytes(4 * PromptLearner.maxContextElements)), with momentum and gradient three times that): use a shared context, or fewer classes")
+                throw PromptError(.tooLarge, "class-specific contexts for \(k) classes x \(m) vectors x width \(d) exceed \(PromptLearner.maxContextElements) values (\(formatBytes(4 * PromptLearner.maxContextElements)), with momentum and gradient three times that): use a shared context, or fewer classes")
             }
         }
         let names = classNames.map { $0.replacingOccurrences(of: "_", with: " ") }
@@ -82,10 +130,10 @@ public struct PromptLearner: Sendable {
             let ids = tokenizer.encode(cleaned)
             let words = cleaned.split(separator: " ").count
             guard ids.count == words else {
-                throw PromptError("the context initialisation '\(initText)' has \(words) words but \(ids.count) tokens; CoOp takes one token per word, so use words that are single tokens (e.g. \"a photo of a\")")
+                throw PromptError(.invalidSetting, "the context initialisation '\(initText)' has \(words) words but \(ids.count) tokens; CoOp takes one token per word, so use words that are single tokens (e.g. \"a photo of a\")")
             }
             guard ids.count == m else {
-                throw PromptError("the context initialisation '\(initText)' is \(ids.count) tokens but the context length is \(m); make the context length \(ids.count)")
+                throw PromptError(.invalidSetting, "the context initialisation '\(initText)' is \(ids.count) tokens but the context length is \(m); make the context length \(ids.count)")
             }
             prefixText = cleaned
             let shared = text.tokenEmbedding.gatherRows(ids)  // M, D
@@ -96,7 +144,7 @@ public struct PromptLearner: Sendable {
         let expected = config.classSpecific ? [k, m, d] : [m, d]
         if let context {
             guard context.shape == expected else {
-                throw PromptError("context has shape \(context.shape), expected \(expected) for \(config.classSpecific ? "class-specific" : "shared") context of \(m) vectors of width \(d)")
+                throw PromptError(.shapeMismatch, "context has shape \(context.shape), expected \(expected) for \(config.classSpecific ? "class-specific" : "shared") context of \(m) vectors of width \(d)")
             }
             self.context = context
         } else if let initContext {
@@ -106,7 +154,7 @@ public struct PromptLearner: Sendable {
         }
         let prompts = names.map { "\(prefixText) \($0)." }
         if let bad = prompts.firstIndex(where: { tokenizer.encode($0).count + 2 > text.contextLength }) {
-            throw PromptError("class name '\(classNames[bad])' is too long: its prompt exceeds the \(text.contextLength)-token context")
+            throw PromptError(.classMismatch, "class name '\(classNames[bad])' is too long: its prompt exceeds the \(text.contextLength)-token context")
         }
         let rows = tokenizer.tokenize(prompts, contextLength: text.contextLength).map { $0.map(Int.init) }
         let eot = eotPositions(rows)

@@ -50,32 +50,32 @@ public final class PromptTuner {
                 initialParameters: ParameterSet? = nil, prototypes: Tensor? = nil,
                 modelDigest: String = "", dataDigest: String = "") throws {
         let method = config.method
-        if let problem = config.problem { throw PromptError(problem) }
+        if let problem = config.problem { throw PromptError(.invalidSetting, problem) }
         let k = data.classNames.count, d = model.config.embedDim
-        guard !data.labels.isEmpty else { throw PromptError("the training data holds no images") }
-        guard k > 0 else { throw PromptError("the training data lists no class names") }
+        guard !data.labels.isEmpty else { throw PromptError(.invalidData, "the training data holds no images") }
+        guard k > 0 else { throw PromptError(.invalidData, "the training data lists no class names") }
         if let bad = data.labels.firstIndex(where: { $0 < 0 || $0 >= k }) {
-            throw PromptError("label \(data.labels[bad]) of image \(bad) is not a class index in 0..<\(k)")
+            throw PromptError(.invalidData, "label \(data.labels[bad]) of image \(bad) is not a class index in 0..<\(k)")
         }
         if case .features(let f) = data {
             guard f.dimension == d else {
-                throw PromptError("the features have dimension \(f.dimension) but the model's embedding is \(d): the features were made with another model; encode them again with this model")
+                throw PromptError(.modelMismatch, "the features have dimension \(f.dimension) but the model's embedding is \(d): the features were made with another model; encode them again with this model")
             }
-            guard f.views > 0 else { throw PromptError("the features have shape \(f.features.shape): at least one view is needed") }
+            guard f.views > 0 else { throw PromptError(.invalidData, "the features have shape \(f.features.shape): at least one view is needed") }
             guard !method.needsImages else {
-                throw PromptError("method \(method.name) trains prompts inside the image tower; it needs the training images, not cached features")
+                throw PromptError(.notSupported, "method \(method.name) trains prompts inside the image tower; it needs the training images, not cached features")
             }
             // Inputs first: a NaN here would otherwise surface as a non-finite loss blamed on the learning rate.
             if let bad = f.features.data.firstIndex(where: { !$0.isFinite }) {
-                throw PromptError("the image features are not finite (value \(f.features.data[bad]) at element \(bad)); encode the features again with a model whose weights are finite")
+                throw PromptError(.nonFiniteInput, "the image features are not finite (value \(f.features.data[bad]) at element \(bad)); encode the features again with a model whose weights are finite")
             }
         }
         guard model.logitScale.isFinite else {
-            throw PromptError("the model's logit scale is \(model.logitScale), not finite: the checkpoint holds non-finite weights")
+            throw PromptError(.nonFiniteInput, "the model's logit scale is \(model.logitScale), not finite: the checkpoint holds non-finite weights")
         }
-        if method.anchors != nil && k < 2 { throw PromptError("NPT's anchors need at least 2 classes; the data has \(k)") }
+        if method.anchors != nil && k < 2 { throw PromptError(.classMismatch, "NPT's anchors need at least 2 classes; the data has \(k)") }
         if method.anchors != nil && k > maxAnchorClasses {
-            throw PromptError("NPT's anchors are a \(k) x \(k) frame (\(formatBytes(4 * k * k)) per copy) for \(k) classes; at most \(maxAnchorClasses) classes are supported: train without NPT, or on fewer classes")
+            throw PromptError(.tooLarge, "NPT's anchors are a \(k) x \(k) frame (\(formatBytes(4 * k * k)) per copy) for \(k) classes; at most \(maxAnchorClasses) classes are supported: train without NPT, or on fewer classes")
         }
         let model = config.precision.model(model)  // fp16-reference: weights and activations rounded to fp16
         self.config = config
@@ -112,7 +112,7 @@ public final class PromptTuner {
             inputs.zeroShot = L2Normalize.forward(zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: config.template,
                                                                        classNames: data.classNames)).0
             guard inputs.zeroShot!.data.allSatisfy({ $0.isFinite }) else {
-                throw PromptError("the zero-shot text features of the hand template are not finite: the model checkpoint holds non-finite text-tower weights")
+                throw PromptError(.nonFiniteInput, "the zero-shot text features of the hand template are not finite: the model checkpoint holds non-finite text-tower weights")
             }
         }
         if let anchorOptions = method.anchors {
@@ -122,7 +122,7 @@ public final class PromptTuner {
         }
         if needs.contains(.prototypes) {
             if let prototypes {
-                guard prototypes.shape == [k, d] else { throw PromptError("the prototypes have shape \(prototypes.shape), expected [\(k), \(d)]") }
+                guard prototypes.shape == [k, d] else { throw PromptError(.shapeMismatch, "the prototypes have shape \(prototypes.shape), expected [\(k), \(d)]") }
                 inputs.prototypes = prototypes
             } else {
                 switch data {
@@ -271,7 +271,7 @@ public final class PromptTuner {
     public func restore(_ c: ParameterCheckpoint) throws {
         let h = c.header
         func mismatch(_ what: String) -> PromptError {
-            PromptError("cannot resume: the checkpoint was made with \(what); start a new run instead of resuming, or use the same settings")
+            PromptError(.incompatibleResume, "cannot resume: the checkpoint was made with \(what); start a new run instead of resuming, or use the same settings")
         }
         guard h.config == config else { throw mismatch("other training settings") }
         guard h.classNames == classNames else { throw mismatch("other class names") }
@@ -280,9 +280,9 @@ public final class PromptTuner {
         }
         if !modelDigest.isEmpty && !h.modelDigest.isEmpty && h.modelDigest != modelDigest { throw mismatch("another model checkpoint") }
         if !dataDigest.isEmpty && !h.dataDigest.isEmpty && h.dataDigest != dataDigest { throw mismatch("other training data") }
-        guard let state = UInt64(h.rngState) else { throw PromptError("corrupt checkpoint: generator state '\(h.rngState)'") }
+        guard let state = UInt64(h.rngState) else { throw PromptError(.damagedCheckpoint, "corrupt checkpoint: generator state '\(h.rngState)'") }
         if let problem = progressProblem(c) {
-            throw PromptError("cannot resume: \(problem); the checkpoint is damaged or was edited")
+            throw PromptError(.damagedCheckpoint, "cannot resume: \(problem); the checkpoint is damaged or was edited")
         }
         var p = ParameterSet()
         for n in parameters.names { p[n] = c.parameters[n]! }
@@ -342,7 +342,7 @@ public final class PromptTuner {
         let a = try names.map { try config.method.makeArchitecture(model: model, tokenizer: tokenizer, classNames: $0,
                                                                    template: config.template, parameters: parameters) } ?? architecture
         guard case .shared(let t) = a.classifier(parameters) else {
-            throw PromptError("method \(config.method.name) makes a classifier per image; it has no text features of its own")
+            throw PromptError(.notSupported, "method \(config.method.name) makes a classifier per image; it has no text features of its own")
         }
         return t
     }

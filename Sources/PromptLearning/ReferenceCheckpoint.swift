@@ -50,25 +50,25 @@ public struct ReferencePrompt: Equatable, Sendable {
 
     /// Reads a reference checkpoint: Dassl's dict (or a bare prompt-learner state dict).
     public static func read(path: String) throws -> ReferencePrompt {
-        func fail(_ why: String) -> PromptError { PromptError("\(path): \(why)") }
+        func fail(_ kind: PromptError.Kind, _ why: String) -> PromptError { PromptError(kind, "\(path): \(why)") }
         let archive = try TorchArchive(path: path)
         let root = archive.root
         let stateValue: PickleValue
         if let s = root["state_dict"] { stateValue = s } else { stateValue = root }
         guard case .dict(let state) = stateValue else {
-            throw fail("not a prompt-learner checkpoint: its \(root["state_dict"] == nil ? "pickled root" : "'state_dict'") is a \(stateValue.typeDescription), not a state dict (CoOp, KgCoOp and DAPT write torch.save({\"state_dict\": ..., \"epoch\": N, ...}))")
+            throw fail(.notAPromptCheckpoint, "not a prompt-learner checkpoint: its \(root["state_dict"] == nil ? "pickled root" : "'state_dict'") is a \(stateValue.typeDescription), not a state dict (CoOp, KgCoOp and DAPT write torch.save({\"state_dict\": ..., \"epoch\": N, ...}))")
         }
         var tensors: [String: TensorReference] = [:]
         for (key, value) in state.stringKeyedEntries {
             let name = key.hasPrefix("module.") ? String(key.dropFirst(7)) : key   // as Dassl's save_checkpoint strips it
-            guard let t = value.tensor else { throw fail("state_dict entry '\(key)' is a \(value.typeDescription), not a tensor") }
+            guard let t = value.tensor else { throw fail(.notAPromptCheckpoint, "state_dict entry '\(key)' is a \(value.typeDescription), not a tensor") }
             tensors[name] = t
         }
         func load(_ name: String) throws -> Tensor? {
             guard let ref = tensors[name] else { return nil }
             let t = try archive.tensor(ref, name: "state_dict.\(name)")
             if let bad = t.data.firstIndex(where: { !$0.isFinite }) {
-                throw fail("tensor '\(name)' \(t.shape) holds a non-finite value (\(t.data[bad]) at element \(bad)); this prompt cannot be used: train it again or take an earlier epoch's checkpoint")
+                throw fail(.nonFiniteInput, "tensor '\(name)' \(t.shape) holds a non-finite value (\(t.data[bad]) at element \(bad)); this prompt cannot be used: train it again or take an earlier epoch's checkpoint")
             }
             return t
         }
@@ -78,33 +78,33 @@ public struct ReferencePrompt: Equatable, Sendable {
             layout = .dapt
         } else if names.contains("ctx") {
             if names.contains("meta_net.linear2.weight") {
-                throw fail("holds CoCoOp's meta-net (meta_net.linear2.weight), which conditions the context on each image; PromptTune evaluates CoOp, KgCoOp and DAPT prompts, not CoCoOp's")
+                throw fail(.notSupported, "holds CoCoOp's meta-net (meta_net.linear2.weight), which conditions the context on each image; PromptTune evaluates CoOp, KgCoOp and DAPT prompts, not CoCoOp's")
             }
             layout = names.isDisjoint(with: kgcoopUnused) ? .coop : .kgcoop
         } else {
-            throw fail("its state dict has no prompt context (ctx for CoOp and KgCoOp, txt_ctx / vis_ctx for DAPT); it holds \(names.sorted().prefix(8).joined(separator: ", ")): not a prompt_learner checkpoint of CoOp, KgCoOp or DAPT")
+            throw fail(.notAPromptCheckpoint, "its state dict has no prompt context (ctx for CoOp and KgCoOp, txt_ctx / vis_ctx for DAPT); it holds \(names.sorted().prefix(8).joined(separator: ", ")): not a prompt_learner checkpoint of CoOp, KgCoOp or DAPT")
         }
         let known: Set<String> = layout == .dapt ? ["txt_ctx", "vis_ctx", "token_prefix", "token_suffix"]
             : Set(["ctx", "token_prefix", "token_suffix"]).union(layout == .kgcoop ? kgcoopUnused : Set<String>())
         let unknown = names.subtracting(known).sorted()
         guard unknown.isEmpty else {
-            throw fail("its state dict holds tensors no \(layout.rawValue) prompt learner has (\(unknown.prefix(8).joined(separator: ", "))); PromptTune reads the prompt_learner checkpoints of CoOp, KgCoOp and DAPT only")
+            throw fail(.notAPromptCheckpoint, "its state dict holds tensors no \(layout.rawValue) prompt learner has (\(unknown.prefix(8).joined(separator: ", "))); PromptTune reads the prompt_learner checkpoints of CoOp, KgCoOp and DAPT only")
         }
         let contextName = layout == .dapt ? "txt_ctx" : "ctx"
         let context = try load(contextName)
         if let c = context, !(c.shape.count == 2 || (c.shape.count == 3 && layout != .dapt)) || c.shape.contains(0) {
-            throw fail("tensor '\(contextName)' has shape \(context!.shape); expected [M, D]\(layout == .dapt ? "" : " or [K, M, D] (class-specific)")")
+            throw fail(.shapeMismatch, "tensor '\(contextName)' has shape \(context!.shape); expected [M, D]\(layout == .dapt ? "" : " or [K, M, D] (class-specific)")")
         }
         var visual: Tensor? = nil
         if let v = try load("vis_ctx") {
             guard v.shape.count == 3, v.shape[0] == 1, v.shape[1] >= 1, v.shape[2] >= 1 else {
-                throw fail("tensor 'vis_ctx' has shape \(v.shape); DAPT's is [1, N, W] (N visual prompt tokens of the image tower's width W)")
+                throw fail(.shapeMismatch, "tensor 'vis_ctx' has shape \(v.shape); DAPT's is [1, N, W] (N visual prompt tokens of the image tower's width W)")
             }
             visual = v.reshaped([v.shape[1], v.shape[2]])
         }
         let prefix = try load("token_prefix"), suffix = try load("token_suffix")
         for (n, t) in [("token_prefix", prefix), ("token_suffix", suffix)] {
-            if let t, t.shape.count != 3 { throw fail("tensor '\(n)' has shape \(t.shape); expected [K, positions, D]") }
+            if let t, t.shape.count != 3 { throw fail(.shapeMismatch, "tensor '\(n)' has shape \(t.shape); expected [K, positions, D]") }
         }
         return ReferencePrompt(layout: layout, epoch: root["epoch"]?.int, context: context, visualPrompt: visual,
                                tokenPrefix: prefix, tokenSuffix: suffix,
@@ -137,30 +137,30 @@ public struct ReferencePrompt: Equatable, Sendable {
     /// count of class-specific contexts, and that the frozen embeddings it carries are this model's
     /// (its `token_prefix` is the SOS token's embedding). `path` names the file in errors.
     public func validate(model: CLIPModel, classNames: [String], path: String) throws {
-        func fail(_ why: String) -> PromptError { PromptError("\(path): \(why)") }
+        func fail(_ kind: PromptError.Kind, _ why: String) -> PromptError { PromptError(kind, "\(path): \(why)") }
         let d = model.text.width, t = model.text.contextLength
         let contextName = layout == .dapt ? "txt_ctx" : "ctx"
         if let c = context {
             guard c.lastDim == d else {
-                throw fail("tensor '\(contextName)' \(c.shape) has width \(c.lastDim) but the model's text width is \(d): the prompt was trained with another CLIP; give that model with --model")
+                throw fail(.modelMismatch, "tensor '\(contextName)' \(c.shape) has width \(c.lastDim) but the model's text width is \(d): the prompt was trained with another CLIP; give that model with --model")
             }
             let m = c.shape[c.shape.count - 2]
             guard m <= t - 4 else {
-                throw fail("tensor '\(contextName)' \(c.shape) has \(m) context vectors; a \(t)-token prompt holds at most \(t - 4)")
+                throw fail(.modelMismatch, "tensor '\(contextName)' \(c.shape) has \(m) context vectors; a \(t)-token prompt holds at most \(t - 4)")
             }
             if c.shape.count == 3 && c.shape[0] != classNames.count {
-                throw fail("tensor '\(contextName)' \(c.shape) holds class-specific contexts for \(c.shape[0]) classes but \(classNames.count) class names are to be classified; a class-specific prompt is evaluated on the classes (and class order) it was trained on")
+                throw fail(.classMismatch, "tensor '\(contextName)' \(c.shape) holds class-specific contexts for \(c.shape[0]) classes but \(classNames.count) class names are to be classified; a class-specific prompt is evaluated on the classes (and class order) it was trained on")
             }
             if let s = tokenSuffix, s.shape[1] != t - 1 - m || s.lastDim != d {
-                throw fail("tensor 'token_suffix' \(s.shape) does not fit a \(t)-token prompt with \(m) context vectors of width \(d) (expected [K, \(t - 1 - m), \(d)]): the file is inconsistent")
+                throw fail(.damagedCheckpoint, "tensor 'token_suffix' \(s.shape) does not fit a \(t)-token prompt with \(m) context vectors of width \(d) (expected [K, \(t - 1 - m), \(d)]): the file is inconsistent")
             }
         }
         if let v = visualPrompt, v.lastDim != model.image.width {
-            throw fail("tensor 'vis_ctx' [1, \(v.rows), \(v.lastDim)] has width \(v.lastDim) but the model's image tower is \(model.image.width) wide: the prompt was trained with another CLIP; give that model with --model")
+            throw fail(.modelMismatch, "tensor 'vis_ctx' [1, \(v.rows), \(v.lastDim)] has width \(v.lastDim) but the model's image tower is \(model.image.width) wide: the prompt was trained with another CLIP; give that model with --model")
         }
         if let p = tokenPrefix {
             guard p.shape.count == 3, p.shape[1] == 1, p.lastDim == d else {
-                throw fail("tensor 'token_prefix' \(p.shape) is not [K, 1, \(d)] (the SOS token's embedding per class)")
+                throw fail(.shapeMismatch, "tensor 'token_prefix' \(p.shape) is not [K, 1, \(d)] (the SOS token's embedding per class)")
             }
             // The SOS row is the same for every class: compare it with this model's, at fp16 precision.
             let sos = model.text.tokenEmbedding.gatherRows([CLIPTokenizer.sot])
@@ -172,7 +172,7 @@ public struct ReferencePrompt: Equatable, Sendable {
                 }
             }
             if worst > 1 {
-                throw fail("tensor 'token_prefix' (the SOS token's embedding) differs from this model's: the prompt was trained with another CLIP than the one given; give that model with --model")
+                throw fail(.modelMismatch, "tensor 'token_prefix' (the SOS token's embedding) differs from this model's: the prompt was trained with another CLIP than the one given; give that model with --model")
             }
         }
     }
@@ -266,17 +266,17 @@ public struct TrainedPrompt: Sendable {
                              tokenizer: CLIPTokenizer, template fallback: String = "a photo of a {}.",
                              textOnly: Bool = false) throws -> any PromptArchitecture {
         if !modelDigest.isEmpty && modelDigest != digest {
-            throw PromptError("\(path) was trained with another model than \(modelPath); give that model with --model")
+            throw PromptError(.modelMismatch, "\(path) was trained with another model than \(modelPath); give that model with --model")
         }
         if let r = reference { try r.validate(model: model, classNames: classNames, path: path) }
         if method.prompt.classSpecific, reference == nil, let trained = self.classNames, trained != classNames {
-            throw PromptError("this prompt has class-specific contexts for its \(trained.count) training classes; it cannot be evaluated on other class names (use a shared-context method for base-to-novel or cross-dataset)")
+            throw PromptError(.classMismatch, "this prompt has class-specific contexts for its \(trained.count) training classes; it cannot be evaluated on other class names (use a shared-context method for base-to-novel or cross-dataset)")
         }
         _ = try visualTokens(model: model, modelPath: modelPath, modelDigest: digest)
         var m = method, p = parameters
         if textOnly && m.needsImages {
             guard p[ParameterName.textContext] != nil else {
-                throw PromptError("\(path) has no text context (method \(method.name) keeps the hand template's text features); --text-only has nothing to evaluate")
+                throw PromptError(.notSupported, "\(path) has no text context (method \(method.name) keeps the hand template's text features); --text-only has nothing to evaluate")
             }
             m.visualPrompt = nil
             m.learnsText = true
@@ -292,15 +292,15 @@ public struct TrainedPrompt: Sendable {
                              tokenizer: CLIPTokenizer, textOnly: Bool = false) throws -> Tensor {
         if let v = visualPrompt, !textOnly {
             let name = reference != nil ? "'vis_ctx'" : "'\(ParameterName.visualPrompt)'"
-            throw PromptError("\(path) holds a visual prompt (\(name), \(v.rows) tokens of width \(v.lastDim)) that changes the image features, but the features given were encoded by the unprompted image tower: its accuracy needs the images (give --dataset and --root instead of --features); pass --text-only to evaluate its text context alone on these features")
+            throw PromptError(.notSupported, "\(path) holds a visual prompt (\(name), \(v.rows) tokens of width \(v.lastDim)) that changes the image features, but the features given were encoded by the unprompted image tower: its accuracy needs the images (give --dataset and --root instead of --features); pass --text-only to evaluate its text context alone on these features")
         }
         guard context != nil else {
-            throw PromptError("\(path) has no text context (method \(method.name) keeps the hand template's text features); nothing to evaluate on cached features")
+            throw PromptError(.notSupported, "\(path) has no text context (method \(method.name) keeps the hand template's text features); nothing to evaluate on cached features")
         }
         let a = try architecture(model: model, modelPath: modelPath, modelDigest: digest, classNames: classNames, tokenizer: tokenizer,
                                  textOnly: textOnly)
         guard case .shared(let t) = a.classifier(parameters) else {
-            throw PromptError("\(path): method \(method.name) makes a classifier per image; give the images (--dataset, --root)")
+            throw PromptError(.notSupported, "\(path): method \(method.name) makes a classifier per image; give the images (--dataset, --root)")
         }
         return t
     }
@@ -309,10 +309,10 @@ public struct TrainedPrompt: Sendable {
     public func visualTokens(model: CLIPModel, modelPath: String, modelDigest digest: String) throws -> Tensor? {
         guard let v = visualPrompt else { return nil }
         if !modelDigest.isEmpty && modelDigest != digest {
-            throw PromptError("\(path) was trained with another model than \(modelPath); give that model with --model")
+            throw PromptError(.modelMismatch, "\(path) was trained with another model than \(modelPath); give that model with --model")
         }
         guard v.lastDim == model.image.width else {
-            throw PromptError("\(path): its visual prompt \(reference != nil ? "'vis_ctx' [1, \(v.rows), \(v.lastDim)]" : "'\(ParameterName.visualPrompt)' \(v.shape)") has width \(v.lastDim) but the model's image tower is \(model.image.width) wide: the prompt was trained with another CLIP; give that model with --model")
+            throw PromptError(.modelMismatch, "\(path): its visual prompt \(reference != nil ? "'vis_ctx' [1, \(v.rows), \(v.lastDim)]" : "'\(ParameterName.visualPrompt)' \(v.shape)") has width \(v.lastDim) but the model's image tower is \(model.image.width) wide: the prompt was trained with another CLIP; give that model with --model")
         }
         return v
     }

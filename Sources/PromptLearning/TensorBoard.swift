@@ -119,7 +119,7 @@ public final class TensorBoardWriter {
     public init(directory: URL, resumeStep: Int = 0) throws {
         let fm = FileManager.default
         do { try fm.createDirectory(at: directory, withIntermediateDirectories: true) } catch {
-            throw PromptError("--tensorboard \(directory.path): cannot create the folder (\(error.localizedDescription)); choose a folder you can write to")
+            throw PromptError(.writeFailed, "--tensorboard \(directory.path): cannot create the folder (\(error.localizedDescription)); choose a folder you can write to")
         }
         let existing = ((try? fm.contentsOfDirectory(atPath: directory.path)) ?? [])
             .filter { $0.hasPrefix("events.out.tfevents.") && nonRegularFileKind(directory.appendingPathComponent($0).path) == nil }.sorted()
@@ -137,7 +137,7 @@ public final class TensorBoardWriter {
             file = directory.appendingPathComponent("events.out.tfevents.\(Int(Date().timeIntervalSince1970)).\(name.isEmpty ? "localhost" : name)")
         }
         do { output = try OutputFile.appending(to: file) } catch let e as FileError {
-            throw PromptError("--tensorboard: \(e.message)")
+            throw PromptError(.writeFailed, "--tensorboard: \(e.message)")
         }
         if appending {
             try write(TensorBoardEvent.encode(wallTime: Date().timeIntervalSince1970, step: resumeStep + 1, sessionStart: true))
@@ -148,7 +148,7 @@ public final class TensorBoardWriter {
 
     func write(_ event: [UInt8]) throws {
         do { try output.write(Data(TFRecord.frame(event))) } catch let e as FileError {
-            throw PromptError("--tensorboard: while writing \(e.message)")
+            throw PromptError(.writeFailed, "--tensorboard: while writing \(e.message)")
         }
     }
 

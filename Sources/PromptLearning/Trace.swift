@@ -42,7 +42,7 @@ public final class TraceWriter {
     /// written in place; a symbolic link, FIFO or other special file is refused.
     public init(url: URL, append: Bool = false) throws {
         do { output = try OutputFile.appending(to: url, truncate: !append) } catch let e as FileError {
-            throw PromptError("the trace file \(e.message)")
+            throw PromptError(.writeFailed, "the trace file \(e.message)")
         }
         encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -54,7 +54,7 @@ public final class TraceWriter {
         var line = try encoder.encode(step)
         line.append(0x0a)
         do { try output.write(line) } catch let e as FileError {
-            throw PromptError("while writing the trace file \(e.message)")
+            throw PromptError(.writeFailed, "while writing the trace file \(e.message)")
         }
     }
 

@@ -23,10 +23,10 @@ public struct StepReport: Sendable {
 public func promptTextFeatures(model: CLIPModel, method: Method, context: Tensor, classNames: [String],
                                tokenizer: CLIPTokenizer, trainedClassNames: [String]? = nil) throws -> Tensor {
     if method.prompt.classSpecific, let trained = trainedClassNames, trained != classNames {
-        throw PromptError("this prompt has class-specific contexts for its \(trained.count) training classes; it cannot be evaluated on other class names (use a shared-context method for base-to-novel or cross-dataset)")
+        throw PromptError(.classMismatch, "this prompt has class-specific contexts for its \(trained.count) training classes; it cannot be evaluated on other class names (use a shared-context method for base-to-novel or cross-dataset)")
     }
     if method.prompt.classSpecific && context.shape[0] != classNames.count {
-        throw PromptError("this prompt has class-specific contexts for \(context.shape[0]) classes; it cannot be evaluated on \(classNames.count) class names (use a shared-context method for base-to-novel)")
+        throw PromptError(.classMismatch, "this prompt has class-specific contexts for \(context.shape[0]) classes; it cannot be evaluated on \(classNames.count) class names (use a shared-context method for base-to-novel)")
     }
     var rng = SeededGenerator(seed: 0)
     let learner = try PromptLearner(config: method.prompt, classNames: classNames, text: model.text,
