@@ -183,12 +183,14 @@ public final class PromptTuner {
         let (value, grads) = evaluate(batch)
         guard value.total.isFinite, grads.allFinite else {
             let terms = value.terms.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
-            throw TrainingError(description: nonFiniteLossMessage(value.total, terms: terms, epochsDone: epochsDone, steps: steps, lr: lr))
+            throw TrainingError(.nonFiniteLoss, epoch: epochsDone + 1, step: steps + 1, learningRate: lr,
+                                nonFiniteLossMessage(value.total, terms: terms, epochsDone: epochsDone, steps: steps, lr: lr))
         }
         var params = parameters, state = optimizer
         state.step(&params, gradients: grads, lr: lr, config: config.optimizer, precision: config.precision)
         guard params.allFinite else {
-            throw TrainingError(description: "the update at epoch \(epochsDone + 1), step \(steps + 1) made a prompt non-finite (learning rate \(lr)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate.")
+            throw TrainingError(.nonFiniteUpdate, epoch: epochsDone + 1, step: steps + 1, learningRate: lr,
+                                "the update at epoch \(epochsDone + 1), step \(steps + 1) made a prompt non-finite (learning rate \(lr)); training stopped. The last good prompts are in the checkpoint of epoch \(epochsDone). Try a lower learning rate.")
         }
         parameters = params
         optimizer = state

@@ -3,9 +3,37 @@ import Foundation
 import TensorCore
 import TensorIO
 
-public struct TrainingError: Error, CustomStringConvertible, LocalizedError {
-    public var description: String
-    public var errorDescription: String? { description }
+/// Why a run stopped part-way: every input passed its checks, then a step gave a non-finite loss
+/// or update. Kept apart from `PromptError` (what is wrong before any work) because it says where
+/// the run stopped: the checkpoint of epoch `epoch - 1` holds the last good prompts.
+public struct TrainingError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// The loss (or a gradient) is not finite. At `step` 1, before any update, the inputs are at
+        /// fault (features, the model's weights, prototypes); later the run diverged.
+        case nonFiniteLoss
+        /// The update made a parameter non-finite.
+        case nonFiniteUpdate
+    }
+
+    public var kind: Kind
+    /// The epoch (1-based) and the step of the run (1-based, counted over all epochs) that failed.
+    public var epoch: Int
+    public var step: Int
+    /// The learning rate of that step.
+    public var learningRate: Double
+    /// The full, human-readable message.
+    public var message: String
+
+    public init(_ kind: Kind, epoch: Int, step: Int, learningRate: Double, _ message: String) {
+        self.kind = kind
+        self.epoch = epoch
+        self.step = step
+        self.learningRate = learningRate
+        self.message = message
+    }
+
+    public var description: String { message }
+    public var errorDescription: String? { message }
 }
 
 /// Progress of a run, for progress bars and logs.
