@@ -56,7 +56,7 @@ public func augmentBatch(_ indices: [Int], seeds: [UInt64], resolution r: Int,
             }
         } } }
         if let i = failures.firstIndex(where: { $0 != nil }) {
-            throw ExperimentError("training image \(indices[i]) could not be read: \(failures[i]!)")
+            throw ExperimentError(.unreadableImage, "training image \(indices[i]) could not be read: \(failures[i]!)")
         }
     }
     return (Tensor(shape: [n, 3, r, r], data: pixels), augs.map { $0! })

@@ -38,7 +38,7 @@ public struct AugmentedTrainingJob {
     public func prepare() throws -> TrainingRun {
         let loaded = try openDataset(dataset, root: root)
         let s = try select(loaded.splits, dataset: dataset, options: selection)
-        guard !s.train.isEmpty else { throw ExperimentError("the train split of \(dataset.rawValue) holds no images for this selection") }
+        guard !s.train.isEmpty else { throw ExperimentError(.missingData, "the train split of \(dataset.rawValue) holds no images for this selection") }
         let images = AugmentedImages(items: s.train, classNames: s.classNames, source: loaded.images)
         let digest = try modelDigest(modelPath)
         let clip = try CLIPModel.load(path: modelPath)

@@ -151,7 +151,7 @@ public final class ExperimentRunner {
             return [EvaluationSet(name: "base", dataset: dataset, subset: .base),
                     EvaluationSet(name: "novel", dataset: dataset, subset: .novel)]
         case .crossDataset, .domainGeneralization:
-            guard !spec.targets.isEmpty else { throw ExperimentError("a \(spec.protocolKind.rawValue) run needs target datasets") }
+            guard !spec.targets.isEmpty else { throw ExperimentError(.invalidSetting, "a \(spec.protocolKind.rawValue) run needs target datasets") }
             return try [EvaluationSet(name: dataset.rawValue, dataset: dataset, subset: .all)]
                 + spec.targets.map { EvaluationSet(name: $0, dataset: try datasetName($0), subset: .all) }
         }
@@ -159,7 +159,7 @@ public final class ExperimentRunner {
 
     func datasetName(_ raw: String) throws -> DatasetName {
         guard let d = DatasetName(rawValue: raw) else {
-            throw ExperimentError("unknown dataset '\(raw)'; known: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw ExperimentError(.unknownDataset, "unknown dataset '\(raw)'; known: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         return d
     }
@@ -213,7 +213,7 @@ public final class ExperimentRunner {
             return .shared(zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: template, classNames: names))
         case .probe(let probe, let trainClasses):
             guard names == trainClasses else {
-                throw ExperimentError("a linear probe classifies only the \(trainClasses.count) classes it was trained on; it cannot be evaluated on other class names")
+                throw ExperimentError(.classMismatch, "a linear probe classifies only the \(trainClasses.count) classes it was trained on; it cannot be evaluated on other class names")
             }
             // The probe's weight rows stand for the text features (classes it never saw stay 0).
             var w = [Float](repeating: 0, count: names.count * probe.dimension)
@@ -233,10 +233,10 @@ public final class ExperimentRunner {
                               trainClassifier: PromptClassifier? = nil) throws -> PromptClassifier? {
         if dataset == .imageNet, s.dataset != .imageNet, let map = try store.dataset(s.dataset).splits.imageNetClasses {
             guard map.count == trainClasses.count, map.labels.allSatisfy({ trainClasses.indices.contains($0) }) else {
-                throw ExperimentError("\(s.dataset.rawValue)'s classnames.txt lists \(map.count) classes but the ImageNet it was trained on has \(trainClasses.count); the variants' classnames.txt must be a copy of imagenet/classnames.txt and ImageNet must have a folder for each of its classes")
+                throw ExperimentError(.classMismatch, "\(s.dataset.rawValue)'s classnames.txt lists \(map.count) classes but the ImageNet it was trained on has \(trainClasses.count); the variants' classnames.txt must be a copy of imagenet/classnames.txt and ImageNet must have a folder for each of its classes")
             }
             for (k, label) in map.labels.enumerated() where names[k] != trainClasses[label] {
-                throw ExperimentError("\(s.dataset.rawValue) names its class \(k) '\(names[k])' but ImageNet's class \(label) (the same wnid) is '\(trainClasses[label])'; make its classnames.txt a copy of imagenet/classnames.txt")
+                throw ExperimentError(.classMismatch, "\(s.dataset.rawValue) names its class \(k) '\(names[k])' but ImageNet's class \(label) (the same wnid) is '\(trainClasses[label])'; make its classnames.txt a copy of imagenet/classnames.txt")
             }
             switch try trainClassifier ?? classifier(c, names: trainClasses, dataset: dataset) {
             case .shared(let full):
@@ -430,6 +430,6 @@ func trainInputsDigest(_ f: LabeledFeatures) -> String {
 public func modelDigest(_ path: String) throws -> String {
     var isDir: ObjCBool = false
     let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
-    guard exists else { throw ExperimentError("no model at \(path): give the path of a CLIP checkpoint") }
+    guard exists else { throw ExperimentError(.missingModel, "no model at \(path): give the path of a CLIP checkpoint") }
     return try contentDigest(path: isDir.boolValue ? path + "/model.safetensors" : path)
 }

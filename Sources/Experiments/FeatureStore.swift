@@ -88,7 +88,7 @@ public final class FeatureStore {
                          progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> StoredFeatures {
         let (items, s, loaded) = try items(r)
         guard !items.isEmpty else {
-            throw ExperimentError("the \(r.split.rawValue) split of \(r.dataset.rawValue) holds no images for this selection (shots \(r.selection.shots.map(String.init) ?? "all"), classes \(r.selection.subset.rawValue))")
+            throw ExperimentError(.missingData, "the \(r.split.rawValue) split of \(r.dataset.rawValue) holds no images for this selection (shots \(r.selection.shots.map(String.init) ?? "all"), classes \(r.selection.subset.rawValue))")
         }
         let url = output ?? directory.appendingPathComponent(r.fileName)
         // The test transform draws nothing: its files carry seed 0, so every seed shares them.

@@ -2,10 +2,56 @@ import Foundation
 import PromptLearning
 import Yams
 
-public struct ExperimentError: Error, CustomStringConvertible, LocalizedError, Equatable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-    public var errorDescription: String? { description }
+/// Why an experiment (a training job, a grid's cell, a report) cannot go on: the error of
+/// Experiments besides `PlanError` (plans and options, exit 64) and the errors of the layers below.
+/// `message` names the dataset, file or setting and says what to do; `kind` is what went wrong,
+/// for code that acts on it.
+public struct ExperimentError: Error, CustomStringConvertible, LocalizedError, Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// A setting the run cannot take: a loss term or term parameter the method does not have, a
+        /// non-finite term weight, a cross-dataset protocol without targets.
+        case invalidSetting
+        /// A dataset name PromptTune does not know.
+        case unknownDataset
+        /// A split or selection that holds no images.
+        case missingData
+        /// No model file at the path given.
+        case missingModel
+        /// Class names that do not fit the data or the classifier: a count other than the features
+        /// file's or split's, an ImageNet variant whose names are not ImageNet's, a linear probe on
+        /// other classes.
+        case classMismatch
+        /// Features made with another model (its digest, or another feature dimension).
+        case modelMismatch
+        /// A NaN or infinity from the model (text features of non-finite text-tower weights).
+        case nonFiniteInput
+        /// A method asked for what it cannot do (a method that trains inside the image tower given a
+        /// features file).
+        case notSupported
+        /// A training or test image that could not be decoded.
+        case unreadableImage
+        /// A JSON file (a record, a job's config) that is not a regular file, cannot be read or does
+        /// not decode.
+        case unreadableFile
+        /// Training into a folder that already holds a checkpoint, without resuming.
+        case outputExists
+        /// Resuming where there is no checkpoint.
+        case noCheckpoint
+        /// A cell's lock file could not be created or locked.
+        case lockFailed
+    }
+
+    public var kind: Kind
+    /// The full, human-readable message.
+    public var message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+    public var errorDescription: String? { message }
 }
 
 /// A grid of runs: the same fields as `prompttune run`'s flags, or a YAML plan file.

@@ -10,7 +10,7 @@ import TensorIO
 /// Refuses features made with another checkpoint, when the file records which.
 public func checkFeatures(_ features: FeatureSet, path: String, modelPath: String, digest: String) throws {
     if let recorded = features.provenance["model_digest"], recorded != digest {
-        throw ExperimentError("\(path) was made with another model (digest \(recorded); \(modelPath) has \(digest)); encode the features again with this model")
+        throw ExperimentError(.modelMismatch, "\(path) was made with another model (digest \(recorded); \(modelPath) has \(digest)); encode the features again with this model")
     }
 }
 
@@ -42,7 +42,7 @@ public struct TrainingJob {
     /// from its checkpoint with `resume`. Writes `config.json` (the resolved settings).
     public func prepare() throws -> TrainingRun {
         if method.needsImages {
-            throw ExperimentError("method \(method.name) trains prompts inside the image tower, so it needs the training images, not a features file; train it with `prompttune train --augment per-iteration --dataset D` or `prompttune run` (both decode and augment the dataset's images every iteration)")
+            throw ExperimentError(.notSupported, "method \(method.name) trains prompts inside the image tower, so it needs the training images, not a features file; train it with `prompttune train --augment per-iteration --dataset D` or `prompttune run` (both decode and augment the dataset's images every iteration)")
         }
         let set = try FeatureSet.read(path: featuresPath)
         let digest = try modelDigest(modelPath)
@@ -137,11 +137,11 @@ public struct PromptEvaluationJob {
             try checkFeatures(set, path: featuresPath, modelPath: modelPath, digest: digest)
             let names = classNames ?? set.classNames
             guard names.count == set.classNames.count else {
-                throw ExperimentError("\(names.count) class names were given but \(featuresPath) has \(set.classNames.count) classes")
+                throw ExperimentError(.classMismatch, "\(names.count) class names were given but \(featuresPath) has \(set.classNames.count) classes")
             }
             let clip = try CLIPModel.load(path: modelPath)
             guard set.dimension == clip.config.embedDim else {
-                throw ExperimentError("\(featuresPath) has features of dimension \(set.dimension), the model's is \(clip.config.embedDim): made with another model")
+                throw ExperimentError(.modelMismatch, "\(featuresPath) has features of dimension \(set.dimension), the model's is \(clip.config.embedDim): made with another model")
             }
             let tokenizer = try CLIPTokenizer()
             let template = set.provenance["template"] ?? "a photo of a {}."
@@ -162,10 +162,10 @@ public struct PromptEvaluationJob {
             let s = try select(loaded.splits, dataset: dataset, options: SelectionOptions(subset: subset))
             let items: [Datum]
             switch split { case .train: items = s.train; case .val: items = s.val; case .test: items = s.test }
-            guard !items.isEmpty else { throw ExperimentError("the \(split.rawValue) split of \(dataset.rawValue) holds no images (classes: \(subset.rawValue))") }
+            guard !items.isEmpty else { throw ExperimentError(.missingData, "the \(split.rawValue) split of \(dataset.rawValue) holds no images (classes: \(subset.rawValue))") }
             let names = classNames ?? s.classNames
             guard names.count == s.classNames.count else {
-                throw ExperimentError("\(names.count) class names were given but the \(split.rawValue) split of \(dataset.rawValue) (classes: \(subset.rawValue)) has \(s.classNames.count) classes")
+                throw ExperimentError(.classMismatch, "\(names.count) class names were given but the \(split.rawValue) split of \(dataset.rawValue) (classes: \(subset.rawValue)) has \(s.classNames.count) classes")
             }
             let clip = try CLIPModel.load(path: modelPath)
             let tokenizer = try CLIPTokenizer()
@@ -196,7 +196,7 @@ public struct PromptEvaluationJob {
     /// An accuracy computed from NaN scores would look like a result: refused.
     func checkFinite(_ c: PromptClassifier, source: String) throws {
         guard case .shared(let text) = c, !text.data.allSatisfy({ $0.isFinite }) else { return }
-        throw ExperimentError("the text features of the \(source) are not finite under \(modelPath): the model checkpoint holds non-finite text-tower weights")
+        throw ExperimentError(.nonFiniteInput, "the text features of the \(source) are not finite under \(modelPath): the model checkpoint holds non-finite text-tower weights")
     }
 }
 
@@ -225,7 +225,7 @@ func encodeImages(_ items: [Datum], source: any ImageSource, resolution r: Int, 
                 }
             }
         }
-        if let failure { throw ExperimentError("image could not be read: \(failure)") }
+        if let failure { throw ExperimentError(.unreadableImage, "image could not be read: \(failure)") }
         let f = encode(Tensor(shape: [part.count, 3, r, r], data: pixels), workspace)
         width = f.lastDim
         rows += f.data

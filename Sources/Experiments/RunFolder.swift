@@ -102,13 +102,13 @@ public func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
 public func readJSON<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {
     let data: Data
     if let kind = nonRegularFileKind(url.path) {
-        throw ExperimentError("\(url.path) is \(kind), not a regular file; give the path of the file itself")
+        throw ExperimentError(.unreadableFile, "\(url.path) is \(kind), not a regular file; give the path of the file itself")
     }
     do { data = try Data(contentsOf: url) } catch {
-        throw ExperimentError("cannot read \(url.path): \(error.localizedDescription)")
+        throw ExperimentError(.unreadableFile, "cannot read \(url.path): \(error.localizedDescription)")
     }
     do { return try decodeJSON(type, from: data) } catch let e as DecodingError {
-        throw ExperimentError("\(url.path) is not a valid \(T.self) file: \(describe(e))")
+        throw ExperimentError(.unreadableFile, "\(url.path) is not a valid \(T.self) file: \(describe(e))")
     }
 }
 
@@ -145,13 +145,13 @@ public final class FileLock {
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         while true {
             let fd = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw ExperimentError("cannot create the lock file \(lockPath): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else { throw ExperimentError(.lockFailed, "cannot create the lock file \(lockPath): \(String(cString: strerror(errno)))") }
             while flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 {
                 if errno == EWOULDBLOCK && !wait { close(fd); return nil }
                 guard errno == EINTR else {
                     let reason = String(cString: strerror(errno))
                     close(fd)
-                    throw ExperimentError("cannot lock \(lockPath): \(reason)")
+                    throw ExperimentError(.lockFailed, "cannot lock \(lockPath): \(reason)")
                 }
             }
             var held = stat(), current = stat()

@@ -102,12 +102,12 @@ extension Method {
         var m = self
         func index(_ key: String) throws -> Int {
             guard let i = m.terms.firstIndex(where: { $0.key == key }) else {
-                throw ExperimentError("method \(name) has no loss term '\(key)' (\(TermSettings.listing(m.terms)))")
+                throw ExperimentError(.invalidSetting, "method \(name) has no loss term '\(key)' (\(TermSettings.listing(m.terms)))")
             }
             return i
         }
         for (key, value) in weights.sorted(by: { $0.key < $1.key }) {
-            guard value.isFinite else { throw ExperimentError("the weight of term '\(key)' must be finite (got \(value))") }
+            guard value.isFinite else { throw ExperimentError(.invalidSetting, "the weight of term '\(key)' must be finite (got \(value))") }
             if let (term, parameter) = TermSettings.legacyParameter(key, in: m.terms) {
                 let i = try index(term)
                 m.terms[i].parameters[parameter] = Float(value)
@@ -119,10 +119,10 @@ extension Method {
         for (key, values) in parameters.sorted(by: { $0.key < $1.key }) {
             let i = try index(key)
             for (parameter, value) in values.sorted(by: { $0.key < $1.key }) {
-                guard value.isFinite else { throw ExperimentError("parameter \(parameter) of term '\(key)' must be finite (got \(value))") }
+                guard value.isFinite else { throw ExperimentError(.invalidSetting, "parameter \(parameter) of term '\(key)' must be finite (got \(value))") }
                 if parameter == TermParameter.weight.name { m.terms[i].weight = Float(value); continue }
                 guard m.terms[i].type.parameters.contains(where: { $0.name == parameter }) else {
-                    throw ExperimentError("loss term '\(key)' of method \(name) has no parameter '\(parameter)' (its parameters: \(m.terms[i].type.parameters.map(\.name).joined(separator: ", ")))")
+                    throw ExperimentError(.invalidSetting, "loss term '\(key)' of method \(name) has no parameter '\(parameter)' (its parameters: \(m.terms[i].type.parameters.map(\.name).joined(separator: ", ")))")
                 }
                 m.terms[i].parameters[parameter] = Float(value)
             }

@@ -41,9 +41,9 @@ public final class TrainingRun {
         let found = [folder.checkpoint, folder.legacyCheckpoint].first { fm.fileExists(atPath: $0.path) }
         switch resume {
         case .refuse:
-            if let found { throw ExperimentError("\(found.path) exists: resume it, or train into another folder") }
+            if let found { throw ExperimentError(.outputExists, "\(found.path) exists: resume it, or train into another folder") }
         case .require:
-            guard let found else { throw ExperimentError("no checkpoint at \(folder.checkpoint.path) to resume; start a new run instead") }
+            guard let found else { throw ExperimentError(.noCheckpoint, "no checkpoint at \(folder.checkpoint.path) to resume; start a new run instead") }
             try tuner.restore(ParameterCheckpoint.read(path: found.path))
             resumed = true
         case .ifPresent:

@@ -161,11 +161,11 @@ public func readRunRecords(under directory: URL) throws -> (records: [RunRecord]
 /// A record as `writeJSON` wrote it (non-finite numbers as "nan", "inf", "-inf"); the error is one
 /// line naming the field.
 func decodeRecord(_ file: URL) throws -> RunRecord {
-    if let kind = nonRegularFileKind(file.path) { throw ExperimentError("is \(kind), not a regular file") }
+    if let kind = nonRegularFileKind(file.path) { throw ExperimentError(.unreadableFile, "is \(kind), not a regular file") }
     let data: Data
-    do { data = try Data(contentsOf: file) } catch { throw ExperimentError("cannot be read (\(error.localizedDescription))") }
+    do { data = try Data(contentsOf: file) } catch { throw ExperimentError(.unreadableFile, "cannot be read (\(error.localizedDescription))") }
     do { return try decodeJSON(RunRecord.self, from: data) } catch let e as DecodingError {
-        throw ExperimentError("not a record: \(describe(e))")
+        throw ExperimentError(.unreadableFile, "not a record: \(describe(e))")
     }
 }
 
