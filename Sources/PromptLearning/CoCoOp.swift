@@ -33,11 +33,11 @@ public final class CoCoOpArchitecture: PromptArchitecture {
     init(method: Method, model: CLIPModel, tokenizer: CLIPTokenizer, classNames: [String], given: ParameterSet?,
          rng: inout SeededGenerator) throws {
         guard !method.prompt.classSpecific, method.prompt.position == .end else {
-            throw PromptError("CoCoOp's prompt is one context shared by the classes with the class name at the end; class-specific contexts and other class positions are not part of it")
+            throw PromptError(.notSupported, "CoCoOp's prompt is one context shared by the classes with the class name at the end; class-specific contexts and other class positions are not part of it")
         }
         let e = model.config.embedDim, d = model.text.width
         hidden = e / 16
-        guard hidden >= 1 else { throw PromptError("CoCoOp's meta-net has E/16 hidden units; the model's embedding of \(e) gives none") }
+        guard hidden >= 1 else { throw PromptError(.notSupported, "CoCoOp's meta-net has E/16 hidden units; the model's embedding of \(e) gives none") }
         self.method = method
         learner = try PromptLearner(config: method.prompt, classNames: classNames, text: model.text, tokenizer: tokenizer,
                                     context: given?[ParameterName.textContext], rng: &rng)
@@ -48,7 +48,7 @@ public final class CoCoOpArchitecture: PromptArchitecture {
         for (name, shape, fanIn) in [(Self.meta1Weight, [hidden, e], e), (Self.meta1Bias, [hidden], e),
                                      (Self.meta2Weight, [d, hidden], hidden), (Self.meta2Bias, [d], hidden)] {
             if let g = given?[name] {
-                guard g.shape == shape else { throw PromptError("CoCoOp's '\(name)' has shape \(g.shape), expected \(shape) for this model") }
+                guard g.shape == shape else { throw PromptError(.shapeMismatch, "CoCoOp's '\(name)' has shape \(g.shape), expected \(shape) for this model") }
                 p[name] = g
             } else {
                 let bound = Float(1 / Double(fanIn).squareRoot())
