@@ -28,8 +28,9 @@ public struct ObjectiveValue: Sendable {
 /// CE over scaled cosine logits plus the method's weighted terms, with the gradient to the raw
 /// text features. images: B x E, already L2-normalised (as CoOp normalises image features).
 /// With `imageGradient`, also the gradient w.r.t. those normalised image features (`dImages`).
-/// Text features B x K x E (one set per image, CoCoOp) give per-image logits; the method's terms
-/// are defined on shared text features and must be absent there.
+/// Text features B x K x E (one set per image, CoCoOp) give per-image logits, and each of the
+/// method's terms is the mean over the batch of the term on each image's K x E text features
+/// (NPT on CoCoOp: the language-collapse and isomorphism terms hold for every image's classifier).
 ///
 /// `rounding` .half rounds what CoOp's head holds in fp16 with an fp16 CLIP: the normalised text
 /// features, the scaled image features (`logit_scale * image_features`, then the product with the
@@ -38,9 +39,8 @@ public struct ObjectiveValue: Sendable {
 public func objective(method: Method, textFeatures: Tensor, images: Tensor, labels: [Int], logitScale: Float,
                       inputs: TermInputs, imageGradient: Bool = false, rounding: ActivationRounding = .none) -> ObjectiveValue {
     if textFeatures.rank == 3 {
-        precondition(method.terms.allSatisfy { $0.weight == 0 }, "the terms of \(method.name) need shared text features (K x E)")
-        return perImageObjective(textFeatures: textFeatures, images: images, labels: labels, logitScale: logitScale,
-                                 imageGradient: imageGradient)
+        return perImageObjective(method: method, textFeatures: textFeatures, images: images, labels: labels, logitScale: logitScale,
+                                 inputs: inputs, imageGradient: imageGradient)
     }
     let (normalised, cache) = L2Normalize.forward(textFeatures)
     var t = normalised
@@ -96,9 +96,11 @@ public func objective(method: Method, textFeatures: Tensor, images: Tensor, labe
                           dImages: dF)
 }
 
-/// Cross-entropy over per-image logits: image b against its own text features (B x K x E), with
-/// the gradients to those raw text features and, when asked, to the normalised image features.
-func perImageObjective(textFeatures: Tensor, images: Tensor, labels: [Int], logitScale: Float, imageGradient: Bool) -> ObjectiveValue {
+/// Cross-entropy over per-image logits: image b against its own text features (B x K x E), plus
+/// the method's terms averaged over the images' classifiers, with the gradients to those raw text
+/// features and, when asked, to the normalised image features.
+func perImageObjective(method: Method, textFeatures: Tensor, images: Tensor, labels: [Int], logitScale: Float, inputs: TermInputs,
+                       imageGradient: Bool) -> ObjectiveValue {
     let (b, k, e) = (textFeatures.shape[0], textFeatures.shape[1], textFeatures.shape[2])
     precondition(images.shape == [b, e], "per-image text \(textFeatures.shape) for images \(images.shape)")
     let (t, cache) = L2Normalize.forward(textFeatures.reshaped([b * k, e]))
@@ -126,8 +128,27 @@ func perImageObjective(textFeatures: Tensor, images: Tensor, labels: [Int], logi
         }
         if best == labels[i] { correct += 1 }
     }
+    var total = ce
+    var terms = ["ce": ce]
+    for term in method.terms where term.weight != 0 {
+        if term.type.readsImages && !imageGradient {
+            preconditionFailure("term '\(term.key)' reads image features; it needs trainable image prompts (the trainer passes imageGradient)")
+        }
+        let kernel = term.term
+        var value = 0.0
+        for i in 0..<b {
+            let text = t.slice(rows: (i * k)..<((i + 1) * k))
+            let r = kernel.evaluate(TermArguments(text: text, images: images, labels: labels, inputs: inputs))
+            value += r.value / Double(b)
+            let w = term.weight / Float(b)
+            if let g = r.dText { for j in 0..<(k * e) { dT[i * k * e + j] += w * g[j] } }
+            if let g = r.dImages { dF.accumulate(g * w) }
+        }
+        total += Double(term.weight) * value
+        terms[term.key] = value
+    }
     var dText = Tensor(zeros: [b * k, e])
     L2Normalize.backward(dT, cache: cache, dx: &dText)
-    return ObjectiveValue(total: ce, terms: ["ce": ce], accuracy: Double(correct) / Double(max(1, b)),
+    return ObjectiveValue(total: total, terms: terms, accuracy: Double(correct) / Double(max(1, b)),
                           dText: dText.reshaped([b, k, e]), dImages: imageGradient ? dF : nil)
 }

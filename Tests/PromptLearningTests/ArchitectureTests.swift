@@ -34,6 +34,30 @@ final class ArchitectureTests: XCTestCase {
         XCTAssertEqual(value(repeated, images), a.total, accuracy: 1e-5)
     }
 
+    /// NPT's terms on per-image text features (cocoop+npt): each image's classifier's terms,
+    /// averaged over the batch; their gradient by finite differences.
+    func testPerImageTermsGradients() throws {
+        let (b, k, e) = (3, 4, 6)
+        let method = try Method.named("cocoop+npt")
+        XCTAssertEqual(method.terms.map(\.key), ["lc", "mi"])
+        let text = Tensor.randomNormal([b, k, e], using: &rng)
+        let images = L2Normalize.forward(.randomNormal([b, e], using: &rng)).0
+        let inputs = TermInputs(anchors: L2Normalize.forward(.randomNormal([k, e], using: &rng)).0,
+                                prototypes: .randomNormal([k, e], std: 0.3, using: &rng))
+        let labels = [1, 3, 0]
+        let v = objective(method: method, textFeatures: text, images: images, labels: labels, logitScale: 7, inputs: inputs)
+        XCTAssertEqual(Set(v.terms.keys), ["ce", "lc", "mi"])
+        checkGradient("per-image npt", at: text, analytic: v.dText, tolerance: .lossTerms) {
+            objective(method: method, textFeatures: $0, images: images, labels: labels, logitScale: 7, inputs: inputs).total
+        }
+        // One image: the terms are the shared objective's.
+        let one = text.slice(rows: 0..<1)
+        let shared = objective(method: method, textFeatures: one.reshaped([k, e]), images: images.slice(rows: 0..<1), labels: [1],
+                               logitScale: 7, inputs: inputs)
+        let perImage = objective(method: method, textFeatures: one, images: images.slice(rows: 0..<1), labels: [1], logitScale: 7, inputs: inputs)
+        XCTAssertEqual(perImage.total, shared.total, accuracy: 1e-5)
+    }
+
     /// Evaluation with a per-image classifier scores each image against its own text features: a
     /// classifier that swaps two classes' text for one image only changes that image's prediction.
     func testPerImageClassifierEvaluation() {

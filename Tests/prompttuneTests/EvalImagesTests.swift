@@ -15,7 +15,7 @@ final class EvalImagesTests: XCTestCase {
         let data = dir.appendingPathComponent("data")
         try makeSyntheticDTD(in: data, test: 5)
         let out = dir.appendingPathComponent("out")
-        let cells = try GridPlan(protocolKind: .fewShot, datasets: ["dtd"], methods: ["dapt", "vpt", "coop", "cocoop"], shots: [2], seeds: [1],
+        let cells = try GridPlan(protocolKind: .fewShot, datasets: ["dtd"], methods: ["dapt", "vpt", "coop", "cocoop", "cocoop+npt"], shots: [2], seeds: [1],
                                  all: RecipeOverride(epochs: 2, batchSize: 2, views: 1, ncEvery: 0)).cells()
             + GridPlan(protocolKind: .baseToNovel, datasets: ["dtd"], methods: ["dapt", "cocoop"], shots: [2], seeds: [1],
                        all: RecipeOverride(epochs: 1, batchSize: 2, views: 1, ncEvery: 0)).cells()
