@@ -59,6 +59,10 @@ struct Export: ParsableCommand {
             throw ValidationError("\(prompt) was trained with another model than \(model.model); give that model with --model (its token embeddings make token_prefix and token_suffix)")
         }
         guard let names = p.classNames, !names.isEmpty else { throw ValidationError("\(prompt) records no class names") }
+        // The layouts written are CoOp's, KgCoOp's and DAPT's: any other architecture's tensors would be dropped.
+        guard [.context, .visual, .contextAndVisual].contains(p.method.architecture) else {
+            throw ValidationError("\(prompt) is a \(p.method.name) prompt (\(p.parameters.names.joined(separator: ", "))); --format coop writes the prompt learners of CoOp, KgCoOp and DAPT, which have no place for its other tensors, so nothing was written")
+        }
         let clip = try CLIPModel.load(path: model.model)
         var notes: [String] = []
         var prefix: Tensor? = nil, suffix: Tensor? = nil

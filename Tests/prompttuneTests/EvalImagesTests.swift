@@ -57,6 +57,14 @@ final class EvalImagesTests: XCTestCase {
         }
         // Its text context alone does act on those features.
         XCTAssertNotNil(try json(["eval", "--model", CLITests.tiny, "--prompt", dapt, "--features", features, "--text-only"])["accuracy"])
+        // CoCoOp's meta-net has no place in the reference layouts `export` writes: refused, nothing written.
+        let cocoop = runner.folder(for: try XCTUnwrap(cells.first { $0.method == "cocoop" })).checkpoint.path
+        let exported = dir.appendingPathComponent("cocoop.pth.tar-2").path
+        var export = try PromptTune.parseAsRoot(["export", "--model", CLITests.tiny, "--format", "coop", cocoop, exported])
+        XCTAssertThrowsError(try export.run()) {
+            XCTAssertTrue(PromptTune.message(for: $0).contains("nothing was written"), PromptTune.message(for: $0))
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: exported))
         // --features and --dataset exclude each other; --subset goes with --dataset.
         for (args, says) in [(["--features", features, "--dataset", "dtd"], "exclude each other"), (["--features", features, "--subset", "base"], "--subset goes with --dataset"),
                              ([String](), "give --features FILE, or --dataset D")] {
