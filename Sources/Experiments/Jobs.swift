@@ -146,7 +146,12 @@ public struct PromptEvaluationJob {
             let tokenizer = try CLIPTokenizer()
             let template = set.provenance["template"] ?? "a photo of a {}."
             let classifier: PromptClassifier, source: String
-            if let prompt {
+            if let prompt, prompt.method.architecture.classifiesPerImage, !prompt.method.needsImages {
+                // Its prompts are made from each image's feature, which the features file holds.
+                classifier = try prompt.architecture(model: clip, modelPath: modelPath, modelDigest: digest, classNames: names,
+                                                     tokenizer: tokenizer, template: template).classifier(prompt.parameters)
+                source = "prompt \(prompt.path)"
+            } else if let prompt {
                 classifier = .shared(try prompt.textFeatures(model: clip, modelPath: modelPath, modelDigest: digest, classNames: names,
                                                              tokenizer: tokenizer, textOnly: textOnly))
                 source = "prompt \(prompt.path)"

@@ -57,6 +57,12 @@ final class EvalImagesTests: XCTestCase {
         }
         // Its text context alone does act on those features.
         XCTAssertNotNil(try json(["eval", "--model", CLITests.tiny, "--prompt", dapt, "--features", features, "--text-only"])["accuracy"])
+        // CoCoOp's prompts need only each image's feature: a features file of the same images gives the same accuracy.
+        let cocoopCell = try XCTUnwrap(cells.first { $0.method == "cocoop" })
+        let fromFeatures = try json(["eval", "--model", CLITests.tiny, "--prompt", runner.folder(for: cocoopCell).checkpoint.path,
+                                     "--features", features])
+        let cocoopRecord = try XCTUnwrap(zip(cells, records).first { $0.0 == cocoopCell }?.1)
+        XCTAssertEqual(try XCTUnwrap(fromFeatures["accuracy"] as? Double), try XCTUnwrap(cocoopRecord.accuracy), accuracy: 1e-12)
         // CoCoOp's meta-net has no place in the reference layouts `export` writes: refused, nothing written.
         let cocoop = runner.folder(for: try XCTUnwrap(cells.first { $0.method == "cocoop" })).checkpoint.path
         let exported = dir.appendingPathComponent("cocoop.pth.tar-2").path
