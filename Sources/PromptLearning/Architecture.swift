@@ -71,6 +71,8 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
     case contextAndVisual = "context+visual"
     /// CoOp's context shifted per image by a meta-net of its feature (CoCoOp): `CoCoOpArchitecture`.
     case cocoop
+    /// Deep text prompts and their projections into the image tower (MaPLe): `MaPLeArchitecture`.
+    case maple
 
     /// The architecture of `method` for `classNames`, its parameters the `given` ones (each checked
     /// against the model; a name the method does not learn is refused) or drawn from `rng`.
@@ -95,11 +97,13 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
                                                           given: given, rng: &rng)
         case .cocoop:
             return try CoCoOpArchitecture(method: method, model: model, tokenizer: tokenizer, classNames: classNames, given: given, rng: &rng)
+        case .maple:
+            return try MaPLeArchitecture(method: method, model: model, tokenizer: tokenizer, classNames: classNames, given: given, rng: &rng)
         }
     }
 
     /// Whether the architecture puts prompts into the image tower (training then needs the images).
-    public var promptsImageTower: Bool { self == .visual || self == .contextAndVisual }
+    public var promptsImageTower: Bool { self == .visual || self == .contextAndVisual || self == .maple }
 
     /// Whether the classifier is made per image (its text features depend on the image).
     public var classifiesPerImage: Bool { self == .cocoop }
@@ -111,6 +115,7 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
         case .visual: return [ParameterName.visualPrompt]
         case .contextAndVisual: return [ParameterName.textContext, ParameterName.visualPrompt]
         case .cocoop: return CoCoOpArchitecture.parameterNames
+        case .maple: return MaPLeArchitecture.parameterNames(depth: method.maple?.promptDepth ?? MaPLeConfig().promptDepth)
         }
     }
 
@@ -129,7 +134,16 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
                 shapes[name] = [nil, nil]
             case CoCoOpArchitecture.meta1Bias, CoCoOpArchitecture.meta2Bias:
                 shapes[name] = [nil]
-            default: break
+            default:
+                guard self == .maple else { break }
+                // MaPLe: deep text prompts M x D; the projections D -> W (out x in) and their biases.
+                if name.hasPrefix("maple.deep_text.") {
+                    shapes[name] = [m, textWidth]
+                } else if name.hasSuffix(".weight") {
+                    shapes[name] = [imageWidth, textWidth]
+                } else if name.hasSuffix(".bias") {
+                    shapes[name] = [imageWidth]
+                }
             }
         }
         return shapes

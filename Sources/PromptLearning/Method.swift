@@ -100,6 +100,8 @@ public struct Method: Codable, Equatable, Sendable {
     /// Whether the text context is learned. VPT keeps the text side fixed at the zero-shot features
     /// of the hand template.
     public var learnsText: Bool
+    /// MaPLe's prompt depth; nil for every other method.
+    public var maple: MaPLeConfig?
     /// The prompt architecture (what is learned and how it acts), for methods whose architecture
     /// the visual prompt and `learnsText` do not imply (nil: implied).
     var explicitArchitecture: ArchitectureKind?
@@ -110,7 +112,8 @@ public struct Method: Codable, Equatable, Sendable {
 
     public init(name: String, prompt: PromptConfig, terms: [LossTerm] = [], anchors: AnchorOptions? = nil,
                 handTemplates: [String: String] = [:], visualPrompt: VisualPromptConfig? = nil, learnsText: Bool = true,
-                architecture: ArchitectureKind? = nil) {
+                architecture: ArchitectureKind? = nil, maple: MaPLeConfig? = nil) {
+        self.maple = maple
         self.name = name; self.prompt = prompt; self.terms = terms; self.anchors = anchors
         self.handTemplates = handTemplates; self.visualPrompt = visualPrompt; self.learnsText = learnsText
         let implied = Method.impliedArchitecture(visualPrompt: visualPrompt, learnsText: learnsText)
@@ -166,8 +169,15 @@ public struct Method: Codable, Equatable, Sendable {
     public static let cocoop = Method(name: "cocoop", prompt: PromptConfig(contextLength: 4, initText: "a photo of a"),
                                       architecture: .cocoop)
 
+    /// MaPLe (muzairkhattak/multimodal-prompt-learning `trainers/maple.py`,
+    /// `configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml`): 2 context vectors from the first two
+    /// words of "a photo of a" (the prompt is "a photo of a {class}." with those two replaced), their
+    /// projection into the image tower, deep prompts to depth 9; cross-entropy only.
+    public static let maple = Method(name: "maple", prompt: PromptConfig(contextLength: 2, initText: "a photo of a"),
+                                     architecture: .maple, maple: MaPLeConfig(promptDepth: 9))
+
     public static let builtInBases: [String: Method] = ["coop": coop, "coop-csc": coopCSC, "kgcoop": kgcoop, "dapt-text": daptText,
-                                                        "dapt": dapt, "vpt": vpt, "cocoop": cocoop]
+                                                        "dapt": dapt, "vpt": vpt, "cocoop": cocoop, "maple": maple]
 
     private static let lock = NSLock()
     nonisolated(unsafe) private static var added: [String: Method] = [:]
@@ -215,7 +225,7 @@ public struct Method: Codable, Equatable, Sendable {
         return method
     }
 
-    private enum CodingKeys: String, CodingKey { case name, prompt, terms, anchors, handTemplates, visualPrompt, learnsText, architecture }
+    private enum CodingKeys: String, CodingKey { case name, prompt, terms, anchors, handTemplates, visualPrompt, learnsText, architecture, maple }
 
     /// Decodes methods written before `handTemplates` existed (prompt checkpoints store the method
     /// in their header): without the key, the built-in templates of the base method the name
@@ -231,6 +241,7 @@ public struct Method: Codable, Equatable, Sendable {
             ?? Method.bases[String(name.split(separator: "+").first ?? "")]?.handTemplates ?? [:]
         visualPrompt = try c.decodeIfPresent(VisualPromptConfig.self, forKey: .visualPrompt)
         learnsText = try c.decodeIfPresent(Bool.self, forKey: .learnsText) ?? true
+        maple = try c.decodeIfPresent(MaPLeConfig.self, forKey: .maple)
         let stored = try c.decodeIfPresent(ArchitectureKind.self, forKey: .architecture)
         explicitArchitecture = stored == Method.impliedArchitecture(visualPrompt: visualPrompt, learnsText: learnsText) ? nil : stored
     }
@@ -246,6 +257,7 @@ public struct Method: Codable, Equatable, Sendable {
         try c.encodeIfPresent(visualPrompt, forKey: .visualPrompt)
         if !learnsText { try c.encode(learnsText, forKey: .learnsText) }
         try c.encodeIfPresent(explicitArchitecture, forKey: .architecture)
+        try c.encodeIfPresent(maple, forKey: .maple)
     }
 
     /// The run-level inputs the method's terms read (VPT's fixed classifier reads the zero-shot features).
