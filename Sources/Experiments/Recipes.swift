@@ -12,7 +12,11 @@ import Foundation
 /// - NPT (a documented reconstruction): the base method's recipe, lambda_lc = lambda_mi = 1.
 /// - CoCoOp (KaiyangZhou/CoOp `configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml`):
 ///   batch 1, 10 epochs, lr 0.002, 4 context vectors from "a photo of a", every protocol.
-/// - MaPLe (batch 4, 5 epochs, lr 0.0035) joins when it lands.
+/// - MaPLe (muzairkhattak/multimodal-prompt-learning `configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml`):
+///   batch 4, 5 epochs, lr 0.0035; cross-dataset and domain generalisation
+///   (`vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml`) lr 0.0026, 2 epochs. Those configs also
+///   set prompt depth 3 where the others have 9; a recipe holds no method settings, so a grid
+///   trains depth 9 (`Method.maple`) under every protocol.
 /// Every number may be overridden for a whole grid (`--epochs --lr --batch-size --views --augment`)
 /// or per method in a plan file.
 public enum Recipes {
@@ -71,6 +75,13 @@ public enum Recipes {
         case "cocoop":
             r.epochs = 10
             r.batchSize = 1
+        case "maple":
+            // Images are augmented afresh every iteration (no cached views).
+            r.views = 1
+            r.batchSize = 4
+            let transfer = protocolKind == .crossDataset || protocolKind == .domainGeneralization
+            r.epochs = transfer ? 2 : 5
+            r.learningRate = transfer ? 0.0026 : 0.0035
         case "zeroshot", "linear-probe":
             r.epochs = 0
             r.views = 1

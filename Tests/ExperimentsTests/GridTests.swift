@@ -46,6 +46,14 @@ final class GridTests: XCTestCase {
         let dapt = Recipes.recipe(method: "dapt-text", dataset: "eurosat", shots: 16, protocolKind: .fewShot)
         XCTAssertEqual(dapt.learningRate, 20)
         XCTAssertEqual(dapt.termWeights, ["inter": 10])
+        let maple = Recipes.recipe(method: "maple", dataset: "dtd", shots: 16, protocolKind: .baseToNovel)
+        XCTAssertEqual([maple.epochs, maple.batchSize, maple.views], [5, 4, 1])
+        XCTAssertEqual(maple.learningRate, 0.0035)
+        for kind in [ProtocolKind.crossDataset, .domainGeneralization] {
+            let transfer = Recipes.recipe(method: "maple", dataset: "imagenet", shots: 16, protocolKind: kind)
+            XCTAssertEqual([transfer.epochs, transfer.batchSize], [2, 4])
+            XCTAssertEqual(transfer.learningRate, 0.0026)
+        }
     }
 
     func testBuiltInPlansAreThePapersGrids() throws {
