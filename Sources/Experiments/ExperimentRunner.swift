@@ -397,11 +397,12 @@ public final class ExperimentRunner {
         }
     }
 
-    /// The trainer's settings of a cell: its method with the recipe's term weights and parameters, the recipe's
+    /// The trainer's settings of a cell: its method with the recipe's term weights and parameters (and MaPLe's prompt depth), the recipe's
     /// learning rate, epochs and batch size, the cell's seed, and the method's hand template for
     /// the dataset (else the dataset's).
     func trainConfig(_ spec: RunSpec, datasetTemplate: String) throws -> TrainConfig {
-        let method = try Method.named(spec.method).withTermSettings(weights: spec.recipe.termWeights, parameters: spec.recipe.termParameters)
+        var method = try Method.named(spec.method).withTermSettings(weights: spec.recipe.termWeights, parameters: spec.recipe.termParameters)
+        if let depth = spec.recipe.promptDepth, method.maple != nil { method.maple?.promptDepth = depth }
         var optimizer = OptimizerConfig()
         optimizer.learningRate = spec.recipe.learningRate
         return TrainConfig(method: method, optimizer: optimizer, epochs: spec.recipe.epochs, batchSize: spec.recipe.batchSize,

@@ -14,9 +14,8 @@ import Foundation
 ///   batch 1, 10 epochs, lr 0.002, 4 context vectors from "a photo of a", every protocol.
 /// - MaPLe (muzairkhattak/multimodal-prompt-learning `configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml`):
 ///   batch 4, 5 epochs, lr 0.0035; cross-dataset and domain generalisation
-///   (`vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml`) lr 0.0026, 2 epochs. Those configs also
-///   set prompt depth 3 where the others have 9; a recipe holds no method settings, so a grid
-///   trains depth 9 (`Method.maple`) under every protocol.
+///   (`vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml`) lr 0.0026, 2 epochs, prompt depth 3
+///   (`Recipe.promptDepth`; 9 elsewhere, `Method.maple`'s).
 /// Every number may be overridden for a whole grid (`--epochs --lr --batch-size --views --augment`)
 /// or per method in a plan file.
 public enum Recipes {
@@ -82,6 +81,7 @@ public enum Recipes {
             let transfer = protocolKind == .crossDataset || protocolKind == .domainGeneralization
             r.epochs = transfer ? 2 : 5
             r.learningRate = transfer ? 0.0026 : 0.0035
+            if transfer { r.promptDepth = 3 }
         case "zeroshot", "linear-probe":
             r.epochs = 0
             r.views = 1

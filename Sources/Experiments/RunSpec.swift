@@ -33,19 +33,24 @@ public struct Recipe: Codable, Equatable, Hashable, Sendable {
     /// How the training images are augmented: `views` cached views (the default), or afresh at every
     /// iteration as CoOp does (methods with image prompts always are, and keep `views` here).
     public var augment: Augmentation
+    /// MaPLe's prompt depth where the protocol's config sets one other than the method's (3 in
+    /// cross-dataset and domain generalisation); nil for every other method.
+    public var promptDepth: Int?
 
     public init(epochs: Int, learningRate: Double, batchSize: Int, views: Int, termWeights: [String: Double] = [:],
-                termParameters: [String: [String: Double]] = [:], ncEvery: Int = 0, augment: Augmentation = .views) {
+                termParameters: [String: [String: Double]] = [:], ncEvery: Int = 0, augment: Augmentation = .views,
+                promptDepth: Int? = nil) {
         self.epochs = epochs; self.learningRate = learningRate; self.batchSize = batchSize; self.views = views
         self.termWeights = termWeights; self.termParameters = termParameters; self.ncEvery = ncEvery; self.augment = augment
+        self.promptDepth = promptDepth
     }
 
     enum CodingKeys: String, CodingKey {
         case epochs, learningRate = "lr", batchSize = "batch_size", views, termWeights = "term_weights"
-        case termParameters = "term_parameters", ncEvery = "nc_every", augment
+        case termParameters = "term_parameters", ncEvery = "nc_every", augment, promptDepth = "prompt_depth"
     }
 
-    /// `term_parameters` and `augment` are written only when they are not the default, so the specs
+    /// `term_parameters`, `augment` and `prompt_depth` are written only when they are not the default, so the specs
     /// and records of cells without them read and compare as before they existed.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -57,6 +62,7 @@ public struct Recipe: Codable, Equatable, Hashable, Sendable {
         termParameters = try c.decodeIfPresent([String: [String: Double]].self, forKey: .termParameters) ?? [:]
         ncEvery = try c.decode(Int.self, forKey: .ncEvery)
         augment = try c.decodeIfPresent(Augmentation.self, forKey: .augment) ?? .views
+        promptDepth = try c.decodeIfPresent(Int.self, forKey: .promptDepth)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -69,6 +75,7 @@ public struct Recipe: Codable, Equatable, Hashable, Sendable {
         if !termParameters.isEmpty { try c.encode(termParameters, forKey: .termParameters) }
         try c.encode(ncEvery, forKey: .ncEvery)
         if augment != .views { try c.encode(augment, forKey: .augment) }
+        try c.encodeIfPresent(promptDepth, forKey: .promptDepth)
     }
 }
 

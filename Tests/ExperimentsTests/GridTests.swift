@@ -49,11 +49,17 @@ final class GridTests: XCTestCase {
         let maple = Recipes.recipe(method: "maple", dataset: "dtd", shots: 16, protocolKind: .baseToNovel)
         XCTAssertEqual([maple.epochs, maple.batchSize, maple.views], [5, 4, 1])
         XCTAssertEqual(maple.learningRate, 0.0035)
+        XCTAssertNil(maple.promptDepth, "depth 9, the method's own")
         for kind in [ProtocolKind.crossDataset, .domainGeneralization] {
             let transfer = Recipes.recipe(method: "maple", dataset: "imagenet", shots: 16, protocolKind: kind)
             XCTAssertEqual([transfer.epochs, transfer.batchSize], [2, 4])
             XCTAssertEqual(transfer.learningRate, 0.0026)
+            XCTAssertEqual(transfer.promptDepth, 3)
         }
+        // Written only when set: other recipes encode as before.
+        XCTAssertFalse(String(decoding: try JSONEncoder().encode(kg), as: UTF8.self).contains("prompt_depth"))
+        let transfer = Recipes.recipe(method: "maple", dataset: "imagenet", shots: 16, protocolKind: .crossDataset)
+        XCTAssertEqual(try JSONDecoder().decode(Recipe.self, from: try JSONEncoder().encode(transfer)), transfer)
     }
 
     func testBuiltInPlansAreThePapersGrids() throws {
