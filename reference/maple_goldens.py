@@ -22,6 +22,9 @@ compound-prompt CLIP blocks (`ResidualAttentionBlock_MaPLe`, the MaPLe branch of
   replaced by MaPLe's classes holding the same weights.
 - prompt depth 2 (the tiny CLIP has 2 blocks per tower: the shallow prompts before block 0, one
   deep prompt before block 1); MaPLe's configs use 9 (3 cross-dataset) on ViT-B/16's 12 blocks.
+  A depth past the blocks is checked too (`unused_deep_prompts_get_no_gradient`, an assertion
+  only): the prompts of missing blocks get no gradient and SGD leaves them as they are, which is
+  what PromptTune's MaPLeArchitecture does.
 
 The learnable tensors keep the reference's own initial values (torch.manual_seed(0) before
 `CustomCLIP`); the Swift test gives them to PromptTune as its initial parameters and checks that
@@ -432,6 +435,25 @@ def names_of(depth):
     return m
 
 
+def unused_deep_prompts_get_no_gradient(clip_model):
+    """A depth past the blocks (4 on the tiny CLIP's 2): the prompts of blocks 2 and 3 are made,
+    never read, and get no gradient, so PyTorch's SGD leaves them untouched (no weight decay)."""
+    cfg = SimpleNamespace(TRAINER=SimpleNamespace(MAPLE=SimpleNamespace(N_CTX=N_CTX, CTX_INIT="a photo of a", PROMPT_DEPTH=4)),
+                          INPUT=SimpleNamespace(SIZE=(clip_model.visual.input_resolution,) * 2))
+    torch.manual_seed(0)
+    model = CustomCLIP(cfg, CLASSNAMES, clip_model)
+    r = clip_model.visual.input_resolution
+    model(torch.randn(2, 3, r, r), torch.tensor([0, 1])).backward()
+    pl = model.prompt_learner
+    assert pl.compound_prompts_text[0].grad is not None and pl.compound_prompt_projections[0].weight.grad is not None
+    for i in (1, 2):
+        assert pl.compound_prompts_text[i].grad is None and pl.compound_prompt_projections[i].weight.grad is None
+    before = pl.compound_prompts_text[2].detach().clone()
+    opt = torch.optim.SGD(pl.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opt.step()
+    assert torch.equal(pl.compound_prompts_text[2], before)
+
+
 def main():
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Goldens", "maple")
     os.makedirs(out, exist_ok=True)
@@ -442,6 +464,7 @@ def main():
     for k, v in clip_model.state_dict().items():
         assert torch.equal(v.float(), sd[k].float()), f"tiny checkpoint differs at {k}"
     clip_model = maple_clip(clip_model)
+    unused_deep_prompts_get_no_gradient(clip_model)
 
     cfg = SimpleNamespace(TRAINER=SimpleNamespace(MAPLE=SimpleNamespace(N_CTX=N_CTX, CTX_INIT="a photo of a", PROMPT_DEPTH=DEPTH)),
                           INPUT=SimpleNamespace(SIZE=(clip_model.visual.input_resolution,) * 2))

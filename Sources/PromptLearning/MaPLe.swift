@@ -6,6 +6,7 @@ import TensorCore
 public struct MaPLeConfig: Codable, Equatable, Sendable {
     /// J: the shallow prompts enter before block 0, deep prompts replace them before blocks 1..<J
     /// (9 in MaPLe's few-shot and base-to-novel configs, 3 in cross-dataset / domain generalisation).
+    /// As in the reference, deep prompts for blocks a tower does not have are made but never used.
     public var promptDepth: Int
 
     public init(promptDepth: Int = 9) { self.promptDepth = promptDepth }
@@ -26,6 +27,9 @@ public struct MaPLeConfig: Codable, Equatable, Sendable {
 /// Learned (PyTorch's out x in layout): `text.context` [M, D], `maple.proj.weight` [W, D],
 /// `maple.proj.bias` [W], and for i in 1..<J `maple.deep_text.<i>` [M, D],
 /// `maple.deep_proj.<i>.weight` [W, D], `maple.deep_proj.<i>.bias` [W]. Cross-entropy only.
+/// A depth past a tower's blocks behaves as the reference's: the prompts of the blocks missing
+/// are parameters that nothing reads, so they get no gradient (PyTorch's SGD skips a parameter
+/// without one: no weight decay, no momentum) and keep their initial values.
 ///
 /// Exactly the reference's computation, with less work: SOS, the context and the fixed words after
 /// it are the same rows for every class, so the text tower computes them once as a shared prefix
@@ -49,6 +53,8 @@ public final class MaPLeArchitecture: PromptArchitecture {
     public let initialParameters: ParameterSet
     public var promptsImageTower: Bool { true }
     public let depth: Int
+    /// The blocks deep prompts replace rows before in each tower: 1..<min(J, its blocks).
+    let textDeepBlocks: Range<Int>, imageDeepBlocks: Range<Int>
     let text: TextTower
     let image: ImageTower
     /// M context vectors.
@@ -69,10 +75,7 @@ public final class MaPLeArchitecture: PromptArchitecture {
         }
         guard !classNames.isEmpty else { throw PromptError(.invalidData, "no class names given") }
         let depth = method.maple?.promptDepth ?? MaPLeConfig().promptDepth
-        let layers = min(model.text.transformer.blocks.count, model.image.transformer.blocks.count)
-        guard depth >= 1, depth <= layers else {
-            throw PromptError(.invalidSetting, "MaPLe's prompt depth must be between 1 and the towers' \(layers) blocks (got \(depth))")
-        }
+        guard depth >= 1 else { throw PromptError(.invalidSetting, "MaPLe's prompt depth must be at least 1 (got \(depth))") }
         let (m, d, w) = (config.contextLength, model.text.width, model.image.width)
         guard m >= 1 else { throw PromptError(.invalidSetting, "MaPLe's context needs at least 1 vector (got \(m))") }
         // The reference (`MultiModalPromptLearner`): with an init phrase and M <= 4 the context is
@@ -98,6 +101,8 @@ public final class MaPLeArchitecture: PromptArchitecture {
         self.method = method
         self.classNames = classNames
         self.depth = depth
+        textDeepBlocks = 1..<max(1, min(depth, model.text.transformer.blocks.count))
+        imageDeepBlocks = 1..<max(1, min(depth, model.image.transformer.blocks.count))
         text = model.text
         image = model.image
         contextLength = m
@@ -154,9 +159,9 @@ public final class MaPLeArchitecture: PromptArchitecture {
         return (h, layout)
     }
 
-    /// The deep text prompts by block (1..<J), M x D each.
+    /// The deep text prompts by block, M x D each.
     func deepTextPrompts(_ p: ParameterSet) -> [Int: Tensor] {
-        Dictionary(uniqueKeysWithValues: (1..<max(1, depth)).map { ($0, p[Self.deepText($0)]!) })
+        Dictionary(uniqueKeysWithValues: textDeepBlocks.map { ($0, p[Self.deepText($0)]!) })
     }
 
     /// Text features K x E (not normalised) and the trace of the tower.
@@ -180,7 +185,7 @@ public final class MaPLeArchitecture: PromptArchitecture {
     func imagePrompts(_ p: ParameterSet) -> (shallow: Tensor, deep: [Int: Tensor]) {
         let shallow = Self.linear(p[ParameterName.textContext]!, p[Self.projWeight]!, p[Self.projBias]!)
         var deep: [Int: Tensor] = [:]
-        for i in 1..<max(1, depth) {
+        for i in imageDeepBlocks {
             deep[i] = Self.linear(p[Self.deepText(i)]!, p[Self.deepProjWeight(i)]!, p[Self.deepProjBias(i)]!)
         }
         return (shallow, deep)
@@ -215,16 +220,19 @@ public final class MaPLeArchitecture: PromptArchitecture {
             g[ParameterName.textContext] = dContext
             g[Self.projWeight] = matmul(dShallow, context, transA: true)
             g[Self.projBias] = dShallow.columnSums()
-            for i in 1..<max(1, depth) {
+            for i in 1..<max(1, depth) where textDeepBlocks.contains(i) || imageDeepBlocks.contains(i) {
                 let x = p[Self.deepText(i)]!
                 var dx = dTextDeep[i] ?? Tensor(zeros: x.shape)
-                let dy = dImageDeep[i] ?? Tensor(zeros: [m, image.width])
-                dx.accumulate(matmul(dy, p[Self.deepProjWeight(i)]!))
+                if imageDeepBlocks.contains(i) {
+                    let dy = dImageDeep[i] ?? Tensor(zeros: [m, image.width])
+                    dx.accumulate(matmul(dy, p[Self.deepProjWeight(i)]!))
+                    g[Self.deepProjWeight(i)] = matmul(dy, x, transA: true)
+                    g[Self.deepProjBias(i)] = dy.columnSums()
+                }
                 g[Self.deepText(i)] = dx
-                g[Self.deepProjWeight(i)] = matmul(dy, x, transA: true)
-                g[Self.deepProjBias(i)] = dy.columnSums()
             }
-            return ParameterSet(Self.parameterNames(depth: depth).map { ($0, g[$0]!) })
+            // In checkpoint order; prompts of blocks the towers do not have get none.
+            return ParameterSet(Self.parameterNames(depth: depth).compactMap { n in g[n].map { (n, $0) } })
         }
     }
 

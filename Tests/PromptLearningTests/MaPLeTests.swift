@@ -55,10 +55,10 @@ final class MaPLeTests: XCTestCase {
         let data = try JSONEncoder().encode(Self.method())
         XCTAssertEqual(try JSONDecoder().decode(Method.self, from: data), Self.method())
         XCTAssertFalse(String(decoding: try JSONEncoder().encode(Method.coop), as: UTF8.self).contains("maple"))
-        // Depth 1 is shallow MaPLe; a depth past the towers' blocks is refused.
+        // Depth 1 is shallow MaPLe; depth 0 is refused.
         XCTAssertEqual(try architecture(depth: 1).initialParameters.names, ["text.context", "maple.proj.weight", "maple.proj.bias"])
         var g = SeededGenerator(seed: 3)
-        XCTAssertThrowsError(try Self.method(depth: 4).makeArchitecture(model: Self.model, tokenizer: sharedTokenizer, classNames: names,
+        XCTAssertThrowsError(try Self.method(depth: 0).makeArchitecture(model: Self.model, tokenizer: sharedTokenizer, classNames: names,
                                                                         template: "{}", rng: &g)) { XCTAssertTrue("\($0)".contains("depth"), "\($0)") }
         // Given parameters are checked by shape.
         var bad = p
@@ -137,6 +137,32 @@ final class MaPLeTests: XCTestCase {
     /// Shallow MaPLe (depth 1): only the context and `proj`.
     func testGradientsShallow() throws {
         try gradients(depth: 1)
+    }
+
+    /// A depth past the towers' 3 blocks, as the reference runs it: the prompts of block 3 and
+    /// beyond exist, act nowhere and get no gradient (so SGD leaves them as they are); the rest
+    /// is depth 3 exactly.
+    func testDepthPastTheBlocks() throws {
+        let deep = try architecture(depth: 5), three = try architecture(depth: 3)
+        var p = perturbed(deep)
+        XCTAssertEqual(p.names.count, 3 + 4 + 8)
+        let pixels = Tensor.randomNormal([2, 3, 16, 16], using: &rng)
+        let fw = deep.forward(p, images: .pixels(pixels), workspace: Workspace())
+        let q3 = ParameterSet(three.initialParameters.names.map { ($0, p[$0]!) })
+        let fw3 = three.forward(q3, images: .pixels(pixels), workspace: Workspace())
+        XCTAssertEqual(fw.text, fw3.text)
+        XCTAssertEqual(fw.images, fw3.images)
+        let v = objective(method: Self.method(depth: 5), textFeatures: fw.text, images: fw.images, labels: [1, 3], logitScale: 20,
+                          inputs: TermInputs(), imageGradient: true)
+        let g = fw.backward(v.dText, v.dImages), g3 = fw3.backward(v.dText, v.dImages)
+        XCTAssertEqual(g, g3)
+        var sgd = SGDState()
+        let before = p
+        sgd.step(&p, gradients: g, lr: 0.1, config: OptimizerConfig())
+        for name in ["maple.deep_text.3", "maple.deep_text.4", "maple.deep_proj.3.weight", "maple.deep_proj.4.bias"] {
+            XCTAssertEqual(p[name], before[name], name)
+        }
+        XCTAssertNotEqual(p["maple.deep_text.2"], before["maple.deep_text.2"])
     }
 
     func gradients(depth: Int) throws {
