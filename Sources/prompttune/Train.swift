@@ -13,7 +13,7 @@ extension AnchorRotation: ExpressibleByArgument {}
 
 /// Method options shared by `train` (and later protocol runners).
 struct MethodOptions: ParsableArguments {
-    @Option(help: "coop, coop-csc, kgcoop, dapt-text, cocoop, npt (= coop+npt), or any of them +npt; dapt, vpt (and +npt) train from images (`prompttune run`, or `train --augment per-iteration`).")
+    @Option(help: "coop, coop-csc, kgcoop, dapt-text, cocoop, npt (= coop+npt), or any of them +npt; dapt, vpt, maple (and +npt) train from images (`prompttune run`, or `train --augment per-iteration`).")
     var method: String = "coop"
     @Option(name: .customLong("n-ctx"), parsing: .unconditional, help: "Context vectors M, 1...\(TrainConfig.maxContextLength) (default: the method's).") var nCtx: Int?
     @Flag(help: "Class-specific contexts (CSC).") var csc = false
@@ -25,6 +25,8 @@ struct MethodOptions: ParsableArguments {
     @Option(help: "NPT anchor rotation: aligned or random.") var etf: AnchorRotation?
     @Option(name: .customLong("beta-t"), parsing: .unconditional, help: "DAPT text dispersion weight (default 0.01).") var betaT: Float?
     @Option(parsing: .unconditional, help: "DAPT RBF temperature (default 2).") var tau: Float?
+    @Option(name: .customLong("prompt-depth"), parsing: .unconditional,
+            help: "MaPLe's prompt depth J: deep prompts in blocks 1..<J (default 9; its cross-dataset configs use 3).") var promptDepth: Int?
     @Option(name: .customLong("term"), parsing: .singleValue,
             help: ArgumentHelp("Set a loss term's weight (KEY=WEIGHT, e.g. kg=4) or parameter (KEY.PARAM=VALUE, e.g. inter.tau=1); repeatable, applied after the flags above.", valueName: "KEY[.PARAM]=VALUE"))
     var term: [String] = []
@@ -76,6 +78,11 @@ struct MethodOptions: ParsableArguments {
             } else {
                 m.terms[i].weight = Float(setting.value)
             }
+        }
+        if let promptDepth {
+            guard m.maple != nil else { throw ValidationError("--prompt-depth applies to --method maple") }
+            guard promptDepth >= 1 else { throw ValidationError("--prompt-depth must be at least 1 (got \(promptDepth))") }
+            m.maple?.promptDepth = promptDepth
         }
         if let etf {
             guard m.anchors != nil else { throw ValidationError("--etf applies to NPT methods (add +npt to --method)") }

@@ -147,6 +147,8 @@ final class TermOptionsTests: XCTestCase {
         XCTAssertEqual(try method(["--method", "dapt-text", "--term", "inter.tau=1.5", "--term", "inter=0.3"]),
                        try method(["--method", "dapt-text", "--beta-t", "0.3", "--tau", "1.5"]))
         XCTAssertEqual(try method(["--method", "kgcoop+npt", "--term", "kg=4", "--lambda-mi", "0.5"]).terms.map(\.weight), [4, 1, 0.5])
+        XCTAssertEqual(try method(["--method", "maple", "--prompt-depth", "3"]).maple, MaPLeConfig(promptDepth: 3))
+        XCTAssertEqual(try method(["--method", "maple"]).maple, MaPLeConfig(promptDepth: 9))
         func message(_ args: [String]) -> String {
             do { _ = try PromptTune.parseAsRoot(base + args); return "" } catch { return PromptTune.message(for: error) }
         }
@@ -155,7 +157,9 @@ final class TermOptionsTests: XCTestCase {
                              (["--method", "dapt-text", "--term", "inter.tau=0"], "inter.tau must be a finite number above 0"),
                              (["--method", "probe-coop", "--term", "probe=-1"], "probe must be a finite number of at least 0"),
                              (["--method", "probe-coop", "--term", "probe.gain=x"], "'x' is not a number"),
-                             (["--method", "probe-coop", "--term", "a.b.c=1"], "must be a term key or KEY.PARAM")] {
+                             (["--method", "probe-coop", "--term", "a.b.c=1"], "must be a term key or KEY.PARAM"),
+                             (["--method", "coop", "--prompt-depth", "3"], "--prompt-depth applies to --method maple"),
+                             (["--method", "maple", "--prompt-depth", "0"], "--prompt-depth must be at least 1")] {
             let m = message(args)
             XCTAssertTrue(m.contains(says), "\(args): \(m)")
         }
