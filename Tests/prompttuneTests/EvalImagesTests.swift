@@ -8,16 +8,17 @@ import XCTest
 /// `eval` and `analyze` take any method's checkpoint: prompts in the image tower (dapt, vpt) are
 /// evaluated from the dataset's images through the prompted tower and give exactly the accuracy
 /// (and measures) their grid cell recorded, few-shot and base-to-novel; CoCoOp's classifier made per
-/// image likewise.
+/// image likewise; MaPLe's deep prompts in both towers likewise.
 final class EvalImagesTests: XCTestCase {
     func testEvalOfImagePromptCheckpointsReproducesTheRecords() throws {
         let dir = try makeTempDir(self)
         let data = dir.appendingPathComponent("data")
         try makeSyntheticDTD(in: data, test: 5)
         let out = dir.appendingPathComponent("out")
-        let cells = try GridPlan(protocolKind: .fewShot, datasets: ["dtd"], methods: ["dapt", "vpt", "coop", "cocoop", "cocoop+npt"], shots: [2], seeds: [1],
+        let cells = try GridPlan(protocolKind: .fewShot, datasets: ["dtd"], methods: ["dapt", "vpt", "coop", "cocoop", "cocoop+npt", "maple"],
+                                 shots: [2], seeds: [1],
                                  all: RecipeOverride(epochs: 2, batchSize: 2, views: 1, ncEvery: 0)).cells()
-            + GridPlan(protocolKind: .baseToNovel, datasets: ["dtd"], methods: ["dapt", "cocoop"], shots: [2], seeds: [1],
+            + GridPlan(protocolKind: .baseToNovel, datasets: ["dtd"], methods: ["dapt", "cocoop", "maple"], shots: [2], seeds: [1],
                        all: RecipeOverride(epochs: 1, batchSize: 2, views: 1, ncEvery: 0)).cells()
         let runner = try ExperimentRunner(modelPath: CLITests.tiny, root: data, out: out)
         let records = try runner.run(cells)
