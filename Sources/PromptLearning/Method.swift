@@ -218,7 +218,7 @@ public struct Method: Codable, Equatable, Sendable {
             // The text terms only where the text is learned; the image-anchor term where the image
             // path has trainable prompts.
             if method.learnsText { method.terms += nptTerms }
-            if method.visualPrompt != nil { method.terms.append(LossTerm("ia", weight: 1)) }
+            if method.architecture.promptsImageTower { method.terms.append(LossTerm("ia", weight: 1)) }
             method.anchors = AnchorOptions()
         }
         method.name = spec.lowercased() == "npt" ? "coop+npt" : spec.lowercased()

@@ -210,3 +210,20 @@ extension MaPLeTests {
                        t.architecture.encodeImages(t.parameters, pixels: pixels, workspace: nil))
     }
 }
+
+extension MaPLeTests {
+    /// maple+npt: NPT's text terms and, as MaPLe's image path is prompted, the image-anchor term;
+    /// it trains from images.
+    func testWithNPT() throws {
+        var m = try Method.named("maple+npt")
+        XCTAssertEqual(m.terms.map(\.key), ["lc", "mi", "ia"])
+        XCTAssertEqual(m.maple, MaPLeConfig(promptDepth: 9))
+        m.maple = MaPLeConfig(promptDepth: 2)
+        var config = TrainConfig(method: m, epochs: 1, batchSize: 4)
+        config.optimizer.learningRate = 0.05
+        let t = try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: .images(SyntheticImages(perClass: 2)), config: config)
+        try t.runEpoch()
+        XCTAssertEqual(t.steps, 2)
+        XCTAssertTrue(t.parameters.allFinite)
+    }
+}
