@@ -64,14 +64,17 @@ final class EvalImagesTests: XCTestCase {
                                      "--features", features])
         let cocoopRecord = try XCTUnwrap(zip(cells, records).first { $0.0 == cocoopCell }?.1)
         XCTAssertEqual(try XCTUnwrap(fromFeatures["accuracy"] as? Double), try XCTUnwrap(cocoopRecord.accuracy), accuracy: 1e-12)
-        // CoCoOp's meta-net has no place in the reference layouts `export` writes: refused, nothing written.
-        let cocoop = runner.folder(for: try XCTUnwrap(cells.first { $0.method == "cocoop" })).checkpoint.path
-        let exported = dir.appendingPathComponent("cocoop.pth.tar-2").path
-        var export = try PromptTune.parseAsRoot(["export", "--model", CLITests.tiny, "--format", "coop", cocoop, exported])
-        XCTAssertThrowsError(try export.run()) {
-            XCTAssertTrue(PromptTune.message(for: $0).contains("nothing was written"), PromptTune.message(for: $0))
+        // CoCoOp's meta-net and MaPLe's projections and deep prompts have no place in the reference
+        // layouts `export` writes: refused, nothing written.
+        for method in ["cocoop", "maple"] {
+            let prompt = runner.folder(for: try XCTUnwrap(cells.first { $0.method == method })).checkpoint.path
+            let exported = dir.appendingPathComponent("\(method).pth.tar-2").path
+            var export = try PromptTune.parseAsRoot(["export", "--model", CLITests.tiny, "--format", "coop", prompt, exported])
+            XCTAssertThrowsError(try export.run()) {
+                XCTAssertTrue(PromptTune.message(for: $0).contains("nothing was written"), PromptTune.message(for: $0))
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: exported))
         }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: exported))
         // --features and --dataset exclude each other; --subset goes with --dataset.
         for (args, says) in [(["--features", features, "--dataset", "dtd"], "exclude each other"), (["--features", features, "--subset", "base"], "--subset goes with --dataset"),
                              ([String](), "give --features FILE, or --dataset D")] {
