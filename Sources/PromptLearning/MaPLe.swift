@@ -51,7 +51,10 @@ public final class MaPLeArchitecture: PromptArchitecture {
     public let method: Method
     public let classNames: [String]
     public let initialParameters: ParameterSet
-    public var promptsImageTower: Bool { true }
+    public var promptsImageTower: Bool { !textOnly }
+    /// Its text side alone (`eval --text-only`): the classifier as trained, images through the
+    /// unprompted tower. Not for training.
+    public var textOnly = false
     public let depth: Int
     /// The blocks deep prompts replace rows before in each tower: 1..<min(J, its blocks).
     let textDeepBlocks: Range<Int>, imageDeepBlocks: Range<Int>
@@ -192,6 +195,7 @@ public final class MaPLeArchitecture: PromptArchitecture {
     }
 
     public func forward(_ p: ParameterSet, images: ImageBatch, workspace: Workspace) -> PromptForward {
+        precondition(!textOnly, "a text-only MaPLe architecture evaluates; it does not train")
         guard case .pixels(let pixels) = images else {
             preconditionFailure("MaPLe prompts the image tower: it trains from pixels, not cached features")
         }
@@ -242,6 +246,7 @@ public final class MaPLeArchitecture: PromptArchitecture {
     public func classifier(_ p: ParameterSet) -> PromptClassifier { .shared(textFeatures(p)) }
 
     public func encodeImages(_ p: ParameterSet, pixels: Tensor, workspace: Workspace?) -> Tensor {
+        if textOnly { return image.forward(pixels: pixels, workspace: workspace).0 }
         let (shallow, deep) = imagePrompts(p)
         return image.forward(pixels: pixels, extraTokens: shallow, promptEntry: .appendedBeforeLnPre, deepPrompts: deep,
                              workspace: workspace).0

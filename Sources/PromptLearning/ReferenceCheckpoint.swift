@@ -274,6 +274,13 @@ public struct TrainedPrompt: Sendable {
         }
         _ = try visualTokens(model: model, modelPath: modelPath, modelDigest: digest)
         var m = method, p = parameters
+        if textOnly && m.architecture == .maple {
+            // MaPLe's image prompts are functions of its text prompts: its text side is the trained
+            // classifier, with the images through the unprompted tower.
+            let a = try m.makeArchitecture(model: model, tokenizer: tokenizer, classNames: classNames, template: template ?? fallback, parameters: p)
+            (a as? MaPLeArchitecture)?.textOnly = true
+            return a
+        }
         if textOnly && m.needsImages {
             guard p[ParameterName.textContext] != nil else {
                 throw PromptError(.notSupported, "\(path) has no text context (method \(method.name) keeps the hand template's text features); --text-only has nothing to evaluate")
@@ -296,6 +303,9 @@ public struct TrainedPrompt: Sendable {
         }
         guard context != nil else {
             throw PromptError(.notSupported, "\(path) has no text context (method \(method.name) keeps the hand template's text features); nothing to evaluate on cached features")
+        }
+        if method.needsImages, !textOnly {
+            throw PromptError(.notSupported, "\(path) is a \(method.name) prompt whose image prompts (\(parameters.names.filter { $0 != ParameterName.textContext }.joined(separator: ", "))) change the image features, but the features given were encoded by the unprompted image tower: its accuracy needs the images (give --dataset and --root instead of --features); pass --text-only to evaluate its text side alone on these features")
         }
         let a = try architecture(model: model, modelPath: modelPath, modelDigest: digest, classNames: classNames, tokenizer: tokenizer,
                                  textOnly: textOnly)

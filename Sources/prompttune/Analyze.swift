@@ -16,7 +16,7 @@ struct Analyze: ParsableCommand {
     @OptionGroup var images: EvaluationImageOptions
     @Option(help: "Prompt checkpoint: prompt.safetensors from `train` or `run` (or an earlier version's prompt.ptprompt), or CoOp's, KgCoOp's or DAPT's prompt_learner/model.pth.tar-N (default: zero-shot text features of the hand template).")
     var prompt: String?
-    @Flag(name: .customLong("text-only"), help: "For a prompt with a visual prompt (DAPT, VPT): measure its text context alone against the unprompted tower's features.")
+    @Flag(name: .customLong("text-only"), help: "For a prompt that prompts the image tower (DAPT, VPT, MaPLe): measure its text side alone against the unprompted tower's features.")
     var textOnly = false
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Print the report as JSON (sorted keys).") var json = false

@@ -14,7 +14,7 @@ struct Embed: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @Option(name: .customLong("text"), help: "A text to embed (repeatable).") var texts: [String] = []
     @Option(name: .customLong("image"), help: "A PNG or JPEG image to embed (repeatable).") var images: [String] = []
-    @Option(help: "A trained prompt (prompt.ptprompt, prompt.safetensors, or CoOp's, KgCoOp's or DAPT's prompt_learner/model.pth.tar-N): each --text is then a class name embedded through the prompt's context, and each --image goes through its visual prompt, if it has one.")
+    @Option(help: "A trained prompt (prompt.ptprompt, prompt.safetensors, or CoOp's, KgCoOp's or DAPT's prompt_learner/model.pth.tar-N): each --text is then a class name embedded through the prompt's context, and each --image goes through its image prompts (DAPT's and VPT's visual prompt, MaPLe's projected prompts), if it has any.")
     var prompt: String?
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Inputs of the towers' layer products (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; needs AVX-512 BF16 or AMX).")
@@ -61,6 +61,15 @@ func embed(_ clip: CLIPModel, prompt: TrainedPrompt, modelPath: String, classNam
         } else {
             text = try embed(clip, texts: classNames, images: []).text
         }
+    }
+    if !images.isEmpty, prompt.method.needsImages, prompt.visualPrompt == nil {
+        // Image prompts made from the learned tensors (MaPLe): through the prompt's architecture,
+        // whose image encoding does not depend on the class names (any name list makes it).
+        let names = classNames.isEmpty ? (prompt.classNames ?? ["object"]) : classNames
+        let a = try prompt.architecture(model: clip, modelPath: modelPath, modelDigest: digest, classNames: names, tokenizer: try CLIPTokenizer())
+        let r = clip.config.imageResolution
+        let pixels = images.flatMap { clipPreprocess($0, resolution: r).data }
+        return (text, rows(a.encodeImages(prompt.parameters, pixels: Tensor(shape: [images.count, 3, r, r], data: pixels), workspace: nil)))
     }
     if !images.isEmpty {
         guard let visual = try prompt.visualTokens(model: clip, modelPath: modelPath, modelDigest: digest) else {

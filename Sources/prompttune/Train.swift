@@ -246,7 +246,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Class names, one per line, in label order (default: the features file's or the split's). For base-to-novel: the novel names.")
     var classnames: String?
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS (1...\(OptionLimits.maxThreads)).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    @Flag(name: .customLong("text-only"), help: "For a prompt with a visual prompt (DAPT, VPT): evaluate its text context alone on the unprompted tower's features.")
+    @Flag(name: .customLong("text-only"), help: "For a prompt that prompts the image tower (DAPT, VPT, MaPLe): evaluate its text side alone on the unprompted tower's features.")
     var textOnly = false
     @Flag(help: "Print JSON.") var json = false
 

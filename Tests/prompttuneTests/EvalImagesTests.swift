@@ -1,7 +1,10 @@
+import CLIP
 import Experiments
+import Imaging
 import Foundation
 @testable import prompttune
 import PromptLearning
+import TensorCore
 import TestSupport
 import XCTest
 
@@ -64,6 +67,29 @@ final class EvalImagesTests: XCTestCase {
                                      "--features", features])
         let cocoopRecord = try XCTUnwrap(zip(cells, records).first { $0.0 == cocoopCell }?.1)
         XCTAssertEqual(try XCTUnwrap(fromFeatures["accuracy"] as? Double), try XCTUnwrap(cocoopRecord.accuracy), accuracy: 1e-12)
+        // MaPLe's image prompts come from its text prompts: refused on those features likewise; its
+        // text side alone acts on them, as on the images through the unprompted tower.
+        let maple = runner.folder(for: try XCTUnwrap(cells.first { $0.method == "maple" })).checkpoint.path
+        XCTAssertThrowsError(try json(["eval", "--model", CLITests.tiny, "--prompt", maple, "--features", features])) {
+            XCTAssertTrue("\($0)".contains("give --dataset and --root instead of --features"), "\($0)")
+        }
+        let mapleText = try json(["eval", "--model", CLITests.tiny, "--prompt", maple, "--features", features, "--text-only"])
+        let mapleTextImages = try json(["eval", "--model", CLITests.tiny, "--prompt", maple, "--dataset", "dtd", "--root", data.path,
+                                        "--split", "test", "--text-only"])
+        XCTAssertEqual(try XCTUnwrap(mapleText["accuracy"] as? Double), try XCTUnwrap(mapleTextImages["accuracy"] as? Double), accuracy: 1e-12)
+        // embed --prompt puts images through MaPLe's prompted tower.
+        let clip = try CLIPModel.load(path: CLITests.tiny)
+        let trained = try TrainedPrompt.read(path: maple)
+        let image = RGBImage(width: 40, height: 36, pixels: (0..<(40 * 36 * 3)).map { UInt8($0 % 251) })
+        let embedded = try embed(clip, prompt: trained, modelPath: CLITests.tiny, classNames: [], images: [image])
+        let a = try trained.method.makeArchitecture(model: clip, tokenizer: try CLIPTokenizer(), classNames: trained.classNames!,
+                                                    template: "{}", parameters: trained.parameters)
+        let r = clip.config.imageResolution
+        let want = L2Normalize.forward(a.encodeImages(trained.parameters, pixels: clipPreprocess(image, resolution: r).reshaped([1, 3, r, r]),
+                                                      workspace: nil)).0
+        XCTAssertEqual(embedded.image.first?.map(Float.init), want.data)
+        let plain = try embed(clip, texts: [], images: [image]).image
+        XCTAssertNotEqual(embedded.image, plain)
         // CoCoOp's meta-net and MaPLe's projections and deep prompts have no place in the reference
         // layouts `export` writes: refused, nothing written.
         for method in ["cocoop", "maple"] {
