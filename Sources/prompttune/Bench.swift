@@ -196,3 +196,39 @@ extension Bench {
         }
     }
 }
+
+extension BenchOptions {
+    /// Runs the PyTorch side of a step benchmark (`reference/<script>`, printing `step_s` and
+    /// `peak_rss_mb`) and adds its time, the ratio (reference / ours) and its memory to `result`
+    /// (`reference_step_s`, `ratio`, `reference_peak_rss_mb`, `reference`) and a row to `table`;
+    /// where it cannot run, the reason. Returns the reference's step time.
+    @discardableResult
+    func compareStep(_ script: String, _ arguments: [String], ours stepS: Double, label: String,
+                     result: inout [String: Any], table: inout [(String, String)]) -> Double? {
+        switch runReference(script, arguments) {
+        case .success(let ref):
+            let refS = (ref["step_s"] as? Double) ?? .nan
+            result["reference_step_s"] = refS
+            result["ratio"] = refS / stepS
+            result["reference_peak_rss_mb"] = ref["peak_rss_mb"]
+            result["reference"] = ref
+            table.append((label, String(format: "%.3f s  ratio %.2fx  peak RSS %.0f MB", refS, refS / stepS,
+                                        (ref["peak_rss_mb"] as? Double) ?? .nan)))
+            return refS
+        case .failure(let why):
+            result["reference"] = ["unavailable": why.reason]
+            table.append(("PyTorch", why.reason))
+            return nil
+        }
+    }
+
+    /// Prints a step benchmark: its JSON with `--json`, else the table with the GEMM rows.
+    func report(_ title: String, result: [String: Any], table: [(String, String)], gemm: GEMMDiagnostics) throws {
+        var result = result
+        result["gemm"] = gemm.json
+        result["precision"] = precision.rawValue
+        if json { print(try jsonText(result)) } else {
+            printTable("\(title), \(threads) threads, \(precision.rawValue) (ratio = PyTorch time / ours)", table + gemm.rows)
+        }
+    }
+}

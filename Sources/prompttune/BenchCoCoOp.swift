@@ -52,25 +52,12 @@ extension Bench {
                 ("step, cached features", String(format: "%.3f s", cachedS)),
                 ("peak RSS", String(format: "%.0f MB", rss)),
             ]
-            switch bench.runReference("bench_cocoop_step.py", ["--classes", String(classes), "--batch", String(batch)]) {
-            case .success(let ref):
-                let refS = (ref["step_s"] as? Double) ?? .nan
-                result["reference_step_s"] = refS
-                result["ratio"] = refS / stepS
+            if let refS = bench.compareStep("bench_cocoop_step.py", ["--classes", String(classes), "--batch", String(batch)], ours: stepS,
+                                            label: "PyTorch (CoOp's cocoop.py, fp32)", result: &result, table: &table) {
                 result["ratio_cached_features"] = refS / cachedS
-                result["reference_peak_rss_mb"] = ref["peak_rss_mb"]
-                result["reference"] = ref
-                table.append(("PyTorch (CoOp's cocoop.py, fp32)", String(format: "%.3f s  ratio %.2fx (cached features %.2fx)  peak RSS %.0f MB",
-                                                                         refS, refS / stepS, refS / cachedS, (ref["peak_rss_mb"] as? Double) ?? .nan)))
-            case .failure(let why):
-                result["reference"] = ["unavailable": why.reason]
-                table.append(("PyTorch", why.reason))
+                table.append(("ratio from cached features", String(format: "%.2fx", refS / cachedS)))
             }
-            result["gemm"] = gemm.json
-            result["precision"] = bench.precision.rawValue
-            if bench.json { print(try jsonText(result)) } else {
-                printTable("bench cocoop-step: ViT-B/16, \(classes) classes, batch \(batch), \(bench.threads) threads, \(bench.precision.rawValue) (ratio = PyTorch time / ours)", table + gemm.rows)
-            }
+            try bench.report("bench cocoop-step: ViT-B/16, \(classes) classes, batch \(batch)", result: result, table: table, gemm: gemm)
         }
     }
 }

@@ -57,24 +57,8 @@ extension Bench {
                 ("step", String(format: "%.3f s", stepS)),
                 ("peak RSS", String(format: "%.0f MB", rss)),
             ]
-            switch bench.runReference("bench_dapt_step.py", ["--classes", String(classes), "--batch", String(batch)]) {
-            case .success(let ref):
-                let refS = (ref["step_s"] as? Double) ?? .nan
-                result["reference_step_s"] = refS
-                result["ratio"] = refS / stepS
-                result["reference_peak_rss_mb"] = ref["peak_rss_mb"]
-                result["reference"] = ref
-                table.append(("PyTorch (DAPT's model, fp32)", String(format: "%.3f s  ratio %.2fx  peak RSS %.0f MB", refS, refS / stepS,
-                                                                     (ref["peak_rss_mb"] as? Double) ?? .nan)))
-            case .failure(let why):
-                result["reference"] = ["unavailable": why.reason]
-                table.append(("PyTorch", why.reason))
-            }
-            result["gemm"] = gemm.json
-            result["precision"] = bench.precision.rawValue
-            if bench.json { print(try jsonText(result)) } else {
-                printTable("bench dapt-step: ViT-B/16, \(classes) classes, batch \(batch), \(bench.threads) threads, \(bench.precision.rawValue) (ratio = PyTorch time / ours)", table + gemm.rows)
-            }
+            bench.compareStep("bench_dapt_step.py", ["--classes", String(classes), "--batch", String(batch)], ours: stepS, label: "PyTorch (DAPT's model, fp32)", result: &result, table: &table)
+            try bench.report("bench dapt-step: ViT-B/16, \(classes) classes, batch \(batch)", result: result, table: table, gemm: gemm)
         }
     }
 }
