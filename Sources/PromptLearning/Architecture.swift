@@ -73,6 +73,8 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
     case cocoop
     /// Deep text prompts and their projections into the image tower (MaPLe): `MaPLeArchitecture`.
     case maple
+    /// Independent deep prompts in both towers (PromptSRC's IVLP): `PromptSRCArchitecture`.
+    case promptsrc
 
     /// The architecture of `method` for `classNames`, its parameters the `given` ones (each checked
     /// against the model; a name the method does not learn is refused) or drawn from `rng`.
@@ -99,11 +101,14 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
             return try CoCoOpArchitecture(method: method, model: model, tokenizer: tokenizer, classNames: classNames, given: given, rng: &rng)
         case .maple:
             return try MaPLeArchitecture(method: method, model: model, tokenizer: tokenizer, classNames: classNames, given: given, rng: &rng)
+        case .promptsrc:
+            return try PromptSRCArchitecture(method: method, model: model, tokenizer: tokenizer, classNames: classNames, given: given,
+                                             rng: &rng)
         }
     }
 
     /// Whether the architecture puts prompts into the image tower (training then needs the images).
-    public var promptsImageTower: Bool { self == .visual || self == .contextAndVisual || self == .maple }
+    public var promptsImageTower: Bool { self == .visual || self == .contextAndVisual || self == .maple || self == .promptsrc }
 
     /// Whether the classifier is made per image (its text features depend on the image).
     public var classifiesPerImage: Bool { self == .cocoop }
@@ -116,6 +121,7 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
         case .contextAndVisual: return [ParameterName.textContext, ParameterName.visualPrompt]
         case .cocoop: return CoCoOpArchitecture.parameterNames
         case .maple: return MaPLeArchitecture.parameterNames(depth: method.maple?.promptDepth ?? MaPLeConfig().promptDepth)
+        case .promptsrc: return PromptSRCArchitecture.parameterNames(method.promptsrc ?? PromptSRCConfig())
         }
     }
 
@@ -134,7 +140,18 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
                 shapes[name] = [nil, nil]
             case CoCoOpArchitecture.meta1Bias, CoCoOpArchitecture.meta2Bias:
                 shapes[name] = [nil]
+            case PromptSRCArchitecture.visual:
+                shapes[name] = [(method.promptsrc ?? PromptSRCConfig()).visionTokens, imageWidth]
             default:
+                if self == .promptsrc {
+                    // PromptSRC: deep text prompts M x D, deep visual prompts V x W.
+                    if name.hasPrefix("promptsrc.deep_text.") {
+                        shapes[name] = [m, textWidth]
+                    } else if name.hasPrefix("promptsrc.deep_visual.") {
+                        shapes[name] = [(method.promptsrc ?? PromptSRCConfig()).visionTokens, imageWidth]
+                    }
+                    break
+                }
                 guard self == .maple else { break }
                 // MaPLe: deep text prompts M x D; the projections D -> W (out x in) and their biases.
                 if name.hasPrefix("maple.deep_text.") {

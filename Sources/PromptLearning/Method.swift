@@ -102,6 +102,8 @@ public struct Method: Codable, Equatable, Sendable {
     public var learnsText: Bool
     /// MaPLe's prompt depth; nil for every other method.
     public var maple: MaPLeConfig?
+    /// PromptSRC's prompt depths and vision tokens; nil for every other method.
+    public var promptsrc: PromptSRCConfig?
     /// The prompt architecture (what is learned and how it acts), for methods whose architecture
     /// the visual prompt and `learnsText` do not imply (nil: implied).
     var explicitArchitecture: ArchitectureKind?
@@ -112,8 +114,9 @@ public struct Method: Codable, Equatable, Sendable {
 
     public init(name: String, prompt: PromptConfig, terms: [LossTerm] = [], anchors: AnchorOptions? = nil,
                 handTemplates: [String: String] = [:], visualPrompt: VisualPromptConfig? = nil, learnsText: Bool = true,
-                architecture: ArchitectureKind? = nil, maple: MaPLeConfig? = nil) {
+                architecture: ArchitectureKind? = nil, maple: MaPLeConfig? = nil, promptsrc: PromptSRCConfig? = nil) {
         self.maple = maple
+        self.promptsrc = promptsrc
         self.name = name; self.prompt = prompt; self.terms = terms; self.anchors = anchors
         self.handTemplates = handTemplates; self.visualPrompt = visualPrompt; self.learnsText = learnsText
         let implied = Method.impliedArchitecture(visualPrompt: visualPrompt, learnsText: learnsText)
@@ -176,8 +179,18 @@ public struct Method: Codable, Equatable, Sendable {
     public static let maple = Method(name: "maple", prompt: PromptConfig(contextLength: 2, initText: "a photo of a"),
                                      architecture: .maple, maple: MaPLeConfig(promptDepth: 9))
 
+    /// PromptSRC (muzairkhattak/PromptSRC `trainers/promptsrc.py`,
+    /// `configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml`): 4 context vectors from
+    /// "a photo of a", 4 vision tokens, independent deep prompts in both towers to depth 9; loss
+    /// CE + 25 L1(text, template ensemble) + 10 L1(image, frozen image) + KL(zero-shot || prompted).
+    public static let promptsrc = Method(name: "promptsrc", prompt: PromptConfig(contextLength: 4, initText: "a photo of a"),
+                                         terms: [LossTerm("src_text", weight: 25), LossTerm("src_image", weight: 10),
+                                                 LossTerm("src_kl", weight: 1)],
+                                         architecture: .promptsrc, promptsrc: PromptSRCConfig())
+
     public static let builtInBases: [String: Method] = ["coop": coop, "coop-csc": coopCSC, "kgcoop": kgcoop, "dapt-text": daptText,
-                                                        "dapt": dapt, "vpt": vpt, "cocoop": cocoop, "maple": maple]
+                                                        "dapt": dapt, "vpt": vpt, "cocoop": cocoop, "maple": maple,
+                                                        "promptsrc": promptsrc]
 
     private static let lock = NSLock()
     nonisolated(unsafe) private static var added: [String: Method] = [:]
@@ -225,7 +238,7 @@ public struct Method: Codable, Equatable, Sendable {
         return method
     }
 
-    private enum CodingKeys: String, CodingKey { case name, prompt, terms, anchors, handTemplates, visualPrompt, learnsText, architecture, maple }
+    private enum CodingKeys: String, CodingKey { case name, prompt, terms, anchors, handTemplates, visualPrompt, learnsText, architecture, maple, promptsrc }
 
     /// Decodes methods written before `handTemplates` existed (prompt checkpoints store the method
     /// in their header): without the key, the built-in templates of the base method the name
@@ -242,6 +255,7 @@ public struct Method: Codable, Equatable, Sendable {
         visualPrompt = try c.decodeIfPresent(VisualPromptConfig.self, forKey: .visualPrompt)
         learnsText = try c.decodeIfPresent(Bool.self, forKey: .learnsText) ?? true
         maple = try c.decodeIfPresent(MaPLeConfig.self, forKey: .maple)
+        promptsrc = try c.decodeIfPresent(PromptSRCConfig.self, forKey: .promptsrc)
         let stored = try c.decodeIfPresent(ArchitectureKind.self, forKey: .architecture)
         explicitArchitecture = stored == Method.impliedArchitecture(visualPrompt: visualPrompt, learnsText: learnsText) ? nil : stored
     }
@@ -258,6 +272,7 @@ public struct Method: Codable, Equatable, Sendable {
         if !learnsText { try c.encode(learnsText, forKey: .learnsText) }
         try c.encodeIfPresent(explicitArchitecture, forKey: .architecture)
         try c.encodeIfPresent(maple, forKey: .maple)
+        try c.encodeIfPresent(promptsrc, forKey: .promptsrc)
     }
 
     /// The run-level inputs the method's terms read (VPT's fixed classifier reads the zero-shot features).

@@ -8,8 +8,16 @@ public struct TermInputs: Sendable {
     public var anchors: Tensor?
     /// K x D class prototypes of the image features (NPT).
     public var prototypes: Tensor?
-    public init(zeroShot: Tensor? = nil, anchors: Tensor? = nil, prototypes: Tensor? = nil) {
+    /// K x D normalised template-ensemble text features of the frozen tower (PromptSRC).
+    public var templateEnsemble: Tensor?
+    /// B x D normalised features of the current batch through the frozen, unprompted image tower
+    /// (PromptSRC). The one per-batch input: the trainer sets it for each batch, from the same
+    /// pixels the prompted tower sees, before calling the objective.
+    public var frozenImages: Tensor?
+    public init(zeroShot: Tensor? = nil, anchors: Tensor? = nil, prototypes: Tensor? = nil, templateEnsemble: Tensor? = nil,
+                frozenImages: Tensor? = nil) {
         self.zeroShot = zeroShot; self.anchors = anchors; self.prototypes = prototypes
+        self.templateEnsemble = templateEnsemble; self.frozenImages = frozenImages
     }
 }
 
@@ -68,7 +76,7 @@ public func objective(method: Method, textFeatures: Tensor, images: Tensor, labe
     }
     var total = ce
     var terms = ["ce": ce]
-    let arguments = TermArguments(text: t, images: images, labels: labels, inputs: inputs)
+    let arguments = TermArguments(text: t, images: images, labels: labels, inputs: inputs, logitScale: logitScale)
     for term in method.terms {
         let kernel = term.term
         if term.type.readsImages && !imageGradient && term.weight != 0 {
@@ -138,7 +146,7 @@ func perImageObjective(method: Method, textFeatures: Tensor, images: Tensor, lab
         var value = 0.0
         for i in 0..<b {
             let text = t.slice(rows: (i * k)..<((i + 1) * k))
-            let r = kernel.evaluate(TermArguments(text: text, images: images, labels: labels, inputs: inputs))
+            let r = kernel.evaluate(TermArguments(text: text, images: images, labels: labels, inputs: inputs, logitScale: logitScale))
             value += r.value / Double(b)
             let w = term.weight / Float(b)
             if let g = r.dText { for j in 0..<(k * e) { dT[i * k * e + j] += w * g[j] } }

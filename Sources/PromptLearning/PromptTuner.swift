@@ -115,6 +115,13 @@ public final class PromptTuner {
                 throw PromptError(.nonFiniteInput, "the zero-shot text features of the hand template are not finite: the model checkpoint holds non-finite text-tower weights")
             }
         }
+        if needs.contains(.templateEnsemble) {
+            inputs.templateEnsemble = templateEnsembleTextFeatures(model: model, tokenizer: tokenizer, templates: ImageNetTemplates.all,
+                                                                   classNames: data.classNames)
+            guard inputs.templateEnsemble!.data.allSatisfy({ $0.isFinite }) else {
+                throw PromptError(.nonFiniteInput, "the template-ensemble text features are not finite: the model checkpoint holds non-finite text-tower weights")
+            }
+        }
         if let anchorOptions = method.anchors {
             let a = simplexETF(classes: k, dimension: d, rotation: anchorOptions.rotation, zeroShot: inputs.zeroShot, seed: anchorOptions.seed)
             inputs.anchors = a.vectors
@@ -170,6 +177,13 @@ public final class PromptTuner {
     public func evaluate(_ batch: TrainingBatch) -> (ObjectiveValue, ParameterSet) {
         let images: ImageBatch = batch.features.map { .features($0) } ?? .pixels(batch.pixels!)
         let forward = architecture.forward(parameters, images: images, workspace: workspace)
+        var inputs = inputs
+        if config.method.termInputs.contains(.frozenImages) {
+            // The batch through the frozen, unprompted tower (PromptSRC's `ZS_image_encoder`), no gradient.
+            var frozen = L2Normalize.forward(model.image.forward(pixels: batch.pixels!, workspace: workspace).0).0
+            model.image.activationRounding.apply(&frozen)
+            inputs.frozenImages = frozen
+        }
         let value = objective(method: config.method, textFeatures: forward.text, images: forward.images, labels: batch.labels,
                               logitScale: model.logitScale, inputs: inputs, imageGradient: forward.imagesTrainable,
                               rounding: config.precision.activationRounding)

@@ -9,6 +9,13 @@ public enum TermInput: String, Hashable, Sendable {
     case anchors
     /// K x D class prototypes of the normalised image features (not re-normalised).
     case prototypes
+    /// K x D normalised mean of the frozen tower's text features over a list of templates
+    /// (PromptSRC's 60 ImageNet templates, `ImageNetTemplates.all`).
+    case templateEnsemble
+    /// B x D normalised features of the batch's images through the frozen, unprompted image tower.
+    /// Unlike the others a per-batch input: the trainer computes it for every batch (no gradient)
+    /// and sets `TermInputs.frozenImages` before the objective.
+    case frozenImages
 }
 
 /// What every term sees on one batch.
@@ -19,6 +26,8 @@ public struct TermArguments {
     public var images: Tensor
     public var labels: [Int]
     public var inputs: TermInputs
+    /// CLIP's logit scale (exp of the learned log-scale), for terms on the logits.
+    public var logitScale: Float = 100
 }
 
 /// A term's unweighted value and its gradients: to the normalised text features and, for the
@@ -109,6 +118,9 @@ public enum LossTerms {
         ModalityIsomorphismTerm.self,
         IntraClassDispersionTerm.self,
         ImageAnchorCollapseTerm.self,
+        TextConsistencyL1Term.self,
+        ImageConsistencyL1Term.self,
+        LogitDistillationTerm.self,
     ]
 
     private static let lock = NSLock()
@@ -251,4 +263,86 @@ public func imageAnchorCollapse(images f: Tensor, labels: [Int], anchors e: Tens
         }
     }
     return (1 - sum / Double(b), grad)
+}
+
+// MARK: PromptSRC's self-regularising terms (trainers/promptsrc.py `forward_backward`)
+
+/// Mean over the elements of |x - y| and its gradient sign(x - y) / count (PyTorch's `l1_loss`
+/// with reduction 'mean'; the sign of 0 is 0 as in its backward).
+func meanAbsoluteDifference(_ x: Tensor, _ y: Tensor) -> (Double, Tensor) {
+    precondition(x.shape == y.shape, "L1 between \(x.shape) and \(y.shape)")
+    let n = x.count
+    var sum = 0.0
+    var g = Tensor(zeros: x.shape)
+    let scale = 1 / Float(n)
+    for i in 0..<n {
+        let d = x[i] - y[i]
+        sum += Double(abs(d))
+        g[i] = d > 0 ? scale : (d < 0 ? -scale : 0)
+    }
+    return (sum / Double(n), g)
+}
+
+/// PromptSRC's L_SCL_text: mean over K x D of |t - t_zs|, t_zs the normalised template ensemble
+/// of the frozen text tower. Weight 25 (`TEXT_LOSS_WEIGHT`).
+public struct TextConsistencyL1Term: ObjectiveTerm {
+    public static let key = "src_text", codingName = "promptSRCText"
+    public static var needs: Set<TermInput> { [.templateEnsemble] }
+    public init(parameters: [String: Float]) {}
+    public func evaluate(_ a: TermArguments) -> TermResult {
+        let (v, g) = meanAbsoluteDifference(a.text, a.inputs.templateEnsemble!)
+        return TermResult(value: v, dText: g)
+    }
+}
+
+/// PromptSRC's L_SCL_image: mean over B x D of |f - f_zs|, f_zs the batch's normalised features
+/// through the frozen, unprompted image tower. Weight 10 (`IMAGE_LOSS_WEIGHT`).
+public struct ImageConsistencyL1Term: ObjectiveTerm {
+    public static let key = "src_image", codingName = "promptSRCImage"
+    public static var needs: Set<TermInput> { [.frozenImages] }
+    public static var readsImages: Bool { true }
+    public init(parameters: [String: Float]) {}
+    public func evaluate(_ a: TermArguments) -> TermResult {
+        let (v, g) = meanAbsoluteDifference(a.images, a.inputs.frozenImages!)
+        return TermResult(value: v, dImages: g)
+    }
+}
+
+/// PromptSRC's L_SCL_logits, as its code computes it: `F.kl_div(log_softmax(z), log_softmax(z_zs),
+/// reduction='sum', log_target=True) / z.numel()` = sum q (log q - log p) / (B K), the KL from the
+/// prompted distribution p = softmax(z) to the zero-shot one q = softmax(z_zs), with
+/// z = s f t^T and z_zs = s f_zs t_zs^T (the frozen image features and the template ensemble).
+/// The gradient to z is (p - q) / (B K) (each row of q sums to 1). Weight 1.
+public struct LogitDistillationTerm: ObjectiveTerm {
+    public static let key = "src_kl", codingName = "promptSRCLogits"
+    public static var needs: Set<TermInput> { [.templateEnsemble, .frozenImages] }
+    public static var readsImages: Bool { true }
+    public init(parameters: [String: Float]) {}
+    public func evaluate(_ a: TermArguments) -> TermResult {
+        let s = a.logitScale
+        let z = matmul(a.images, a.text, transB: true) * s                                            // B x K
+        let z0 = matmul(a.inputs.frozenImages!, a.inputs.templateEnsemble!, transB: true) * s         // B x K
+        let (b, k) = (z.shape[0], z.shape[1])
+        let n = Double(b * k)
+        var value = 0.0
+        var dz = Tensor(zeros: [b, k])
+        for i in 0..<b {
+            let row = (i * k)..<((i + 1) * k)
+            let lp = logSoftmax(row.map { Double(z[$0]) }), lq = logSoftmax(row.map { Double(z0[$0]) })
+            for j in 0..<k {
+                let q = exp(lq[j])
+                value += q * (lq[j] - lp[j])
+                dz[i * k + j] = Float((exp(lp[j]) - q) / n)
+            }
+        }
+        let dText = matmul(dz, a.images, transA: true) * s
+        let dImages = matmul(dz, a.text) * s
+        return TermResult(value: value / n, dText: dText, dImages: dImages)
+    }
+
+    private func logSoftmax(_ x: [Double]) -> [Double] {
+        let m = x.max()!
+        let lse = m + log(x.reduce(0) { $0 + exp($1 - m) })
+        return x.map { $0 - lse }
+    }
 }
