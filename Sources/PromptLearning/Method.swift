@@ -282,6 +282,9 @@ public struct Method: Codable, Equatable, Sendable {
         return s
     }
 
+    /// The Gaussian prompt aggregation the method's trainer applies (PromptSRC), or nil.
+    public var aggregation: GaussianPromptAggregation? { architecture == .promptsrc ? promptsrc?.aggregation : nil }
+
     public var needsZeroShot: Bool { termInputs.contains(.zeroShot) }
     public var needsPrototypes: Bool { termInputs.contains(.prototypes) }
 }

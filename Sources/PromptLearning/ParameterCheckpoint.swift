@@ -26,15 +26,19 @@ public struct ParameterCheckpoint: Equatable, Sendable {
     public var header: Header
     public var parameters: ParameterSet
     public var momentum: ParameterSet
+    /// The Gaussian prompt aggregate so far (`aggregate.<name>`), for methods with one
+    /// (`Method.aggregation`, PromptSRC) after their first epoch; empty otherwise.
+    public var aggregate: ParameterSet
 
-    public init(header: Header, parameters: ParameterSet, momentum: ParameterSet) {
-        self.header = header; self.parameters = parameters; self.momentum = momentum
+    public init(header: Header, parameters: ParameterSet, momentum: ParameterSet, aggregate: ParameterSet = ParameterSet()) {
+        self.header = header; self.parameters = parameters; self.momentum = momentum; self.aggregate = aggregate
     }
 
     public func write(to url: URL) throws {
         var tensors: [String: Tensor] = [:]
         for n in parameters.names { tensors["param.\(n)"] = parameters[n]! }
         for n in momentum.names { tensors["momentum.\(n)"] = momentum[n]! }
+        for n in aggregate.names { tensors["aggregate.\(n)"] = aggregate[n]! }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = String(decoding: try encoder.encode(header), as: UTF8.self)
@@ -107,12 +111,27 @@ public struct ParameterCheckpoint: Equatable, Sendable {
                 momentum[n] = m
             }
         }
-        let known = Set(learned.flatMap { ["param.\($0)", "momentum.\($0)"] })
+        // The Gaussian prompt aggregate: every learned tensor's, for a method with one after its
+        // first epoch; none otherwise.
+        var aggregate = ParameterSet()
+        let keepsAggregate = header.config.method.aggregation != nil && header.epochsDone > 0
+        if keepsAggregate {
+            for n in learned {
+                guard let a = tensors["aggregate.\(n)"], a.shape == header.shapes[n] else {
+                    throw fail(.inconsistent, "the prompt aggregate of '\(n)' is missing or has another shape than its header says (\(header.shapes[n] ?? [])); method \(header.config.method.name) keeps one after every epoch")
+                }
+                if let bad = a.data.firstIndex(where: { !$0.isFinite }) {
+                    throw fail(.nonFinite, "the prompt aggregate of '\(n)' holds a non-finite value (\(a.data[bad]) at element \(bad)); it cannot be resumed: train again")
+                }
+                aggregate[n] = a
+            }
+        }
+        let known = Set(learned.flatMap { ["param.\($0)", "momentum.\($0)"] + (keepsAggregate ? ["aggregate.\($0)"] : []) })
         if let extra = tensors.keys.sorted().first(where: { !known.contains($0) }) {
             throw fail(.inconsistent, "it holds tensor '\(extra)', which method \(header.config.method.name) does not learn")
         }
         if !momentum.isEmpty && header.steps == 0 { throw fail(.inconsistent, "it holds momentum before any step") }
-        return ParameterCheckpoint(header: header, parameters: params, momentum: momentum)
+        return ParameterCheckpoint(header: header, parameters: params, momentum: momentum, aggregate: aggregate)
     }
 
     /// A `.ptprompt` of earlier versions as a parameter checkpoint (its reader checked it as strictly).

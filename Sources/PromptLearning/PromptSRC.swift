@@ -11,9 +11,44 @@ public struct PromptSRCConfig: Codable, Equatable, Sendable {
     public var visionDepth: Int
     /// Vision prompt tokens per block (`N_CTX_VISION`, 4).
     public var visionTokens: Int
+    /// Gaussian prompt aggregation (`GPA_MEAN`, `GPA_STD`); nil: the last epoch's prompts.
+    public var aggregation: GaussianPromptAggregation?
 
-    public init(textDepth: Int = 9, visionDepth: Int = 9, visionTokens: Int = 4) {
+    public init(textDepth: Int = 9, visionDepth: Int = 9, visionTokens: Int = 4,
+                aggregation: GaussianPromptAggregation? = GaussianPromptAggregation(mean: 15, std: 1)) {
         self.textDepth = textDepth; self.visionDepth = visionDepth; self.visionTokens = visionTokens
+        self.aggregation = aggregation
+    }
+}
+
+/// PromptSRC's Gaussian prompt aggregation (GPA, `trainers/promptsrc.py`): after epoch e (1...N)
+/// the trained tensors scaled by w_e are added to a running aggregate, w_e = N(e; mean, std)
+/// normalised over 1...N; after the last epoch the aggregate replaces the prompts, so it is what
+/// is evaluated and saved. The reference aggregates the model's whole state dict (the frozen
+/// weights too, which it then loads back unchanged up to fp16 rounding of sum_e w_e x = x): the
+/// trained tensors alone are aggregated here. Checkpoints hold the aggregate (`aggregate.<name>`)
+/// so a resumed run continues it bit for bit.
+public struct GaussianPromptAggregation: Codable, Equatable, Sendable {
+    public var mean: Double
+    public var std: Double
+
+    public init(mean: Double, std: Double) { self.mean = mean; self.std = std }
+
+    /// w_1...w_N, normalised (numpy float64 as the reference; each is cast to Float when it scales a tensor).
+    public func weights(epochs: Int) -> [Double] {
+        let g = (1...max(1, epochs)).map { e -> Double in
+            (1 / (std * (2 * Double.pi).squareRoot())) * exp(-0.5 * pow((Double(e) - mean) / std, 2))
+        }
+        let sum = g.reduce(0, +)
+        return g.map { $0 / sum }
+    }
+
+    /// Why these settings cannot aggregate, or nil.
+    public var problem: String? {
+        guard mean.isFinite, std.isFinite, std > 0 else {
+            return "the Gaussian prompt aggregation needs a finite mean and a standard deviation above 0 (got mean \(mean), std \(std))"
+        }
+        return nil
     }
 }
 

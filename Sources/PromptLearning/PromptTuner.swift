@@ -28,6 +28,9 @@ public final class PromptTuner {
     public private(set) var epochsDone = 0
     public private(set) var steps = 0
     public private(set) var history: [EpochRecord] = []
+    /// The method's Gaussian prompt aggregate so far (PromptSRC's GPA): sum over the finished
+    /// epochs of w_e times the trained tensors; nil for methods without one and before epoch 1 ends.
+    public private(set) var aggregate: ParameterSet?
     public private(set) var rng: SeededGenerator
     public private(set) var warnings: [String] = []
     /// One JSON line per step when set (`--trace`).
@@ -51,6 +54,7 @@ public final class PromptTuner {
                 modelDigest: String = "", dataDigest: String = "") throws {
         let method = config.method
         if let problem = config.problem { throw PromptError(.invalidSetting, problem) }
+        if let problem = method.aggregation?.problem { throw PromptError(.invalidSetting, problem) }
         let k = data.classNames.count, d = model.config.embedDim
         guard !data.labels.isEmpty else { throw PromptError(.invalidData, "the training data holds no images") }
         guard k > 0 else { throw PromptError(.invalidData, "the training data lists no class names") }
@@ -245,6 +249,17 @@ public final class PromptTuner {
             report(StepReport(epoch: epoch, step: i + 1, stepsPerEpoch: batches.count, learningRate: lr, value: value))
         }
         epochsDone += 1
+        if let gpa = config.method.aggregation {
+            // The reference's GPA at the epoch's last batch, after the step: aggregate + w_e x.
+            let w = Float(gpa.weights(epochs: config.epochs)[epoch])
+            var next = ParameterSet()
+            for n in parameters.names {
+                let scaled = parameters[n]! * w
+                next[n] = aggregate?[n].map { $0 + scaled } ?? scaled
+            }
+            aggregate = next
+            if epochsDone == config.epochs { parameters = next }  // the aggregate is the final prompt
+        }
         let record = EpochRecord(epoch: epoch, learningRate: lr, loss: loss, terms: terms, accuracy: acc)
         history.append(record)
         return record
@@ -280,7 +295,7 @@ public final class PromptTuner {
         ParameterCheckpoint(header: .init(config: config, classNames: classNames, shapes: parameters.shapes,
                                           epochsDone: epochsDone, steps: steps, rngState: String(rng.currentState),
                                           history: history, modelDigest: modelDigest, dataDigest: dataDigest),
-                            parameters: parameters, momentum: optimizer.momentum)
+                            parameters: parameters, momentum: optimizer.momentum, aggregate: aggregate ?? ParameterSet())
     }
 
     /// Continues from a checkpoint of the same run (same config, classes, model and data).
@@ -306,6 +321,7 @@ public final class PromptTuner {
         var s = SGDState()
         for n in parameters.names { if let m = c.momentum[n] { s.momentum[n] = m } }
         optimizer = s
+        aggregate = c.aggregate.isEmpty ? nil : ParameterSet(parameters.names.map { ($0, c.aggregate[$0]!) })
         epochsDone = h.epochsDone
         steps = h.steps
         history = h.history
@@ -334,6 +350,16 @@ public final class PromptTuner {
         }
         guard h.epochsDone >= 0, h.epochsDone <= config.epochs else {
             return "epochs done (\(h.epochsDone)) must lie in 0...\(config.epochs) (the run's epochs)"
+        }
+        let wantsAggregate = config.method.aggregation != nil && h.epochsDone > 0
+        guard c.aggregate.isEmpty || wantsAggregate else { return "it holds a prompt aggregate, which this run does not keep" }
+        if wantsAggregate {
+            for n in parameters.names {
+                guard let a = c.aggregate[n], a.shape == parameters[n]!.shape else { return "its prompt aggregate lacks '\(n)' or has another shape" }
+                if let bad = a.data.firstIndex(where: { !$0.isFinite }) {
+                    return "the aggregate of '\(n)' holds a non-finite value (\(a.data[bad]) at element \(bad))"
+                }
+            }
         }
         guard h.history.count == h.epochsDone else {
             return "it records \(h.epochsDone) finished epochs but a history of \(h.history.count)"

@@ -198,3 +198,84 @@ final class PromptSRCTests: XCTestCase {
         XCTAssertTrue(t.history.allSatisfy { $0.terms["src_kl"] != nil && $0.terms["src_image"] != nil })
     }
 }
+
+/// Gaussian prompt aggregation: the reference's weights, the aggregate as the final prompt, and
+/// checkpoints that carry it so a resumed run equals an uninterrupted one bit for bit.
+extension PromptSRCTests {
+    func testAggregationWeights() {
+        // numpy, as trainers/promptsrc.py computes them for GPA_MEAN 15, GPA_STD 1, 20 epochs.
+        let w = GaussianPromptAggregation(mean: 15, std: 1).weights(epochs: 20)
+        XCTAssertEqual(w.count, 20)
+        XCTAssertEqual(w.reduce(0, +), 1, accuracy: 1e-15)
+        XCTAssertEqual(w[14], 0.39894228069443455, accuracy: 1e-16)
+        XCTAssertEqual(w[0], 1.0966065601943704e-43, accuracy: 1e-57)
+        XCTAssertEqual(w[19], 1.486719515826214e-06, accuracy: 1e-20)
+        XCTAssertNotNil(GaussianPromptAggregation(mean: 1, std: 0).problem)
+        XCTAssertEqual(Method.promptsrc.aggregation, GaussianPromptAggregation(mean: 15, std: 1))
+        XCTAssertNil(Method.maple.aggregation)
+    }
+
+    func gpaConfig() -> TrainConfig {
+        var m = Self.method(text: 2, vision: 2)
+        m.promptsrc?.aggregation = GaussianPromptAggregation(mean: 2, std: 1)
+        var config = TrainConfig(method: m, epochs: 3, batchSize: 4)
+        config.optimizer.learningRate = 0.05
+        return config
+    }
+
+    func testAggregateIsTheFinalPrompt() throws {
+        let config = gpaConfig()
+        let t = try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: .images(SyntheticImages(perClass: 2)), config: config)
+        let w = config.method.aggregation!.weights(epochs: 3).map(Float.init)
+        var want = ParameterSet()
+        for e in 0..<3 {
+            try t.runEpoch()
+            // Before the last epoch's end the aggregate is the epochs' so far, the prompts the trained ones.
+            let trained = e < 2 ? t.parameters : nil
+            if let trained {
+                for n in trained.names { want[n] = want[n].map { $0 + trained[n]! * w[e] } ?? trained[n]! * w[e] }
+                XCTAssertEqual(t.aggregate, want)
+            }
+        }
+        XCTAssertEqual(t.parameters, t.aggregate, "the aggregate replaces the prompts after the last epoch")
+        XCTAssertNotEqual(t.parameters, want)
+    }
+
+    func testResumeWithAggregateIsBitExact() throws {
+        let config = gpaConfig()
+        let data = TrainingData.images(SyntheticImages(perClass: 2))
+        let whole = try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: data, config: config)
+        try whole.runEpoch(); try whole.runEpoch(); try whole.runEpoch()
+        let part = try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: data, config: config)
+        try part.runEpoch()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("promptsrc-gpa-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("prompt.safetensors")
+        try part.checkpoint().write(to: url)
+        let read = try ParameterCheckpoint.read(path: url.path)
+        XCTAssertEqual(read.aggregate, part.aggregate)
+        XCTAssertEqual(read, part.checkpoint())
+        let resumed = try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: data, config: config)
+        try resumed.restore(read)
+        try resumed.runEpoch(); try resumed.runEpoch()
+        XCTAssertEqual(resumed.parameters, whole.parameters)
+        XCTAssertEqual(resumed.aggregate, whole.aggregate)
+        XCTAssertEqual(resumed.checkpoint(), whole.checkpoint())
+
+        // The reader accepts the aggregate only for a method that keeps one, and requires it there.
+        var noGPA = read
+        noGPA.header.config.method.promptsrc?.aggregation = nil
+        try noGPA.write(to: url)
+        XCTAssertThrowsError(try ParameterCheckpoint.read(path: url.path)) { XCTAssertTrue("\($0)".contains("aggregate"), "\($0)") }
+        var missing = read
+        missing.aggregate = ParameterSet(read.aggregate.names.dropFirst().map { ($0, read.aggregate[$0]!) })
+        try missing.write(to: url)
+        XCTAssertThrowsError(try ParameterCheckpoint.read(path: url.path)) { XCTAssertTrue("\($0)".contains("aggregate of 'text.context'"), "\($0)") }
+        // A checkpoint without one cannot resume a run that keeps one.
+        let fresh = try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: data, config: config)
+        var stripped = read
+        stripped.aggregate = ParameterSet()
+        XCTAssertThrowsError(try fresh.restore(stripped)) { XCTAssertTrue("\($0)".contains("aggregate"), "\($0)") }
+    }
+}
