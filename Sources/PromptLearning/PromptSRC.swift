@@ -43,6 +43,18 @@ public struct GaussianPromptAggregation: Codable, Equatable, Sendable {
         return g.map { $0 / sum }
     }
 
+    /// The aggregate after epoch `epoch` (0-based) of `epochs`: `aggregate` + w_e x, each tensor
+    /// scaled by w_e as a Float (the reference's fp32 tensor times a float64 scalar).
+    public func accumulate(_ aggregate: ParameterSet?, _ x: ParameterSet, epoch: Int, epochs: Int) -> ParameterSet {
+        let w = Float(weights(epochs: epochs)[epoch])
+        var next = ParameterSet()
+        for n in x.names {
+            let scaled = x[n]! * w
+            next[n] = aggregate?[n].map { $0 + scaled } ?? scaled
+        }
+        return next
+    }
+
     /// Why these settings cannot aggregate, or nil.
     public var problem: String? {
         guard mean.isFinite, std.isFinite, std > 0 else {

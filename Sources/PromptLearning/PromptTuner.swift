@@ -251,12 +251,7 @@ public final class PromptTuner {
         epochsDone += 1
         if let gpa = config.method.aggregation {
             // The reference's GPA at the epoch's last batch, after the step: aggregate + w_e x.
-            let w = Float(gpa.weights(epochs: config.epochs)[epoch])
-            var next = ParameterSet()
-            for n in parameters.names {
-                let scaled = parameters[n]! * w
-                next[n] = aggregate?[n].map { $0 + scaled } ?? scaled
-            }
+            let next = gpa.accumulate(aggregate, parameters, epoch: epoch, epochs: config.epochs)
             aggregate = next
             if epochsDone == config.epochs { parameters = next }  // the aggregate is the final prompt
         }
