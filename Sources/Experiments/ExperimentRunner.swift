@@ -403,6 +403,11 @@ public final class ExperimentRunner {
     func trainConfig(_ spec: RunSpec, datasetTemplate: String) throws -> TrainConfig {
         var method = try Method.named(spec.method).withTermSettings(weights: spec.recipe.termWeights, parameters: spec.recipe.termParameters)
         if let depth = spec.recipe.promptDepth, method.maple != nil { method.maple?.promptDepth = depth }
+        if let depth = spec.recipe.promptDepth, method.promptsrc != nil {
+            method.promptsrc?.textDepth = depth
+            method.promptsrc?.visionDepth = depth
+        }
+        if let gpa = spec.recipe.aggregation, method.promptsrc != nil { method.promptsrc?.aggregation = gpa }
         var optimizer = OptimizerConfig()
         optimizer.learningRate = spec.recipe.learningRate
         return TrainConfig(method: method, optimizer: optimizer, epochs: spec.recipe.epochs, batchSize: spec.recipe.batchSize,

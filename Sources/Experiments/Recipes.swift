@@ -1,4 +1,5 @@
 import Foundation
+import PromptLearning
 
 /// The papers' training recipes, in one table. Sources:
 /// - CoOp (Zhou et al., IJCV 2022; KaiyangZhou/CoOp `configs/trainers/CoOp/*.yaml`, `scripts/coop/main.sh`):
@@ -16,6 +17,12 @@ import Foundation
 ///   batch 4, 5 epochs, lr 0.0035; cross-dataset and domain generalisation
 ///   (`vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml`) lr 0.0026, 2 epochs, prompt depth 3
 ///   (`Recipe.promptDepth`; 9 elsewhere, `Method.maple`'s).
+/// - PromptSRC (muzairkhattak/PromptSRC `configs/trainers/PromptSRC/*.yaml`, `scripts/promptsrc/*`):
+///   batch 4, lr 0.0025. Base-to-novel (`vit_b16_c2_ep20_batch4_4+4ctx.yaml`) 20 epochs, GPA 15/1
+///   (the method's own); cross-dataset and domain generalisation (`..._cross_datasets.yaml`) 20
+///   epochs, depths 3/3, GPA 6/10; few-shot (`..._ep50_..._few_shot.yaml`) 50 epochs, GPA 30/30 on
+///   ImageNet, Caltech101, Pets, Food101, UCF101, SUN397 and 45/5 on Cars, Flowers, Aircraft, DTD,
+///   EuroSAT (METHODS.md section 2; `Recipe.aggregation`).
 /// Every number may be overridden for a whole grid (`--epochs --lr --batch-size --views --augment`)
 /// or per method in a plan file.
 public enum Recipes {
@@ -39,6 +46,9 @@ public enum Recipes {
         "oxford_flowers": (0.002, 10, 0.01), "oxford_pets": (0.02, 10, 0.1), "stanford_cars": (0.002, 100, 0.1),
         "sun397": (20, 100, 0.01), "ucf101": (20, 0.1, 0.1),
     ]
+
+    /// The datasets PromptSRC's few-shot runs aggregate with GPA 45/5 (the rest 30/30).
+    public static let promptSRCFewShotSharpGPA: Set<String> = ["stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat"]
 
     /// The base method of a method string: "kgcoop+npt" -> "kgcoop", "npt" -> "coop".
     public static func baseMethod(_ method: String) -> String {
@@ -82,6 +92,22 @@ public enum Recipes {
             r.epochs = transfer ? 2 : 5
             r.learningRate = transfer ? 0.0026 : 0.0035
             if transfer { r.promptDepth = 3 }
+        case "promptsrc":
+            r.views = 1
+            r.batchSize = 4
+            r.learningRate = 0.0025
+            switch protocolKind {
+            case .baseToNovel:
+                r.epochs = 20
+            case .crossDataset, .domainGeneralization:
+                r.epochs = 20
+                r.promptDepth = 3
+                r.aggregation = GaussianPromptAggregation(mean: 6, std: 10)
+            case .fewShot:
+                r.epochs = 50
+                r.aggregation = promptSRCFewShotSharpGPA.contains(dataset)
+                    ? GaussianPromptAggregation(mean: 45, std: 5) : GaussianPromptAggregation(mean: 30, std: 30)
+            }
         case "zeroshot", "linear-probe":
             r.epochs = 0
             r.views = 1

@@ -1,4 +1,5 @@
 import Foundation
+import PromptLearning
 
 /// The papers' evaluation protocols (METHODS.md section 4).
 public enum ProtocolKind: String, Codable, CaseIterable, Sendable {
@@ -36,18 +37,24 @@ public struct Recipe: Codable, Equatable, Hashable, Sendable {
     /// MaPLe's prompt depth where the protocol's config sets one other than the method's (3 in
     /// cross-dataset and domain generalisation); nil for every other method.
     public var promptDepth: Int?
+    /// PromptSRC's Gaussian prompt aggregation where the protocol's config sets one other than the
+    /// method's (15/1): cross-dataset and domain generalisation 6/10, few-shot 30/30 or 45/5 by
+    /// dataset; nil for every other method and in base-to-novel.
+    public var aggregation: GaussianPromptAggregation?
 
     public init(epochs: Int, learningRate: Double, batchSize: Int, views: Int, termWeights: [String: Double] = [:],
                 termParameters: [String: [String: Double]] = [:], ncEvery: Int = 0, augment: Augmentation = .views,
-                promptDepth: Int? = nil) {
+                promptDepth: Int? = nil, aggregation: GaussianPromptAggregation? = nil) {
         self.epochs = epochs; self.learningRate = learningRate; self.batchSize = batchSize; self.views = views
         self.termWeights = termWeights; self.termParameters = termParameters; self.ncEvery = ncEvery; self.augment = augment
         self.promptDepth = promptDepth
+        self.aggregation = aggregation
     }
 
     enum CodingKeys: String, CodingKey {
         case epochs, learningRate = "lr", batchSize = "batch_size", views, termWeights = "term_weights"
         case termParameters = "term_parameters", ncEvery = "nc_every", augment, promptDepth = "prompt_depth"
+        case aggregation = "gpa"
     }
 
     /// `term_parameters`, `augment` and `prompt_depth` are written only when they are not the default, so the specs
@@ -63,6 +70,7 @@ public struct Recipe: Codable, Equatable, Hashable, Sendable {
         ncEvery = try c.decode(Int.self, forKey: .ncEvery)
         augment = try c.decodeIfPresent(Augmentation.self, forKey: .augment) ?? .views
         promptDepth = try c.decodeIfPresent(Int.self, forKey: .promptDepth)
+        aggregation = try c.decodeIfPresent(GaussianPromptAggregation.self, forKey: .aggregation)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -76,6 +84,7 @@ public struct Recipe: Codable, Equatable, Hashable, Sendable {
         try c.encode(ncEvery, forKey: .ncEvery)
         if augment != .views { try c.encode(augment, forKey: .augment) }
         try c.encodeIfPresent(promptDepth, forKey: .promptDepth)
+        try c.encodeIfPresent(aggregation, forKey: .aggregation)
     }
 }
 

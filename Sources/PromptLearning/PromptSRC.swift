@@ -28,7 +28,7 @@ public struct PromptSRCConfig: Codable, Equatable, Sendable {
 /// weights too, which it then loads back unchanged up to fp16 rounding of sum_e w_e x = x): the
 /// trained tensors alone are aggregated here. Checkpoints hold the aggregate (`aggregate.<name>`)
 /// so a resumed run continues it bit for bit.
-public struct GaussianPromptAggregation: Codable, Equatable, Sendable {
+public struct GaussianPromptAggregation: Codable, Hashable, Sendable {
     public var mean: Double
     public var std: Double
 
