@@ -295,7 +295,8 @@ class VisionTransformer(nn.Module):
 
 # ---- muzairkhattak/PromptSRC trainers/promptsrc.py (verbatim but for the edits named above) ----
 
-CLIP_MODEL = None  # EDIT: the tiny CLIP that load_clip_to_cpu returns
+CLIP_MODEL = None  # EDIT: the CLIP that load_clip_to_cpu returns (the tiny one here, ViT-B/16 in the bench)
+CLIP_CONFIG = "tiny"
 
 
 def load_clip_to_cpu(cfg, zero_shot_model=False):  # EDIT: the tiny CLIP instead of a download
@@ -507,7 +508,7 @@ CLASSNAMES = ["cat", "golden_retriever", "sunflower", "Boeing 747-400", "apple p
 def ivlp_clip(clip_model, cfg):
     """`build_model` with design_details trainer 'IVLP': the text transformer and visual tower as
     IVLP classes (their prompts drawn at construction) holding the tiny CLIP's weights."""
-    c = common.CONFIGS["tiny"]
+    c = common.CONFIGS[CLIP_CONFIG]
     p = cfg.TRAINER.PROMPTSRC
     design = {"trainer": 'IVLP', "vision_depth": p.PROMPT_DEPTH_VISION, "language_depth": p.PROMPT_DEPTH_TEXT,
               "vision_ctx": p.N_CTX_VISION, "language_ctx": p.N_CTX_TEXT}

@@ -97,7 +97,10 @@ public final class PromptSRCArchitecture: PromptArchitecture {
     public let method: Method
     public let classNames: [String]
     public let initialParameters: ParameterSet
-    public var promptsImageTower: Bool { true }
+    public var promptsImageTower: Bool { !textOnly }
+    /// Its text side alone (`eval --text-only`): the classifier as trained, images through the
+    /// unprompted tower. Not for training.
+    public var textOnly = false
     public let config: PromptSRCConfig
     let textDeepBlocks: Range<Int>, imageDeepBlocks: Range<Int>
     let text: TextTower
@@ -207,6 +210,7 @@ public final class PromptSRCArchitecture: PromptArchitecture {
     }
 
     public func forward(_ p: ParameterSet, images: ImageBatch, workspace: Workspace) -> PromptForward {
+        precondition(!textOnly, "a text-only PromptSRC architecture evaluates; it does not train")
         guard case .pixels(let pixels) = images else {
             preconditionFailure("PromptSRC prompts the image tower: it trains from pixels, not cached features")
         }
@@ -241,7 +245,8 @@ public final class PromptSRCArchitecture: PromptArchitecture {
     public func classifier(_ p: ParameterSet) -> PromptClassifier { .shared(textFeatures(p)) }
 
     public func encodeImages(_ p: ParameterSet, pixels: Tensor, workspace: Workspace?) -> Tensor {
-        image.forward(pixels: pixels, extraTokens: p[Self.visual]!, promptEntry: .appendedBeforeLnPre,
+        if textOnly { return image.forward(pixels: pixels, workspace: workspace).0 }
+        return image.forward(pixels: pixels, extraTokens: p[Self.visual]!, promptEntry: .appendedBeforeLnPre,
                       deepPrompts: deepVisualPrompts(p), workspace: workspace).0
     }
 }

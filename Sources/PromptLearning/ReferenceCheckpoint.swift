@@ -274,11 +274,13 @@ public struct TrainedPrompt: Sendable {
         }
         _ = try visualTokens(model: model, modelPath: modelPath, modelDigest: digest)
         var m = method, p = parameters
-        if textOnly && m.architecture == .maple {
-            // MaPLe's image prompts are functions of its text prompts: its text side is the trained
-            // classifier, with the images through the unprompted tower.
+        if textOnly && (m.architecture == .maple || m.architecture == .promptsrc) {
+            // MaPLe's image prompts are functions of its text prompts, PromptSRC's deep text prompts act
+            // inside the text tower: the text side is the trained classifier, with the images through
+            // the unprompted tower.
             let a = try m.makeArchitecture(model: model, tokenizer: tokenizer, classNames: classNames, template: template ?? fallback, parameters: p)
             (a as? MaPLeArchitecture)?.textOnly = true
+            (a as? PromptSRCArchitecture)?.textOnly = true
             return a
         }
         if textOnly && m.needsImages {

@@ -7,7 +7,7 @@ import TensorCore
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print their ratio against PyTorch measured in the same run.",
-        subcommands: [Encoders.self, CoopStep.self, DAPTStep.self, CoCoOpStep.self, MaPLeStep.self, Pipeline.self, GEMM.self])
+        subcommands: [Encoders.self, CoopStep.self, DAPTStep.self, CoCoOpStep.self, MaPLeStep.self, PromptSRCStep.self, Pipeline.self, GEMM.self])
 }
 
 /// Options every benchmark shares.

@@ -26,7 +26,7 @@ struct MethodOptions: ParsableArguments {
     @Option(name: .customLong("beta-t"), parsing: .unconditional, help: "DAPT text dispersion weight (default 0.01).") var betaT: Float?
     @Option(parsing: .unconditional, help: "DAPT RBF temperature (default 2).") var tau: Float?
     @Option(name: .customLong("prompt-depth"), parsing: .unconditional,
-            help: "MaPLe's prompt depth J: deep prompts in blocks 1..<J (default 9; its cross-dataset configs use 3).") var promptDepth: Int?
+            help: "MaPLe's prompt depth J, PromptSRC's depth of both towers: deep prompts in blocks 1..<J (default 9; their cross-dataset configs use 3).") var promptDepth: Int?
     @Option(name: .customLong("term"), parsing: .singleValue,
             help: ArgumentHelp("Set a loss term's weight (KEY=WEIGHT, e.g. kg=4) or parameter (KEY.PARAM=VALUE, e.g. inter.tau=1); repeatable, applied after the flags above.", valueName: "KEY[.PARAM]=VALUE"))
     var term: [String] = []
@@ -80,9 +80,11 @@ struct MethodOptions: ParsableArguments {
             }
         }
         if let promptDepth {
-            guard m.maple != nil else { throw ValidationError("--prompt-depth applies to --method maple") }
+            guard m.maple != nil || m.promptsrc != nil else { throw ValidationError("--prompt-depth applies to --method maple and promptsrc") }
             guard promptDepth >= 1 else { throw ValidationError("--prompt-depth must be at least 1 (got \(promptDepth))") }
             m.maple?.promptDepth = promptDepth
+            m.promptsrc?.textDepth = promptDepth
+            m.promptsrc?.visionDepth = promptDepth
         }
         if let etf {
             guard m.anchors != nil else { throw ValidationError("--etf applies to NPT methods (add +npt to --method)") }

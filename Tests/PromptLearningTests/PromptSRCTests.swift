@@ -86,6 +86,13 @@ final class PromptSRCTests: XCTestCase {
         XCTAssertTrue(fw.imagesTrainable)
         XCTAssertLessThan(maxDiff(fw.images, L2Normalize.forward(want).0), 1e-6)
         XCTAssertLessThan(maxDiff(fw.text, whole), 2e-5)
+        // Text-only (`eval --text-only`): the trained classifier, images through the unprompted tower.
+        a.textOnly = true
+        defer { a.textOnly = false }
+        XCTAssertFalse(a.promptsImageTower)
+        XCTAssertEqual(a.encodeImages(p, pixels: pixels, workspace: nil), Self.model.image.forward(pixels: pixels).0)
+        guard case .shared(let c) = a.classifier(p) else { return XCTFail("PromptSRC's classifier is shared") }
+        XCTAssertLessThan(maxDiff(c, whole), 2e-5)
     }
 
     /// The terms' kernels against their definitions and finite differences in feature space
