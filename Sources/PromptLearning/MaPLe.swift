@@ -58,60 +58,29 @@ public final class MaPLeArchitecture: PromptArchitecture {
     public let depth: Int
     /// The blocks deep prompts replace rows before in each tower: 1..<min(J, its blocks).
     let textDeepBlocks: Range<Int>, imageDeepBlocks: Range<Int>
-    let text: TextTower
+    /// The text prompt (shared with PromptSRC).
+    let prompt: PhrasePromptText
+    var text: TextTower { prompt.text }
     let image: ImageTower
     /// M context vectors.
-    let contextLength: Int
-    /// The shared prefix: SOS, the context rows (placeholders here), the fixed words of the init
-    /// phrase after the context; P x D token embeddings, no positions.
-    let prefixRows: Tensor
-    /// Each class's rows after the prefix (name, ".", EOT), token embeddings: T_k x D.
-    let suffixRows: [Tensor]
+    var contextLength: Int { prompt.contextLength }
     /// Token ids of every class's whole prompt, cut after its EOT (the reference's tokenized prompts).
-    public let tokens: [[Int]]
+    public var tokens: [[Int]] { prompt.tokens }
 
     init(method: Method, model: CLIPModel, tokenizer: CLIPTokenizer, classNames: [String], given: ParameterSet?,
          rng: inout SeededGenerator) throws {
-        let config = method.prompt
-        guard !config.classSpecific, config.position == .end else {
-            throw PromptError(.notSupported, "MaPLe's text prompt is one context shared by the classes with the class name at the end; class-specific contexts and other class positions are not part of it")
-        }
-        guard !classNames.isEmpty else { throw PromptError(.invalidData, "no class names given") }
+        let prompt = try PhrasePromptText(methodName: "MaPLe", prompt: method.prompt, model: model, tokenizer: tokenizer,
+                                          classNames: classNames)
         let depth = method.maple?.promptDepth ?? MaPLeConfig().promptDepth
         guard depth >= 1 else { throw PromptError(.invalidSetting, "MaPLe's prompt depth must be at least 1 (got \(depth))") }
-        let (m, d, w) = (config.contextLength, model.text.width, model.image.width)
-        guard m >= 1 else { throw PromptError(.invalidSetting, "MaPLe's context needs at least 1 vector (got \(m))") }
-        // The reference (`MultiModalPromptLearner`): with an init phrase and M <= 4 the context is
-        // the embedding of the phrase's tokens 1...M and the prompt is the whole phrase before the
-        // class name; otherwise M "X" placeholders and N(0, 0.02).
-        let initText = config.initText.flatMap { m <= 4 ? $0.replacingOccurrences(of: "_", with: " ") : nil }
-        let prefixText = initText ?? Array(repeating: "X", count: m).joined(separator: " ")
-        let prefixIds = tokenizer.encode(prefixText)
-        guard prefixIds.count >= m else {
-            throw PromptError(.invalidSetting, "MaPLe's context of \(m) vectors is initialised from the first \(m) tokens of '\(prefixText)', which has only \(prefixIds.count): give a longer phrase or a shorter context")
-        }
-        let names = classNames.map { $0.replacingOccurrences(of: "_", with: " ") }
-        let prompts = names.map { "\(prefixText) \($0)." }
-        if let bad = prompts.firstIndex(where: { tokenizer.encode($0).count + 2 > model.text.contextLength }) {
-            throw PromptError(.classMismatch, "class name '\(classNames[bad])' is too long: its prompt exceeds the \(model.text.contextLength)-token context")
-        }
-        let rows = tokenizer.tokenize(prompts, contextLength: model.text.contextLength).map { $0.map(Int.init) }
-        let eot = eotPositions(rows)
-        let p = 1 + prefixIds.count
-        for (k, row) in rows.enumerated() where Array(row[1..<p]) != prefixIds || eot[k] < p {
-            throw PromptError(.classMismatch, "the prompt of class '\(classNames[k])' does not begin with the tokens of '\(prefixText)'")
-        }
+        let (m, d, w) = (prompt.contextLength, model.text.width, model.image.width)
         self.method = method
         self.classNames = classNames
         self.depth = depth
+        self.prompt = prompt
         textDeepBlocks = 1..<max(1, min(depth, model.text.transformer.blocks.count))
         imageDeepBlocks = 1..<max(1, min(depth, model.image.transformer.blocks.count))
-        text = model.text
         image = model.image
-        contextLength = m
-        tokens = zip(rows, eot).map { Array($0.0.prefix($0.1 + 1)) }
-        prefixRows = model.text.tokenEmbedding.gatherRows(Array(tokens[0].prefix(p)))
-        suffixRows = tokens.map { model.text.tokenEmbedding.gatherRows(Array($0[p...])) }
 
         func take(_ name: String, _ shape: [Int], draw: (inout SeededGenerator) -> Tensor) throws -> Tensor {
             if let g = given?[name] {
@@ -124,7 +93,7 @@ public final class MaPLeArchitecture: PromptArchitecture {
         let bound = Float(1 / Double(d).squareRoot())
         var params = ParameterSet()
         params[ParameterName.textContext] = try take(ParameterName.textContext, [m, d]) { r in
-            initText != nil ? model.text.tokenEmbedding.gatherRows(Array(prefixIds.prefix(m))) : .randomNormal([m, d], std: 0.02, using: &r)
+            prompt.phraseContext ?? .randomNormal([m, d], std: 0.02, using: &r)
         }
         params[Self.projWeight] = try take(Self.projWeight, [w, d]) { .randomUniform([w, d], -bound, bound, using: &$0) }
         params[Self.projBias] = try take(Self.projBias, [w]) { .randomUniform([w], -bound, bound, using: &$0) }
@@ -145,23 +114,6 @@ public final class MaPLeArchitecture: PromptArchitecture {
 
     // MARK: Text
 
-    /// The packed prompts of every class: the shared prefix (SOS, the context, the fixed words),
-    /// then each class's own rows up to its EOT; positional embeddings added.
-    func packedPrompts(context: Tensor) -> (Tensor, SequenceLayout) {
-        let (m, d, p) = (contextLength, text.width, prefixRows.rows)
-        let layout = SequenceLayout(prefix: p, lengths: suffixRows.map(\.rows))
-        var rows = prefixRows.data
-        rows.replaceSubrange(d..<((1 + m) * d), with: context.data)
-        rows.reserveCapacity(layout.rows * d)
-        for s in suffixRows { rows += s.data }
-        var h = Tensor(shape: [layout.rows, d], data: rows)
-        let positions = layout.positions, pos = text.positionalEmbedding
-        h.withMutablePointer { ph in pos.withPointer { pp in
-            for (r, t) in positions.enumerated() { for x in 0..<d { ph[r * d + x] += pp[t * d + x] } }
-        } }
-        return (h, layout)
-    }
-
     /// The deep text prompts by block, M x D each.
     func deepTextPrompts(_ p: ParameterSet) -> [Int: Tensor] {
         Dictionary(uniqueKeysWithValues: textDeepBlocks.map { ($0, p[Self.deepText($0)]!) })
@@ -169,10 +121,7 @@ public final class MaPLeArchitecture: PromptArchitecture {
 
     /// Text features K x E (not normalised) and the trace of the tower.
     func textForward(_ p: ParameterSet, keepCaches: Bool, workspace: Workspace?) -> (Tensor, TextTower.Trace) {
-        let (h, layout) = packedPrompts(context: p[ParameterName.textContext]!)
-        let deep = DeepPrompts(values: deepTextPrompts(p), position: 1, layout: layout)
-        return text.forward(packed: h, layout: layout, deepPrompts: deep, keepCaches: keepCaches, workspace: workspace,
-                            keepLinearInputs: workspace == nil)
+        prompt.forward(context: p[ParameterName.textContext]!, deep: deepTextPrompts(p), keepCaches: keepCaches, workspace: workspace)
     }
 
     // MARK: Image

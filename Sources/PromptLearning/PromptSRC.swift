@@ -103,57 +103,30 @@ public final class PromptSRCArchitecture: PromptArchitecture {
     public var textOnly = false
     public let config: PromptSRCConfig
     let textDeepBlocks: Range<Int>, imageDeepBlocks: Range<Int>
-    let text: TextTower
+    /// The text prompt (MaPLe's).
+    let prompt: PhrasePromptText
+    var text: TextTower { prompt.text }
     let image: ImageTower
-    let contextLength: Int
-    let prefixRows: Tensor
-    let suffixRows: [Tensor]
-    public let tokens: [[Int]]
+    var contextLength: Int { prompt.contextLength }
+    public var tokens: [[Int]] { prompt.tokens }
 
     init(method: Method, model: CLIPModel, tokenizer: CLIPTokenizer, classNames: [String], given: ParameterSet?,
          rng: inout SeededGenerator) throws {
-        let prompt = method.prompt
-        guard !prompt.classSpecific, prompt.position == .end else {
-            throw PromptError(.notSupported, "PromptSRC's text prompt is one context shared by the classes with the class name at the end; class-specific contexts and other class positions are not part of it")
-        }
-        guard !classNames.isEmpty else { throw PromptError(.invalidData, "no class names given") }
+        let prompt = try PhrasePromptText(methodName: "PromptSRC", prompt: method.prompt, model: model, tokenizer: tokenizer,
+                                          classNames: classNames)
         let c = method.promptsrc ?? PromptSRCConfig()
         guard c.textDepth >= 1, c.visionDepth >= 1 else {
             throw PromptError(.invalidSetting, "PromptSRC's prompt depths must be at least 1 (got text \(c.textDepth), vision \(c.visionDepth))")
         }
         guard c.visionTokens >= 1 else { throw PromptError(.invalidSetting, "PromptSRC needs at least 1 vision prompt token (got \(c.visionTokens))") }
         let (m, d, w, v) = (prompt.contextLength, model.text.width, model.image.width, c.visionTokens)
-        guard m >= 1 else { throw PromptError(.invalidSetting, "PromptSRC's context needs at least 1 vector (got \(m))") }
-        // `VLPromptLearner`: with an init phrase and M <= 4, the context is the embedding of the
-        // phrase's tokens 1...M and the prompt the phrase before the class name; else M "X" and N(0, 0.02).
-        let initText = prompt.initText.flatMap { m <= 4 ? $0.replacingOccurrences(of: "_", with: " ") : nil }
-        let prefixText = initText ?? Array(repeating: "X", count: m).joined(separator: " ")
-        let prefixIds = tokenizer.encode(prefixText)
-        guard prefixIds.count >= m else {
-            throw PromptError(.invalidSetting, "PromptSRC's context of \(m) vectors is initialised from the first \(m) tokens of '\(prefixText)', which has only \(prefixIds.count): give a longer phrase or a shorter context")
-        }
-        let names = classNames.map { $0.replacingOccurrences(of: "_", with: " ") }
-        let prompts = names.map { "\(prefixText) \($0)." }
-        if let bad = prompts.firstIndex(where: { tokenizer.encode($0).count + 2 > model.text.contextLength }) {
-            throw PromptError(.classMismatch, "class name '\(classNames[bad])' is too long: its prompt exceeds the \(model.text.contextLength)-token context")
-        }
-        let rows = tokenizer.tokenize(prompts, contextLength: model.text.contextLength).map { $0.map(Int.init) }
-        let eot = eotPositions(rows)
-        let p = 1 + prefixIds.count
-        for (k, row) in rows.enumerated() where Array(row[1..<p]) != prefixIds || eot[k] < p {
-            throw PromptError(.classMismatch, "the prompt of class '\(classNames[k])' does not begin with the tokens of '\(prefixText)'")
-        }
         self.method = method
         self.classNames = classNames
         config = c
+        self.prompt = prompt
         textDeepBlocks = 1..<max(1, min(c.textDepth, model.text.transformer.blocks.count))
         imageDeepBlocks = 1..<max(1, min(c.visionDepth, model.image.transformer.blocks.count))
-        text = model.text
         image = model.image
-        contextLength = m
-        tokens = zip(rows, eot).map { Array($0.0.prefix($0.1 + 1)) }
-        prefixRows = model.text.tokenEmbedding.gatherRows(Array(tokens[0].prefix(p)))
-        suffixRows = tokens.map { model.text.tokenEmbedding.gatherRows(Array($0[p...])) }
 
         func take(_ name: String, _ shape: [Int], draw: (inout SeededGenerator) -> Tensor) throws -> Tensor {
             if let g = given?[name] {
@@ -164,7 +137,7 @@ public final class PromptSRCArchitecture: PromptArchitecture {
         }
         var params = ParameterSet()
         params[ParameterName.textContext] = try take(ParameterName.textContext, [m, d]) { r in
-            initText != nil ? model.text.tokenEmbedding.gatherRows(Array(prefixIds.prefix(m))) : .randomNormal([m, d], std: 0.02, using: &r)
+            prompt.phraseContext ?? .randomNormal([m, d], std: 0.02, using: &r)
         }
         params[Self.visual] = try take(Self.visual, [v, w]) { .randomNormal([v, w], std: 0.02, using: &$0) }
         for i in 1..<max(1, c.visionDepth) {
@@ -178,29 +151,9 @@ public final class PromptSRCArchitecture: PromptArchitecture {
 
     // MARK: Text
 
-    /// The packed prompts of every class (shared prefix SOS + context, then each class's rows up to
-    /// its EOT), positional embeddings added.
-    func packedPrompts(context: Tensor) -> (Tensor, SequenceLayout) {
-        let (m, d, p) = (contextLength, text.width, prefixRows.rows)
-        let layout = SequenceLayout(prefix: p, lengths: suffixRows.map(\.rows))
-        var rows = prefixRows.data
-        rows.replaceSubrange(d..<((1 + m) * d), with: context.data)
-        rows.reserveCapacity(layout.rows * d)
-        for s in suffixRows { rows += s.data }
-        var h = Tensor(shape: [layout.rows, d], data: rows)
-        let positions = layout.positions, pos = text.positionalEmbedding
-        h.withMutablePointer { ph in pos.withPointer { pp in
-            for (r, t) in positions.enumerated() { for x in 0..<d { ph[r * d + x] += pp[t * d + x] } }
-        } }
-        return (h, layout)
-    }
-
     func textForward(_ p: ParameterSet, keepCaches: Bool, workspace: Workspace?) -> (Tensor, TextTower.Trace) {
-        let (h, layout) = packedPrompts(context: p[ParameterName.textContext]!)
-        let values = Dictionary(uniqueKeysWithValues: textDeepBlocks.map { ($0, p[Self.deepText($0)]!) })
-        let deep = DeepPrompts(values: values, position: 1, layout: layout)
-        return text.forward(packed: h, layout: layout, deepPrompts: deep, keepCaches: keepCaches, workspace: workspace,
-                            keepLinearInputs: workspace == nil)
+        let deep = Dictionary(uniqueKeysWithValues: textDeepBlocks.map { ($0, p[Self.deepText($0)]!) })
+        return prompt.forward(context: p[ParameterName.textContext]!, deep: deep, keepCaches: keepCaches, workspace: workspace)
     }
 
     // MARK: Image
