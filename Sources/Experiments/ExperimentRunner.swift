@@ -275,6 +275,43 @@ public final class ExperimentRunner {
         }
     }
 
+    /// Every features file cell `spec` reads, in the order it reads them: the training draw (its
+    /// cached views for trained prompts), the validation draw of a linear probe, then each test set.
+    /// `prepareFeatures` makes exactly these, so a cell that runs after it finds them all cached.
+    public func featureRequests(_ spec: RunSpec) throws -> [(request: FeatureRequest, label: String)] {
+        let dataset = try datasetName(spec.dataset)
+        let trains = spec.method != "zeroshot" && spec.method != "linear-probe"
+        var requests = [(FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec), views: trains ? spec.recipe.views : 1),
+                         "\(spec.dataset) train")]
+        if spec.method == "linear-probe" {
+            requests.append((FeatureRequest(dataset: dataset, split: .val, selection: trainSelection(spec), views: 1), "\(spec.dataset) val"))
+        }
+        for s in try evaluationSets(spec, dataset: dataset) {
+            requests.append((FeatureRequest(dataset: s.dataset, split: .test, selection: SelectionOptions(subset: s.subset), views: 1),
+                             "\(s.dataset.rawValue) test"))
+        }
+        return requests.map { (request: $0.0, label: $0.1) }
+    }
+
+    /// Makes (or finds cached) every features file of `cells`, each once, without training: the
+    /// shared first job of a cluster grid, so that its cells read one cache instead of encoding
+    /// the same images in parallel. Returns how many files were made and how many were cached.
+    @discardableResult
+    public func prepareFeatures(_ cells: [RunSpec]) throws -> (made: Int, cached: Int) {
+        try checkDatasets(cells)
+        var seen = Set<String>(), made = 0, cached = 0
+        for spec in cells {
+            for (request, label) in try featureRequests(spec) {
+                // Views are seeded by the cell's seed; the test transform draws nothing (one file for every seed).
+                let key = request.fileName + (request.views > 1 ? "#\(spec.seed)" : "")
+                guard seen.insert(key).inserted else { continue }
+                let f = try storedFeatures(request, seed: spec.seed, label: label)
+                if f.reused { cached += 1 } else { made += 1 }
+            }
+        }
+        return (made, cached)
+    }
+
     func runCell(_ spec: RunSpec, folder: RunFolder) throws -> RunRecord {
         let start = Date()
         let dataset = try datasetName(spec.dataset)
@@ -290,10 +327,8 @@ public final class ExperimentRunner {
 
         // Features: the training draw (augmented views for trained prompts), then every test set.
         var clock = Date()
-        let trains = spec.method != "zeroshot" && spec.method != "linear-probe"
-        let train = try storedFeatures(FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec),
-                                                      views: trains ? spec.recipe.views : 1),
-                                       seed: spec.seed, label: "\(spec.dataset) train")
+        let requests = try featureRequests(spec)
+        let train = try storedFeatures(requests[0].request, seed: spec.seed, label: requests[0].label)
         record.digests["train_features"] = train.digest
         // The training inputs themselves (features and labels, not the file, whose provenance
         // names the tau): equal for cells that train on the same images, e.g. 1 shot at every tau.
@@ -301,9 +336,8 @@ public final class ExperimentRunner {
         record.trainCounts = ShotGroups.trainCounts(classNames: train.classNames, labels: train.set.labels)
         record.fewShotSource = train.coopCache ?? "dassl"
         var tests: [(EvaluationSet, StoredFeatures)] = []
-        for s in sets {
-            let f = try storedFeatures(FeatureRequest(dataset: s.dataset, split: .test, selection: SelectionOptions(subset: s.subset), views: 1),
-                                       seed: spec.seed, label: "\(s.dataset.rawValue) test")
+        for (s, r) in zip(sets, requests.suffix(sets.count)) {
+            let f = try storedFeatures(r.request, seed: spec.seed, label: r.label)
             record.digests["\(s.name)_features"] = f.digest
             tests.append((s, f))
         }
@@ -316,8 +350,7 @@ public final class ExperimentRunner {
         case "zeroshot":
             classifier = .zeroShot
         case "linear-probe":
-            let val = try storedFeatures(FeatureRequest(dataset: dataset, split: .val, selection: trainSelection(spec), views: 1),
-                                         seed: spec.seed, label: "\(spec.dataset) val")
+            let val = try storedFeatures(requests[1].request, seed: spec.seed, label: requests[1].label)
             record.digests["val_features"] = val.digest
             let search = try LinearProbe.search(trainFeatures: train.set.view(0), trainLabels: train.set.labels,
                                                 valFeatures: val.set.view(0), valLabels: val.set.labels,
