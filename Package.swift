@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Features", targets: ["Features"]),
         .library(name: "Analysis", targets: ["Analysis"]),
         .library(name: "Experiments", targets: ["Experiments"]),
+        .library(name: "Cluster", targets: ["Cluster"]),
         .library(name: "Pretraining", targets: ["Pretraining"]),
         .executable(name: "prompttune", targets: ["prompttune"]),
     ],
@@ -38,10 +39,12 @@ let package = Package(
             "TensorCore", "TensorIO", "CLIP", "PromptLearning", "Datasets", "Features", "Analysis",
             .product(name: "Yams", package: "Yams"),
         ]),
+        // Cluster: grids as Slurm job arrays (submission, status), above the experiments.
+        .target(name: "Cluster", dependencies: ["TensorIO", "Experiments"]),
         // Pretraining: contrastive training of CLIP itself (the demo model), beside the methods.
         .target(name: "Pretraining", dependencies: ["TensorCore", "TensorIO", "CLIP", "Imaging", "Datasets"]),
         .executableTarget(name: "prompttune", dependencies: [
-            "TensorCore", "TensorIO", "CLIP", "PromptLearning", "Imaging", "Datasets", "Features", "Analysis", "Experiments", "Pretraining",
+            "TensorCore", "TensorIO", "CLIP", "PromptLearning", "Imaging", "Datasets", "Features", "Analysis", "Experiments", "Cluster", "Pretraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -71,6 +74,7 @@ let package = Package(
         .testTarget(name: "PretrainingTests", dependencies: ["Pretraining", "CLIP", "TensorIO", "TensorCore", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Experiments", "Analysis", "PromptLearning", "Datasets", "Features", "CLIP", "TensorCore", "TestSupport"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Analysis", "PromptLearning", "Datasets", "Features", "TensorCore", "TestSupport"]),
-        .testTarget(name: "prompttuneTests", dependencies: ["prompttune", "Features", "TestSupport"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Experiments", "TestSupport"]),
+        .testTarget(name: "prompttuneTests", dependencies: ["prompttune", "Features", "Cluster", "Experiments", "TestSupport"]),
     ]
 )

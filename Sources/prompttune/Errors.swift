@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cluster
 import Experiments
 import Foundation
 
@@ -22,6 +23,7 @@ enum ErrorPresenter {
         if error is ValidationError || error is ExitCode || error is CleanExit || error is PresentedError { return error }
         // A plan, option or dataset error of a grid: nothing ran; exit 64 (EX_USAGE) as other usage errors.
         if let e = error as? PlanError { return ValidationError(e.description) }
+        if let e = error as? ClusterError, e.kind == .invalidOption { return ValidationError(e.message) }
         if String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") { return error }
         return PresentedError(message: present(error))
     }

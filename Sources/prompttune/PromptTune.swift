@@ -6,7 +6,7 @@ struct PromptTune: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prompttune",
         abstract: "Prompt tuning for CLIP: exact to the reference, fast on a CPU.",
-        subcommands: [Info.self, Embed.self, DatasetsCommand.self, Sample.self, FeaturesCommand.self, Train.self, Eval.self, Export.self, Run.self, Analyze.self, ReportCommand.self, Pretrain.self, Bench.self])
+        subcommands: [Info.self, Embed.self, DatasetsCommand.self, Sample.self, FeaturesCommand.self, Train.self, Eval.self, Export.self, Run.self, Status.self, Analyze.self, ReportCommand.self, Pretrain.self, Bench.self])
 }
 
 /// The checkpoint option every model command shares.

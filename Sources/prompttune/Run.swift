@@ -52,7 +52,9 @@ struct Run: ParsableCommand {
     var augment: Augmentation?
     @Option(name: .customLong("nc-every"), parsing: .unconditional, help: "Record the neural-collapse measures every E epochs (0: at the end only).")
     var ncEvery: Int?
-    @Option(parsing: .unconditionalSingleValue, help: "Run only these cells (numbers from --list; repeatable).") var cell: [Int] = []
+    @Option(parsing: .unconditionalSingleValue,
+            help: ArgumentHelp("Run only these cells: numbers from --list and ranges, e.g. 3, 0-7 or 0-3,5 (repeatable).", valueName: "N[-M],..."))
+    var cell: [String] = []
     @Flag(help: "Print the grid's cells and exit.") var list = false
     @Flag(name: .customLong("no-coop-cache"), help: "Draw few-shot sets anew even where CoOp's split_fewshot cache exists.")
     var noCoopCache = false
@@ -61,6 +63,9 @@ struct Run: ParsableCommand {
     var trace: String?
     @Option(help: ArgumentHelp("Write TensorBoard event files, one run per cell in DIR/<model>/<cell identifier> (as under runs/): every step's loss, loss terms, learning rate and batch accuracy, each epoch's averages, the NC measures (every --nc-every epochs and at the end) and the cell's accuracies; a resumed cell appends.", valueName: "DIR"))
     var tensorboard: String?
+    @Flag(name: .customLong("features-only"), help: "Make the features files of the cells (each once) and stop: no training. The first job of a --slurm grid.")
+    var featuresOnly = false
+    @OptionGroup var slurm: SlurmOptions
     @OptionGroup var imageOptions: ImageOptions
     @Option(help: ArgumentHelp(PrecisionChoice.help + " Records and features of each precision are kept apart."))
     var precision: PrecisionChoice = .fp32
@@ -75,8 +80,13 @@ struct Run: ParsableCommand {
         if let views { try OptionLimits.range("--views", views, 1...OptionLimits.maxViews) }
         if let lr { try OptionLimits.positiveFinite("--lr", lr) }
         if let ncEvery { try OptionLimits.range("--nc-every", ncEvery, 0...OptionLimits.maxEpochs) }
-        for c in cell where c < 0 { throw ValidationError("--cell must be at least 0 (got \(c)); `--list` prints the cells' numbers") }
+        _ = try cellNumbers()
         try OptionLimits.threads(threads)
+    }
+
+    /// The cells `--cell` names (empty: all of them).
+    func cellNumbers() throws -> [Int] {
+        do { return try CellNumbers.parse(cell) } catch let e as PlanError { throw ValidationError(e.description) }
     }
 
     /// The plan with every flag applied.
@@ -143,22 +153,32 @@ struct Run: ParsableCommand {
         let modelPath = plan.model ?? CLIPModel.defaultModelLocation()
         let out = URL(fileURLWithPath: plan.out ?? "results/\(plan.name ?? plan.protocolKind.rawValue)")
         let root = URL(fileURLWithPath: plan.root ?? ProcessInfo.processInfo.environment["DATA"] ?? FileManager.default.currentDirectoryPath)
+        let only = try cellNumbers()
+        if slurm.slurm {
+            if featuresOnly { throw ValidationError("--features-only runs here; --slurm submits the whole grid (its first job makes the features): give one of them") }
+            return try submitToSlurm(plan, out: out, only: only)
+        }
+        if featuresOnly {
+            let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training)
+            runner.useCoOpCache = !noCoopCache
+            return try prepareFeaturesOnly(runner, cells: cells, only: only)
+        }
         let display = GridDisplay()
         let records = try removingEmptyFolderOnFailure(out) { () -> [RunRecord] in
             let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training,
                                               events: display.handle)
             runner.useCoOpCache = !noCoopCache
             // Every dataset and target is looked up before anything is written.
-            try runner.checkDatasets(cell.isEmpty ? cells : cell.filter { cells.indices.contains($0) }.map { cells[$0] })
+            try runner.checkDatasets(only.isEmpty ? cells : only.filter { cells.indices.contains($0) }.map { cells[$0] })
             if let trace { runner.trace = try TraceWriter(url: URL(fileURLWithPath: trace), append: true) }
             runner.tensorboard = tensorboard.map { URL(fileURLWithPath: $0) }
             try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-            if cell.isEmpty { try writeAtomically(Data(plan.yaml().utf8), to: ResultsFolder(out).plan) }
-            return try runner.run(cells, only: cell.isEmpty ? nil : cell)
+            if only.isEmpty { try writeAtomically(Data(plan.yaml().utf8), to: ResultsFolder(out).plan) }
+            return try runner.run(cells, only: only.isEmpty ? nil : only)
         }
         let failed = records.filter { $0.status == .failed }.count
         FileHandle.standardError.write(Data("grid: \(records.count - failed) cells done, \(failed) failed; records under \(ResultsFolder(out).runs.path)\n".utf8))
-        if !noReport && cell.isEmpty {
+        if !noReport && only.isEmpty {
             let summary = try writeReport(directory: out)
             for u in summary.unreadable { FileHandle.standardError.write(Data("warning: left out \(u.url.path): \(u.reason)\n".utf8)) }
             print(renderMarkdownTables(records: try loadRunRecords(under: out)))   // ends with a newline: a blank line follows
