@@ -44,6 +44,7 @@ extension ExperimentRunner {
         // Resumes the cell's checkpoint (or sets a damaged one aside) and saves what a new run starts from.
         let run = try TrainingRun(folder: folder, tuner: tuner, resume: .ifPresent)
         record.warnings += tuner.warnings + run.warnings
+        if run.resumed { events(.resumed(epochsDone: tuner.epochsDone, epochs: spec.recipe.epochs)) }
         tuner.trace = trace
         defer { tuner.trace = nil }
         try openBoard(spec, resumeStep: tuner.steps)

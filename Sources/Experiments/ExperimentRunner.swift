@@ -13,6 +13,8 @@ public enum RunEvent {
     case cellSkipped(index: Int, position: Int, total: Int, record: RunRecord)
     case features(label: String, done: Int, total: Int)
     case step(StepReport, epochs: Int)
+    /// A cell's training resumed from its checkpoint after `epochsDone` of `epochs` epochs.
+    case resumed(epochsDone: Int, epochs: Int)
     case cellFinished(index: Int, position: Int, total: Int, record: RunRecord)
 }
 

@@ -216,6 +216,8 @@ final class GridDisplay {
             if barLabel != "train" { bar = ProgressBar(total: epochs * r.stepsPerEpoch, label: "  train", unit: "step"); barLabel = "train" }
             bar?.update(r.epoch * r.stepsPerEpoch + r.step,
                         status: String(format: "epoch %d/%d loss %.4f acc %.1f%%", r.epoch + 1, epochs, r.value.total, 100 * r.value.accuracy))
+        case .resumed(let done, let epochs):
+            say("  resumed from its checkpoint after epoch \(done) of \(epochs)")
         case .cellFinished(let index, _, _, let record):
             if barLabel == "train" { bar?.finish() }
             bar = nil; barLabel = ""
