@@ -75,6 +75,7 @@ public struct GridStatus: Codable, Equatable, Sendable {
         // Slurm: each cell's latest task (queued ones from squeue, ended ones from sacct).
         let live = submissions.filter { !$0.dryRun && $0.modelFolder == modelFolder }
         var tasks: [String: (SlurmSubmission, SlurmTask)] = [:]   // cell identifier -> latest task
+        var blocked: [String: String] = [:]   // cell identifier -> why its submission's features job stopped it
         var jobs: [Job] = []
         if let slurm, !live.isEmpty {
             let ids = live.flatMap(\.jobs)
@@ -94,13 +95,24 @@ public struct GridStatus: Codable, Equatable, Sendable {
             }
             for s in live {
                 let specs = (try? String(contentsOfFile: s.plan, encoding: .utf8)).flatMap { try? GridPlan.read(yaml: $0, source: s.plan).cells() }
+                // A failed features job cancels the cells waiting on it (afterok): they never ran.
+                if let f = s.featuresJob, let bad = all.first(where: { $0.job == f && $0.endedBadly }), let specs {
+                    let log = URL(fileURLWithPath: s.plan).deletingLastPathComponent().appendingPathComponent("logs/features-\(bad.arrayIndex ?? 0).out").path
+                    for c in s.cells where specs.indices.contains(c) {
+                        blocked[specs[c].identifier] = "not run: its features job \(bad.id) ended \(bad.state) (log: \(log)); fix that and submit again"
+                        tasks[specs[c].identifier] = nil
+                    }
+                }
                 for (kind, id) in [("features", s.featuresJob)] + s.arrays.map { ("cells", $0.job) } + [("report", s.reportJob)] {
                     guard let id else { continue }
                     let mine = all.filter { $0.job == id }
                     jobs.append(Job(submission: s.number, kind: kind, id: id, states: Dictionary(grouping: mine, by: \.state).mapValues(\.count)))
                     guard kind == "cells", let specs else { continue }
                     for t in mine {
-                        if let c = s.cell(job: t.job, arrayIndex: t.arrayIndex), specs.indices.contains(c) { tasks[specs[c].identifier] = (s, t) }
+                        if let c = s.cell(job: t.job, arrayIndex: t.arrayIndex), specs.indices.contains(c) {
+                            tasks[specs[c].identifier] = (s, t)
+                            blocked[specs[c].identifier] = nil
+                        }
                     }
                 }
             }
@@ -133,6 +145,9 @@ public struct GridStatus: Codable, Equatable, Sendable {
                 s.state = .failed
                 s.detail = "\(t.state) (job \(t.id)\(t.elapsed.isEmpty ? "" : " after \(t.elapsed)")\(t.exitCode.map { ", exit \($0)" } ?? ""))"
                     + (s.checkpoint.map { "; its checkpoint is at epoch \($0): submit again to resume" } ?? "; submit again to run it")
+            } else if task == nil, let why = blocked[spec.identifier] {
+                s.state = .failed
+                s.detail = why
             } else if s.checkpoint != nil {
                 s.state = .interrupted
                 s.detail = "stopped at epoch \(s.checkpoint!); run or submit again to resume"

@@ -194,4 +194,44 @@ final class SlurmClusterTests: XCTestCase {
         let resumedEpoch = try XCTUnwrap(Int(resumedAt.split(separator: " ")[6]), resumedAt)
         XCTAssertEqual(resumedEpoch, epochsDone, "resumed from the checkpoint the cancelled task left")
     }
+
+    /// A features job that fails cancels the cells waiting on it (afterok); `status` says why each
+    /// cell did not run; submitted again with a working binary, the grid runs.
+    func testFailedFeaturesJobStopsTheCellsAndStatusSaysWhy() throws {
+        let dir = try makeTempDir(self, prefix: "ptslurm-cluster")
+        let data = dir.appendingPathComponent("data"), out = dir.appendingPathComponent("out")
+        try makeSyntheticDTD(in: data)
+        // A binary whose feature extraction fails (a node without the data, say) and which otherwise runs.
+        let broken = dir.appendingPathComponent("prompttune-broken")
+        try Data("""
+            #!/usr/bin/env bash
+            case " $* " in *" --features-only "*) echo "cannot read the dataset on this node" >&2; exit 1 ;; esac
+            exec \(shellWord(try binary().path)) "$@"
+
+            """.utf8).write(to: broken)
+        chmod(broken.path, 0o755)
+        let grid = ["run", "--protocol", "few-shot", "--datasets", "dtd", "--methods", "zeroshot,coop", "--shots", "2", "--seeds", "1",
+                    "--epochs", "2", "--batch-size", "2", "--views", "1", "--model", Self.tiny, "--root", data.path, "--out", out.path,
+                    "--slurm", "--time", "10", "--mem", "1G", "--cpus-per-task", "1"]
+        let first = try prompttune(grid + ["--executable", broken.path])
+        XCTAssertEqual(first.status, 0, first.out)
+        let s1 = try submission(out, 1)
+        try waitForJobs(s1)
+        _ = try accounted(try XCTUnwrap(s1.featuresJob), tasks: 1)
+        let status = try GridStatus.read(results: out, slurm: SlurmClient())
+        XCTAssertEqual(status.cells.map(\.state), [.failed, .failed], status.render())
+        for c in status.cells {
+            XCTAssertTrue(c.detail?.contains("its features job \(s1.featuresJob!)_0 ended FAILED") == true, "\(c)")
+        }
+        XCTAssertTrue(try String(contentsOf: out.appendingPathComponent("slurm/001/logs/features-0.out"), encoding: .utf8)
+            .contains("cannot read the dataset on this node"))
+
+        let again = try prompttune(grid + ["--executable", try binary().path])
+        XCTAssertEqual(again.status, 0, again.out)
+        XCTAssertTrue(again.out.contains("2 of 2 cells"), again.out)
+        let s2 = try submission(out, 2)
+        try waitForJobs(s2)
+        let fixed = try GridStatus.read(results: out, slurm: SlurmClient())
+        XCTAssertEqual(fixed.cells.map(\.state), [.done, .done], fixed.render())
+    }
 }
