@@ -114,7 +114,9 @@ public struct SlurmGridScripts: Sendable {
     public func report(resources: SlurmResources) -> String {
         var lines = header("report", resources, array: nil, output: "report.out")
         lines += ["# The tables and report of every record in the results folder, after the cells (--dependency=afterany).",
+                  "# The grid's state first, into this log (status exits 2 or 3 while cells are unfinished or failed).",
                   "set -euo pipefail",
+                  "\([executable, "status", out.path].map(shellWord).joined(separator: " ")) || true",
                   "exec \([executable, "report", out.path].map(shellWord).joined(separator: " "))"]
         return lines.joined(separator: "\n") + "\n"
     }
