@@ -104,6 +104,13 @@ public final class PickleDict {
 
     public subscript(key: String) -> PickleValue? { stringKeys[key].map { entries[$0].value } }
 
+    /// The value under the byte-string key `key` (UTF-8), as dicts read with ``Unpickler/byteStrings``
+    /// have them (Python 2's `str` keys, which Python 3 reads as `bytes` with `encoding='bytes'`).
+    public subscript(bytesKey key: String) -> PickleValue? {
+        let raw = Array(key.utf8)
+        return entries.first { if case .bytes(let b) = $0.key { return b == raw }; return false }?.value
+    }
+
     /// Entries whose key is a string, in order.
     public var stringKeyedEntries: [(key: String, value: PickleValue)] {
         entries.compactMap { e in e.key.string.map { ($0, e.value) } }
@@ -369,6 +376,10 @@ public struct Unpickler {
     public var persistentLoad: PersistentLoad?
     /// The deepest nesting of containers a pickle may build (`defaultMaxDepth`).
     public var maxDepth: Int
+    /// Python 2 byte strings (`str`: BINSTRING, SHORT_BINSTRING) become ``PickleValue/bytes``, as
+    /// Python 3's `pickle.load(f, encoding='bytes')` reads them (CIFAR's pickles, whose keys and
+    /// numpy array data are such strings); false: Latin-1 text, as `encoding='latin1'` (the default here).
+    public var byteStrings = false
 
     /// 1,000 levels: real checkpoints nest fewer than 20 (a TorchScript module tree: module, state
     /// dict, submodule, ..., tensor), so this only refuses damaged or hostile files, and a tuple
@@ -387,6 +398,7 @@ public struct Unpickler {
 
     public func load(_ raw: UnsafeRawBufferPointer) throws -> PickleValue {
         var machine = Machine(data: raw, source: source, persistentLoad: persistentLoad, maxDepth: maxDepth)
+        machine.byteStrings = byteStrings
         return try machine.run()
     }
 
@@ -428,6 +440,7 @@ private struct Machine {
     let source: String
     let persistentLoad: Unpickler.PersistentLoad?
     let maxDepth: Int
+    var byteStrings = false
     var pos = 0
     var opcodeOffset = 0
     var opcode: UInt8 = 0
@@ -596,8 +609,8 @@ private struct Machine {
             case 0x58: push(.string(decodeString(try readBytes(try readLength(UInt32.self)))))  // BINUNICODE
             case 0x8c: push(.string(decodeString(try readBytes(Int(try readByte())))))          // SHORT_BINUNICODE
             case 0x8d: push(.string(decodeString(try readBytes(try readLength(UInt64.self)))))  // BINUNICODE8
-            case 0x54: push(.string(latin1(try readBytes(try readLength(Int32.self)))))         // BINSTRING
-            case 0x55: push(.string(latin1(try readBytes(Int(try readByte())))))                // SHORT_BINSTRING
+            case 0x54: push(python2String(try readBytes(try readLength(Int32.self))))            // BINSTRING
+            case 0x55: push(python2String(try readBytes(Int(try readByte()))))                   // SHORT_BINSTRING
             case 0x42: push(.bytes(Array(try readBytes(try readLength(UInt32.self)))))          // BINBYTES
             case 0x43: push(.bytes(Array(try readBytes(Int(try readByte())))))                  // SHORT_BINBYTES
             case 0x8e, 0x96: push(.bytes(Array(try readBytes(try readLength(UInt64.self)))))    // BINBYTES8, BYTEARRAY8
@@ -732,6 +745,11 @@ private struct Machine {
             v |= ~UInt64(0) << (8 * UInt64(n))  // sign-extend
         }
         return Int(truncatingIfNeeded: v)
+    }
+
+    /// A Python 2 `str`: bytes with ``Unpickler/byteStrings``, else Latin-1 text.
+    func python2String(_ raw: UnsafeRawBufferPointer) -> PickleValue {
+        byteStrings ? .bytes(Array(raw)) : .string(latin1(raw))
     }
 
     func latin1(_ raw: UnsafeRawBufferPointer) -> String {
