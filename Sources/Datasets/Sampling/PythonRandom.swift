@@ -24,6 +24,18 @@ public struct PythonRandom: Sendable, Equatable {
         self.seed(seed)
     }
 
+    /// The twister seeded by `init_genrand(seed)` alone, as numpy's legacy `RandomState.seed(int)`
+    /// seeds it (`mt19937_seed`); Python's own seeding goes through `init_by_array` instead. Only
+    /// ``nextUInt32()`` is meant for a generator made this way (``NumpyRandomState`` uses it).
+    init(genrandSeed seed: UInt32) {
+        state = [UInt32](repeating: 0, count: Self.n)
+        index = Self.n + 1
+        initGenrand(seed)
+    }
+
+    /// The first `count` words of the twister's state (for tests against numpy's `get_state()`).
+    func stateWords(_ count: Int) -> [UInt32] { Array(state.prefix(count)) }
+
     /// Seeds with an integer of any size, given as the little-endian 32-bit words of its absolute
     /// value (Python seeds with `abs(seed)`); `[]` is the same as `[0]`.
     public init(seedMagnitudeWords words: [UInt32]) {
