@@ -115,9 +115,10 @@ func subsampleImageNetVariant(_ splits: DatasetSplits, map: ImageNetClassMap, su
 // MARK: - CoOp's cached few-shot draws
 
 /// `<dataset folder>/split_fewshot/shot_K-seed_S.pkl` when it exists, for the datasets CoOp
-/// draws from (not the test-only ImageNet variants, image folders or Fashion-MNIST).
+/// draws from (not the test-only ImageNet variants, image folders, Fashion-MNIST or CIFAR-100-LT).
 func coopCacheFile(_ splits: DatasetSplits, dataset: DatasetName, shots: Int, seed: Int) -> URL? {
-    guard dataset.folder != nil, !dataset.isTestOnly, dataset != .imageFolder, dataset != .fashionMNIST else { return nil }
+    guard dataset.folder != nil, !dataset.isTestOnly, dataset != .imageFolder, dataset != .fashionMNIST,
+          dataset.imbalanceRatio == nil else { return nil }
     var dir = splits.imageRoot.standardizedFileURL
     for _ in dataset.imageSubfolder.split(separator: "/") { dir.deleteLastPathComponent() }
     let file = FewShotCache.url(datasetDirectory: dir, shots: shots, seed: seed)

@@ -46,6 +46,7 @@ extension DatasetError {
         case 2: list = "\(items[0]) and \(items[1])"
         default: list = items.dropLast().joined(separator: ", ") + " and " + items.last!
         }
-        return "expected \(list) (the CoOp layout: see DATASETS.md of CoOp)"
+        let layout = name.isLongTailed ? "the long-tailed layout: see docs/EXPERIMENTS.md of PromptTune" : "the CoOp layout: see DATASETS.md of CoOp"
+        return "expected \(list) (\(layout))"
     }
 }

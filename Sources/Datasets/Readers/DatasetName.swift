@@ -1,7 +1,8 @@
 import Foundation
 
 /// Every dataset PromptTune reads: the 11 of the CoOp papers, the four ImageNet variants of their
-/// domain-generalisation tables, any folder of class subfolders, and Fashion-MNIST (the built-in
+/// domain-generalisation tables, the long-tailed benchmarks (ImageNet-LT, Places-LT, CIFAR-100-LT at
+/// imbalance ratios 100, 50 and 10), any folder of class subfolders, and Fashion-MNIST (the built-in
 /// default, from Debian's `dataset-fashion-mnist` package).
 ///
 /// Raw values are the CLI names: CoOp's config file names (`configs/datasets/<name>.yaml`), snake
@@ -24,6 +25,12 @@ public enum DatasetName: String, CaseIterable, Sendable, Codable {
     case imageNetSketch = "imagenet_sketch"
     case imageNetA = "imagenet_a"
     case imageNetR = "imagenet_r"
+    case imageNetLT = "imagenet_lt"
+    case placesLT = "places_lt"
+    /// CIFAR-100-LT at imbalance ratio 100 (LIFT's `cifar100_ir100`), the usual one.
+    case cifar100LT = "cifar100_lt"
+    case cifar100LT50 = "cifar100_lt_r50"
+    case cifar100LT10 = "cifar100_lt_r10"
     case imageFolder = "imagefolder"
     case fashionMNIST = "fashion_mnist"
 
@@ -35,6 +42,32 @@ public enum DatasetName: String, CaseIterable, Sendable, Codable {
 
     /// The ImageNet variants (test sets only) of the domain-generalisation tables.
     public static let imageNetVariants: [DatasetName] = [.imageNetV2, .imageNetSketch, .imageNetA, .imageNetR]
+
+    /// The long-tailed benchmarks (METHODS.md section 4): trained on their long-tailed train split,
+    /// tested on their balanced test split.
+    public static let longTailed: [DatasetName] = [.imageNetLT, .placesLT, .cifar100LT, .cifar100LT50, .cifar100LT10]
+
+    public var isLongTailed: Bool { DatasetName.longTailed.contains(self) }
+
+    /// CIFAR-100-LT's imbalance ratio (largest over smallest class: 100, 50, 10; the imbalance
+    /// factor of LIFT's rule is its inverse); nil for every other dataset.
+    public var imbalanceRatio: Int? {
+        switch self {
+        case .cifar100LT: return 100
+        case .cifar100LT50: return 50
+        case .cifar100LT10: return 10
+        default: return nil
+        }
+    }
+
+    /// OLTR's split-file prefix (`ImageNet_LT`, `Places_LT`: `<prefix>_{train,val,test}.txt`).
+    public var oltrPrefix: String? {
+        switch self {
+        case .imageNetLT: return "ImageNet_LT"
+        case .placesLT: return "Places_LT"
+        default: return nil
+        }
+    }
 
     /// Parses a CLI name, CoOp name, paper name or CoOp folder name; nil if none matches.
     public init?(parsing text: String) {
@@ -58,10 +91,16 @@ public enum DatasetName: String, CaseIterable, Sendable, Codable {
     public var aliases: [String] {
         var names = [displayName]
         if let c = coopName { names.append(c) }
-        if let f = folder { names.append(f) }
+        // The three CIFAR-100-LT ratios share one folder, whose name means the usual ratio, 100.
+        if let f = folder, self != .cifar100LT50, self != .cifar100LT10 { names.append(f) }
         switch self {
         case .flowers102: names.append("flowers")
         case .imageFolder: names.append("image_folder")
+        case .cifar100LT: names += ["cifar100_lt_r100", "cifar100_ir100", "CIFAR-100-LT"]
+        case .cifar100LT50: names.append("cifar100_ir50")
+        case .cifar100LT10: names.append("cifar100_ir10")
+        case .imageNetLT: names.append("ImageNet-LT")
+        case .placesLT: names.append("Places-LT")
         default: break
         }
         return names
@@ -85,6 +124,11 @@ public enum DatasetName: String, CaseIterable, Sendable, Codable {
         case .imageNetSketch: return "ImageNetSketch"
         case .imageNetA: return "ImageNetA"
         case .imageNetR: return "ImageNetR"
+        case .imageNetLT: return "ImageNetLT"
+        case .placesLT: return "PlacesLT"
+        case .cifar100LT: return "CIFAR100LT"
+        case .cifar100LT50: return "CIFAR100LT-r50"
+        case .cifar100LT10: return "CIFAR100LT-r10"
         case .imageFolder: return "ImageFolder"
         case .fashionMNIST: return "FashionMNIST"
         }
@@ -96,13 +140,14 @@ public enum DatasetName: String, CaseIterable, Sendable, Codable {
         switch self {
         case .flowers102: return "OxfordFlowers"
         case .dtd: return "DescribableTextures"
-        case .imageFolder, .fashionMNIST: return nil
+        case .imageFolder, .fashionMNIST, .imageNetLT, .placesLT, .cifar100LT, .cifar100LT50, .cifar100LT10: return nil
         default: return displayName
         }
     }
 
     /// The dataset's folder under the data root (CoOp's `dataset_dir`). nil for ``imageFolder``,
-    /// whose root is the image folder itself.
+    /// whose root is the image folder itself. The three CIFAR-100-LT ratios share the folder the
+    /// CIFAR-100 python archive unpacks to (torchvision's `root/cifar-100-python`).
     public var folder: String? {
         switch self {
         case .imageNet: return "imagenet"
@@ -120,6 +165,9 @@ public enum DatasetName: String, CaseIterable, Sendable, Codable {
         case .imageNetSketch: return "imagenet-sketch"
         case .imageNetA: return "imagenet-adversarial"
         case .imageNetR: return "imagenet-rendition"
+        case .imageNetLT: return "imagenet_lt"
+        case .placesLT: return "places_lt"
+        case .cifar100LT, .cifar100LT50, .cifar100LT10: return "cifar-100-python"
         case .imageFolder: return nil
         case .fashionMNIST: return "fashion-mnist"
         }
@@ -130,9 +178,9 @@ public enum DatasetName: String, CaseIterable, Sendable, Codable {
     /// paths start with `train/` or `val/`.
     public var imageSubfolder: String {
         switch self {
-        case .imageNet, .oxfordPets, .food101, .fgvcAircraft, .dtd, .imageNetSketch: return "images"
+        case .imageNet, .oxfordPets, .food101, .fgvcAircraft, .dtd, .imageNetSketch, .imageNetLT, .placesLT: return "images"
         case .caltech101: return "101_ObjectCategories"
-        case .stanfordCars, .imageFolder, .fashionMNIST: return ""
+        case .stanfordCars, .imageFolder, .fashionMNIST, .cifar100LT, .cifar100LT50, .cifar100LT10: return ""
         case .flowers102: return "jpg"
         case .sun397: return "SUN397"
         case .euroSAT: return "2750"
@@ -157,8 +205,9 @@ public enum DatasetName: String, CaseIterable, Sendable, Codable {
     /// ``imageFolder``.
     public var classCount: Int? {
         switch self {
-        case .imageNet, .imageNetV2, .imageNetSketch: return 1000
-        case .caltech101, .fgvcAircraft: return 100
+        case .imageNet, .imageNetV2, .imageNetSketch, .imageNetLT: return 1000
+        case .caltech101, .fgvcAircraft, .cifar100LT, .cifar100LT50, .cifar100LT10: return 100
+        case .placesLT: return 365
         case .oxfordPets: return 37
         case .stanfordCars: return 196
         case .flowers102: return 102
@@ -199,6 +248,13 @@ public enum DatasetName: String, CaseIterable, Sendable, Codable {
         case .imageNetV2: return [imageSubfolder + "/0/ ... /999/", "classnames.txt"]
         case .imageNetSketch, .imageNetA, .imageNetR: return [imageSubfolder + "/<wnid>/", "classnames.txt"]
         case .imageFolder: return ["<class>/<image>", "or train/<class>/, val/<class>/, test/<class>/"]
+        case .imageNetLT:
+            return ["images/train/<wnid>/", "images/val/<wnid>/", "ImageNet_LT_train.txt", "ImageNet_LT_test.txt",
+                    "ImageNet_LT_val.txt (optional)", "classnames.txt"]
+        case .placesLT:
+            return ["images/ (the Places365 root the split files' paths start in)", "Places_LT_train.txt", "Places_LT_test.txt",
+                    "Places_LT_val.txt (optional)", "categories_places365.txt"]
+        case .cifar100LT, .cifar100LT50, .cifar100LT10: return CIFAR100LT.fileNames
         case .fashionMNIST: return FashionMNIST.fileNames.map { $0 + ".gz" }
         default: return images + [splitFile!]
         }
@@ -221,6 +277,12 @@ public enum DatasetName: String, CaseIterable, Sendable, Codable {
         case .fgvcAircraft:
             return "the txt files come with https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz (its data/ folder, renamed fgvc_aircraft/)"
         case .fashionMNIST: return "install them with `apt-get install dataset-fashion-mnist` (to /usr/share/datasets/fashion-mnist)"
+        case .imageNetLT:
+            return "OLTR's split files ImageNet_LT_{train,val,test}.txt are linked from the README of https://github.com/zhmiao/OpenLongTailRecognition-OLTR (also in shijxcs/LIFT, datasets/ImageNet_LT/); classnames.txt is CoOp's imagenet/classnames.txt (copy or link it); images/ is the ImageNet-2012 folder holding train/ and val/ (CoOp's imagenet/images: `ln -s ../imagenet/images imagenet_lt/images`)"
+        case .placesLT:
+            return "OLTR's split files Places_LT_{train,val,test}.txt are linked from the README of https://github.com/zhmiao/OpenLongTailRecognition-OLTR (also in shijxcs/LIFT, datasets/Places_LT/); categories_places365.txt comes with Places365's development kit (http://places2.csail.mit.edu/download.html, filelist_places365-standard.tar); images/ is the Places365-Standard folder the split files' paths start in (link it)"
+        case .cifar100LT, .cifar100LT50, .cifar100LT10:
+            return "they are the CIFAR-100 python version, https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, unpacked in the data root (torchvision's CIFAR100(root, download=True) puts them there too)"
         case .imageFolder: return nil
         }
     }

@@ -31,10 +31,11 @@ public struct FileImageSource: ImageSource {
 }
 
 /// The image source for a dataset read by ``loadDataset(_:root:verifyImages:)``: the in-memory
-/// ``FashionMNIST`` images (read from `splits.imageRoot`) or files under `splits.imageRoot`.
+/// ``FashionMNIST`` or ``CIFAR100LT`` images (read from `splits.imageRoot`) or files under `splits.imageRoot`.
 public func makeImageSource(_ name: DatasetName, splits: DatasetSplits) throws -> any ImageSource {
     switch name {
     case .fashionMNIST: return try FashionMNIST(directory: splits.imageRoot)
+    case .cifar100LT, .cifar100LT50, .cifar100LT10: return try CIFAR100LT(directory: splits.imageRoot)
     default: return FileImageSource(root: splits.imageRoot)
     }
 }

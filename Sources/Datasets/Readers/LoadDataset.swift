@@ -12,6 +12,8 @@ import Glibc
 /// Splits follow CoOp exactly: the fixed `split_zhou_*.json` (paths relative to the image folder,
 /// labels and class names as stored); ImageNet's `train/` and `val/` folders (val doubles as test,
 /// as in CoOp); FGVCAircraft's `images_variant_*.txt`; the ImageNet variants as test sets only.
+/// The long-tailed benchmarks as LIFT reads them: ImageNet-LT and Places-LT from OLTR's split files
+/// (`LongTailedLists.swift`), CIFAR-100-LT from the CIFAR-100 python pickles (``CIFAR100LT``).
 /// Class names are the names as CoOp stores them (underscores kept: prompt builders replace `_` with
 /// a space, as CoOp's do).
 ///
@@ -28,6 +30,9 @@ public func loadDataset(_ name: DatasetName, root: URL, verifyImages: Bool = fal
     case .fashionMNIST:
         splits = try FashionMNIST.loadSplits(root: root)
         return splits
+    case .cifar100LT, .cifar100LT50, .cifar100LT10:
+        // In-memory images: there are no files to check.
+        return try CIFAR100LT.loadSplits(name, directory: try datasetDirectory(name, root: root))
     default:
         let dir = try datasetDirectory(name, root: root)
         let imageRoot = try imageDirectory(name, dir: dir)
@@ -38,6 +43,10 @@ public func loadDataset(_ name: DatasetName, root: URL, verifyImages: Bool = fal
             splits = try readImageNetVariant(name, dir: dir, imageRoot: imageRoot)
         case .fgvcAircraft:
             splits = try readFGVCAircraft(dir: dir, imageRoot: imageRoot)
+        case .imageNetLT:
+            splits = try readImageNetLT(dir: dir, imageRoot: imageRoot)
+        case .placesLT:
+            splits = try readPlacesLT(dir: dir, imageRoot: imageRoot)
         default:
             splits = try readSplitDataset(name, dir: dir, imageRoot: imageRoot)
         }
