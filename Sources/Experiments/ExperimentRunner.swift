@@ -147,7 +147,7 @@ public final class ExperimentRunner {
 
     func evaluationSets(_ spec: RunSpec, dataset: DatasetName) throws -> [EvaluationSet] {
         switch spec.protocolKind {
-        case .fewShot:
+        case .fewShot, .longTailed:
             return [EvaluationSet(name: "test", dataset: dataset, subset: .all)]
         case .baseToNovel:
             return [EvaluationSet(name: "base", dataset: dataset, subset: .base),
@@ -166,8 +166,10 @@ public final class ExperimentRunner {
         return d
     }
 
+    /// The training images of a cell: Dassl's few-shot draw of `shots` per class (under the
+    /// long-tailed protocol a cap: classes with fewer keep all theirs; 0 keeps every image).
     func trainSelection(_ spec: RunSpec) -> SelectionOptions {
-        SelectionOptions(shots: spec.shots, seed: spec.seed, imbalance: spec.imbalance == 1 ? nil : spec.imbalance,
+        SelectionOptions(shots: spec.shots > 0 ? spec.shots : nil, seed: spec.seed, imbalance: spec.imbalance == 1 ? nil : spec.imbalance,
                          subset: spec.trainsOnBase ? .base : .all, useCoOpCache: useCoOpCache)
     }
 
@@ -285,7 +287,7 @@ public final class ExperimentRunner {
         let trains = spec.method != "zeroshot" && spec.method != "linear-probe"
         var requests = [(FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec), views: trains ? spec.recipe.views : 1),
                          "\(spec.dataset) train")]
-        if spec.method == "linear-probe" {
+        if spec.method == "linear-probe", try !probeSearchesOnTrain(spec, dataset: dataset) {
             requests.append((FeatureRequest(dataset: dataset, split: .val, selection: trainSelection(spec), views: 1), "\(spec.dataset) val"))
         }
         for s in try evaluationSets(spec, dataset: dataset) {
@@ -352,8 +354,14 @@ public final class ExperimentRunner {
         case "zeroshot":
             classifier = .zeroShot
         case "linear-probe":
-            let val = try storedFeatures(requests[1].request, seed: spec.seed, label: requests[1].label)
-            record.digests["val_features"] = val.digest
+            let val: StoredFeatures
+            if try probeSearchesOnTrain(spec, dataset: dataset) {
+                val = train
+                record.warnings.append("\(spec.dataset) has no val split: the linear probe's regularisation was chosen on its training images")
+            } else {
+                val = try storedFeatures(requests[1].request, seed: spec.seed, label: requests[1].label)
+                record.digests["val_features"] = val.digest
+            }
             let search = try LinearProbe.search(trainFeatures: train.set.view(0), trainLabels: train.set.labels,
                                                 valFeatures: val.set.view(0), valLabels: val.set.labels,
                                                 classes: train.classNames.count)
@@ -390,9 +398,13 @@ public final class ExperimentRunner {
             if let m = measure(images, text: classText, label: s.name, warnings: &record.warnings) { record.nc[s.name] = m }
             analysis += Date().timeIntervalSince(measured)
         }
-        let groups = ShotGroups.assign(classNames: train.classNames, labels: train.set.labels)
+        let rule = spec.protocolKind == .longTailed ? spec.shotRule ?? .lift : nil
+        let groups = rule?.assign(classNames: train.classNames, labels: train.set.labels)
+            ?? ShotGroups.assign(classNames: train.classNames, labels: train.set.labels)
         for i in record.evaluations.indices { record.evaluations[i].setShotGroups(groups) }
-        if record.evaluations.contains(where: { $0.manyShot != nil }) { record.shotGroupsRule = ShotGroups.rule }
+        if record.evaluations.contains(where: { $0.manyShot != nil || $0.mediumShot != nil || $0.fewShot != nil }) {
+            record.shotGroupsRule = rule?.description ?? ShotGroups.rule
+        }
         if !record.nc.isEmpty {
             let epoch = record.history.count
             record.ncHistory.removeAll { $0.epoch == epoch }
@@ -411,7 +423,7 @@ public final class ExperimentRunner {
     func summarise(_ record: inout RunRecord) {
         let byName = Dictionary(record.evaluations.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         switch record.spec.protocolKind {
-        case .fewShot:
+        case .fewShot, .longTailed:
             record.accuracy = byName["test"]?.accuracy
             record.macroF1 = byName["test"]?.macroF1
         case .baseToNovel:
@@ -430,6 +442,13 @@ public final class ExperimentRunner {
                 record.macroF1 = targets.map(\.macroF1).reduce(0, +) / Double(targets.count)
             }
         }
+    }
+
+    /// A long-tailed dataset without a val split (CIFAR-100-LT; ImageNet-LT and Places-LT without
+    /// their optional val files) leaves the linear probe's search only its training images.
+    func probeSearchesOnTrain(_ spec: RunSpec, dataset: DatasetName) throws -> Bool {
+        guard spec.protocolKind == .longTailed else { return false }
+        return try store.dataset(dataset).splits.val.isEmpty
     }
 
     /// The trainer's settings of a cell: its method with the recipe's term weights and parameters (and MaPLe's prompt depth), the recipe's

@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import PromptLearning
 import Yams
@@ -83,19 +84,22 @@ public struct GridPlan: Codable, Equatable, Sendable {
     public var all: RecipeOverride
     /// Overrides per method name.
     public var overrides: [String: RecipeOverride]
+    /// The long-tailed protocol's many / medium / few-shot rule (`shot_rule: lift|oltr`); nil: LIFT's.
+    public var shotRule: ShotRule?
 
     public init(name: String? = nil, protocolKind: ProtocolKind, datasets: [String], targets: [String]? = nil,
                 methods: [String], shots: [Int], seeds: [Int], imbalance: [Double] = [1], model: String? = nil,
                 root: String? = nil, out: String? = nil, all: RecipeOverride = RecipeOverride(),
-                overrides: [String: RecipeOverride] = [:]) {
+                overrides: [String: RecipeOverride] = [:], shotRule: ShotRule? = nil) {
         self.name = name; self.protocolKind = protocolKind; self.datasets = datasets; self.targets = targets
         self.methods = methods; self.shots = shots; self.seeds = seeds; self.imbalance = imbalance
         self.model = model; self.root = root; self.out = out; self.all = all; self.overrides = overrides
+        self.shotRule = shotRule
     }
 
     enum CodingKeys: String, CodingKey {
         case name, protocolKind = "protocol", datasets, targets, methods, shots, seeds, imbalance, model, root, out
-        case epochs, lr, batchSize = "batch_size", views, ncEvery = "nc_every", augment, overrides
+        case epochs, lr, batchSize = "batch_size", views, ncEvery = "nc_every", augment, overrides, shotRule = "shot_rule"
     }
 
     public init(from decoder: Decoder) throws {
@@ -106,7 +110,8 @@ public struct GridPlan: Codable, Equatable, Sendable {
         datasets = try c.decodeIfPresent([String].self, forKey: .datasets) ?? []
         targets = try c.decodeIfPresent([String].self, forKey: .targets)
         methods = try c.decodeIfPresent([String].self, forKey: .methods) ?? []
-        shots = try c.decodeIfPresent([Int].self, forKey: .shots) ?? [16]
+        // The long-tailed protocol trains on every image (0) unless shots cap them.
+        shots = try c.decodeIfPresent([Int].self, forKey: .shots) ?? (protocolKind == .longTailed ? [0] : [16])
         seeds = try c.decodeIfPresent([Int].self, forKey: .seeds) ?? [1, 2, 3]
         imbalance = try c.decodeIfPresent([Double].self, forKey: .imbalance) ?? [1]
         model = try c.decodeIfPresent(String.self, forKey: .model)
@@ -119,6 +124,7 @@ public struct GridPlan: Codable, Equatable, Sendable {
                              ncEvery: try c.decodeIfPresent(Int.self, forKey: .ncEvery),
                              augment: try c.decodeIfPresent(Augmentation.self, forKey: .augment))
         overrides = try c.decodeIfPresent([String: RecipeOverride].self, forKey: .overrides) ?? [:]
+        shotRule = try c.decodeIfPresent(ShotRule.self, forKey: .shotRule)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -141,6 +147,7 @@ public struct GridPlan: Codable, Equatable, Sendable {
         try c.encodeIfPresent(all.ncEvery, forKey: .ncEvery)
         try c.encodeIfPresent(all.augment, forKey: .augment)
         if !overrides.isEmpty { try c.encode(overrides, forKey: .overrides) }
+        try c.encodeIfPresent(shotRule, forKey: .shotRule)
     }
 
     /// Reads a YAML plan; errors (`PlanError`) name the source, and an unknown key its line and
@@ -165,7 +172,7 @@ public struct GridPlan: Codable, Equatable, Sendable {
             return papersDatasets.filter { $0 != source }
         case .domainGeneralization:
             return ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
-        case .fewShot, .baseToNovel:
+        case .fewShot, .baseToNovel, .longTailed:
             return []
         }
     }
@@ -190,7 +197,20 @@ public struct GridPlan: Codable, Equatable, Sendable {
         }
         try nonEmpty(datasets, "datasets"); try nonEmpty(methods, "methods"); try nonEmpty(shots, "shots")
         try nonEmpty(seeds, "seeds"); try nonEmpty(imbalance, "imbalance")
-        for k in shots where k < 1 { throw PlanError("shots must be at least 1 (got \(k))") }
+        if protocolKind == .longTailed {
+            for k in shots where k < 0 { throw PlanError("shots must be 0 (every training image) or a cap of at least 1 per class (got \(k))") }
+            for d in datasets where !(DatasetName(rawValue: d)?.isLongTailed ?? false) {
+                throw PlanError("the long-tailed protocol trains on a long-tailed dataset (\(DatasetName.longTailed.map(\.rawValue).joined(separator: ", "))); '\(d)' is not one. For class imbalance on another dataset use the few-shot protocol's imbalance (tau)")
+            }
+            if imbalance != [1] {
+                throw PlanError("the long-tailed protocol takes no imbalance tau (got \(imbalance.map(formatNumber).joined(separator: ", "))): its datasets are long-tailed as they are")
+            }
+        } else {
+            for k in shots where k < 1 { throw PlanError("shots must be at least 1 (got \(k))") }
+            if let rule = shotRule {
+                throw PlanError("shot_rule \(rule.rawValue) (--shot-rule) applies to the long-tailed protocol only: drop it, or run protocol long-tailed. The \(protocolKind.rawValue) protocol's many / medium / few-shot groups follow the tau protocol's rule (\(ShotGroups.rule))")
+            }
+        }
         for s in seeds where s < 0 { throw PlanError("seeds must be non-negative (got \(s))") }
         for t in imbalance where !(t > 0 && t <= 1) { throw PlanError("imbalance tau must lie in (0, 1] (got \(t))") }
         for m in methods where m != "zeroshot" && m != "linear-probe" {
@@ -278,7 +298,8 @@ public struct GridPlan: Codable, Equatable, Sendable {
                             if (try? Method.named(method))?.needsImages == true { recipe.views = 1; recipe.augment = .views }
                             if recipe.augment == .perIteration { recipe.views = 1 }
                             specs.append(RunSpec(protocolKind: protocolKind, dataset: dataset, targets: targets, shots: k,
-                                                 seed: seed, imbalance: tau, method: method, recipe: recipe))
+                                                 seed: seed, imbalance: tau, method: method, recipe: recipe,
+                                                 shotRule: protocolKind == .longTailed ? shotRule ?? .lift : nil))
                         }
                     }
                 }

@@ -30,6 +30,10 @@ public enum Recipes {
     public static let defaultViews = 4
 
     /// CoOp's epochs for `shots` shots per class on `dataset`.
+    /// Epochs of the long-tailed protocol on whole train splits (LIFT trains 10 on ImageNet-LT,
+    /// Places-LT and CIFAR-100-LT).
+    public static let longTailedEpochs = 10
+
     public static func coopEpochs(shots: Int, dataset: String) -> Int {
         if dataset == "imagenet" { return 50 }
         switch shots {
@@ -63,6 +67,8 @@ public enum Recipes {
         // The demonstration model was pretrained with gentler crops (scale 0.5-1) than CoOp's
         // (0.08-1): on Fashion-MNIST the test transform's view is the one that stands for its data.
         if dataset == "fashion_mnist" { r.views = 1 }
+        // The long-tailed protocol's whole train splits hold thousands of images: LIFT's 10 epochs.
+        if protocolKind == .longTailed && (shots == 0 || shots > 16) { r.epochs = longTailedEpochs }
         switch baseMethod(method) {
         case "kgcoop":
             if protocolKind == .baseToNovel { r.epochs = 100; r.batchSize = 128 }
@@ -102,6 +108,8 @@ public enum Recipes {
             case .crossDataset, .domainGeneralization:
                 r.epochs = 20
                 r.promptDepth = 3
+                r.aggregation = GaussianPromptAggregation(mean: 6, std: 10)
+            case .longTailed:
                 r.aggregation = GaussianPromptAggregation(mean: 6, std: 10)
             case .fewShot:
                 r.epochs = 50

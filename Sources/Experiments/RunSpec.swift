@@ -11,6 +11,10 @@ public enum ProtocolKind: String, Codable, CaseIterable, Sendable {
     case crossDataset = "cross-dataset"
     /// Train on ImageNet; test on ImageNet-V2, -Sketch, -A and -R (-A/-R with their 200-class subsets).
     case domainGeneralization = "domain-generalization"
+    /// Train on a long-tailed dataset's long-tailed train split (every image, or at most `shots` per
+    /// class); test on its balanced test split, with many / medium / few-shot accuracy by a named
+    /// ``ShotRule`` (LIFT's by default).
+    case longTailed = "long-tailed"
 }
 
 /// The training settings of a run. Defaults come from the recipe table (`Recipes`), per method,
@@ -116,15 +120,46 @@ public struct RunSpec: Codable, Equatable, Hashable, Sendable {
     /// `zeroshot`, `linear-probe`, or a prompt-tuning method (`coop`, `kgcoop+npt`, ...).
     public var method: String
     public var recipe: Recipe
+    /// The long-tailed protocol's many / medium / few-shot rule; nil for the other protocols (whose
+    /// groups, where any, follow ``ShotGroups/rule``). Written only when set, so other specs and
+    /// their identities read as before.
+    public var shotRule: ShotRule?
 
     public init(protocolKind: ProtocolKind, dataset: String, targets: [String] = [], shots: Int, seed: Int,
-                imbalance: Double = 1, method: String, recipe: Recipe) {
+                imbalance: Double = 1, method: String, recipe: Recipe, shotRule: ShotRule? = nil) {
         self.protocolKind = protocolKind; self.dataset = dataset; self.targets = targets; self.shots = shots
         self.seed = seed; self.imbalance = imbalance; self.method = method; self.recipe = recipe
+        self.shotRule = shotRule
     }
 
     enum CodingKeys: String, CodingKey {
-        case protocolKind = "protocol", dataset, targets, shots, seed, imbalance, method, recipe
+        case protocolKind = "protocol", dataset, targets, shots, seed, imbalance, method, recipe, shotRule = "shot_rule"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        protocolKind = try c.decode(ProtocolKind.self, forKey: .protocolKind)
+        dataset = try c.decode(String.self, forKey: .dataset)
+        targets = try c.decode([String].self, forKey: .targets)
+        shots = try c.decode(Int.self, forKey: .shots)
+        seed = try c.decode(Int.self, forKey: .seed)
+        imbalance = try c.decode(Double.self, forKey: .imbalance)
+        method = try c.decode(String.self, forKey: .method)
+        recipe = try c.decode(Recipe.self, forKey: .recipe)
+        shotRule = try c.decodeIfPresent(ShotRule.self, forKey: .shotRule)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(protocolKind, forKey: .protocolKind)
+        try c.encode(dataset, forKey: .dataset)
+        try c.encode(targets, forKey: .targets)
+        try c.encode(shots, forKey: .shots)
+        try c.encode(seed, forKey: .seed)
+        try c.encode(imbalance, forKey: .imbalance)
+        try c.encode(method, forKey: .method)
+        try c.encode(recipe, forKey: .recipe)
+        try c.encodeIfPresent(shotRule, forKey: .shotRule)
     }
 
     /// Trains on the base half of the classes (base-to-novel).
@@ -138,9 +173,10 @@ public struct RunSpec: Codable, Equatable, Hashable, Sendable {
 
     /// A readable, unique folder name for the cell.
     public var identifier: String {
-        var parts = [protocolKind.rawValue, dataset, method, "\(shots)shot", "seed\(seed)"]
+        var parts = [protocolKind.rawValue, dataset, method, shots == 0 ? "allshot" : "\(shots)shot", "seed\(seed)"]
         if imbalance != 1 { parts.append("tau\(formatNumber(imbalance))") }
         if recipe.augment == .perIteration { parts.append(Augmentation.perIteration.rawValue) }
+        if let shotRule, shotRule != .lift { parts.append("rule-\(shotRule.rawValue)") }
         return parts.joined(separator: "_").replacingOccurrences(of: "/", with: "-")
     }
 }

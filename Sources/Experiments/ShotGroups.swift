@@ -1,12 +1,47 @@
 import Foundation
 
-// Many / medium / few-shot accuracy for the tau protocol (METHODS.md section 4). LIFT's and
-// BALLAD's thresholds (many > 100, few < 20 training images) put every class of a 16-shot grid in
-// "few", so the tau grids use a rule of their own, named here, in every record and in the report.
+// Many / medium / few-shot accuracy (METHODS.md section 4). The long-tailed protocol groups
+// classes by training count with LIFT's and BALLAD's thresholds (many > 100, few < 20) or OLTR's
+// (many >= 100, few <= 20), a ``ShotRule``. Those thresholds put every class of a 16-shot grid in
+// "few", so the tau grids use a rule of their own, ``ShotGroups/rule``. Every record and the report
+// name the rule they used.
 
 /// The frequency group of a training class.
 public enum ShotGroup: String, CaseIterable, Codable, Sendable {
     case many, medium, few
+}
+
+/// The long-tailed protocol's rule: fixed thresholds on a class's training-image count.
+public enum ShotRule: String, CaseIterable, Codable, Sendable {
+    /// LIFT's and BALLAD's (the default): many > 100, medium 20...100, few < 20.
+    case lift
+    /// OLTR's original: many >= 100, medium 21...99, few <= 20.
+    case oltr
+
+    /// The rule as records (`shot_groups_rule`) and the report state it.
+    public var description: String {
+        switch self {
+        case .lift:
+            return "LIFT / BALLAD (shot_rule lift): a class with more than 100 training images is many-shot, 20 to 100 medium-shot, "
+                + "fewer than 20 few-shot; a group's accuracy is the mean of its classes' accuracies"
+        case .oltr:
+            return "OLTR (shot_rule oltr): a class with 100 or more training images is many-shot, 21 to 99 medium-shot, "
+                + "20 or fewer few-shot; a group's accuracy is the mean of its classes' accuracies"
+        }
+    }
+
+    /// The group of a class with `count` training images.
+    public func group(count: Int) -> ShotGroup {
+        switch self {
+        case .lift: return count > 100 ? .many : count < 20 ? .few : .medium
+        case .oltr: return count >= 100 ? .many : count <= 20 ? .few : .medium
+        }
+    }
+
+    /// The group of every class, from the training labels (`classNames` in label order).
+    public func assign(classNames: [String], labels: [Int]) -> [String: ShotGroup] {
+        ShotGroups.trainCounts(classNames: classNames, labels: labels).mapValues { group(count: $0) }
+    }
 }
 
 public enum ShotGroups {

@@ -7,6 +7,7 @@ import TensorCore
 import TensorIO
 
 extension ProtocolKind: ExpressibleByArgument {}
+extension ShotRule: ExpressibleByArgument {}
 extension Augmentation: ExpressibleByArgument {}
 
 /// `prompttune run`: a grid of cells from flags or a plan, resumable, one cell at a time or all.
@@ -28,14 +29,17 @@ struct Run: ParsableCommand {
             """)
 
     @Option(help: "A built-in plan name or a YAML plan file.") var plan: String?
-    @Option(name: .customLong("protocol"), help: "few-shot, base-to-novel, cross-dataset or domain-generalization.")
+    @Option(name: .customLong("protocol"), help: "few-shot, base-to-novel, cross-dataset, domain-generalization or long-tailed.")
     var protocolKind: ProtocolKind?
+
+    @Option(name: .customLong("shot-rule"), help: "Many / medium / few-shot rule of the long-tailed protocol: lift (LIFT and BALLAD: many > 100, few < 20 training images; the default) or oltr (OLTR's: many >= 100, few <= 20).")
+    var shotRule: ShotRule?
     @Option(parsing: .singleValue, help: "Training datasets (comma-separated or repeated).") var datasets: [String] = []
     @Option(parsing: .singleValue, help: "Test datasets of cross-dataset / domain-generalization (default: the protocol's).")
     var targets: [String] = []
     @Option(parsing: .singleValue, help: "Methods: zeroshot, linear-probe, coop, coop-csc, kgcoop, dapt-text, cocoop, dapt, vpt, any +npt.")
     var methods: [String] = []
-    @Option(parsing: .unconditionalSingleValue, help: "Shots per class (e.g. 1,2,4,8,16).") var shots: [String] = []
+    @Option(parsing: .unconditionalSingleValue, help: "Shots per class (e.g. 1,2,4,8,16); under the long-tailed protocol a cap per class, 0 (its default) for every image.") var shots: [String] = []
     @Option(parsing: .unconditionalSingleValue, help: "Seeds (each derives the few-shot draw, the views and the trainer).") var seeds: [String] = []
     @Option(parsing: .unconditionalSingleValue, help: "Class-imbalance taus in (0, 1]; 1 = balanced.") var imbalance: [String] = []
     @Option(help: "CLIP checkpoint (default: the plan's, else the demonstration model models/fashion-clip/model.pt).") var model: String?
@@ -105,7 +109,7 @@ struct Run: ParsableCommand {
                 throw ValidationError("--plan \(plan) is neither a built-in plan (\(BuiltInPlans.all.keys.sorted().joined(separator: ", "))) nor a file")
             }
         } else {
-            p = GridPlan(protocolKind: .fewShot, datasets: [], methods: [], shots: [16], seeds: [1, 2, 3])
+            p = GridPlan(protocolKind: .fewShot, datasets: [], methods: [], shots: [protocolKind == .longTailed ? 0 : 16], seeds: [1, 2, 3])
         }
         func list(_ values: [String]) -> [String] {
             values.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -136,6 +140,7 @@ struct Run: ParsableCommand {
         if let ncEvery { p.all.ncEvery = ncEvery }
         for text in term { try p.apply(TermSetting(parsing: text)) }
         if let augment { p.all.augment = augment }
+        if let shotRule { p.shotRule = shotRule }
         try p.validate()
         return p
     }
