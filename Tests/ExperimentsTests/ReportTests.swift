@@ -228,7 +228,7 @@ final class ReportTests: XCTestCase {
         // The headline numbers as the runner's `summarise` sets them.
         let targetsOnly = evaluations.filter { $0.name != dataset }.map(\.accuracy)
         switch p {
-        case .fewShot: r.accuracy = evaluations.first?.accuracy
+        case .fewShot, .longTailed: r.accuracy = evaluations.first?.accuracy
         case .baseToNovel: break
         case .crossDataset, .domainGeneralization: r.accuracy = targetsOnly.reduce(0, +) / Double(max(1, targetsOnly.count))
         }

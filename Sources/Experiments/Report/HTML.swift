@@ -31,6 +31,7 @@ private func sections(_ data: ReportData) -> [(id: String, heading: String, body
         ("transfer", "Cross-dataset and domain generalisation", transferPlots(data)),
         ("imbalance", "Accuracy against class imbalance", tauPlots(data) + baseToNovelTauPlots(data)),
         ("class-frequency", "Accuracy by class frequency", classFrequencyPlots(data)),
+        ("long-tailed", "Long-tailed: accuracy by training count", longTailedPlots(data)),
         ("training", "Training curves", lossPlots(data)),
         ("nc-training", "Neural collapse over training", ncHistoryPlots(data)),
         ("nc-accuracy", "Neural collapse against test accuracy", correlationPlots(data)),
@@ -336,6 +337,76 @@ private func classFrequencyPlots(_ data: ReportData) -> String {
             + "the mean accuracy of the classes with that count; error bars: sample std over seeds.\(novel)")
     }
     return out.isEmpty ? note("No imbalanced run with per-class training counts: no plot.") : grid(out)
+}
+
+/// The bins of the long-tailed plot: each distinct training count where there are at most
+/// `longTailedBins` of them, else `longTailedBins` bins of equal width in log(count) from the
+/// smallest count to the largest (empty bins dropped). Each bin is the counts it holds.
+let longTailedBins = 12
+
+func longTailedCountBins(_ counts: [Int]) -> [ClosedRange<Int>] {
+    let distinct = Array(Set(counts.filter { $0 > 0 })).sorted()
+    guard let lo = distinct.first, let hi = distinct.last else { return [] }
+    if distinct.count <= longTailedBins { return distinct.map { $0...$0 } }
+    let (a, b) = (Foundation.log(Double(lo)), Foundation.log(Double(hi)))
+    var bins: [[Int]] = Array(repeating: [], count: longTailedBins)
+    for c in distinct {
+        let i = min(longTailedBins - 1, Int((Foundation.log(Double(c)) - a) / (b - a) * Double(longTailedBins)))
+        bins[i].append(c)
+    }
+    return bins.filter { !$0.isEmpty }.map { $0.first!...$0.last! }
+}
+
+/// Per-class accuracy against the training count on the long-tailed protocol's balanced test set,
+/// one figure per (dataset, shots): for every method, the classes are binned by training count
+/// (``longTailedCountBins(_:)``, a log axis) and each point is the mean accuracy of a bin's classes
+/// at the bin's mean count (mean over seeds; error bars the std over seeds). The note marks the
+/// rule's thresholds, so the many / medium / few columns of the tables can be read off the curve.
+private func longTailedPlots(_ data: ReportData) -> String {
+    var groups: [String: [RunRecord]] = [:]
+    for r in data.ok where r.spec.protocolKind == .longTailed && r.trainCounts != nil {
+        groups["\(r.spec.dataset)|\(r.spec.shots)", default: []].append(r)
+    }
+    var out = ""
+    for key in groups.keys.sorted() {
+        let records = groups[key]!
+        let s = records[0].spec
+        let bins = longTailedCountBins(records.flatMap { Array($0.trainCounts!.values) })
+        guard bins.count > 1 else { continue }
+        func bin(_ c: Int) -> Int? { bins.firstIndex { $0.contains(c) } }
+        let methods = Array(Set(records.map(\.spec.reportMethod))).sorted(by: methodPrecedes)
+        let series = methods.compactMap { m -> PlotSeries? in
+            // bin -> one class-mean accuracy per seed, and the bin's mean count
+            var bySeed: [Int: [Double]] = [:]
+            var binCounts: [Int: [Double]] = [:]
+            for r in records where r.spec.reportMethod == m {
+                guard let e = r.evaluations.first(where: { $0.name == "test" }) else { continue }
+                var perBin: [Int: [Double]] = [:]
+                for (name, a) in e.perClassAccuracy {
+                    guard let c = r.trainCounts?[name], let b = bin(c) else { continue }
+                    perBin[b, default: []].append(100 * a)
+                    binCounts[b, default: []].append(Double(c))
+                }
+                for (b, v) in perBin { bySeed[b, default: []].append(Statistics.mean(v)!) }
+            }
+            let points = bySeed.keys.sorted().map { b in
+                PlotPoint(x: Statistics.mean(binCounts[b]!)!, y: Statistics.mean(bySeed[b]!)!, error: Statistics.sampleStd(bySeed[b]!))
+            }
+            return points.isEmpty ? nil : PlotSeries(name: m, points: points, style: data.methodStyles[m])
+        }
+        guard !series.isEmpty else { continue }
+        let rule = s.shotRule ?? .lift
+        let title = "\(s.dataset), \(shotsText(s.shots))"
+        let svg = SVGPlot.lineChart(id: plotID("long-tailed", s.dataset, "\(s.shots)shot"),
+                                    title: "Accuracy by training count (long-tailed): \(title)",
+                                    x: PlotAxis(title: "training images of the class (log scale)", scale: .log10),
+                                    y: PlotAxis(title: "class accuracy (%)", limits: 0...100), series: series)
+        let thresholds = rule == .lift ? "many > 100, few < 20" : "many >= 100, few <= 20"
+        out += figure(svg, caption: "Per-class accuracy (%) on the balanced test set against the class's training count on \(title): "
+            + "classes binned by count (\(bins.count) bins, each point at its classes' mean count), the mean accuracy of a bin's classes "
+            + "for each method; error bars: sample std over seeds. Groups of the tables (\(rule.rawValue)): \(thresholds).")
+    }
+    return out.isEmpty ? note("No long-tailed run with per-class training counts: no plot.") : grid(out)
 }
 
 // MARK: - Training curves

@@ -386,7 +386,7 @@ extension ResultRow {
 func headlineMetrics(_ r: RunRecord) -> [(String, Double)] {
     func evaluation(_ name: String) -> Double? { r.evaluations.first { $0.name == name }?.accuracy }
     switch r.spec.protocolKind {
-    case .fewShot:
+    case .fewShot, .longTailed:
         return [(r.accuracy ?? evaluation("test")).map { ("accuracy", $0) }].compactMap { $0 } + shotGroupMetrics(r)
     case .baseToNovel:
         return [(r.base ?? evaluation("base")).map { ("base", $0) }, (r.novel ?? evaluation("novel")).map { ("novel", $0) }]
@@ -403,7 +403,8 @@ let shotGroupMetricNames = ["many_shot", "medium_shot", "few_shot"]
 
 /// The test set of the training classes: `test`, `base`, or the source's own test set.
 func ownEvaluation(_ r: RunRecord) -> EvaluationSummary? {
-    let name = r.spec.protocolKind == .fewShot ? "test" : r.spec.protocolKind == .baseToNovel ? "base" : r.spec.dataset
+    let name = r.spec.protocolKind == .fewShot || r.spec.protocolKind == .longTailed ? "test"
+        : r.spec.protocolKind == .baseToNovel ? "base" : r.spec.dataset
     return r.evaluations.first { $0.name == name }
 }
 

@@ -149,16 +149,16 @@ private func imbalanceTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTa
 }
 
 /// "1 shot", "16 shots".
-func shotsText(_ k: Int) -> String { k == 1 ? "1 shot" : "\(k) shots" }
+func shotsText(_ k: Int) -> String { k == 0 ? "all training images" : k == 1 ? "1 shot" : "\(k) shots" }
 
 /// Many / medium / few-shot accuracy on the training dataset's own test set (and the whole set's),
 /// per dataset and shots, one row per method and tau, where the records hold it (`ShotGroups.rule`).
 private func shotGroupTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTable] {
     let all = data.rows(p).filter { shotGroupMetricNames.contains($0.metric) }
     guard !all.isEmpty else { return [] }
-    let set = p == .fewShot ? "test set" : p == .baseToNovel ? "base test set (novel classes were not trained on: no group)"
-        : "source's test set"
-    let overall = p == .fewShot ? "accuracy" : p == .baseToNovel ? "base" : nil
+    let set = p == .fewShot ? "test set" : p == .longTailed ? "balanced test set"
+        : p == .baseToNovel ? "base test set (novel classes were not trained on: no group)" : "source's test set"
+    let overall = p == .fewShot || p == .longTailed ? "accuracy" : p == .baseToNovel ? "base" : nil
     let taus = data.taus(p)
     var out: [ReportTable] = []
     for k in ReportData.shots(all) {
@@ -177,11 +177,17 @@ private func shotGroupTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTa
             guard !body.isEmpty else { continue }
             let seeds = seedCaption(n)
             let spread = ds == averageDatasetName ? averageCaption : seeds.prefix(1).uppercased() + seeds.dropFirst() + "."
+            // The long-tailed protocol names its rule in every record; the tau protocol has one rule.
+            let rules = Set(data.ok.filter { $0.spec.protocolKind == p && $0.spec.dataset == ds && $0.spec.shots == k }.compactMap(\.shotGroupsRule))
+            let caption = p == .longTailed
+                ? "Class-mean accuracy (%) on the \(set) of the many-, medium- and few-shot classes, and the whole set's accuracy. "
+                    + "Rule: \(rules.sorted().joined(separator: "; and for some runs: ")). "
+                : "Class-mean accuracy (%) on the \(set) of the many-, medium- and few-shot classes, and the whole set's accuracy, "
+                    + "by imbalance tau. Rule: \(ShotGroups.rule). At tau = 1 every class has the same count, so its groups are the "
+                    + "same classes trained balanced. "
             out.append(ReportTable(
                 title: "Many / medium / few, \(p.rawValue), \(shotsText(k)): \(datasetTitle(ds, datasets: datasets.count - 1))",
-                caption: "Class-mean accuracy (%) on the \(set) of the many-, medium- and few-shot classes, and the whole set's accuracy, "
-                    + "by imbalance tau. Rule: \(ShotGroups.rule). At tau = 1 every class has the same count, so its groups are the "
-                    + "same classes trained balanced. " + spread,
+                caption: caption + spread,
                 header: ["Method", "tau", "Many", "Medium", "Few", "All"], rows: body,
                 group: "Many / medium / few, \(p.rawValue), \(shotsText(k))", block: datasetTitle(ds, datasets: datasets.count - 1)))
         }
