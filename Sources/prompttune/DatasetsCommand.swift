@@ -12,7 +12,10 @@ struct DatasetsCommand: ParsableCommand {
         The root is the folder CoOp calls $DATA, holding its layout (oxford_pets/, imagenet/, ...: \
         see DATASETS.md of CoOp). Fashion-MNIST is also looked for in Debian's \
         /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist). For imagefolder, \
-        the root is the image folder itself, so it is checked only when named with --dataset.
+        the root is the image folder itself, so it is checked only when named with --dataset. The \
+        long-tailed benchmarks (imagenet_lt, places_lt: OLTR's split files; cifar100_lt, \
+        cifar100_lt_r50, cifar100_lt_r10: the cifar-100-python pickles) have their own layout: see \
+        docs/EXPERIMENTS.md.
         """)
 
     @Option(help: ArgumentHelp("The data root (default: $DATA when set).", valueName: "dir"))
