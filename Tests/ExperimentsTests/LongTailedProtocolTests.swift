@@ -56,6 +56,8 @@ final class LongTailedProtocolTests: XCTestCase {
         let md = try String(contentsOf: out.appendingPathComponent("results.md"), encoding: .utf8)
         XCTAssertTrue(md.contains("Many / medium / few, long-tailed, all training images: places_lt"), md)
         XCTAssertTrue(md.contains("LIFT / BALLAD (shot_rule lift)"), md)
+        XCTAssertTrue(md.contains("| Method | Many | Medium | Few | All |"), "no tau column: \(md)")
+        XCTAssertTrue(md.contains("| linear-probe | 100.00 | 62.50 | 25.00 | 62.50 |"), md)
         let html = try String(contentsOf: out.appendingPathComponent("report.html"), encoding: .utf8)
         XCTAssertTrue(html.contains("Long-tailed: accuracy by training count"))
         XCTAssertTrue(html.contains("id=\"long-tailed-places-lt-0shot\""), "the long-tailed plot is drawn")

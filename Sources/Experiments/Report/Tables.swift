@@ -171,7 +171,8 @@ private func shotGroupTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTa
                     let cells = shotGroupMetricNames.map { data.row(p, ds, m, shots: k, tau: tau, $0) }
                     guard !cells.allSatisfy({ $0 == nil }) else { continue }
                     let whole = overall.map { data.row(p, ds, m, shots: k, tau: tau, $0) } ?? data.row(p, ds, m, shots: k, tau: tau, ds)
-                    body.append([m, tauLabel(tau)] + (cells + [whole]).map { formatCell($0, typicalN: n) })
+                    // The long-tailed protocol has no tau: its datasets are long-tailed as they are.
+                    body.append([m] + (p == .longTailed ? [] : [tauLabel(tau)]) + (cells + [whole]).map { formatCell($0, typicalN: n) })
                 }
             }
             guard !body.isEmpty else { continue }
@@ -188,7 +189,7 @@ private func shotGroupTables(_ data: ReportData, _ p: ProtocolKind) -> [ReportTa
             out.append(ReportTable(
                 title: "Many / medium / few, \(p.rawValue), \(shotsText(k)): \(datasetTitle(ds, datasets: datasets.count - 1))",
                 caption: caption + spread,
-                header: ["Method", "tau", "Many", "Medium", "Few", "All"], rows: body,
+                header: ["Method"] + (p == .longTailed ? [] : ["tau"]) + ["Many", "Medium", "Few", "All"], rows: body,
                 group: "Many / medium / few, \(p.rawValue), \(shotsText(k))", block: datasetTitle(ds, datasets: datasets.count - 1)))
         }
     }
