@@ -270,6 +270,12 @@ final class ReadersLongTailedTests: XCTestCase {
         // Lines in any order; labels decide.
         try makePlacesLT(t, categories: "/b/bakery/shop 2\n/a/airfield 0\n/a/apartment_building/outdoor 1\n")
         XCTAssertEqual(try loadDataset(.placesLT, root: t.root).classNames, ["airfield", "apartment_building-outdoor", "bakery-shop"])
+        // A train image in another category's folder is refused by line.
+        try t.write("places_lt/Places_LT_train.txt", text: "data_256/a/airfield/00000001.jpg 0\ndata_256/b/bakery/shop/00000002.jpg 1\n")
+        let e = readersError { try loadDataset(.placesLT, root: t.root) }
+        XCTAssertEqual(e?.kind, .inconsistent)
+        assertReadersMessage(e?.message, [t.url("places_lt/Places_LT_train.txt").path + ":2", "folder of category /b/bakery/shop (label 2",
+                                          "not of label 1's /a/apartment_building/outdoor"])
     }
 
     func testPlacesLTCategoryErrors() throws {

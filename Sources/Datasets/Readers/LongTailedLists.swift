@@ -31,15 +31,23 @@ func readImageNetLT(dir: URL, imageRoot: URL) throws -> DatasetSplits {
 }
 
 /// Places-LT: OLTR's lists, labels and names from Places365's `categories_places365.txt`
-/// (`/a/airfield 0` per line; see ``parsePlacesCategories(_:file:)``).
+/// (`/a/airfield 0` per line; see ``parsePlacesCategories(_:file:)``). A train path in a category
+/// folder (`data_256/a/airfield/...`) must be in its label's; test paths (`val_256/<file>`) have none.
 func readPlacesLT(dir: URL, imageRoot: URL) throws -> DatasetSplits {
     let name = DatasetName.placesLT
     let file = dir.appendingPathComponent("categories_places365.txt")
     guard DatasetFiles.isFile(file) else {
         throw DatasetError(.missingFile, "missing \(file.path), which names Places-LT's classes; \(DatasetError.layoutNote(name, dir: dir)). \(name.downloadHint!)")
     }
-    let classNames = try parsePlacesCategories(DatasetFiles.readLines(file), file: file)
-    let lists = try readOLTRLists(name, dir: dir, imageRoot: imageRoot, classNames: classNames, classSource: file.path) { _, _ in nil }
+    let categories = try placesCategories(DatasetFiles.readLines(file), file: file)
+    let classNames = categories.map(\.name)
+    let labelOf = Dictionary(uniqueKeysWithValues: categories.enumerated().map { ($1.folder, $0) })
+    let lists = try readOLTRLists(name, dir: dir, imageRoot: imageRoot, classNames: classNames, classSource: file.path) { path, label in
+        // The folder below the first (data_256/<letter>/<category>[/<sub>]/file.jpg) names the category.
+        let folder = path.split(separator: "/").dropFirst().dropLast().joined(separator: "/")
+        guard let other = labelOf[folder], other != label else { return nil }
+        return "the image is in the folder of category /\(folder) (label \(other) in \(file.lastPathComponent)), not of label \(label)'s /\(categories[label].folder)"
+    }
     return DatasetSplits(name: name.displayName, imageRoot: imageRoot, train: lists.train, val: lists.val, test: lists.test,
                          classNames: classNames, template: name.template)
 }
@@ -50,7 +58,12 @@ func readPlacesLT(dir: URL, imageRoot: URL) throws -> DatasetSplits {
 /// `/` becoming `-` (`/a/apartment_building/outdoor` -> `apartment_building-outdoor`); prompts
 /// then turn `_` into spaces as for every dataset.
 func parsePlacesCategories(_ lines: [String], file: URL) throws -> [String] {
-    var byLabel: [Int: (name: String, line: Int)] = [:]
+    try placesCategories(lines, file: file).map(\.name)
+}
+
+/// ``parsePlacesCategories(_:file:)`` with each category's folder (`a/airfield`), indexed by label.
+func placesCategories(_ lines: [String], file: URL) throws -> [(folder: String, name: String)] {
+    var byLabel: [Int: (name: String, line: Int, folder: String)] = [:]
     for (i, raw) in lines.enumerated() {
         let line = raw.trimmingCharacters(in: .whitespaces)
         if line.isEmpty { continue }
@@ -65,7 +78,7 @@ func parsePlacesCategories(_ lines: [String], file: URL) throws -> [String] {
         if let first = byLabel[label] {
             throw DatasetError(.malformedFile, "\(file.path):\(i + 1): label \(label) is given again (first at line \(first.line)); each label must appear once")
         }
-        byLabel[label] = (components.dropFirst().joined(separator: "-"), i + 1)
+        byLabel[label] = (components.dropFirst().joined(separator: "-"), i + 1, components.joined(separator: "/"))
     }
     guard !byLabel.isEmpty else {
         throw DatasetError(.malformedFile, "\(file.path) lists no categories; expected '/<letter>/<category> <label>' per line")
@@ -82,7 +95,7 @@ func parsePlacesCategories(_ lines: [String], file: URL) throws -> [String] {
         }
         seen[entry.name] = label
     }
-    return (0..<count).map { byLabel[$0]!.name }
+    return (0..<count).map { (byLabel[$0]!.folder, byLabel[$0]!.name) }
 }
 
 /// Train, val (when its file exists) and test of `name` from OLTR's split files in `dir`, each
@@ -139,7 +152,7 @@ func parseOLTRList(_ lines: [String], file: URL, classNames: [String], classSour
             throw DatasetError(.malformedFile, "\(file.path):\(i + 1): image '\(path)' is listed again (first at line \(first)); each image must appear once. Use OLTR's original file")
         }
         if let why = check(path, label) {
-            throw DatasetError(.inconsistent, "\(file.path):\(i + 1): '\(path)' has label \(label) but \(why). Use OLTR's original file with CoOp's classnames.txt")
+            throw DatasetError(.inconsistent, "\(file.path):\(i + 1): '\(path)' has label \(label) but \(why). Use OLTR's original split file with the class file it was made for (CoOp's classnames.txt, Places365's categories_places365.txt)")
         }
         lineOf[path] = i + 1
         out.append(Datum(path: path, label: label, className: classNames[label]))
