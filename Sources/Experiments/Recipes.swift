@@ -8,6 +8,10 @@ import PromptLearning
 /// - KgCoOp (htyao89/KgCoOp `configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml`, `scripts/base2new_train.sh`):
 ///   lr 0.002, batch 128, 100 epochs in base-to-novel; w = 8, M = 4, "a photo of a". Other protocols
 ///   take CoOp's epochs by shots and batch 32.
+/// - DeKg (cnunlp/DeKg `configs/trainers/DeKg/vit_b16_ep100_ctxv1.yaml`, `scripts/base2new_train.sh`,
+///   `scripts/run.sh`): lr 0.002, batch 128, 100 epochs, N_CTX 4 from "a photo of a", w1 = 8
+///   (`TRAINER.COOP.W`), w2 = 6 (`LOSS.WEIGHT`). Its scripts (base-to-novel and `xd_train.sh`) name
+///   this one config, so every protocol takes it.
 /// - DAPT (mlvlab/DAPT `configs/trainers/DAPT/*.yaml`, `scripts/dapt/*`): per-dataset lr, beta_v and
 ///   beta_t, epochs as CoOp. `dapt-text` trains DAPT's text half with DAPT's lr and beta_t.
 /// - NPT (a documented reconstruction): the base method's recipe, lambda_lc = lambda_mi = 1.
@@ -72,6 +76,9 @@ public enum Recipes {
         switch baseMethod(method) {
         case "kgcoop":
             if protocolKind == .baseToNovel { r.epochs = 100; r.batchSize = 128 }
+        case "dekg":
+            r.epochs = 100
+            r.batchSize = 128
         case "dapt-text":
             if let d = dapt[dataset] {
                 r.learningRate = d.lr

@@ -93,3 +93,29 @@ public func interClassDispersion(text t: Tensor, tau: Float) -> (value: Double, 
 public func clipLogits(image f: Tensor, text t: Tensor, scale: Float) -> Tensor {
     matmul(f, t, transB: true) * scale
 }
+
+/// DeKg's HSIC (cnunlp/DeKg `trainers/loss.py` `HSICLoss`, the biased estimator without the
+/// 1/(K-1)^2 factor): each K x D matrix is divided by its Frobenius norm, A = T/||T||_F,
+/// B = Z/||Z||_F, and HSIC = tr(H A A^T H B B^T) with H = I - 11^T/K. DeKg passes the row-normalised
+/// learned and zero-shot text features. With C = H B B^T H (symmetric), HSIC = <A, C A> and
+/// dHSIC/dA = 2 C A; through the Frobenius scaling dT = (dA - A <A, dA>) / ||T||_F.
+public func hsic(text t: Tensor, zeroShot z: Tensor) -> (value: Double, dText: Tensor) {
+    precondition(t.shape == z.shape && t.rank == 2, "hsic: text \(t.shape) and zero-shot \(z.shape) must be the same K x D")
+    let (k, d) = (t.rows, t.lastDim)
+    func frobenius(_ x: Tensor) -> Double { max(x.data.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot(), 1e-12) }
+    let (nt, nz) = (frobenius(t), frobenius(z))
+    let a = t * Float(1 / nt)
+    // Bc = H B: the scaled zero-shot rows minus their mean row; C = Bc Bc^T.
+    var mean = [Double](repeating: 0, count: d)
+    for i in 0..<k { for x in 0..<d { mean[x] += Double(z[i * d + x]) / nz / Double(k) } }
+    var bc = Tensor(zeros: [k, d])
+    for i in 0..<k { for x in 0..<d { bc[i * d + x] = Float(Double(z[i * d + x]) / nz - mean[x]) } }
+    let c = matmul(bc, bc, transB: true)          // K x K
+    let ca = matmul(c, a)                          // K x D
+    var value = 0.0
+    for i in 0..<(k * d) { value += Double(a[i]) * Double(ca[i]) }
+    // dA = 2 C A; <A, dA> = 2 value.
+    var grad = Tensor(zeros: t.shape)
+    for i in 0..<(k * d) { grad[i] = Float((2 * Double(ca[i]) - Double(a[i]) * 2 * value) / nt) }
+    return (value, grad)
+}

@@ -147,6 +147,13 @@ public struct Method: Codable, Equatable, Sendable {
     public static let kgcoop = Method(name: "kgcoop", prompt: PromptConfig(contextLength: 4, initText: "a photo of a"),
                                       terms: [LossTerm("kg", weight: 8)],
                                       handTemplates: ["dtd": "a photo of a {}, a type of texture."])
+    /// DeKg (cnunlp/DeKg `trainers/DeKg.py`, `trainers/loss.py`, commit b8f2f1c): KgCoOp's prompt,
+    /// templates (its `CUSTOM_TEMPLATES` equal KgCoOp's) and consistency term, plus w2 * HSIC of
+    /// the Frobenius-normalised learned and zero-shot text features. The trainer reads w1 from
+    /// `TRAINER.COOP.W` and w2 from `LOSS.WEIGHT`; its `scripts/run.sh` passes 8 and 6.
+    public static let dekg = Method(name: "dekg", prompt: PromptConfig(contextLength: 4, initText: "a photo of a"),
+                                    terms: [LossTerm("kg", weight: 8), LossTerm("hsic", weight: 6)],
+                                    handTemplates: ["dtd": "a photo of a {}, a type of texture."])
     /// DAPT's text prompt and inter-class dispersion; its visual prompt and intra-class term need
     /// image-side prompts (a later milestone). beta_t defaults to DAPT's most common 0.01. DAPT's
     /// `trainers/dapt.py` (mlvlab/DAPT) has no hand templates of its own, so none are set.
@@ -188,7 +195,7 @@ public struct Method: Codable, Equatable, Sendable {
                                                  LossTerm("src_kl", weight: 1)],
                                          architecture: .promptsrc, promptsrc: PromptSRCConfig())
 
-    public static let builtInBases: [String: Method] = ["coop": coop, "coop-csc": coopCSC, "kgcoop": kgcoop, "dapt-text": daptText,
+    public static let builtInBases: [String: Method] = ["coop": coop, "coop-csc": coopCSC, "kgcoop": kgcoop, "dekg": dekg, "dapt-text": daptText,
                                                         "dapt": dapt, "vpt": vpt, "cocoop": cocoop, "maple": maple,
                                                         "promptsrc": promptsrc]
 

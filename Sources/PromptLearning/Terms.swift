@@ -113,6 +113,7 @@ public enum LossTerms {
     /// The built-in terms.
     public static let builtIn: [any ObjectiveTerm.Type] = [
         KnowledgeConsistencyTerm.self,
+        HSICTerm.self,
         InterClassDispersionTerm.self,
         LanguageCollapseTerm.self,
         ModalityIsomorphismTerm.self,
@@ -168,6 +169,18 @@ public struct KnowledgeConsistencyTerm: ObjectiveTerm {
     public init(parameters: [String: Float]) {}
     public func evaluate(_ a: TermArguments) -> TermResult {
         let (v, g) = knowledgeConsistency(text: a.text, zeroShot: a.inputs.zeroShot!)
+        return TermResult(value: v, dText: g)
+    }
+}
+
+/// DeKg: w2 * HSIC(T, T_zs) between the normalised learned and zero-shot text features
+/// (cnunlp/DeKg `trainers/loss.py`; `hsic`).
+public struct HSICTerm: ObjectiveTerm {
+    public static let key = "hsic", codingName = "hsicIndependence"
+    public static var needs: Set<TermInput> { [.zeroShot] }
+    public init(parameters: [String: Float]) {}
+    public func evaluate(_ a: TermArguments) -> TermResult {
+        let (v, g) = hsic(text: a.text, zeroShot: a.inputs.zeroShot!)
         return TermResult(value: v, dText: g)
     }
 }

@@ -43,6 +43,13 @@ final class GridTests: XCTestCase {
         let kg = Recipes.recipe(method: "kgcoop+npt", dataset: "dtd", shots: 16, protocolKind: .baseToNovel)
         XCTAssertEqual(kg.epochs, 100)
         XCTAssertEqual(kg.batchSize, 128)
+        // DeKg's one config (vit_b16_ep100_ctxv1) in every protocol; its weights are the method's.
+        for (method, kind) in [("dekg", ProtocolKind.baseToNovel), ("dekg", .fewShot), ("dekg+npt", .crossDataset)] {
+            let r = Recipes.recipe(method: method, dataset: "dtd", shots: 4, protocolKind: kind)
+            XCTAssertEqual([r.epochs, r.batchSize], [100, 128], "\(method) \(kind)")
+            XCTAssertEqual(r.learningRate, 0.002)
+            XCTAssertEqual(r.termWeights, [:])
+        }
         let dapt = Recipes.recipe(method: "dapt-text", dataset: "eurosat", shots: 16, protocolKind: .fewShot)
         XCTAssertEqual(dapt.learningRate, 20)
         XCTAssertEqual(dapt.termWeights, ["inter": 10])

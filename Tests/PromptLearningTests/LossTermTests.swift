@@ -50,6 +50,35 @@ final class LossTermTests: XCTestCase {
         XCTAssertGreaterThan(v, 0)
     }
 
+    func testHSIC() {
+        let t = Tensor.randomNormal([6, 5], using: &rng), z = unitRows(6, 5)
+        let (v, g) = hsic(text: t, zeroShot: z)
+        XCTAssertGreaterThan(v, 0)
+        checkGradient("hsic", at: t, analytic: g, tolerance: .lossTerms, atol: 1e-5) { hsic(text: $0, zeroShot: z).value }
+        // By hand, K = 2: T = Z = I gives A = I/sqrt(2), H A A^T H = H/2, tr(H/2 H/2) = tr(H)/4 = 1/4.
+        let eye = Tensor(shape: [2, 2], data: [1, 0, 0, 1])
+        XCTAssertEqual(hsic(text: eye, zeroShot: eye).value, 0.25, accuracy: 1e-7)
+        // Identical zero-shot rows centre to nothing: no dependence to measure.
+        let same = Tensor(shape: [2, 2], data: [1, 0, 1, 0])
+        XCTAssertEqual(hsic(text: eye, zeroShot: same).value, 0, accuracy: 1e-9)
+        // The Frobenius normalisation makes it scale-free in both arguments.
+        XCTAssertEqual(hsic(text: t * 3, zeroShot: z * 0.5).value, v, accuracy: 1e-6 * v)
+        // The biased estimator tr(K_t H K_z H) without 1/(K-1)^2, computed naively with H.
+        let (k, d) = (6, 5)
+        func scaled(_ x: Tensor) -> [[Double]] {
+            let n = x.data.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+            return (0..<k).map { i in (0..<d).map { Double(x[i * d + $0]) / n } }
+        }
+        let (a, b) = (scaled(t), scaled(z))
+        func gram(_ x: [[Double]]) -> [[Double]] { x.map { r in x.map { s in zip(r, s).reduce(0) { $0 + $1.0 * $1.1 } } } }
+        let h = (0..<k).map { i in (0..<k).map { j in (i == j ? 1 : 0) - 1 / Double(k) } }
+        func mm(_ x: [[Double]], _ y: [[Double]]) -> [[Double]] {
+            x.map { r in (0..<y[0].count).map { j in (0..<y.count).reduce(0) { $0 + r[$1] * y[$1][j] } } }
+        }
+        let p = mm(h, mm(gram(a), mm(h, gram(b))))
+        XCTAssertEqual(v, (0..<k).reduce(0) { $0 + p[$1][$1] }, accuracy: 1e-6)
+    }
+
     func testObjectiveGradientThroughNormalisationForEveryTerm() {
         let (k, d, b) = (5, 8, 6)
         let text = Tensor.randomNormal([k, d], using: &rng)
@@ -58,10 +87,10 @@ final class LossTermTests: XCTestCase {
         let inputs = TermInputs(zeroShot: unitRows(k, d), anchors: unitRows(k, d), prototypes: Tensor.randomNormal([k, d], std: 0.4, using: &rng))
         let method = Method(name: "all", prompt: PromptConfig(), terms: [
             LossTerm("kg", weight: 8), LossTerm("inter", weight: 0.5, parameters: ["tau": 2]),
-            LossTerm("lc", weight: 1), LossTerm("mi", weight: 1)], anchors: AnchorOptions())
+            LossTerm("lc", weight: 1), LossTerm("mi", weight: 1), LossTerm("hsic", weight: 6)], anchors: AnchorOptions())
         let v = objective(method: method, textFeatures: text, images: images, labels: labels, logitScale: 20, inputs: inputs)
-        XCTAssertEqual(Set(v.terms.keys), ["ce", "kg", "inter", "lc", "mi"])
-        let weighted = v.terms["ce"]! + 8 * v.terms["kg"]! + 0.5 * v.terms["inter"]! + v.terms["lc"]! + v.terms["mi"]!
+        XCTAssertEqual(Set(v.terms.keys), ["ce", "kg", "inter", "lc", "mi", "hsic"])
+        let weighted = v.terms["ce"]! + 8 * v.terms["kg"]! + 0.5 * v.terms["inter"]! + v.terms["lc"]! + v.terms["mi"]! + 6 * v.terms["hsic"]!
         XCTAssertEqual(v.total, weighted, accuracy: 1e-9)
         checkGradient("objective", at: text, analytic: v.dText, tolerance: .lossTerms, atol: 3e-4) {
             objective(method: method, textFeatures: $0, images: images, labels: labels, logitScale: 20, inputs: inputs).total

@@ -30,7 +30,7 @@ final class TermTableTests: XCTestCase {
     }
 
     func testBuiltInTableAndDefaults() {
-        XCTAssertEqual(LossTerms.builtIn.map { $0.key }, ["kg", "inter", "lc", "mi", "intra", "ia", "src_text", "src_image", "src_kl"])
+        XCTAssertEqual(LossTerms.builtIn.map { $0.key }, ["kg", "hsic", "inter", "lc", "mi", "intra", "ia", "src_text", "src_image", "src_kl"])
         XCTAssertEqual(Set(LossTerms.table.map { $0.codingName }).count, LossTerms.table.count)
         // Declared defaults fill parameters not given; the method table lists terms by key.
         XCTAssertEqual(Method.daptText.terms, [LossTerm("inter", weight: 0.01, parameters: ["tau": 2])])
@@ -39,6 +39,26 @@ final class TermTableTests: XCTestCase {
         XCTAssertEqual(try Method.named("dapt+npt").terms.map(\.key), ["intra", "inter", "lc", "mi", "ia"])
         XCTAssertTrue(Method.dapt.needsPrototypes)
         XCTAssertEqual(try Method.named("kgcoop+npt").termInputs, [.zeroShot, .anchors, .prototypes])
+    }
+
+    /// DeKg = KgCoOp's prompt, templates and term + HSIC; it composes with NPT like any base.
+    func testDeKgIsKgCoOpPlusHSIC() throws {
+        let dekg = try Method.named("dekg")
+        XCTAssertEqual(dekg.terms, [LossTerm("kg", weight: 8), LossTerm("hsic", weight: 6)])
+        XCTAssertEqual(dekg.prompt, Method.kgcoop.prompt)
+        XCTAssertEqual(dekg.handTemplates, Method.kgcoop.handTemplates)
+        XCTAssertEqual(dekg.architecture, .context)
+        XCTAssertEqual(dekg.termInputs, [.zeroShot])
+        let npt = try Method.named("dekg+npt")
+        XCTAssertEqual(npt.terms.map(\.key), ["kg", "hsic", "lc", "mi"])
+        XCTAssertNotNil(npt.anchors)
+        XCTAssertEqual(npt.name, "dekg+npt")
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = String(decoding: try encoder.encode(dekg.terms), as: UTF8.self)
+        XCTAssertEqual(json, #"[{"knowledgeConsistency":{"weight":8}},{"hsicIndependence":{"weight":6}}]"#)
+        XCTAssertEqual(try JSONDecoder().decode([LossTerm].self, from: Data(json.utf8)), dekg.terms)
+        XCTAssertEqual(try JSONDecoder().decode(Method.self, from: try encoder.encode(npt)), npt)
     }
 
     /// Checkpoints store terms as the enum did (`{"interClassDispersion": {"tau": 2, "weight": ...}}`,

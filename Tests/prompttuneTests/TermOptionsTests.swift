@@ -137,6 +137,19 @@ final class TermOptionsTests: XCTestCase {
         XCTAssertEqual(PromptTune.exitCode(for: PromptTune.execute(["run", "--datasets", "dtd", "--methods", "coop", "--term", "kg=1", "--list"])!).rawValue, 64)
     }
 
+    func testRunDeKgInAGrid() throws {
+        let c = try XCTUnwrap(try PromptTune.parseAsRoot(["run", "--protocol", "base-to-novel", "--datasets", "dtd", "--methods", "kgcoop,dekg,dekg+npt",
+                                                          "--shots", "1", "--seeds", "1", "--term", "hsic=2"]) as? Run)
+        let p = try c.resolvedPlan()
+        XCTAssertEqual(p.methods, ["kgcoop", "dekg", "dekg+npt"])
+        XCTAssertEqual(p.overrides["dekg"], RecipeOverride(termWeights: ["hsic": 2]))
+        XCTAssertEqual(p.overrides["dekg+npt"], RecipeOverride(termWeights: ["hsic": 2]))
+        XCTAssertNil(p.overrides["kgcoop"])
+        let train = try XCTUnwrap(try PromptTune.parseAsRoot(["train", "--model", "m.pt", "--features", "f.safetensors", "--method", "dekg",
+                                                              "--term", "hsic=3", "--term", "kg=6"]) as? Train)
+        XCTAssertEqual(try train.methodOptions.resolve().terms, [LossTerm("kg", weight: 6), LossTerm("hsic", weight: 3)])
+    }
+
     func testTrainTermSetsAnyTermAndTheOldFlagsStillWork() throws {
         let base = ["train", "--model", "m.pt", "--features", "f.safetensors"]
         func method(_ args: [String]) throws -> Method {
