@@ -58,10 +58,10 @@ public enum Recipes {
     /// The datasets PromptSRC's few-shot runs aggregate with GPA 45/5 (the rest 30/30).
     public static let promptSRCFewShotSharpGPA: Set<String> = ["stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat"]
 
-    /// The base method of a method string: "kgcoop+npt" -> "kgcoop", "npt" -> "coop".
+    /// The base method of a method string: "kgcoop+npt" -> "kgcoop", "npt" and "cpt" -> "coop".
     public static func baseMethod(_ method: String) -> String {
         let first = method.lowercased().split(separator: "+").first.map(String.init) ?? method
-        return first == "npt" ? "coop" : first
+        return Method.addOns.contains(first) ? "coop" : first
     }
 
     /// The recipe of `method` on `dataset` with `shots` shots under `protocolKind`, before overrides.

@@ -163,6 +163,11 @@ public struct Method: Codable, Equatable, Sendable {
     /// NPT's default weights (our reconstruction's defaults).
     public static let nptTerms: [LossTerm] = [LossTerm("lc", weight: 1), LossTerm("mi", weight: 1)]
 
+    /// CPT's terms and the paper's weights (a reconstruction: docs/METHODS-NOTES.md): the
+    /// within-cluster ETF 0.25, class-balanced image-to-text compactness 0.15, the L1 anchor to the
+    /// frozen text features 0.10.
+    public static let cptTerms: [LossTerm] = [LossTerm("tetf", weight: 0.25), LossTerm("cc", weight: 0.15), LossTerm("rs", weight: 0.10)]
+
     /// DAPT (mlvlab/DAPT `trainers/dapt.py`): CoOp's text prompt (16 tokens, N(0, 0.02)), 16 visual
     /// tokens, CE + beta_v * L_intra + beta_t * L_inter. Defaults beta_v = 100, beta_t = 0.01 (the
     /// most common values of its per-dataset configs; `Recipes.dapt` holds each dataset's).
@@ -217,31 +222,44 @@ public struct Method: Codable, Equatable, Sendable {
         return builtInBases.merging(added) { a, _ in a }
     }
 
-    /// "coop", "kgcoop", "npt" (= coop+npt), "coop+npt", "kgcoop+npt", "coop-csc+npt", "dapt-text+npt".
+    /// The term sets that join any base method with `+`: NPT and CPT.
+    public static let addOns = ["npt", "cpt"]
+
+    /// "coop", "kgcoop", "npt" (= coop+npt), "cpt" (= coop+cpt), "coop+npt", "kgcoop+npt",
+    /// "maple+cpt", "dekg+npt+cpt", ...
     public static func named(_ spec: String) throws -> Method {
         let parts = spec.lowercased().split(separator: "+").map(String.init)
-        let known = (bases.keys.sorted() + ["npt"]).joined(separator: ", ")
-        guard let first = parts.first else { throw PromptError(.unknownMethod, "empty method name; choose from \(known), optionally joined with +npt") }
+        let known = (bases.keys.sorted() + addOns).joined(separator: ", ")
+        guard let first = parts.first else { throw PromptError(.unknownMethod, "empty method name; choose from \(known), optionally joined with +npt or +cpt") }
         var method: Method
         var rest = parts.dropFirst()
-        if first == "npt" {
+        if addOns.contains(first) {
             method = coop
             rest = parts[...]
         } else if let base = bases[first] {
             method = base
         } else {
-            throw PromptError(.unknownMethod, "unknown method '\(first)'; choose from \(known), optionally joined with +npt (e.g. coop+npt)")
+            throw PromptError(.unknownMethod, "unknown method '\(first)'; choose from \(known), optionally joined with +npt or +cpt (e.g. coop+npt, maple+cpt)")
         }
+        var added: Set<String> = []
         for extra in rest {
-            guard extra == "npt" else { throw PromptError(.unknownMethod, "'\(extra)' cannot be added to a method; only +npt composes (e.g. kgcoop+npt)") }
-            guard method.anchors == nil else { throw PromptError(.unknownMethod, "npt given twice in '\(spec)'") }
-            // The text terms only where the text is learned; the image-anchor term where the image
-            // path has trainable prompts.
-            if method.learnsText { method.terms += nptTerms }
-            if method.architecture.promptsImageTower { method.terms.append(LossTerm("ia", weight: 1)) }
-            method.anchors = AnchorOptions()
+            guard addOns.contains(extra) else {
+                throw PromptError(.unknownMethod, "'\(extra)' cannot be added to a method; only +npt and +cpt compose (e.g. kgcoop+npt, maple+cpt)")
+            }
+            guard added.insert(extra).inserted else { throw PromptError(.unknownMethod, "\(extra) given twice in '\(spec)'") }
+            switch extra {
+            case "npt":
+                // The text terms only where the text is learned; the image-anchor term where the image
+                // path has trainable prompts.
+                if method.learnsText { method.terms += nptTerms }
+                if method.architecture.promptsImageTower { method.terms.append(LossTerm("ia", weight: 1)) }
+                method.anchors = AnchorOptions()
+            default:
+                // Without learned text (VPT) only the compactness term has something to train.
+                method.terms += method.learnsText ? cptTerms : cptTerms.filter { $0.key == "cc" }
+            }
         }
-        method.name = spec.lowercased() == "npt" ? "coop+npt" : spec.lowercased()
+        method.name = addOns.contains(spec.lowercased()) ? "coop+\(spec.lowercased())" : spec.lowercased()
         return method
     }
 
@@ -285,7 +303,7 @@ public struct Method: Codable, Equatable, Sendable {
     /// The run-level inputs the method's terms read (VPT's fixed classifier reads the zero-shot features).
     public var termInputs: Set<TermInput> {
         var s = Set(terms.flatMap { $0.type.needs })
-        if !learnsText || anchors?.rotation == .aligned { s.insert(.zeroShot) }
+        if !learnsText || anchors?.rotation == .aligned || s.contains(.clusters) { s.insert(.zeroShot) }
         return s
     }
 

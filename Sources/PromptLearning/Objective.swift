@@ -14,10 +14,15 @@ public struct TermInputs: Sendable {
     /// (PromptSRC). The one per-batch input: the trainer sets it for each batch, from the same
     /// pixels the prompted tower sees, before calling the objective.
     public var frozenImages: Tensor?
+    /// The cluster of each class (CPT).
+    public var clusters: [Int]?
+    /// Training images per class (CPT's class-balanced compactness with training counts).
+    public var classCounts: [Int]?
     public init(zeroShot: Tensor? = nil, anchors: Tensor? = nil, prototypes: Tensor? = nil, templateEnsemble: Tensor? = nil,
-                frozenImages: Tensor? = nil) {
+                frozenImages: Tensor? = nil, clusters: [Int]? = nil, classCounts: [Int]? = nil) {
         self.zeroShot = zeroShot; self.anchors = anchors; self.prototypes = prototypes
         self.templateEnsemble = templateEnsemble; self.frozenImages = frozenImages
+        self.clusters = clusters; self.classCounts = classCounts
     }
 }
 

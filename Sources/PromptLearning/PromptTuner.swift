@@ -126,6 +126,15 @@ public final class PromptTuner {
                 throw PromptError(.nonFiniteInput, "the template-ensemble text features are not finite: the model checkpoint holds non-finite text-tower weights")
             }
         }
+        if needs.contains(.clusters) {
+            let options = method.terms.first { $0.type.needs.contains(.clusters) }.map { ClusterOptions(parameters: $0.parameters) } ?? ClusterOptions()
+            inputs.clusters = try classClusters(zeroShot: inputs.zeroShot!, options: options)
+        }
+        if needs.contains(.classCounts) {
+            var counts = [Int](repeating: 0, count: k)
+            for y in data.labels { counts[y] += 1 }
+            inputs.classCounts = counts
+        }
         if let anchorOptions = method.anchors {
             let a = simplexETF(classes: k, dimension: d, rotation: anchorOptions.rotation, zeroShot: inputs.zeroShot, seed: anchorOptions.seed)
             inputs.anchors = a.vectors

@@ -16,6 +16,11 @@ public enum TermInput: String, Hashable, Sendable {
     /// Unlike the others a per-batch input: the trainer computes it for every batch (no gradient)
     /// and sets `TermInputs.frozenImages` before the objective.
     case frozenImages
+    /// K cluster labels of the classes: CPT's seeded K-means on the zero-shot features (options
+    /// from the `tetf` term's parameters).
+    case clusters
+    /// K training-image counts per class (images, not cached views).
+    case classCounts
 }
 
 /// What every term sees on one batch.
@@ -122,6 +127,9 @@ public enum LossTerms {
         TextConsistencyL1Term.self,
         ImageConsistencyL1Term.self,
         LogitDistillationTerm.self,
+        WithinClusterETFTerm.self,
+        ClassBalancedCompactnessTerm.self,
+        FrozenTextL1Term.self,
     ]
 
     private static let lock = NSLock()

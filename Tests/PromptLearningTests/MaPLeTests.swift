@@ -227,3 +227,30 @@ extension MaPLeTests {
         XCTAssertTrue(t.parameters.allFinite)
     }
 }
+
+extension MaPLeTests {
+    /// maple+cpt: CPT's three terms; the compactness term's image gradient reaches the prompts
+    /// that act only on the image tower (the projections), and it trains from images.
+    func testWithCPT() throws {
+        var m = try Method.named("maple+cpt")
+        XCTAssertEqual(m.terms.map(\.key), ["tetf", "cc", "rs"])
+        m.maple = MaPLeConfig(promptDepth: 2)
+        m.terms[0].parameters["clusters"] = 2
+        var config = TrainConfig(method: m, epochs: 1, batchSize: 4)
+        config.optimizer.learningRate = 0.05
+        let t = try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: .images(SyntheticImages(perClass: 2)), config: config)
+        let batch = try t.loadBatch([0, 1, 2, 3], epoch: 0)
+        let (with, gWith) = t.evaluate(batch)
+        XCTAssertEqual(Set(with.terms.keys), ["ce", "tetf", "cc", "rs"])
+        var noCC = m
+        noCC.terms[1].weight = 0
+        var c2 = config
+        c2.method = noCC
+        let u = try PromptTuner(model: Self.model, tokenizer: sharedTokenizer, data: .images(SyntheticImages(perClass: 2)), config: c2)
+        let (_, gWithout) = u.evaluate(try u.loadBatch([0, 1, 2, 3], epoch: 0))
+        let proj = MaPLeArchitecture.projWeight
+        XCTAssertGreaterThan(maxDiff(gWith[proj]!, gWithout[proj]!), 1e-4 * gWithout[proj]!.maxAbs, "cc's image gradient reaches proj")
+        try t.runEpoch()
+        XCTAssertTrue(t.parameters.allFinite)
+    }
+}

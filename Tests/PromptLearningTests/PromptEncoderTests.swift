@@ -117,7 +117,7 @@ final class PromptEncoderTests: XCTestCase {
         XCTAssertEqual(try Method.named("kgcoop+npt").terms.map(\.key), ["kg", "lc", "mi"])
         XCTAssertEqual(try Method.named("coop").prompt.contextLength, 16)
         XCTAssertThrowsError(try Method.named("prograd")) { XCTAssertTrue("\($0)".contains("unknown method 'prograd'"), "\($0)") }
-        XCTAssertThrowsError(try Method.named("coop+kgcoop")) { XCTAssertTrue("\($0)".contains("only +npt composes"), "\($0)") }
+        XCTAssertThrowsError(try Method.named("coop+kgcoop")) { XCTAssertTrue("\($0)".contains("only +npt and +cpt compose"), "\($0)") }
         // Library errors name the value, not a command-line flag.
         XCTAssertThrowsError(try Method.named("")) {
             XCTAssertTrue("\($0)".contains("empty method name") && !"\($0)".contains("--"), "\($0)")

@@ -30,7 +30,7 @@ final class TermTableTests: XCTestCase {
     }
 
     func testBuiltInTableAndDefaults() {
-        XCTAssertEqual(LossTerms.builtIn.map { $0.key }, ["kg", "hsic", "inter", "lc", "mi", "intra", "ia", "src_text", "src_image", "src_kl"])
+        XCTAssertEqual(LossTerms.builtIn.map { $0.key }, ["kg", "hsic", "inter", "lc", "mi", "intra", "ia", "src_text", "src_image", "src_kl", "tetf", "cc", "rs"])
         XCTAssertEqual(Set(LossTerms.table.map { $0.codingName }).count, LossTerms.table.count)
         // Declared defaults fill parameters not given; the method table lists terms by key.
         XCTAssertEqual(Method.daptText.terms, [LossTerm("inter", weight: 0.01, parameters: ["tau": 2])])
