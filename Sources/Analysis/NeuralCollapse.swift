@@ -80,7 +80,8 @@ public struct ImageCollapse: Codable, Equatable, Sendable {
 
 /// Every neural-collapse measure of one set of image features against one classifier of text
 /// features. Encodes as {"image": {nc1, equinorm, equiangularity, max_angle, etf_error},
-/// "text": {equinorm, equiangularity, max_angle, etf_error}, "nc3", "nc4", "accuracy"}.
+/// "text": {equinorm, equiangularity, max_angle, etf_error}, "nc3", "nc4", "accuracy"}, and
+/// "cluster_etf_error" where class clusters were given (CPT).
 public struct NeuralCollapseReport: Codable, Equatable, Sendable {
     /// NC1 and NC2 of the class means (vectors: the columns of M).
     public var image: ImageCollapse
@@ -92,9 +93,18 @@ public struct NeuralCollapseReport: Codable, Equatable, Sendable {
     public var nc4: Double
     /// Fraction of images with argmax_k t_k . h_i == y_i.
     public var accuracy: Double
+    /// The text features' within-cluster ETF error (`withinClusterETFError`), where the classes'
+    /// clusters were given and at least one has two classes; absent otherwise (and in records
+    /// written before it existed).
+    public var clusterETFError: Double?
 
-    public init(image: ImageCollapse, text: ClassGeometry, nc3: Double, nc4: Double, accuracy: Double) {
+    public init(image: ImageCollapse, text: ClassGeometry, nc3: Double, nc4: Double, accuracy: Double, clusterETFError: Double? = nil) {
         self.image = image; self.text = text; self.nc3 = nc3; self.nc4 = nc4; self.accuracy = accuracy
+        self.clusterETFError = clusterETFError
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case image, text, nc3, nc4, accuracy, clusterETFError = "cluster_etf_error"
     }
 
     /// Relative cut-off of the pseudo-inverse: eigenvalues of M^T M at most this times the largest
@@ -104,8 +114,9 @@ public struct NeuralCollapseReport: Codable, Equatable, Sendable {
     /// Measures `images` (N x d, any scale; normalised here) with `labels` (N, in 0..<K) against
     /// `text` (K x d, any scale; normalised here). Every class needs at least one image
     /// (`AnalysisError.emptyClass` otherwise) and K >= 2. Ties in an argmax/argmin go to the
-    /// lowest class index.
-    public static func measure(images: Tensor, labels: [Int], text: Tensor) throws -> NeuralCollapseReport {
+    /// lowest class index. With `clusters` (a cluster index per class), the within-cluster ETF
+    /// error of the text features too.
+    public static func measure(images: Tensor, labels: [Int], text: Tensor, clusters: [Int]? = nil) throws -> NeuralCollapseReport {
         guard images.rank == 2 else { throw AnalysisError.notAMatrix(name: "images", shape: images.shape) }
         guard text.rank == 2 else { throw AnalysisError.notAMatrix(name: "text", shape: text.shape) }
         let (n, d, k) = (images.shape[0], images.shape[1], text.shape[0])
@@ -132,7 +143,36 @@ public struct NeuralCollapseReport: Codable, Equatable, Sendable {
         return NeuralCollapseReport(
             image: ImageCollapse(nc1: nc1, geometry: try ClassGeometry.measure(centredMeans)),
             text: try ClassGeometry.measure(centredText), nc3: nc3,
-            nc4: Double(agree) / Double(n), accuracy: Double(correct) / Double(n))
+            nc4: Double(agree) / Double(n), accuracy: Double(correct) / Double(n),
+            clusterETFError: try clusters.flatMap { try withinClusterETFError(text: text, clusters: $0) })
+    }
+
+    /// CPT's within-cluster ETF error: the mean over the clusters of at least two classes of
+    /// ||C_m - E_m||_F / ||E_m||_F, C_m the cosine matrix of the cluster's text features (not
+    /// centred: CPT's L_TETF asks the cluster's own features, not their deviations from the
+    /// cluster mean, to form the ETF; centred, any two vectors would be one) and E_m the Gram
+    /// matrix of a k_m-vertex simplex ETF (1 on the diagonal, -1/(k_m - 1) off it;
+    /// ||E_m||_F = k_m / sqrt(k_m - 1)). 0 when every cluster is a simplex ETF; nil when no
+    /// cluster has two classes.
+    public static func withinClusterETFError(text: Tensor, clusters: [Int]) throws -> Double? {
+        guard text.rank == 2 else { throw AnalysisError.notAMatrix(name: "text", shape: text.shape) }
+        guard clusters.count == text.shape[0] else { throw AnalysisError.labelCount(labels: clusters.count, rows: text.shape[0]) }
+        let t = normalisedRows(text)
+        var members: [Int: [Int]] = [:]
+        for (i, c) in clusters.enumerated() { members[c, default: []].append(i) }
+        let groups = members.keys.sorted().map { members[$0]! }.filter { $0.count > 1 }
+        guard !groups.isEmpty else { return nil }
+        var sum = 0.0
+        for g in groups {
+            let k = Double(g.count)
+            var sq = 0.0
+            for a in g { for b in g {
+                let diff = dot(t[a], t[b]) - (a == b ? 1 : -1 / (k - 1))
+                sq += diff * diff
+            } }
+            sum += sq.squareRoot() / (k / (k - 1).squareRoot())
+        }
+        return sum / Double(groups.count)
     }
 }
 

@@ -61,13 +61,16 @@ extension ExperimentRunner {
                 let trainImages = try self.evaluationImages(c, stored: train, request: FeatureRequest(dataset: dataset, split: .train,
                                                                                                  selection: self.trainSelection(spec), views: 1))
                 if let m = self.measure(trainImages, classifier: try self.classifier(c, names: train.classNames, dataset: dataset),
-                                        label: "train", warnings: &warnings) { measures["train"] = m }
+                                        label: "train", clusters: self.cellClusters(spec, names: train.classNames, dataset: dataset),
+                                        warnings: &warnings) { measures["train"] = m }
                 for (s, f) in tests {
                     guard let text = (try? self.evaluationClassifier(c, s, names: f.classNames, trainClasses: train.classNames,
                                                                      dataset: dataset)) ?? nil else { continue }
                     let images = try self.evaluationImages(c, stored: f, request: FeatureRequest(dataset: s.dataset, split: .test,
                                                                                              selection: SelectionOptions(subset: s.subset), views: 1))
-                    if let m = self.measure(images, classifier: text, label: s.name, warnings: &warnings) { measures[s.name] = m }
+                    if let m = self.measure(images, classifier: text, label: s.name,
+                                            clusters: self.cellClusters(spec, names: f.classNames, dataset: s.dataset),
+                                            warnings: &warnings) { measures[s.name] = m }
                 }
                 ncHistory.append(NCPoint(epoch: epoch, measures: measures))
                 try writeJSON(ncHistory, to: folder.ncHistory)

@@ -261,22 +261,38 @@ public final class ExperimentRunner {
     /// NC measures of a classifier on a features set (view 0), or nil with a warning when undefined.
     /// A classifier made per image is measured with its class features averaged over the set's
     /// images (`classify`).
-    func measure(_ set: LabeledFeatures, classifier: PromptClassifier, label: String, warnings: inout [String]) -> NeuralCollapseReport? {
+    func measure(_ set: LabeledFeatures, classifier: PromptClassifier, label: String, clusters: [Int]? = nil,
+                 warnings: inout [String]) -> NeuralCollapseReport? {
         let text: Tensor
         switch classifier {
         case .shared(let t): text = t
         case .perImage: text = classify(images: set.view(0), classifier: classifier).text
         }
-        return measure(set, text: text, label: label, warnings: &warnings)
+        return measure(set, text: text, label: label, clusters: clusters, warnings: &warnings)
     }
 
-    func measure(_ set: LabeledFeatures, text: Tensor, label: String, warnings: inout [String]) -> NeuralCollapseReport? {
+    func measure(_ set: LabeledFeatures, text: Tensor, label: String, clusters: [Int]? = nil, warnings: inout [String]) -> NeuralCollapseReport? {
         do {
-            return try NeuralCollapseReport.measure(images: set.view(0), labels: set.labels, text: text)
+            return try NeuralCollapseReport.measure(images: set.view(0), labels: set.labels, text: text, clusters: clusters)
         } catch {
             warnings.append("neural-collapse measures of \(label): \(error)")
             return nil
         }
+    }
+
+    /// CPT's clusters of the classes `names` of `dataset`, for the within-cluster ETF error of the
+    /// NC measures: K-means on their normalised zero-shot features with the cell's `tetf` options
+    /// (cached per features and options, so on the training classes they are the ones training
+    /// used). Nil where the cell's method has no clusters, or where the set has fewer classes than
+    /// clusters.
+    func cellClusters(_ spec: RunSpec, names: [String], dataset: DatasetName) -> [Int]? {
+        guard let method = try? Method.named(spec.method).withTermSettings(weights: spec.recipe.termWeights,
+                                                                           parameters: spec.recipe.termParameters),
+              let term = method.terms.first(where: { $0.type.needs.contains(.clusters) }),
+              let datasetTemplate = try? store.dataset(dataset).splits.template else { return nil }
+        let template = method.handTemplate(dataset: dataset.rawValue, default: datasetTemplate)
+        let zeroShot = L2Normalize.forward(zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: template, classNames: names)).0
+        return try? classClusters(zeroShot: zeroShot, options: ClusterOptions(parameters: term.parameters))
     }
 
     /// Every features file cell `spec` reads, in the order it reads them: the training draw (its
@@ -378,7 +394,10 @@ public final class ExperimentRunner {
         var measured = Date()
         let trainImages = try evaluationImages(classifier, stored: train,
                                                request: FeatureRequest(dataset: dataset, split: .train, selection: trainSelection(spec), views: 1))
-        if let m = measure(trainImages, classifier: trainClassifier, label: "train", warnings: &record.warnings) { record.nc["train"] = m }
+        if let m = measure(trainImages, classifier: trainClassifier, label: "train",
+                           clusters: cellClusters(spec, names: train.classNames, dataset: dataset), warnings: &record.warnings) {
+            record.nc["train"] = m
+        }
         analysis += Date().timeIntervalSince(measured)
         for (s, f) in tests {
             guard let text = try evaluationClassifier(classifier, s, names: f.classNames, trainClasses: train.classNames, dataset: dataset,
@@ -395,7 +414,8 @@ public final class ExperimentRunner {
                                                         count: r.count, accuracy: r.accuracy, macroF1: r.macroF1,
                                                         perClassAccuracy: r.perClassAccuracy))
             measured = Date()
-            if let m = measure(images, text: classText, label: s.name, warnings: &record.warnings) { record.nc[s.name] = m }
+            if let m = measure(images, text: classText, label: s.name, clusters: cellClusters(spec, names: f.classNames, dataset: s.dataset),
+                               warnings: &record.warnings) { record.nc[s.name] = m }
             analysis += Date().timeIntervalSince(measured)
         }
         let rule = spec.protocolKind == .longTailed ? spec.shotRule ?? .lift : nil

@@ -18,6 +18,7 @@ extension NeuralCollapseReport {
          ("text_equinorm", text.equinorm), ("text_equiangularity", text.equiangularity),
          ("text_max_angle", text.maxAngle), ("text_etf_error", text.etfError),
          ("nc3", nc3), ("nc4", nc4), ("accuracy", accuracy)].map { ("\(prefix)/\($0.0)", $0.1) }
+            + (clusterETFError.map { [("\(prefix)/text_cluster_etf_error", $0)] } ?? [])
     }
 }
 

@@ -143,3 +143,46 @@ struct NCGoldens: Decodable {
     }
     var cases: [Case]
 }
+
+/// CPT's within-cluster ETF error, a measure given the classes' clusters.
+final class ClusterCollapseTests: XCTestCase {
+    func testWithinClusterETFErrorByHand() throws {
+        // Clusters that are exact ETFs: a regular tetrahedron and an antipodal pair.
+        let t = NeuralCollapseTests.tetrahedron
+        let exact = NeuralCollapseTests.matrix(t + [[0, 0, 0, 2], [0, 0, 0, -1]])
+        XCTAssertEqual(try XCTUnwrap(try NeuralCollapseReport.withinClusterETFError(text: exact, clusters: [0, 0, 0, 0, 1, 1])), 0, accuracy: 1e-12)
+        // Two clusters of two at cosine 0.8 where the ETF asks for -1: ||C - E||_F = sqrt(2) 1.8,
+        // ||E||_F = 2, so 0.9 sqrt(2) each; with a third, exact cluster the mean is 2 * 0.9 sqrt(2) / 3.
+        let pairs = NeuralCollapseTests.matrix([[1, 0, 0, 0], [0.8, 0.6, 0, 0], [0, 0, 1, 0], [0, 0, 0.8, 0.6]])
+        XCTAssertEqual(try XCTUnwrap(try NeuralCollapseReport.withinClusterETFError(text: pairs, clusters: [0, 0, 1, 1])),
+                       0.9 * 2.0.squareRoot(), accuracy: 1e-7)
+        let six = NeuralCollapseTests.matrix([[1, 0, 0, 0], [0.8, 0.6, 0, 0], [0, 0, 1, 0], [0, 0, 0.8, 0.6], [0, 1, 0, 0], [0, -3, 0, 0]])
+        XCTAssertEqual(try XCTUnwrap(try NeuralCollapseReport.withinClusterETFError(text: six, clusters: [0, 0, 1, 1, 2, 2])),
+                       2 * 0.9 * 2.0.squareRoot() / 3, accuracy: 1e-7)
+        // Singletons have no ETF; only singletons: no measure.
+        XCTAssertNil(try NeuralCollapseReport.withinClusterETFError(text: pairs, clusters: [0, 1, 2, 3]))
+        XCTAssertEqual(try XCTUnwrap(try NeuralCollapseReport.withinClusterETFError(text: pairs, clusters: [0, 0, 1, 2])),
+                       0.9 * 2.0.squareRoot(), accuracy: 1e-7)
+        assertThrows(.labelCount(labels: 3, rows: 4), try NeuralCollapseReport.withinClusterETFError(text: pairs, clusters: [0, 0, 1]))
+    }
+
+    /// In the report only where clusters were given; older records (without the key) still read.
+    func testReportCarriesItOnlyWithClusters() throws {
+        let text = NeuralCollapseTests.matrix([[1, 0, 0, 0], [0.8, 0.6, 0, 0], [0, 0, 1, 0], [0, 0, 0.8, 0.6]])
+        let labels = [0, 1, 2, 3, 0, 1, 2, 3]
+        let images = NeuralCollapseTests.matrix(labels.map { [[1, 0.1, 0, 0], [0.7, 0.7, 0, 0.1], [0, 0, 1, 0.1], [0, 0.1, 0.5, 0.8]][$0] })
+        let plain = try NeuralCollapseReport.measure(images: images, labels: labels, text: text)
+        XCTAssertNil(plain.clusterETFError)
+        let json = String(decoding: try JSONEncoder().encode(plain), as: UTF8.self)
+        XCTAssertFalse(json.contains("cluster"), json)
+        let clustered = try NeuralCollapseReport.measure(images: images, labels: labels, text: text, clusters: [0, 0, 1, 1])
+        XCTAssertEqual(try XCTUnwrap(clustered.clusterETFError), 0.9 * 2.0.squareRoot(), accuracy: 1e-7)
+        var same = clustered
+        same.clusterETFError = nil
+        XCTAssertEqual(same, plain, "the other measures do not change")
+        let data = try JSONEncoder().encode(clustered)
+        XCTAssertTrue(String(decoding: data, as: UTF8.self).contains("\"cluster_etf_error\""))
+        XCTAssertEqual(try JSONDecoder().decode(NeuralCollapseReport.self, from: data), clustered)
+        XCTAssertEqual(try JSONDecoder().decode(NeuralCollapseReport.self, from: Data(json.utf8)), plain)
+    }
+}
