@@ -37,7 +37,7 @@ struct Run: ParsableCommand {
     @Option(parsing: .singleValue, help: "Training datasets (comma-separated or repeated).") var datasets: [String] = []
     @Option(parsing: .singleValue, help: "Test datasets of cross-dataset / domain-generalization (default: the protocol's).")
     var targets: [String] = []
-    @Option(parsing: .singleValue, help: "Methods: zeroshot, linear-probe, coop, coop-csc, kgcoop, dekg, dapt-text, cocoop, dapt, vpt, any +npt.")
+    @Option(parsing: .singleValue, help: "Methods: zeroshot, linear-probe, coop, coop-csc, kgcoop, dekg, dapt-text, cocoop, dapt, vpt, maple, promptsrc, any +npt and/or +cpt; npt, cpt.")
     var methods: [String] = []
     @Option(parsing: .unconditionalSingleValue, help: "Shots per class (e.g. 1,2,4,8,16); under the long-tailed protocol a cap per class, 0 (its default) for every image.") var shots: [String] = []
     @Option(parsing: .unconditionalSingleValue, help: "Seeds (each derives the few-shot draw, the views and the trainer).") var seeds: [String] = []

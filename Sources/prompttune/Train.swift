@@ -13,7 +13,7 @@ extension AnchorRotation: ExpressibleByArgument {}
 
 /// Method options shared by `train` (and later protocol runners).
 struct MethodOptions: ParsableArguments {
-    @Option(help: "coop, coop-csc, kgcoop, dekg, dapt-text, cocoop, npt (= coop+npt), or any of them +npt; dapt, vpt, maple (and +npt) train from images (`prompttune run`, or `train --augment per-iteration`).")
+    @Option(help: "coop, coop-csc, kgcoop, dekg, dapt-text, cocoop, npt (= coop+npt), cpt (= coop+cpt), or any of them +npt and/or +cpt; dapt, vpt, maple (and +npt, +cpt) train from images (`prompttune run`, or `train --augment per-iteration`).")
     var method: String = "coop"
     @Option(name: .customLong("n-ctx"), parsing: .unconditional, help: "Context vectors M, 1...\(TrainConfig.maxContextLength) (default: the method's).") var nCtx: Int?
     @Flag(help: "Class-specific contexts (CSC).") var csc = false
