@@ -292,7 +292,7 @@ public final class ExperimentRunner {
               let datasetTemplate = try? store.dataset(dataset).splits.template else { return nil }
         let template = method.handTemplate(dataset: dataset.rawValue, default: datasetTemplate)
         let zeroShot = L2Normalize.forward(zeroShotTextFeatures(model: model, tokenizer: tokenizer, template: template, classNames: names)).0
-        return try? classClusters(zeroShot: zeroShot, options: ClusterOptions(parameters: term.parameters))
+        return try? classClusters(zeroShot: zeroShot, options: ClusterOptions(parameters: term.parameters, runSeed: UInt64(spec.seed)))
     }
 
     /// Every features file cell `spec` reads, in the order it reads them: the training draw (its

@@ -77,7 +77,7 @@ public struct WithinClusterETFTerm: ObjectiveTerm {
         TermParameter("kmeans_init", default: 0, maximum: 1, help: "K-means initialisation: 0 k-means++, 1 random classes"),
         TermParameter("singletons", default: 0, maximum: 2,
                       help: "a cluster of one class: 0 left out of L_TETF's mean, 1 counted as 0, 2 merged into the nearest cluster"),
-        TermParameter("seed", default: 0, maximum: 16_777_216, help: "K-means seed"),
+        TermParameter("seed", default: -1, minimum: -1, maximum: 16_777_216, help: "K-means seed; -1: the run's seed"),
         TermParameter("restarts", default: 10, minimum: 1, maximum: 1000, help: "K-means runs; the one with the least within-cluster sum of squares is kept"),
     ]
     public static var needs: Set<TermInput> { [.clusters] }
@@ -87,10 +87,10 @@ public struct WithinClusterETFTerm: ObjectiveTerm {
         }
         return nil
     }
-    public var options: ClusterOptions
-    public init(parameters: [String: Float]) { options = ClusterOptions(parameters: parameters) }
+    public var singletons: SingletonRule
+    public init(parameters: [String: Float]) { singletons = SingletonRule(rawValue: Int(parameters["singletons"] ?? 0)) ?? .exclude }
     public func evaluate(_ a: TermArguments) -> TermResult {
-        let (v, g) = withinClusterETF(text: a.text, clusters: a.inputs.clusters!, singletons: options.singletons)
+        let (v, g) = withinClusterETF(text: a.text, clusters: a.inputs.clusters!, singletons: singletons)
         return TermResult(value: v, dText: g)
     }
 }

@@ -46,10 +46,12 @@ public struct ClusterOptions: Hashable, Sendable {
         self.restarts = restarts; self.maxIterations = maxIterations
     }
 
-    /// The options a `tetf` term's parameters say (the parameters are checked integers by then).
-    public init(parameters p: [String: Float]) {
+    /// The options a `tetf` term's parameters say (the parameters are checked integers by then);
+    /// its `seed` -1 (the default) is the run's seed `runSeed`.
+    public init(parameters p: [String: Float], runSeed: UInt64) {
+        let seed = p["seed"] ?? -1
         self.init(count: Int(p["clusters"] ?? 0), initialisation: ClusterInitialisation(rawValue: Int(p["kmeans_init"] ?? 0)) ?? .kMeansPlusPlus,
-                  singletons: SingletonRule(rawValue: Int(p["singletons"] ?? 0)) ?? .exclude, seed: UInt64(p["seed"] ?? 0),
+                  singletons: SingletonRule(rawValue: Int(p["singletons"] ?? 0)) ?? .exclude, seed: seed < 0 ? runSeed : UInt64(seed),
                   restarts: Int(p["restarts"] ?? 10))
     }
 

@@ -127,7 +127,8 @@ public final class PromptTuner {
             }
         }
         if needs.contains(.clusters) {
-            let options = method.terms.first { $0.type.needs.contains(.clusters) }.map { ClusterOptions(parameters: $0.parameters) } ?? ClusterOptions()
+            let options = method.terms.first { $0.type.needs.contains(.clusters) }.map { ClusterOptions(parameters: $0.parameters, runSeed: config.seed) }
+                ?? ClusterOptions(seed: config.seed)
             inputs.clusters = try classClusters(zeroShot: inputs.zeroShot!, options: options)
         }
         if needs.contains(.classCounts) {

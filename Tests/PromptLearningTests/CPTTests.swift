@@ -139,7 +139,7 @@ final class CPTTests: XCTestCase {
         XCTAssertEqual(try Method.named("kgcoop+cpt").terms.map(\.key), ["kg"] + keys)
         XCTAssertEqual(try Method.named("dekg+npt+cpt").terms.map(\.key), ["kg", "hsic", "lc", "mi"] + keys)
         XCTAssertEqual(try Method.named("vpt+cpt").terms.map(\.key), ["cc"], "no learned text: only the compactness term")
-        XCTAssertEqual(LossTerm("tetf", weight: 1).parameters, ["clusters": 0, "kmeans_init": 0, "singletons": 0, "seed": 0, "restarts": 10])
+        XCTAssertEqual(LossTerm("tetf", weight: 1).parameters, ["clusters": 0, "kmeans_init": 0, "singletons": 0, "seed": -1, "restarts": 10])
         for (spec, says) in [("coop+cpt+cpt", "cpt given twice"), ("coop+xyz", "only +npt and +cpt compose"), ("cptt", "unknown method 'cptt'")] {
             XCTAssertThrowsError(try Method.named(spec)) { XCTAssertTrue("\($0)".contains(says), "\($0)") }
         }
@@ -186,7 +186,10 @@ final class CPTTests: XCTestCase {
         let config = TrainConfig(method: method, optimizer: o, epochs: 2, batchSize: 8, seed: 3)
         let tuner = try PromptTuner(model: TrainerTests.model, tokenizer: sharedTokenizer, data: .features(TrainerTests.features), config: config)
         let clusters = try XCTUnwrap(tuner.inputs.clusters)
-        XCTAssertEqual(clusters, kMeans(tuner.inputs.zeroShot!, clusters: 2, options: ClusterOptions(count: 2)))
+        // The K-means seed is the run's (3) unless tetf.seed is set.
+        XCTAssertEqual(clusters, kMeans(tuner.inputs.zeroShot!, clusters: 2, options: ClusterOptions(count: 2, seed: 3)))
+        XCTAssertEqual(ClusterOptions(parameters: LossTerm("tetf", weight: 1).parameters, runSeed: 3).seed, 3)
+        XCTAssertEqual(ClusterOptions(parameters: LossTerm("tetf", weight: 1, parameters: ["seed": 9]).parameters, runSeed: 3).seed, 9)
         XCTAssertEqual(Set(clusters), [0, 1])
         XCTAssertEqual(tuner.inputs.classCounts, [8, 8, 8, 8, 8])
         var last: ObjectiveValue?
