@@ -29,5 +29,15 @@ final class CPTRunnerTests: XCTestCase {
             XCTAssertTrue(e.isFinite && e > 0, "\(set): \(e)")
         }
         XCTAssertNotNil(cpt.ncHistory.first?.measures["train"]?.clusterETFError)
+
+        // The report shows the measure for the CPT cell only ("–" for dekg) and plots it over epochs.
+        let tables = renderMarkdownTables(records: records)
+        let row = try XCTUnwrap(tables.split(separator: "\n").first { $0.hasPrefix("| dekg |") && $0.contains("–") }, tables)
+        XCTAssertTrue(tables.contains("text within-cluster ETF error"), String(row))
+        _ = try writeReport(records: records, directory: dir.appendingPathComponent("report"))
+        let html = try String(contentsOf: dir.appendingPathComponent("report/report.html"), encoding: .utf8)
+        XCTAssertTrue(html.contains("text within-cluster ETF error on train features"), "the over-epochs plot")
+        let plain = renderMarkdownTables(records: [dekg])
+        XCTAssertFalse(plain.contains("within-cluster"), "no column without CPT")
     }
 }

@@ -474,9 +474,10 @@ private func ncHistoryPlots(_ data: ReportData) -> String {
     for group in curveGroups(data.ok.filter { !$0.ncHistory.isEmpty }) {
         var figures = ""
         for set in historySets(group.records) {
-            for measure in NCMeasure.overTraining {
+            let reports = group.records.flatMap { $0.ncHistory.compactMap { $0.measures[set] } }
+            for measure in NCMeasure.overTraining + (reports.contains { $0.clusterETFError != nil } ? [NCMeasure.clusterETF] : []) {
                 let series = meanCurves(group.records, styles: data.methodStyles) { r in
-                    r.ncHistory.compactMap { p in p.measures[set].map { (p.epoch, measure.value($0)) } }
+                    r.ncHistory.compactMap { p in p.measures[set].map { (p.epoch, measure.value($0)) }.flatMap { $0.1.isFinite ? $0 : nil } }
                 }
                 guard !series.isEmpty else { continue }
                 let id = set == "train" ? plotID("nc-epochs-train", measure.key) : plotID("nc-epochs", measure.key)

@@ -48,6 +48,19 @@ struct NCMeasure: Sendable {
     static let overTraining: [NCMeasure] = all.filter {
         ["image-nc1", "image-etf-error", "text-etf-error", "text-equiangularity", "nc3"].contains($0.key)
     }
+
+    /// CPT's within-cluster ETF error: only CPT's runs have it (NaN for the others, which every
+    /// use leaves out), and it is shown only where some report has it.
+    static let clusterETF = NCMeasure(key: "text-cluster-etf-error", name: "text within-cluster ETF error",
+                                      axisTitle: "text within-cluster ETF error (dimensionless)",
+                                      definition: "mean over CPT's class clusters of the relative Frobenius distance of the text features' cosine matrix from a simplex ETF") {
+        $0.clusterETFError ?? .nan
+    }
+
+    /// `all`, and `clusterETF` where one of `reports` has it.
+    static func shown(_ reports: [NeuralCollapseReport]) -> [NCMeasure] {
+        all + (reports.contains { $0.clusterETFError != nil } ? [clusterETF] : [])
+    }
 }
 
 /// A finished, trained run's measures on one evaluation set and its accuracy there.
@@ -134,13 +147,13 @@ private func isConstant(_ xs: [Double]) -> Bool {
 /// only the datasets' differences.
 func ncCorrelations(_ points: [NCRunPoint]) -> [NCCorrelation] {
     let groups = ncGroups(points)
-    return NCMeasure.all.map { measure in
+    return NCMeasure.shown(points.map(\.nc)).map { measure in
         let xy = points.compactMap { p -> (method: String, x: Double, y: Double)? in
             let x = measure.value(p.nc)
             return x.isFinite && p.accuracy.isFinite ? (p.method, x, p.accuracy) : nil
         }
         let xs = xy.map(\.x), ys = xy.map(\.y)
-        if !xs.isEmpty && groups.allSatisfy({ g in isConstant(g.points.map { measure.value($0.nc) }) }) {
+        if !xs.isEmpty && groups.allSatisfy({ g in isConstant(g.points.map { measure.value($0.nc) }.filter(\.isFinite)) }) {
             return NCCorrelation(measure: measure, points: xy, pearson: nil, spearman: nil, fit: nil,
                                  constant: groups.count == 1 ? xs[0] : nil, constantWithinDatasets: true)
         }

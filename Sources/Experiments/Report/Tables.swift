@@ -342,12 +342,16 @@ func correlationTable(_ correlations: [NCCorrelation], title: String, pooled: Bo
 /// The measures of each method on each (dataset, evaluation set), mean over its distinct runs: the
 /// image side of `dapt` / `vpt` (prompted features) beside the frozen features of the text-only methods.
 func ncByMethodTables(_ points: [NCRunPoint]) -> [ReportTable] {
-    let shown = NCMeasure.all.filter { ["image-nc1", "image-etf-error", "text-etf-error", "nc3", "nc4"].contains($0.key) }
+    let shown = NCMeasure.shown(points.map(\.nc)).filter {
+        ["image-nc1", "image-etf-error", "text-etf-error", "nc3", "nc4", NCMeasure.clusterETF.key].contains($0.key)
+    }
     return ncGroups(points).map { g in
         let methods = Array(Set(g.points.map(\.method))).sorted(by: methodPrecedes)
         let rows = methods.map { m -> [String] in
             let mine = g.points.filter { $0.method == m }
-            let values = shown.map { measure in Statistics.mean(mine.map { measure.value($0.nc) }).map { String(format: "%.4f", $0) } ?? "–" }
+            let values = shown.map { measure in
+                Statistics.mean(mine.map { measure.value($0.nc) }.filter(\.isFinite)).map { String(format: "%.4f", $0) } ?? "–"
+            }
             return [m, "\(mine.count)"] + values + [String(format: "%.2f", Statistics.mean(mine.map(\.accuracy)) ?? .nan)]
         }
         return ReportTable(title: "NC measures by method, \(g.title)",
