@@ -1,12 +1,12 @@
 """Golden files for DeKg's training: 20 steps on the tiny CLIP with DeKg's own code, in fp32.
 
-    /tmp/fp16-venv/bin/python reference/dekg_goldens.py     # Goldens/dekg/dekg.{json,safetensors}
+    python3 reference/dekg_goldens.py     # Goldens/dekg/{dekg,dekg_hsic}.{json,safetensors}
 
 The model and loss are cnunlp/DeKg at commit b8f2f1c8247c427042a0ed1ecaf450925fe50ed0, copied below
 from `trainers/loss.py` (`HSICLoss`, verbatim) and `trainers/DeKg.py` (`CUSTOM_TEMPLATES`,
 `TextEncoder`, `PromptLearner`, `CustomCLIP`, the fp32 branch of `DeKg.forward_backward`, the
-weights as `DeKg.build_model` reads them: w1 = cfg.TRAINER.COOP.W, w2 = cfg.LOSS.WEIGHT). The
-edits, each marked `# EDIT`:
+weights as `DeKg.build_model` reads them: w1 = cfg.TRAINER.COOP.W, w2 = cfg.LOSS.WEIGHT), under
+DeKg's MIT licence (its LICENSE.md). The edits, each marked `# EDIT`:
 
 - `load_clip_to_cpu` returns openai's tiny CLIP (reference/common.py, seed 0, the weights of
   Goldens/tiny/checkpoints/state_dict.pt) in fp32, for both CLIPs DeKg builds (the trained
