@@ -204,5 +204,10 @@ final class CPTTests: XCTestCase {
                                              config: TrainConfig(method: method, optimizer: o, epochs: 1, batchSize: 8))) {
             XCTAssertTrue("\($0)".contains("tetf.clusters"), "\($0)")
         }
+        method.terms[0].parameters["clusters"] = 2.5
+        XCTAssertThrowsError(try PromptTuner(model: TrainerTests.model, tokenizer: sharedTokenizer, data: .features(TrainerTests.features),
+                                             config: TrainConfig(method: method, optimizer: o, epochs: 1, batchSize: 8))) {
+            XCTAssertTrue("\($0)".contains("parameter clusters of loss term 'tetf' must be a whole number"), "\($0)")
+        }
     }
 }
