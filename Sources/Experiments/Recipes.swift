@@ -11,7 +11,8 @@ import PromptLearning
 /// - DeKg (cnunlp/DeKg `configs/trainers/DeKg/vit_b16_ep100_ctxv1.yaml`, `scripts/base2new_train.sh`,
 ///   `scripts/run.sh`): lr 0.002, batch 128, 100 epochs, N_CTX 4 from "a photo of a", w1 = 8
 ///   (`TRAINER.COOP.W`), w2 = 6 (`LOSS.WEIGHT`). Its scripts (base-to-novel and `xd_train.sh`) name
-///   this one config, so every protocol takes it.
+///   this one config, so every protocol takes it, except that the long-tailed protocol's whole
+///   train splits keep their 10 epochs.
 /// - DAPT (mlvlab/DAPT `configs/trainers/DAPT/*.yaml`, `scripts/dapt/*`): per-dataset lr, beta_v and
 ///   beta_t, epochs as CoOp. `dapt-text` trains DAPT's text half with DAPT's lr and beta_t.
 /// - NPT (a documented reconstruction): the base method's recipe, lambda_lc = lambda_mi = 1.
@@ -72,12 +73,14 @@ public enum Recipes {
         // (0.08-1): on Fashion-MNIST the test transform's view is the one that stands for its data.
         if dataset == "fashion_mnist" { r.views = 1 }
         // The long-tailed protocol's whole train splits hold thousands of images: LIFT's 10 epochs.
-        if protocolKind == .longTailed && (shots == 0 || shots > 16) { r.epochs = longTailedEpochs }
+        let wholeSplits = protocolKind == .longTailed && (shots == 0 || shots > 16)
+        if wholeSplits { r.epochs = longTailedEpochs }
         switch baseMethod(method) {
         case "kgcoop":
             if protocolKind == .baseToNovel { r.epochs = 100; r.batchSize = 128 }
         case "dekg":
-            r.epochs = 100
+            // Its one config, but not its 100 epochs over a long-tailed protocol's whole train split.
+            if !wholeSplits { r.epochs = 100 }
             r.batchSize = 128
         case "dapt-text":
             if let d = dapt[dataset] {

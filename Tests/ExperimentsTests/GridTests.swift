@@ -50,6 +50,8 @@ final class GridTests: XCTestCase {
             XCTAssertEqual(r.learningRate, 0.002)
             XCTAssertEqual(r.termWeights, [:])
         }
+        let lt = Recipes.recipe(method: "dekg", dataset: "imagenet_lt", shots: 0, protocolKind: .longTailed)
+        XCTAssertEqual([lt.epochs, lt.batchSize], [Recipes.longTailedEpochs, 128], "whole long-tailed splits keep the protocol's epochs")
         let dapt = Recipes.recipe(method: "dapt-text", dataset: "eurosat", shots: 16, protocolKind: .fewShot)
         XCTAssertEqual(dapt.learningRate, 20)
         XCTAssertEqual(dapt.termWeights, ["inter": 10])
