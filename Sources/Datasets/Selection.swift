@@ -12,14 +12,16 @@ public struct SelectionOptions: Codable, Hashable, Sendable {
     /// when that file exists (as CoOp and DAPT leave it), instead of drawing anew. Decoded as true
     /// when absent (records written before the option existed).
     public var useCoOpCache: Bool
+    /// How `imbalance` thins the training list: NPT's tau (the default) or Candle's rule.
+    public var imbalanceProfile: ImbalanceProfile
 
     public init(shots: Int? = nil, seed: Int = 1, imbalance: Double? = nil, subset: ClassSubset = .all,
-                useCoOpCache: Bool = true) {
+                useCoOpCache: Bool = true, imbalanceProfile: ImbalanceProfile = .tau) {
         self.shots = shots; self.seed = seed; self.imbalance = imbalance; self.subset = subset
-        self.useCoOpCache = useCoOpCache
+        self.useCoOpCache = useCoOpCache; self.imbalanceProfile = imbalanceProfile
     }
 
-    enum CodingKeys: String, CodingKey { case shots, seed, imbalance, subset, useCoOpCache }
+    enum CodingKeys: String, CodingKey { case shots, seed, imbalance, subset, useCoOpCache, imbalanceProfile }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -28,6 +30,18 @@ public struct SelectionOptions: Codable, Hashable, Sendable {
         imbalance = try c.decodeIfPresent(Double.self, forKey: .imbalance)
         subset = try c.decode(ClassSubset.self, forKey: .subset)
         useCoOpCache = try c.decodeIfPresent(Bool.self, forKey: .useCoOpCache) ?? true
+        imbalanceProfile = try c.decodeIfPresent(ImbalanceProfile.self, forKey: .imbalanceProfile) ?? .tau
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(shots, forKey: .shots)
+        try c.encode(seed, forKey: .seed)
+        try c.encodeIfPresent(imbalance, forKey: .imbalance)
+        try c.encode(subset, forKey: .subset)
+        try c.encode(useCoOpCache, forKey: .useCoOpCache)
+        // Written only for Candle's rule, so earlier selections encode as before.
+        if imbalanceProfile != .tau { try c.encode(imbalanceProfile, forKey: .imbalanceProfile) }
     }
 }
 
@@ -76,7 +90,9 @@ public func select(_ splits: DatasetSplits, dataset: DatasetName, options o: Sel
             s.val = few.val
         }
     }
-    if let tau = o.imbalance {
+    if let r = o.imbalance, o.imbalanceProfile == .candle {
+        s.train = try candleImbalanced(s.train, ratio: r)
+    } else if let tau = o.imbalance {
         guard let shots = o.shots, shots > 0 else {
             throw DatasetError(.inconsistent, "a class-imbalance tau needs a shot count (the head classes keep that many images)")
         }

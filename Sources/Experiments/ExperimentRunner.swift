@@ -170,7 +170,8 @@ public final class ExperimentRunner {
     /// long-tailed protocol a cap: classes with fewer keep all theirs; 0 keeps every image).
     func trainSelection(_ spec: RunSpec) -> SelectionOptions {
         SelectionOptions(shots: spec.shots > 0 ? spec.shots : nil, seed: spec.seed, imbalance: spec.imbalance == 1 ? nil : spec.imbalance,
-                         subset: spec.trainsOnBase ? .base : .all, useCoOpCache: useCoOpCache)
+                         subset: spec.trainsOnBase ? .base : .all, useCoOpCache: useCoOpCache,
+                         imbalanceProfile: spec.imbalanceProfile ?? .tau)
     }
 
     func storedFeatures(_ request: FeatureRequest, seed: Int, label: String) throws -> StoredFeatures {
@@ -418,7 +419,10 @@ public final class ExperimentRunner {
                                warnings: &record.warnings) { record.nc[s.name] = m }
             analysis += Date().timeIntervalSince(measured)
         }
-        let rule = spec.protocolKind == .longTailed ? spec.shotRule ?? .lift : nil
+        // The long-tailed protocol's rule; elsewhere the tau protocol's thirds while every class has
+        // at most 16 training images (LIFT's thresholds would put them all in "few"), else LIFT's.
+        let most = ShotGroups.trainCounts(classNames: train.classNames, labels: train.set.labels).values.max() ?? 0
+        let rule = spec.protocolKind == .longTailed ? spec.shotRule ?? .lift : most > ShotGroups.tauRuleMaxShots ? ShotRule.lift : nil
         let groups = rule?.assign(classNames: train.classNames, labels: train.set.labels)
             ?? ShotGroups.assign(classNames: train.classNames, labels: train.set.labels)
         for i in record.evaluations.indices { record.evaluations[i].setShotGroups(groups) }

@@ -27,7 +27,9 @@ public struct FeatureRequest: Equatable, Sendable {
         var parts = [dataset.rawValue, split.rawValue]
         if selection.subset != .all { parts.append(selection.subset.rawValue) }
         if split != .test, let k = selection.shots { parts.append("\(k)shot-seed\(selection.seed)") }
-        if split != .test, let t = selection.imbalance { parts.append("tau\(formatNumber(t))") }
+        if split != .test, let t = selection.imbalance {
+            parts.append((selection.imbalanceProfile == .candle ? "candle" : "tau") + formatNumber(t))
+        }
         if views > 1 { parts.append("\(views)views") }
         if let limit { parts.append("first\(limit)") }
         return parts.joined(separator: "-") + ".safetensors"

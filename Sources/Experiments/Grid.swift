@@ -86,6 +86,8 @@ public struct GridPlan: Codable, Equatable, Sendable {
     public var overrides: [String: RecipeOverride]
     /// The long-tailed protocol's many / medium / few-shot rule (`shot_rule: lift|oltr`); nil: LIFT's.
     public var shotRule: ShotRule?
+    /// How the imbalance values thin the training draws (`imbalance_profile`): tau (default) or candle.
+    public var imbalanceProfile: ImbalanceProfile?
 
     public init(name: String? = nil, protocolKind: ProtocolKind, datasets: [String], targets: [String]? = nil,
                 methods: [String], shots: [Int], seeds: [Int], imbalance: [Double] = [1], model: String? = nil,
@@ -100,6 +102,7 @@ public struct GridPlan: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case name, protocolKind = "protocol", datasets, targets, methods, shots, seeds, imbalance, model, root, out
         case epochs, lr, batchSize = "batch_size", views, ncEvery = "nc_every", augment, overrides, shotRule = "shot_rule"
+        case imbalanceProfile = "imbalance_profile"
     }
 
     public init(from decoder: Decoder) throws {
@@ -125,6 +128,7 @@ public struct GridPlan: Codable, Equatable, Sendable {
                              augment: try c.decodeIfPresent(Augmentation.self, forKey: .augment))
         overrides = try c.decodeIfPresent([String: RecipeOverride].self, forKey: .overrides) ?? [:]
         shotRule = try c.decodeIfPresent(ShotRule.self, forKey: .shotRule)
+        imbalanceProfile = try c.decodeIfPresent(ImbalanceProfile.self, forKey: .imbalanceProfile)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -148,6 +152,7 @@ public struct GridPlan: Codable, Equatable, Sendable {
         try c.encodeIfPresent(all.augment, forKey: .augment)
         if !overrides.isEmpty { try c.encode(overrides, forKey: .overrides) }
         try c.encodeIfPresent(shotRule, forKey: .shotRule)
+        try c.encodeIfPresent(imbalanceProfile, forKey: .imbalanceProfile)
     }
 
     /// Reads a YAML plan; errors (`PlanError`) name the source, and an unknown key its line and
@@ -202,11 +207,18 @@ public struct GridPlan: Codable, Equatable, Sendable {
             for d in datasets where !(DatasetName(rawValue: d)?.isLongTailed ?? false) {
                 throw PlanError("the long-tailed protocol trains on a long-tailed dataset (\(DatasetName.longTailed.map(\.rawValue).joined(separator: ", "))); '\(d)' is not one. For class imbalance on another dataset use the few-shot protocol's imbalance (tau)")
             }
+            if imbalanceProfile != nil {
+                throw PlanError("imbalance_profile (--imbalance-profile) applies to imbalanced draws of the other protocols; the long-tailed protocol's datasets are long-tailed as they are")
+            }
             if imbalance != [1] {
                 throw PlanError("the long-tailed protocol takes no imbalance tau (got \(imbalance.map(formatNumber).joined(separator: ", "))): its datasets are long-tailed as they are")
             }
         } else {
-            for k in shots where k < 1 { throw PlanError("shots must be at least 1 (got \(k))") }
+            // Candle's profile may thin whole training splits (shots 0: every image, the head keeping the largest class).
+            let least = imbalanceProfile == .candle ? 0 : 1
+            for k in shots where k < least {
+                throw PlanError(least == 0 ? "shots must be 0 (every training image) or at least 1 (got \(k))" : "shots must be at least 1 (got \(k))")
+            }
             if let rule = shotRule {
                 throw PlanError("shot_rule \(rule.rawValue) (--shot-rule) applies to the long-tailed protocol only: drop it, or run protocol long-tailed. The \(protocolKind.rawValue) protocol's many / medium / few-shot groups follow the tau protocol's rule (\(ShotGroups.rule))")
             }
@@ -299,7 +311,8 @@ public struct GridPlan: Codable, Equatable, Sendable {
                             if recipe.augment == .perIteration { recipe.views = 1 }
                             specs.append(RunSpec(protocolKind: protocolKind, dataset: dataset, targets: targets, shots: k,
                                                  seed: seed, imbalance: tau, method: method, recipe: recipe,
-                                                 shotRule: protocolKind == .longTailed ? shotRule ?? .lift : nil))
+                                                 shotRule: protocolKind == .longTailed ? shotRule ?? .lift : nil,
+                                                 imbalanceProfile: imbalanceProfile == .candle && tau != 1 ? .candle : nil))
                         }
                     }
                 }

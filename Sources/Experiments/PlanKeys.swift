@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import PromptLearning
 import Yams
@@ -15,7 +16,7 @@ public struct PlanError: Error, CustomStringConvertible, LocalizedError, Equatab
 /// it does not know, so `epochz: 3` would silently train the recipe's epochs).
 enum PlanKeys {
     static let topLevel = ["name", "protocol", "datasets", "targets", "methods", "shots", "seeds", "imbalance", "model", "root",
-                           "out", "epochs", "lr", "batch_size", "views", "nc_every", "augment", "overrides", "shot_rule"]
+                           "out", "epochs", "lr", "batch_size", "views", "nc_every", "augment", "overrides", "imbalance_profile", "shot_rule"]
     static let override = ["epochs", "lr", "batch_size", "views", "term_weights", "term_parameters", "nc_every", "augment"]
 
     /// The `term_weights` keys `method` accepts: its loss terms' keys, and the keys older plans gave
@@ -105,13 +106,14 @@ enum PlanKeys {
         case numberMaps = "a map of term names to maps of parameter names to numbers"
         case augmentation = "views or per-iteration"
         case shotRule = "lift or oltr"
+        case imbalanceProfile = "tau or candle"
     }
 
     static let topLevelTypes: [String: ValueType] = [
         "name": .string, "protocol": .string, "datasets": .strings, "targets": .strings, "methods": .strings, "shots": .ints,
         "seeds": .ints, "imbalance": .numbers, "model": .string, "root": .string, "out": .string, "epochs": .int, "lr": .number,
         "batch_size": .int, "views": .int, "nc_every": .int, "augment": .augmentation, "overrides": .mapping,
-        "shot_rule": .shotRule,
+        "shot_rule": .shotRule, "imbalance_profile": .imbalanceProfile,
     ]
     static let overrideTypes: [String: ValueType] = [
         "epochs": .int, "lr": .number, "batch_size": .int, "views": .int, "term_weights": .numberMap, "term_parameters": .numberMaps,
@@ -123,12 +125,13 @@ enum PlanKeys {
     static func checkType(_ node: Node, of key: String, expected: ValueType?, source: String, place: String) throws {
         guard let expected else { return }
         func scalarOK(_ n: Node, _ t: ValueType) -> Bool {
-            guard let s = n.scalar?.string, n.scalar?.style == .plain || t == .string || t == .strings || t == .augmentation || t == .shotRule else { return n.scalar != nil && t == .string }
+            guard let s = n.scalar?.string, n.scalar?.style == .plain || t == .string || t == .strings || t == .augmentation || t == .shotRule || t == .imbalanceProfile else { return n.scalar != nil && t == .string }
             switch t {
             case .int, .ints: return Int(s) != nil
             case .number, .numbers, .numberMap: return Double(s) != nil || [".nan", ".NaN", ".inf", "-.inf", "+.inf", ".Inf", "-.Inf"].contains(s)
             case .augmentation: return Augmentation(rawValue: s) != nil
             case .shotRule: return ShotRule(rawValue: s) != nil
+            case .imbalanceProfile: return ImbalanceProfile(rawValue: s) != nil
             default: return true
             }
         }
@@ -146,7 +149,7 @@ enum PlanKeys {
             PlanError("plan \(source), line \(line(n)): \(place) is \(shown(n)), but it must be \(expected.rawValue)")
         }
         switch expected {
-        case .string, .int, .number, .augmentation, .shotRule:
+        case .string, .int, .number, .augmentation, .shotRule, .imbalanceProfile:
             guard node.scalar != nil, scalarOK(node, expected) else { throw fail(node) }
         case .strings, .ints, .numbers:
             guard let items = node.sequence, items.allSatisfy({ $0.scalar != nil && scalarOK($0, expected) }) else { throw fail(node) }
@@ -214,6 +217,7 @@ extension GridPlan {
         add("root", try root.map(string))
         add("out", try out.map(string))
         add("shot_rule", shotRule.map { Node($0.rawValue) })
+        add("imbalance_profile", imbalanceProfile.map { Node($0.rawValue) })
         func recipe(_ o: RecipeOverride) -> [(Node, Node)] {
             var r: [(Node, Node)] = []
             if let e = o.epochs { r.append((Node("epochs"), Node(String(e)))) }

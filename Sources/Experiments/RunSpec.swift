@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import PromptLearning
 
@@ -124,16 +125,21 @@ public struct RunSpec: Codable, Equatable, Hashable, Sendable {
     /// groups, where any, follow ``ShotGroups/rule``). Written only when set, so other specs and
     /// their identities read as before.
     public var shotRule: ShotRule?
+    /// How `imbalance` thins the training draw: nil for NPT's tau protocol, `.candle` for Candle's
+    /// (classes ranked by count, its n_i rule). Written only when set.
+    public var imbalanceProfile: ImbalanceProfile?
 
     public init(protocolKind: ProtocolKind, dataset: String, targets: [String] = [], shots: Int, seed: Int,
-                imbalance: Double = 1, method: String, recipe: Recipe, shotRule: ShotRule? = nil) {
+                imbalance: Double = 1, method: String, recipe: Recipe, shotRule: ShotRule? = nil,
+                imbalanceProfile: ImbalanceProfile? = nil) {
         self.protocolKind = protocolKind; self.dataset = dataset; self.targets = targets; self.shots = shots
         self.seed = seed; self.imbalance = imbalance; self.method = method; self.recipe = recipe
-        self.shotRule = shotRule
+        self.shotRule = shotRule; self.imbalanceProfile = imbalanceProfile
     }
 
     enum CodingKeys: String, CodingKey {
         case protocolKind = "protocol", dataset, targets, shots, seed, imbalance, method, recipe, shotRule = "shot_rule"
+        case imbalanceProfile = "imbalance_profile"
     }
 
     public init(from decoder: Decoder) throws {
@@ -147,6 +153,7 @@ public struct RunSpec: Codable, Equatable, Hashable, Sendable {
         method = try c.decode(String.self, forKey: .method)
         recipe = try c.decode(Recipe.self, forKey: .recipe)
         shotRule = try c.decodeIfPresent(ShotRule.self, forKey: .shotRule)
+        imbalanceProfile = try c.decodeIfPresent(ImbalanceProfile.self, forKey: .imbalanceProfile)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -160,6 +167,7 @@ public struct RunSpec: Codable, Equatable, Hashable, Sendable {
         try c.encode(method, forKey: .method)
         try c.encode(recipe, forKey: .recipe)
         try c.encodeIfPresent(shotRule, forKey: .shotRule)
+        try c.encodeIfPresent(imbalanceProfile, forKey: .imbalanceProfile)
     }
 
     /// Trains on the base half of the classes (base-to-novel).
@@ -174,7 +182,7 @@ public struct RunSpec: Codable, Equatable, Hashable, Sendable {
     /// A readable, unique folder name for the cell.
     public var identifier: String {
         var parts = [protocolKind.rawValue, dataset, method, shots == 0 ? "allshot" : "\(shots)shot", "seed\(seed)"]
-        if imbalance != 1 { parts.append("tau\(formatNumber(imbalance))") }
+        if imbalance != 1 { parts.append((imbalanceProfile == .candle ? "candle" : "tau") + formatNumber(imbalance)) }
         if recipe.augment == .perIteration { parts.append(Augmentation.perIteration.rawValue) }
         if let shotRule, shotRule != .lift { parts.append("rule-\(shotRule.rawValue)") }
         return parts.joined(separator: "_").replacingOccurrences(of: "/", with: "-")

@@ -45,6 +45,11 @@ public enum ShotRule: String, CaseIterable, Codable, Sendable {
 }
 
 public enum ShotGroups {
+    /// The most training images per class for which a cell outside the long-tailed protocol uses
+    /// ``rule`` (the tau protocol's head); a cell with a larger class (Candle's profile on whole
+    /// splits) uses ``ShotRule/lift``.
+    public static let tauRuleMaxShots = 16
+
     /// The rule, as records (`shot_groups_rule`) and the report state it.
     public static let rule = "training classes ranked by training count, largest first, ties in label order "
         + "(the order the tau protocol assigns counts in, so every tau puts the same classes in the same group); "

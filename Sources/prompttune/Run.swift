@@ -1,5 +1,6 @@
 import ArgumentParser
 import CLIP
+import Datasets
 import Experiments
 import Foundation
 import PromptLearning
@@ -9,6 +10,7 @@ import TensorIO
 extension ProtocolKind: ExpressibleByArgument {}
 extension ShotRule: ExpressibleByArgument {}
 extension Augmentation: ExpressibleByArgument {}
+extension ImbalanceProfile: ExpressibleByArgument {}
 
 /// `prompttune run`: a grid of cells from flags or a plan, resumable, one cell at a time or all.
 struct Run: ParsableCommand {
@@ -42,6 +44,9 @@ struct Run: ParsableCommand {
     @Option(parsing: .unconditionalSingleValue, help: "Shots per class (e.g. 1,2,4,8,16); under the long-tailed protocol a cap per class, 0 (its default) for every image.") var shots: [String] = []
     @Option(parsing: .unconditionalSingleValue, help: "Seeds (each derives the few-shot draw, the views and the trainer).") var seeds: [String] = []
     @Option(parsing: .unconditionalSingleValue, help: "Class-imbalance taus in (0, 1]; 1 = balanced.") var imbalance: [String] = []
+    @Option(name: .customLong("imbalance-profile"),
+            help: "How --imbalance thins the training draws: tau (NPT's: label order, 16-shot head, n_k = max(1, floor(16 tau^(k/(K-1))))) or candle (Candle's: classes ranked by count, n_i = int(max(img_max r^(i/(C-1)), 1)); --shots 0 draws from whole splits).")
+    var imbalanceProfile: ImbalanceProfile?
     @Option(help: "CLIP checkpoint (default: the plan's, else the demonstration model models/fashion-clip/model.pt).") var model: String?
     @Option(help: "Folder holding the datasets in CoOp's layout (default: $DATA, else the current folder).") var root: String?
     @Option(help: "Results folder (default: results/<plan name or protocol>).") var out: String?
@@ -130,6 +135,7 @@ struct Run: ParsableCommand {
             for s in p.seeds { try OptionLimits.seed("--seeds", s) }
         }
         if !imbalance.isEmpty { p.imbalance = try numbers(imbalance, "--imbalance") }
+        if let imbalanceProfile { p.imbalanceProfile = imbalanceProfile }
         if let model { p.model = model }
         if let root { p.root = root }
         if let out { p.out = out }

@@ -53,3 +53,50 @@ public func imbalancedIndices(labels: [Int], tau: Double, headShots: Int = 16) t
 public func imbalancedFewShot(_ fewShot: [Datum], tau: Double, headShots: Int = 16) throws -> [Datum] {
     try imbalancedIndices(labels: fewShot.map(\.label), tau: tau, headShots: headShots).map { fewShot[$0] }
 }
+
+/// How an imbalance value thins a training list.
+///
+/// - `tau` (NPT's and CPT's protocol, the default): classes in label order, the head keeps the shot
+///   count (16), class k keeps `max(1, floor(16 * tau^(k/(K-1))))` (``imbalanceShotCounts``).
+/// - `candle` (Candle, KDD'24, reused by PromptLT): classes ranked by their count in the list,
+///   largest first, ties in order of first appearance; the class at rank i keeps
+///   `int(max(img_max * r^(i/(C-1)), 1))` of its items, img_max the largest class count, r the
+///   imbalance value (e.g. 0.02; ImageNet 0.01). Only the training list is thinned (val is not).
+public enum ImbalanceProfile: String, Codable, CaseIterable, Sendable {
+    case tau
+    case candle
+}
+
+/// The items each class keeps under Candle's rule with ratio `r` in (0, 1]: positions into the
+/// list (given by its labels), in list order; each class keeps its first n_i items.
+public func candleImbalancedIndices(labels: [Int], ratio r: Double) throws -> [Int] {
+    guard r > 0, r <= 1 else { throw SamplingError.invalidImbalance(tau: r) }
+    var counts: [Int: Int] = [:], order: [Int] = []
+    for y in labels {
+        if counts[y] == nil { order.append(y) }
+        counts[y, default: 0] += 1
+    }
+    // Ranked by count, largest first; ties keep first-appearance order (a stable sort).
+    let ranked = order.enumerated().sorted { a, b in
+        let (ca, cb) = (counts[a.element]!, counts[b.element]!)
+        return ca != cb ? ca > cb : a.offset < b.offset
+    }.map(\.element)
+    let imgMax = Double(ranked.first.map { counts[$0]! } ?? 0)
+    let last = Double(max(ranked.count - 1, 1))
+    var quota: [Int: Int] = [:]
+    for (i, y) in ranked.enumerated() {
+        // Python's int() of a positive float truncates, as rounding down does.
+        quota[y] = ranked.count == 1 ? Int(imgMax) : Int(max(imgMax * Foundation.pow(r, Double(i) / last), 1).rounded(.towardZero))
+    }
+    var out: [Int] = []
+    for (i, y) in labels.enumerated() where quota[y]! > 0 {
+        out.append(i)
+        quota[y]! -= 1
+    }
+    return out
+}
+
+/// The list thinned by Candle's rule (``candleImbalancedIndices``).
+public func candleImbalanced(_ list: [Datum], ratio: Double) throws -> [Datum] {
+    try candleImbalancedIndices(labels: list.map(\.label), ratio: ratio).map { list[$0] }
+}
