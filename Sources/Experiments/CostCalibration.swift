@@ -65,7 +65,9 @@ extension CostEstimator {
                 }
             }
             if let i = r.methods.firstIndex(where: { $0.key == key }) { r.methods[i] = m } else { r.methods.append(m) }
-            done.append("\(key.split(separator: ",").first ?? "") at \(ks.map(String.init).joined(separator: " and ")) classes")
+            let parts = key.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let name = parts.count > 2 ? "\(parts[0]) (\(parts[1...2].joined(separator: ", ")))" : key
+            done.append("\(name) at \(ks.map(String.init).joined(separator: " and ")) classes")
         }
         return done
     }
