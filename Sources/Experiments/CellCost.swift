@@ -14,11 +14,14 @@ public struct CellEstimate: Codable, Equatable, Sendable {
     /// prototypes when not cached; a linear probe's C search.
     public var trainSeconds: Double
     /// The classifiers of the training set and every test set, a per-image classifier (CoCoOp) on
-    /// each image, a prompted image tower re-encoding the images; again at every `nc_every` epoch.
+    /// each image, a prompted image tower re-encoding the images, the neural-collapse measures of
+    /// each set; again at every `nc_every` epoch.
     public var evaluationSeconds: Double
     /// The sum of the three.
     public var seconds: Double
-    /// Peak resident memory of the process running the cell.
+    /// Peak resident memory of the process running the cell: the model, what its towers keep once
+    /// run, the features it holds, and the largest piece (encoding, a step, evaluation); at least
+    /// the peak of loading the model.
     public var peakBytes: Int
     /// How many of the cell's features files (`ExperimentRunner.featureRequests`) are not cached yet.
     public var uncachedFeatureFiles: Int
@@ -98,7 +101,8 @@ public final class CostEstimator {
                 piece = max(piece, extractionPeak(f, rates))
             }
         }
-        return (seconds, (rates.processBytes ?? 0) + piece)
+        let packed = seconds > 0 ? rates.packed?.imageForward ?? 0 : 0
+        return (seconds, max(rates.loadPeakBytes ?? 0, (rates.processBytes ?? 0) + packed + piece))
     }
 
     /// Slurm's `--time` (minutes) and `--mem` (MB) for jobs that each run one of these cells (an
@@ -147,14 +151,16 @@ public final class CostEstimator {
         var held = p.files.reduce(0) { $0 + $1.bytes(d) }
         var train = 0.0, evaluation = 0.0
         let spec = p.spec, trainFile = p.files[0]
+        let analysis = { (s: CellPlan.File) in (r.analysis ?? 0) * Double(s.classes * d * (s.images + s.classes)) }
         switch p.kind {
         case .zeroShot(let key):
             guard let m = r.method(key) else { break }
             // One text classifier for the training names, one per test set.
-            for s in [trainFile] + p.tests { evaluation += m.at(s.classes) { $0.classifier.seconds } }
+            for s in [trainFile] + p.tests { evaluation += m.at(s.classes) { $0.classifier.seconds } + analysis(s) }
             pieces.append(Int(m.at(p.maxClasses) { Double($0.classifier.peakBytes) }))
         case .probe:
             train = (r.probe ?? 0) * Double(trainFile.images * trainFile.classes)
+            evaluation = ([trainFile] + p.tests.filter(\.sameClassesAsTraining)).reduce(0) { $0 + analysis($1) }
         case .trained(let t):
             guard let m = r.method(t.key) else { break }
             let k = trainFile.classes
@@ -170,6 +176,7 @@ public final class CostEstimator {
             // The training set (one view) and each test set the classifier can name, at the end and every nc_every epochs.
             var once = 0.0
             for s in [trainFile.oneView] + p.tests where !(t.classSpecific && !s.sameClassesAsTraining) {
+                once += analysis(s)
                 if m.perImageClassifier {
                     once += Double(s.images) * m.at(s.classes) { $0.classifier.seconds }
                     pieces.append(Int(m.at(s.classes) { Double($0.classifier.peakBytes) }) * min(64, s.images))
@@ -185,8 +192,22 @@ public final class CostEstimator {
             let every = spec.recipe.ncEvery
             evaluation = once * Double(1 + (every > 0 ? (spec.recipe.epochs - 1) / every : 0))
         }
+        // What the towers the cell runs keep resident once they have run.
+        var packed = 0
+        if let b = r.packed {
+            var image = !uncached.isEmpty, text = true
+            switch p.kind {
+            case .probe: text = false
+            case .zeroShot: break
+            case .trained(let t):
+                image = image || t.usesImages || t.prototypes == .uncached
+                if t.config.method.needsImages { packed += b.imageBackward ?? 0 }
+            }
+            packed += (text ? b.text : 0) + (image ? b.imageForward : 0)
+        }
         return CellEstimate(featureSeconds: featureSeconds, trainSeconds: train, evaluationSeconds: evaluation,
-                            peakBytes: (r.processBytes ?? 0) + held + (pieces.max() ?? 0), uncachedFeatureFiles: uncached.count)
+                            peakBytes: max(r.loadPeakBytes ?? 0, (r.processBytes ?? 0) + packed + held + (pieces.max() ?? 0)),
+                            uncachedFeatureFiles: uncached.count)
     }
 
     // MARK: What a cell reads and runs

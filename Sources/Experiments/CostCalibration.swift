@@ -14,10 +14,33 @@ extension CostEstimator {
     /// Measures into `r` whatever `plans` need and it lacks; returns what was measured.
     func calibrate(_ plans: [CellPlan], rates r: inout MachineRates) throws -> [String] {
         var done: [String] = []
-        if r.processBytes == nil {
+        if r.processBytes == nil || r.loadPeakBytes == nil {
+            // Before any piece resets it, the high-water mark is the model loading's.
+            r.loadPeakBytes = ProcessMemory.field("VmHWM")
             ProcessMemory.trim()
             r.processBytes = ProcessMemory.resident
             done.append("process memory")
+        }
+        // Each method configuration at the class counts of its cells' training and test sets.
+        var order: [String] = []
+        var needs: [String: (trained: CellPlan.Trained?, names: [Int: ([String], String)])] = [:]
+        for p in plans {
+            let key: String, trained: CellPlan.Trained?
+            switch p.kind {
+            case .probe: continue
+            case .zeroShot(let k): (key, trained) = (k, nil)
+            case .trained(let t): (key, trained) = (t.key, t)
+            }
+            if needs[key] == nil { order.append(key); needs[key] = (trained, [:]) }
+            for f in [p.files[0]] + p.tests where needs[key]!.names[f.classes] == nil { needs[key]!.names[f.classes] = (f.classNames, f.template) }
+        }
+        let work = order.map { key in
+            (key, Self.classCountsToMeasure(measured: r.method(key)?.points.map(\.classes) ?? [], needed: Set(needs[key]!.names.keys)))
+        }.filter { !$0.1.isEmpty }
+        // The towers run once before any piece is measured, so each piece's peak is its own.
+        let imagePrompts = plans.contains { if case .trained(let t) = $0.kind { return t.config.method.needsImages }; return false }
+        if r.encode == nil || !work.isEmpty || r.packed == nil || (imagePrompts && r.packed?.imageBackward == nil) {
+            if try warmUp(imageBackward: imagePrompts, rates: &r) { done.append("packed weights") }
         }
         if r.encode == nil {
             r.encode = measureEncode()
@@ -35,24 +58,13 @@ extension CostEstimator {
             r.probe = try measureProbe()
             done.append("linear probe")
         }
-        // Each method configuration at the class counts of its cells' training and test sets.
-        var order: [String] = []
-        var needs: [String: (trained: CellPlan.Trained?, names: [Int: ([String], String)])] = [:]
-        for p in plans {
-            let key: String, trained: CellPlan.Trained?
-            switch p.kind {
-            case .probe: continue
-            case .zeroShot(let k): (key, trained) = (k, nil)
-            case .trained(let t): (key, trained) = (t.key, t)
-            }
-            if needs[key] == nil { order.append(key); needs[key] = (trained, [:]) }
-            for f in [p.files[0]] + p.tests where needs[key]!.names[f.classes] == nil { needs[key]!.names[f.classes] = (f.classNames, f.template) }
+        if r.analysis == nil, let k = plans.map(\.maxClasses).max(), k >= 2 {
+            r.analysis = try measureAnalysis(classes: min(k, 100))
+            done.append("neural-collapse measures")
         }
-        for key in order {
+        for (key, ks) in work {
             let need = needs[key]!
             let existing = r.method(key)
-            let ks = Self.classCountsToMeasure(measured: existing?.points.map(\.classes) ?? [], needed: Set(need.names.keys))
-            guard !ks.isEmpty else { continue }
             var m = existing ?? MethodRates(key: key, points: [], epochSeconds: 0, perImageClassifier: false, promptedEncode: nil)
             for (i, k) in ks.enumerated() {
                 let (names, template) = need.names[k]!
@@ -70,6 +82,48 @@ extension CostEstimator {
             done.append("\(name) at \(ks.map(String.init).joined(separator: " and ")) classes")
         }
         return done
+    }
+
+    /// Runs each tower forward and backward once (a CoOp step, an image forward, with
+    /// `imageBackward` a VPT step: 2 classes, 1 image), so that what a first run leaves resident
+    /// for good (the packed weight copies) is not counted in the peak of whichever piece is
+    /// measured first; records those bytes where the rates lack them. Returns whether it did.
+    func warmUp(imageBackward: Bool, rates r: inout MachineRates) throws -> Bool {
+        let model = runner.model, res = model.config.imageResolution, names = ["cat", "dog"]
+        var rng = SeededGenerator(seed: 19)
+        func step(_ method: Method, images: Bool) throws {
+            let data: TrainingData = images
+                ? .images(SyntheticImages(pixels: Tensor.randomNormal([1, 3, res, res], using: &rng), labels: [0], classNames: names))
+                : .features(LabeledFeatures(features: Tensor.randomNormal([1, 1, model.config.embedDim], using: &rng), labels: [0], classNames: names))
+            let tuner = try PromptTuner(model: model, tokenizer: runner.tokenizer, data: data,
+                                        config: TrainConfig(method: method, epochs: 1, batchSize: 1, precision: runner.trainingPrecision))
+            try tuner.step(try tuner.loadBatch([0], epoch: 0), lr: 1e-6)
+        }
+        ProcessMemory.trim()
+        let start = ProcessMemory.resident
+        _ = zeroShotTextFeatures(model: model, tokenizer: runner.tokenizer, template: "a photo of a {}.", classNames: names)
+        try step(.coop, images: false)
+        ProcessMemory.trim()
+        let text = ProcessMemory.resident
+        _ = model.image.forward(pixels: Tensor.randomNormal([1, 3, res, res], using: &rng)).0
+        ProcessMemory.trim()
+        let image = ProcessMemory.resident
+        var backward = image
+        if imageBackward {
+            try step(.vpt, images: true)
+            ProcessMemory.trim()
+            backward = ProcessMemory.resident
+        }
+        if r.packed == nil {
+            r.packed = PackedBytes(text: max(0, text - start), imageForward: max(0, image - text),
+                                   imageBackward: imageBackward ? max(0, backward - image) : nil)
+            return true
+        }
+        if imageBackward && r.packed?.imageBackward == nil {
+            r.packed?.imageBackward = max(0, backward - image)
+            return true
+        }
+        return false
     }
 
     /// The class counts to measure a method at: the smallest and largest needed when it has none;
@@ -133,10 +187,21 @@ extension CostEstimator {
         return seconds / Double(trainLabels.count * classes)
     }
 
+    /// The neural-collapse measures of random features (4 images of each of `classes` classes):
+    /// seconds per K x D x (N + K), the measures' per-image scores against every class and class
+    /// geometry.
+    func measureAnalysis(classes k: Int) throws -> Double {
+        let d = runner.model.config.embedDim, n = 4 * k
+        var rng = SeededGenerator(seed: 23)
+        let images = Tensor.randomNormal([n, d], using: &rng), text = Tensor.randomNormal([k, d], using: &rng)
+        let seconds = try wallSeconds { _ = try NeuralCollapseReport.measure(images: images, labels: (0..<n).map { $0 % k }, text: text) }
+        return seconds / Double(k * d * (n + k))
+    }
+
     /// One method configuration at `names.count` classes: building the trainer, a warm-up step
     /// and timed steps on a synthetic batch (random features, or random pixels where the cell
     /// reads images), the classifier, and at the first point the checkpoint write and the
-    /// prompted tower's forward.
+    /// prompted tower's forward (a batch of 8).
     func measureMethod(_ t: CellPlan.Trained, names: [String], template: String, into m: inout MethodRates, first: Bool) throws {
         let model = runner.model
         let k = names.count, b = t.batch, d = model.config.embedDim, r = model.config.imageResolution
@@ -179,11 +244,12 @@ extension CostEstimator {
         defer { try? FileManager.default.removeItem(at: url) }
         m.epochSeconds = try wallSeconds { try trainer.checkpoint().write(to: url) }
         if architecture.promptsImageTower {
-            let pixels = Tensor.randomNormal([4, 3, r, r], using: &rng)
+            let batch = 8
+            let pixels = Tensor.randomNormal([batch, 3, r, r], using: &rng)
             let workspace = Workspace()
             let e = ProcessMemory.measure { architecture.encodeImages(parameters, pixels: pixels, workspace: workspace) }
             let seconds = timedRuns(e.seconds) { _ = architecture.encodeImages(parameters, pixels: pixels, workspace: workspace) }
-            m.promptedEncode = PieceRate(seconds: seconds / 4, peakBytes: e.peakBytes / 4)
+            m.promptedEncode = PieceRate(seconds: seconds / Double(batch), peakBytes: e.peakBytes / batch)
         }
     }
 

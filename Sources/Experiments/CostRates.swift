@@ -41,6 +41,23 @@ public struct PieceRate: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey { case seconds, peakBytes = "peak_bytes" }
 }
 
+/// The resident bytes a process keeps once it has run a tower (the packed weight copies that
+/// oneDNN's kernels read, made at a layer's first use and kept with the model).
+public struct PackedBytes: Codable, Equatable, Sendable {
+    /// The text tower forward and backward (every cell with a text classifier or prompt).
+    public var text: Int
+    /// The image tower forward (encoding features, images read every iteration).
+    public var imageForward: Int
+    /// The image tower's backward to prompts in it (DAPT, VPT, MaPLe, PromptSRC); nil until such a method is measured.
+    public var imageBackward: Int?
+
+    public init(text: Int, imageForward: Int, imageBackward: Int? = nil) {
+        self.text = text; self.imageForward = imageForward; self.imageBackward = imageBackward
+    }
+
+    enum CodingKeys: String, CodingKey { case text, imageForward = "image_forward", imageBackward = "image_backward" }
+}
+
 /// One method configuration measured at one class count K.
 public struct MethodPoint: Codable, Equatable, Sendable {
     public var classes: Int
@@ -104,19 +121,26 @@ public struct MachineRates: Codable, Equatable, Sendable {
     public var key: RatesKey
     /// Resident bytes of a process with the model loaded, before any cell's work.
     public var processBytes: Int?
+    /// The process's peak while it loaded the model (the checkpoint's bytes beside the weights):
+    /// a cell's peak is never below it.
+    public var loadPeakBytes: Int?
+    /// What stays resident once a tower has run (the layers' packed weight copies, `PackedWeight`).
+    public var packed: PackedBytes?
     /// The frozen image tower's forward, per image of a batch of 8.
     public var encode: PieceRate?
     /// Decoding and preprocessing (test transform, on every core) per image, by dataset.
     public var decode: [String: Double]
     /// The linear probe's C search, seconds per (training image x class).
     public var probe: Double?
+    /// The neural-collapse measures of a set of N images and K classes, seconds per K x D x (N + K).
+    public var analysis: Double?
     public var methods: [MethodRates]
 
     public init(key: RatesKey) {
         self.key = key; self.decode = [:]; self.methods = []
     }
 
-    enum CodingKeys: String, CodingKey { case key, processBytes = "process_bytes", encode, decode, probe, methods }
+    enum CodingKeys: String, CodingKey { case key, processBytes = "process_bytes", loadPeakBytes = "load_peak_bytes", packed, encode, decode, probe, analysis, methods }
 
     public func method(_ key: String) -> MethodRates? { methods.first { $0.key == key } }
 
@@ -124,8 +148,12 @@ public struct MachineRates: Codable, Equatable, Sendable {
     func merging(_ other: MachineRates) -> MachineRates {
         var m = self
         m.processBytes = m.processBytes ?? other.processBytes
+        m.loadPeakBytes = m.loadPeakBytes ?? other.loadPeakBytes
+        m.packed = m.packed ?? other.packed
+        if m.packed?.imageBackward == nil, let b = other.packed?.imageBackward { m.packed?.imageBackward = b }
         m.encode = m.encode ?? other.encode
         m.probe = m.probe ?? other.probe
+        m.analysis = m.analysis ?? other.analysis
         m.decode.merge(other.decode) { mine, _ in mine }
         for o in other.methods {
             if let i = m.methods.firstIndex(where: { $0.key == o.key }) {
