@@ -58,6 +58,11 @@ public final class CostEstimator {
     public static let timeMargin = Margin(factor: 1.5, plus: 300)
     public static let memoryMargin = Margin(factor: 1.25, plus: 512 * 1024 * 1024)
 
+    /// The margins as `--list` and `--slurm` state them.
+    public static var marginDescription: String {
+        "with a margin of time x\(formatNumber(timeMargin.factor)) + \(Int(timeMargin.plus / 60)) min, memory x\(formatNumber(memoryMargin.factor)) + \(Int(memoryMargin.plus) >> 20) MiB"
+    }
+
     /// A limit with room: `value x factor + plus`.
     public struct Margin: Sendable, Equatable {
         public var factor: Double
@@ -83,10 +88,12 @@ public final class CostEstimator {
     var key: RatesKey { RatesKey.current(modelDigest: runner.store.modelDigest, precision: runner.precision) }
 
     /// The estimate of each cell, in order. Measures what the rates file lacks for them and saves it.
-    public func estimate(_ cells: [RunSpec]) throws -> [CellEstimate] {
+    /// `afterFeaturesJob`: the cells run after `featuresJob` made their files (a Slurm array after
+    /// its features job), so they encode nothing.
+    public func estimate(_ cells: [RunSpec], afterFeaturesJob: Bool = false) throws -> [CellEstimate] {
         let plans = try cells.map(plan)
         let rates = try ratesCovering(plans)
-        return plans.map { cost($0, rates) }
+        return plans.map { cost($0, rates, featuresCached: afterFeaturesJob) }
     }
 
     /// One process making every features file of `cells` not cached yet, each once
@@ -141,11 +148,11 @@ public final class CostEstimator {
         return (r.encode?.peakBytes ?? 0) * chunk + chunk * f.views * 3 * res * res * 4 + 2 * f.bytes(runner.model.config.embedDim)
     }
 
-    func cost(_ p: CellPlan, _ r: MachineRates) -> CellEstimate {
+    func cost(_ p: CellPlan, _ r: MachineRates, featuresCached: Bool = false) -> CellEstimate {
         let d = runner.model.config.embedDim, res = runner.model.config.imageResolution
         let decode = { (dataset: String) in r.decode[dataset] ?? 0 }
         let encode = r.encode ?? PieceRate(seconds: 0, peakBytes: 0)
-        let uncached = p.files.filter { !$0.isCached }
+        let uncached = featuresCached ? [] : p.files.filter { !$0.isCached }
         let featureSeconds = uncached.reduce(0) { $0 + fileSeconds($1, r) }
         var pieces = uncached.map { extractionPeak($0, r) }
         var held = p.files.reduce(0) { $0 + $1.bytes(d) }

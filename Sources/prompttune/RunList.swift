@@ -1,6 +1,8 @@
 import CLIP
+import Cluster
 import Experiments
 import Foundation
+import TensorCore
 
 extension Run {
     /// The model, results folder and data root of a plan (its fields, else the defaults).
@@ -42,8 +44,44 @@ extension Run {
         let serial = job.seconds + estimates.reduce(0) { $0 + $1.trainSeconds + $1.evaluationSeconds }
         let peak = max(job.peakBytes, estimates.map(\.peakBytes).max() ?? 0)
         let limits = CostEstimator.slurmLimits(for: estimates)
-        let (t, m) = (CostEstimator.timeMargin, CostEstimator.memoryMargin)
-        say("total: \(estimates.count) cells, \(ProgressBar.clock(serial)) one after another (encoding features once: \(ProgressBar.clock(job.seconds))), peak \(Self.memory(peak)); per cell with the margins (time x\(t.factor) + \(Int(t.plus / 60)) min, memory x\(m.factor) + \(Int(m.plus) >> 20) MiB): --time \(limits.timeMinutes) --mem \(limits.memoryMB)M")
+        say("total: \(estimates.count) cells, \(ProgressBar.clock(serial)) one after another (encoding features once: \(ProgressBar.clock(job.seconds))), peak \(Self.memory(peak)); per cell \(CostEstimator.marginDescription): --time \(limits.timeMinutes) --mem \(limits.memoryMB)M")
+    }
+
+    /// `--slurm` without `--time` or `--mem`: the limits of the selected cells (which run after
+    /// the features job, so they encode nothing) and of the longest features task, from
+    /// `CostEstimator` with its margins, measured with the tasks' thread count (`--cpus-per-task`)
+    /// on this machine.
+    func estimatedLimits(_ runner: ExperimentRunner, cells: [RunSpec], selection: SubmissionSelection,
+                         cellsResources: inout SlurmResources, featuresResources: inout SlurmResources) throws -> SlurmSubmission.Estimate {
+        let threads = Compute.threads
+        Compute.threads = slurm.cpusPerTask
+        defer { Compute.threads = threads }
+        let estimator = CostEstimator(runner: runner, rates: CostEstimator.defaultRatesURL(results: runner.results))
+        let estimates = try estimator.estimate(selection.cells.map { cells[$0] }, afterFeaturesJob: !selection.featureTasks.isEmpty)
+        if !estimator.measured.isEmpty {
+            say("costs: measured \(estimator.measured.joined(separator: ", ")) on this machine with \(slurm.cpusPerTask) threads in \(String(format: "%.1f", estimator.calibrationSeconds)) s; saved in \(estimator.ratesURL.path)")
+        }
+        var features = (seconds: 0.0, peakBytes: 0)
+        for task in selection.featureTasks {
+            let job = try estimator.featuresJob(task.map { cells[$0] })
+            features = (max(features.seconds, job.seconds), max(features.peakBytes, job.peakBytes))
+        }
+        let cellLimits = CostEstimator.slurmLimits(for: estimates)
+        let featureLimits = CostEstimator.slurmLimits(seconds: features.seconds, peakBytes: features.peakBytes)
+        var derived: [String] = []
+        if slurm.time == nil {
+            cellsResources.time = String(cellLimits.timeMinutes)
+            featuresResources.time = String(featureLimits.timeMinutes)
+            derived.append("--time")
+        }
+        if slurm.mem == nil {
+            cellsResources.memory = "\(cellLimits.memoryMB)M"
+            featuresResources.memory = "\(featureLimits.memoryMB)M"
+            derived.append("--mem")
+        }
+        return SlurmSubmission.Estimate(cellSeconds: estimates.map(\.seconds).max() ?? 0, cellPeakBytes: estimates.map(\.peakBytes).max() ?? 0,
+                                        featuresSeconds: features.seconds, featuresPeakBytes: features.peakBytes, derived: derived,
+                                        margin: CostEstimator.marginDescription)
     }
 
     /// Bytes as MiB below a GiB, else GiB with one decimal.
