@@ -150,6 +150,7 @@ extension ExperimentRunner {
         let skipped = Set(stored.skipped.map(\.path))
         let kept = items.filter { !skipped.contains($0.path) }
         let features = try encodeImages(kept, source: loaded.images, resolution: model.config.imageResolution, encode: encode)
+        ProcessMemory.trim()  // the tower's workspace, before the next set makes its own
         return LabeledFeatures(features: Tensor(shape: [1] + features.shape, data: features.data), labels: kept.map(\.label),
                                classNames: stored.classNames)
     }

@@ -363,6 +363,10 @@ public final class ExperimentRunner {
             tests.append((s, f))
         }
         record.timings.features = Date().timeIntervalSince(clock)
+        // Each phase's buffers go back to the system before the next: the process's peak is the
+        // largest phase's, not their sum (what `CostEstimator` predicts; glibc keeps freed heap
+        // memory otherwise).
+        ProcessMemory.trim()
 
         // The classifier: a trained prompt, the hand template, or a linear probe.
         clock = Date()
@@ -387,6 +391,7 @@ public final class ExperimentRunner {
             classifier = try trainPrompt(spec, dataset: dataset, train: train, tests: tests, folder: folder, record: &record)
         }
         record.timings.training = Date().timeIntervalSince(clock)
+        ProcessMemory.trim()
 
         // Evaluation and the final measures.
         clock = Date()

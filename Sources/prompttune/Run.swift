@@ -64,7 +64,7 @@ struct Run: ParsableCommand {
     @Option(parsing: .unconditionalSingleValue,
             help: ArgumentHelp("Run only these cells: numbers from --list and ranges, e.g. 3, 0-7 or 0-3,5 (repeatable).", valueName: "N[-M],..."))
     var cell: [String] = []
-    @Flag(help: "Print the grid's cells and exit.") var list = false
+    @Flag(help: "Print the grid's cells (number, identifier, and where the model and datasets are there: estimated time, peak memory, features cached or to encode, measured on this machine) and exit.") var list = false
     @Flag(name: .customLong("no-coop-cache"), help: "Draw few-shot sets anew even where CoOp's split_fewshot cache exists.")
     var noCoopCache = false
     @Flag(name: .customLong("no-report"), help: "Do not print the table or write the report at the end.") var noReport = false
@@ -157,13 +157,8 @@ struct Run: ParsableCommand {
         do { try Compute.setPrecision(precision.compute) } catch { throw ValidationError("--precision bf16: \(error)") }
         let plan = try resolvedPlan()
         let cells = try plan.cells()
-        if list {
-            for (i, c) in cells.enumerated() { print("\(i)\t\(c.identifier)") }
-            return
-        }
-        let modelPath = plan.model ?? CLIPModel.defaultModelLocation()
-        let out = URL(fileURLWithPath: plan.out ?? "results/\(plan.name ?? plan.protocolKind.rawValue)")
-        let root = URL(fileURLWithPath: plan.root ?? ProcessInfo.processInfo.environment["DATA"] ?? FileManager.default.currentDirectoryPath)
+        if list { return listCells(cells, plan: plan) }
+        let (modelPath, out, root) = locations(plan)
         let only = try cellNumbers()
         if slurm.slurm {
             if featuresOnly { throw ValidationError("--features-only runs here; --slurm submits the whole grid (its first job makes the features): give one of them") }

@@ -104,9 +104,9 @@ extension Run {
         featuresResources.maxParallel = nil
         var estimate: SlurmSubmission.Estimate?
         if slurm.time == nil || slurm.mem == nil {
-            throw ValidationError("give --time and --mem (estimating them is not available yet)")
+            estimate = try estimatedLimits(runner, cells: submitter.cells, selection: selection,
+                                           cellsResources: &cellsResources, featuresResources: &featuresResources)
         }
-        _ = estimate
         let maxArray = slurm.dryRun && !SlurmClient.has("scontrol") ? 1001 : client.maxArraySize()
         let (submission, folder) = try submitter.submit(selection, resources: cellsResources, featuresResources: featuresResources,
                                                         estimate: estimate, executable: executable, runFlags: taskFlags(),
