@@ -142,10 +142,12 @@ public final class CostEstimator {
     }
 
     /// What making a features file adds at its peak: a chunk of 64 images (all views of their
-    /// pixels, the tower's activations for one view) and the file's features, assembled twice.
+    /// pixels; the tower's activations, one view at a time through one workspace) and the file's
+    /// features, assembled twice.
     func extractionPeak(_ f: CellPlan.File, _ r: MachineRates) -> Int {
         let chunk = min(64, f.images), res = runner.model.config.imageResolution
-        return (r.encode?.peakBytes ?? 0) * chunk + chunk * f.views * 3 * res * res * 4 + 2 * f.bytes(runner.model.config.embedDim)
+        let perImage = f.views > 1 ? r.encodeRepeatedPeakBytes ?? r.encode?.peakBytes ?? 0 : r.encode?.peakBytes ?? 0
+        return perImage * chunk + chunk * f.views * 3 * res * res * 4 + 2 * f.bytes(runner.model.config.embedDim)
     }
 
     func cost(_ p: CellPlan, _ r: MachineRates, featuresCached: Bool = false) -> CellEstimate {

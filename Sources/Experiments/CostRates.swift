@@ -128,6 +128,9 @@ public struct MachineRates: Codable, Equatable, Sendable {
     public var packed: PackedBytes?
     /// The frozen image tower's forward, per image of a batch of 8.
     public var encode: PieceRate?
+    /// Its peak per image when one workspace encodes several batches (the views of a chunk), ~1.4x
+    /// a single batch's on ViT-B/16.
+    public var encodeRepeatedPeakBytes: Int?
     /// Decoding and preprocessing (test transform, on every core) per image, by dataset.
     public var decode: [String: Double]
     /// The linear probe's C search, seconds per (training image x class).
@@ -140,7 +143,7 @@ public struct MachineRates: Codable, Equatable, Sendable {
         self.key = key; self.decode = [:]; self.methods = []
     }
 
-    enum CodingKeys: String, CodingKey { case key, processBytes = "process_bytes", loadPeakBytes = "load_peak_bytes", packed, encode, decode, probe, analysis, methods }
+    enum CodingKeys: String, CodingKey { case key, processBytes = "process_bytes", loadPeakBytes = "load_peak_bytes", packed, encode, encodeRepeatedPeakBytes = "encode_repeated_peak_bytes", decode, probe, analysis, methods }
 
     public func method(_ key: String) -> MethodRates? { methods.first { $0.key == key } }
 
@@ -152,6 +155,7 @@ public struct MachineRates: Codable, Equatable, Sendable {
         m.packed = m.packed ?? other.packed
         if m.packed?.imageBackward == nil, let b = other.packed?.imageBackward { m.packed?.imageBackward = b }
         m.encode = m.encode ?? other.encode
+        m.encodeRepeatedPeakBytes = m.encodeRepeatedPeakBytes ?? other.encodeRepeatedPeakBytes
         m.probe = m.probe ?? other.probe
         m.analysis = m.analysis ?? other.analysis
         m.decode.merge(other.decode) { mine, _ in mine }
