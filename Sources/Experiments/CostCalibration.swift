@@ -280,18 +280,4 @@ extension CostEstimator {
 }
 
 /// Fixed random pixels standing in for decoded training images (decoding is measured apart).
-struct SyntheticImages: TrainingImages {
-    let pixels: Tensor
-    let labels: [Int]
-    let classNames: [String]
-    var digest: String { "synthetic" }
-
-    func load(_ indices: [Int], seeds: [UInt64], resolution: Int) throws -> (pixels: Tensor, augmentations: [AugmentationRecord]) {
-        let size = 3 * resolution * resolution
-        var data: [Float] = []
-        data.reserveCapacity(indices.count * size)
-        for i in indices { data += pixels.data[(i * size)..<((i + 1) * size)] }
-        return (Tensor(shape: [indices.count, 3, resolution, resolution], data: data),
-                indices.map { _ in AugmentationRecord(top: 0, left: 0, height: resolution, width: resolution, flip: false) })
-    }
-}
+typealias SyntheticImages = FixedImages

@@ -28,6 +28,29 @@ public protocol TrainingImages: Sendable {
     var digest: String { get }
 }
 
+/// Fixed pixels standing in for decoded training images, image i being rows i of `pixels`
+/// (B x 3 x R x R): benches and cost measurements time steps, not decoding. Each image's
+/// "augmentation" is the whole image, unflipped.
+public struct FixedImages: TrainingImages {
+    public let pixels: Tensor
+    public let labels: [Int]
+    public let classNames: [String]
+    public let digest: String
+
+    public init(pixels: Tensor, labels: [Int], classNames: [String], digest: String = "fixed") {
+        self.pixels = pixels; self.labels = labels; self.classNames = classNames; self.digest = digest
+    }
+
+    public func load(_ indices: [Int], seeds: [UInt64], resolution: Int) throws -> (pixels: Tensor, augmentations: [AugmentationRecord]) {
+        let size = 3 * resolution * resolution
+        var data: [Float] = []
+        data.reserveCapacity(indices.count * size)
+        for i in indices { data += pixels.data[(i * size)..<((i + 1) * size)] }
+        return (Tensor(shape: [indices.count, 3, resolution, resolution], data: data),
+                indices.map { _ in AugmentationRecord(top: 0, left: 0, height: resolution, width: resolution, flip: false) })
+    }
+}
+
 /// Where a run's training inputs come from.
 public enum TrainingData: Sendable {
     /// Final image features encoded once (any number of augmented views): the text-only methods.

@@ -5,20 +5,7 @@ import PromptLearning
 import TensorCore
 
 /// Fixed random pixels standing in for decoded images (the bench times the step, not decoding).
-struct BenchImages: TrainingImages {
-    let pixels: Tensor
-    let labels: [Int]
-    let classNames: [String]
-    var digest: String { "bench" }
-    func load(_ indices: [Int], seeds: [UInt64], resolution: Int) throws -> (pixels: Tensor, augmentations: [AugmentationRecord]) {
-        let size = 3 * resolution * resolution
-        var data: [Float] = []
-        data.reserveCapacity(indices.count * size)
-        for i in indices { data += pixels.data[(i * size)..<((i + 1) * size)] }
-        return (Tensor(shape: [indices.count, 3, resolution, resolution], data: data),
-                indices.map { _ in AugmentationRecord(top: 0, left: 0, height: resolution, width: resolution, flip: false) })
-    }
-}
+typealias BenchImages = FixedImages
 
 extension Bench {
     struct DAPTStep: ParsableCommand {

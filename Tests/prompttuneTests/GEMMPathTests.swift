@@ -1,17 +1,12 @@
 import Foundation
+import TestSupport
 import TensorCore
 import XCTest
 
 /// The GEMM path in a child process whose OpenBLAS runs Debian's misdetected kernels.
 final class GEMMPathTests: XCTestCase {
     /// The built `prompttune` beside the test bundle.
-    func binary() throws -> URL {
-        let dirs = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-                    Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-        guard let dir = dirs.first(where: { FileManager.default.isExecutableFile(atPath: $0.appendingPathComponent("prompttune").path) })
-        else { throw XCTSkip("the prompttune binary is not beside the tests (\(dirs.map(\.path)))") }
-        return dir.appendingPathComponent("prompttune")
-    }
+    func binary() throws -> URL { try prompttuneBinary() }
 
     func run(_ args: [String], env: [String: String]) throws -> (out: String, err: String) {
         let p = Process()

@@ -1,5 +1,6 @@
 import Experiments
 import Foundation
+import TestSupport
 import XCTest
 
 /// `prompttune report DIR` as a user sees it, standard output and error in one stream.
@@ -20,11 +21,7 @@ final class ReportCLITests: XCTestCase {
         try JSONEncoder().encode(record).write(to: folder.appendingPathComponent("record.json"))
 
         let p = Process()
-        let dirs = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-                    Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-        guard let bin = dirs.first(where: { FileManager.default.isExecutableFile(atPath: $0.appendingPathComponent("prompttune").path) })
-        else { throw XCTSkip("the prompttune binary is not beside the tests (\(dirs.map(\.path)))") }
-        p.executableURL = bin.appendingPathComponent("prompttune")
+        p.executableURL = try prompttuneBinary()
         p.arguments = ["report", dir.path]
         let pipe = Pipe()
         p.standardOutput = pipe

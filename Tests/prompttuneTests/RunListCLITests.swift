@@ -6,13 +6,7 @@ import XCTest
 /// features state per cell; the first list on a machine measures and says so, the next does not;
 /// without the datasets it lists the cells as before and says why there is no estimate.
 final class RunListCLITests: XCTestCase {
-    func binary() throws -> URL {
-        let dirs = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-                    Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-        guard let dir = dirs.first(where: { FileManager.default.isExecutableFile(atPath: $0.appendingPathComponent("prompttune").path) })
-        else { throw XCTSkip("the prompttune binary is not beside the tests (\(dirs.map(\.path)))") }
-        return dir.appendingPathComponent("prompttune")
-    }
+    func binary() throws -> URL { try prompttuneBinary() }
 
     func run(_ args: [String]) throws -> (out: String, err: String) {
         let p = Process()

@@ -47,13 +47,7 @@ final class SlurmClusterTests: XCTestCase {
         return (p.terminationStatus, out)
     }
 
-    func binary() throws -> URL {
-        let dirs = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-                    Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-        guard let dir = dirs.first(where: { FileManager.default.isExecutableFile(atPath: $0.appendingPathComponent("prompttune").path) })
-        else { throw XCTSkip("the prompttune binary is not beside the tests (\(dirs.map(\.path)))") }
-        return dir.appendingPathComponent("prompttune")
-    }
+    func binary() throws -> URL { try prompttuneBinary() }
 
     func prompttune(_ args: [String]) throws -> (status: Int32, out: String) {
         try Self.shell(([try binary().path] + args).map(shellWord).joined(separator: " "))
