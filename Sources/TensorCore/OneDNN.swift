@@ -33,7 +33,7 @@ public final class PackedWeight: @unchecked Sendable {
     }
 
     /// The weight in layout `desc`; `source` (with `plain`, its description) is read on first use.
-    fileprivate func data(desc: dnnl_memory_desc_t, transposed: Bool, plain: dnnl_memory_desc_t,
+    func data(desc: dnnl_memory_desc_t, transposed: Bool, plain: dnnl_memory_desc_t,
                           source: UnsafePointer<Float>) -> UnsafeMutableRawPointer? {
         lock.lock(); defer { lock.unlock() }
         var want = desc
