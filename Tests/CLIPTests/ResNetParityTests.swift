@@ -1,0 +1,85 @@
+import CLIP
+import Foundation
+import TensorCore
+import TensorIO
+import TestSupport
+import XCTest
+
+/// Every stage of the ModifiedResNet image tower against openai's PyTorch code
+/// (reference/rn_goldens.py: random weights and random batch-norm statistics).
+///
+/// CI uses the committed small configuration (Goldens/rn: layers 2-1-1-1, width 8, resolution 96,
+/// 4 heads). For RN50-shaped weights (~100 MB, not committed):
+///   python3 reference/rn_goldens.py --config rn50 --out /tmp/rn50g
+///   PROMPTTUNE_RN_GOLDENS=/tmp/rn50g swift test --filter ResNetParityTests
+final class ResNetParityTests: XCTestCase {
+    struct Meta: Decodable {
+        var layers: [Int]
+        var width: Int
+        var resolution: Int
+        var heads: Int
+        var embed_dim: Int
+    }
+
+    static func load(_ dir: String) throws -> (ResNetTower, [String: Tensor]) {
+        let g = try Safetensors.read(path: dir + "/rn_goldens.safetensors").tensors
+        let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/rn_meta.json"))
+        let m = try JSONDecoder().decode(Meta.self, from: data)
+        let arch = ResNetArchitecture(layers: m.layers, width: m.width, resolution: m.resolution, heads: m.heads, embedDim: m.embed_dim)
+        return (try ResNetTower(architecture: arch, tensors: g), g)
+    }
+
+    /// B, C, H, W (PyTorch) -> B, H, W, C (the tower's layout).
+    static func nhwc(_ t: Tensor) -> Tensor { ResNetTower.channelsLast(t) }
+
+    func checkEveryStage(_ dir: String, tolerance: Float) throws {
+        let (tower, g) = try Self.load(dir)
+        var seen: [String] = []
+        let features = tower.forward(pixels: g["pixels"]!) { name, value in
+            seen.append(name)
+            assertAgrees(value, Self.nhwc(g[name]!), atol: tolerance, rtol: tolerance, "\(tower.architecture.name) \(name)")
+        }
+        XCTAssertEqual(seen, ["stem", "layer1", "layer2", "layer3", "layer4"])
+        assertAgrees(features, g["features"]!, atol: tolerance, rtol: tolerance, "\(tower.architecture.name) features")
+    }
+
+    func testSmallConfigurationEveryStage() throws {
+        try checkEveryStage(repoRoot.appendingPathComponent("Goldens/rn").path, tolerance: 1e-4)
+    }
+
+    /// The same through bf16 convolutions and products, where this CPU runs them: close, not equal.
+    func testSmallConfigurationBF16() throws {
+        guard Compute.canRunBF16 else { throw XCTSkip("no bf16 kernel on this CPU") }
+        let (tower, g) = try Self.load(repoRoot.appendingPathComponent("Goldens/rn").path)
+        try Compute.setPrecision(.bf16)
+        defer { try? Compute.setPrecision(.fp32) }
+        let features = tower.forward(pixels: g["pixels"]!)
+        assertAgrees(features, g["features"]!, atol: 2e-2, rtol: 5e-2, "bf16 features")
+    }
+
+    /// The parity test catches a tower without the anti-aliasing pools: strided 3x3 convolutions
+    /// in their place give the same shapes and different values.
+    func testStridedConvolutionInsteadOfAntiAliasingDiffers() throws {
+        let (tower, g) = try Self.load(repoRoot.appendingPathComponent("Goldens/rn").path)
+        var wrong = tower
+        for l in 1..<wrong.layers.count {
+            // torchvision's downsampling: conv2 and the downsample convolution strided, no pools.
+            let b = wrong.layers[l][0]
+            wrong.layers[l][0] = ResNetTower.Bottleneck(
+                conv1: b.conv1, conv2: Conv2D(weight: b.conv2.weight, bias: b.conv2.bias, stride: 2, padding: 1),
+                conv3: b.conv3, downsample: Conv2D(weight: b.downsample!.weight, bias: b.downsample!.bias, stride: 2),
+                stride: 1)
+        }
+        let got = wrong.forward(pixels: g["pixels"]!)
+        XCTAssertEqual(got.shape, g["features"]!.shape)
+        XCTAssertGreaterThan(Agreement(got, g["features"]!).maxAbs, 1e-3, "a tower without anti-aliasing must not pass the parity test")
+    }
+
+    func testRN50ShapedEveryStage() throws {
+        guard let dir = ProcessInfo.processInfo.environment["PROMPTTUNE_RN_GOLDENS"],
+              FileManager.default.fileExists(atPath: dir + "/rn_goldens.safetensors") else {
+            throw XCTSkip("set PROMPTTUNE_RN_GOLDENS to a directory made by reference/rn_goldens.py --config rn50")
+        }
+        try checkEveryStage(dir, tolerance: 1e-4)
+    }
+}
