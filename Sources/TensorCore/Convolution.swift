@@ -15,8 +15,6 @@ public struct Conv2D: Sendable {
     public let bias: Tensor     // O
     public let stride: Int
     public let padding: Int
-    /// The weight as O, K, K, I (the im2col fallback's rows).
-    let weightOHWI: Tensor
     let packed = PackedWeight()
 
     public init(weight: Tensor, bias: Tensor, stride: Int = 1, padding: Int = 0) {
@@ -24,12 +22,16 @@ public struct Conv2D: Sendable {
         precondition(bias.shape == [weight.shape[0]], "Conv2D bias \(bias.shape) vs weight \(weight.shape)")
         precondition(stride >= 1 && padding >= 0, "Conv2D stride \(stride), padding \(padding)")
         self.weight = weight; self.bias = bias; self.stride = stride; self.padding = padding
+    }
+
+    /// The weight as O, K, K, I (the im2col product's layout; made per call, the fallback is rare).
+    var weightOHWI: Tensor {
         let (o, i, k) = (weight.shape[0], weight.shape[1], weight.shape[2])
         var t = [Float](repeating: 0, count: weight.count)
         for a in 0..<o { for c in 0..<i { for y in 0..<k { for x in 0..<k {
             t[((a * k + y) * k + x) * i + c] = weight.data[((a * i + c) * k + y) * k + x]
         } } } }
-        weightOHWI = Tensor(shape: [o, k, k, i], data: t)
+        return Tensor(shape: [o, k, k, i], data: t)
     }
 
     /// A convolution (no bias) followed by a frozen batch norm, as one convolution:
@@ -103,7 +105,8 @@ public struct Conv2D: Sendable {
             bias.withPointer { pb in
                 for r in 0..<rows { for c in 0..<o { py[r * o + c] += pb[c] } }
             }
-            patches.withPointer { pa in weightOHWI.withPointer { pw in
+            let ohwi = weightOHWI
+            patches.withPointer { pa in ohwi.withPointer { pw in
                 gemm(transB: true, m: rows, n: o, k: cols, a: pa, lda: cols, b: pw, ldb: cols, beta: 1, c: py, ldc: o)
             } }
             if relu { for j in 0..<(rows * o) { py[j] = max(py[j], 0) } }

@@ -133,6 +133,10 @@ public struct LayerNorm: Sendable {
         public var input: Tensor
         public var mean: [Float]
         public var rstd: [Float]
+
+        public init(input: Tensor, mean: [Float], rstd: [Float]) {
+            self.input = input; self.mean = mean; self.rstd = rstd
+        }
     }
 
     public struct Grads: Sendable {

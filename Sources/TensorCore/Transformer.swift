@@ -16,6 +16,9 @@ public struct Transformer: Sendable {
         public var deepPrompts = DeepPrompts()
         /// The rows the last block was restricted to (nil: all rows).
         public var outputRows: [Int]? { caches.last?.attention.outputRows }
+
+        /// No caches: a forward that keeps nothing.
+        public init() {}
     }
 
     // x: R, C -> R, C, or S, C with `outputRows`: the rows the caller reads (e.g. each sequence's

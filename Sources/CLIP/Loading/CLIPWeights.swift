@@ -30,7 +30,7 @@ public struct CLIPWeights {
     }
 }
 
-/// Reads a CLIP (ViT) checkpoint in any of the supported formats: an OpenAI TorchScript `.pt`, a
+/// Reads a CLIP checkpoint (a ViT, or a ResNet: RN50, RN101, RN50x4, ...) in any of the supported formats: an OpenAI TorchScript `.pt`, a
 /// `torch.save` state dict, an open_clip `.safetensors`, or a Hugging Face model directory (or its
 /// `model.safetensors`). The format is detected from the content, the names are mapped to OpenAI's
 /// (see `sanitize`), the architecture is inferred from the shapes as openai's `build_model` does
@@ -53,10 +53,6 @@ public func loadCLIPWeights(path: String) throws -> CLIPWeights {
 
     // Architectures PromptTune does not implement.
     let names = Array(recipes.keys)
-    if names.contains(where: { $0.hasPrefix("visual.layer1.") || $0.hasPrefix("visual.attnpool.") }) {
-        throw FileError(.unsupported, path: path,
-                        "a ResNet CLIP checkpoint (RN50, RN101, ...): only Vision Transformer CLIP models (ViT-B/32, ViT-B/16, ViT-L/14, ...) are supported.")
-    }
     if opened.tensors.keys.contains(where: { $0.contains("visual.trunk.") || $0.hasPrefix("text.transformer.") }) {
         throw FileError(.unsupported, path: path,
                         "an open_clip model with a timm image tower or a Hugging Face text tower: only OpenAI-style ViT CLIP models are supported.")
@@ -100,7 +96,7 @@ public func loadCLIPWeights(path: String) throws -> CLIPWeights {
             + (problems.count > 20 ? "\n  - ... and \(problems.count - 20) more" : "")
         throw refuse(missing.isEmpty ? .badShape : .missingEntry,
                      "\(list).\nExpected shapes follow from the architecture inferred from the checkpoint (\(provenance)). "
-                     + "The checkpoint is incomplete, damaged, or not a ViT CLIP model of this architecture; download it again or check its origin.")
+                     + "The checkpoint is incomplete, damaged, or not a CLIP model of this architecture; download it again or check its origin.")
     }
 
     // Convert.
@@ -136,7 +132,7 @@ private func missingTensorNote(_ name: String, sanitized: SanitizedTensors) -> S
     return " (the checkpoint would store it as \(stored.map { "'\($0)'" }.joined(separator: " + ")))"
 }
 
-/// The architecture of a ViT CLIP model from its OpenAI-named tensor shapes, as openai's
+/// The architecture of a CLIP model (ViT or ResNet) from its OpenAI-named tensor shapes, as openai's
 /// `build_model` infers it (heads = width / 64).
 public func inferCLIPConfig(shapes: [String: [Int]], source: String = "checkpoint") throws -> CLIPConfig {
     try inferArchitecture(shapes: shapes, names: Array(shapes.keys), path: source, subject: source) { _ in "" }.config
@@ -153,13 +149,16 @@ private func inferArchitecture(shapes: [String: [Int]], names: [String], path: S
         guard let s = shapes[name] else {
             throw refuse(.missingEntry,
                          "tensor '\(name)' is missing\(note(name)); it is needed to infer \(what). "
-                         + "The checkpoint is incomplete or not a ViT CLIP model.")
+                         + "The checkpoint is incomplete or not a CLIP model.")
         }
         guard s.count == rank, s.allSatisfy({ $0 > 0 && $0 <= maxDimension }) else {
             throw refuse(.badShape,
                          "tensor '\(name)' has shape \(s), expected a \(rank)-D shape of sizes between 1 and \(maxDimension) (it gives \(what)).")
         }
         return s
+    }
+    if names.contains(where: { $0.hasPrefix("visual.layer1.") || $0.hasPrefix("visual.attnpool.") }) {
+        return try inferResNetArchitecture(shape: shape, names: names, refuse: refuse)
     }
     let conv = try shape("visual.conv1.weight", rank: 4, "the vision width and patch size")
     guard conv[1] == 3, conv[2] == conv[3] else {
@@ -213,6 +212,61 @@ private func inferArchitecture(shapes: [String: [Int]], names: [String], path: S
         + "\(visionLayers) vision and \(textLayers) text blocks; "
         + "context \(config.contextLength), vocab \(config.vocabSize), text width \(textWidth) from positional_embedding, "
         + "token_embedding.weight and ln_final.weight"
+    return (config, provenance)
+}
+
+/// A ResNet CLIP's architecture as openai's `build_model` infers it: blocks per layer from the
+/// `visual.layer{1..4}.N.` names, width from layer1's first convolution, resolution 32 times the
+/// attention pool's grid, heads width * 32 / 64; the text tower as for a ViT.
+private func inferResNetArchitecture(shape: (String, Int, String) throws -> [Int], names: [String],
+                                     refuse: (FileError.Kind, String) -> FileError) throws -> (config: CLIPConfig, provenance: String) {
+    let layers = (1...4).map { l -> Int in
+        let prefix = "visual.layer\(l)."
+        return Set(names.filter { $0.hasPrefix(prefix) }.compactMap { Int($0.dropFirst(prefix.count).prefix { $0 != "." }) }).count
+    }
+    guard layers.allSatisfy({ $0 > 0 }) else {
+        throw refuse(.missingEntry,
+                     "a ResNet CLIP needs blocks in each of visual.layer1 ... visual.layer4, found \(layers) blocks; the checkpoint is incomplete or not an openai-style ResNet CLIP.")
+    }
+    let first = try shape("visual.layer1.0.conv1.weight", 4, "the ResNet width")
+    let pool = try shape("visual.attnpool.positional_embedding", 2, "the image resolution")
+    let grid = Int(Double(pool[0] - 1).squareRoot().rounded())
+    guard grid > 0, grid * grid + 1 == pool[0] else {
+        throw refuse(.badShape,
+                     "tensor 'visual.attnpool.positional_embedding' has \(pool[0]) rows, expected grid*grid + 1 (the mean token plus a square grid).")
+    }
+    let width = first[0]
+    guard width % 2 == 0 else {
+        throw refuse(.unsupported, "tensor 'visual.layer1.0.conv1.weight' gives a ResNet width of \(width); openai's ModifiedResNet needs an even width.")
+    }
+    let textProjection = try shape("text_projection", 2, "the embedding width")
+    let positional = try shape("positional_embedding", 2, "the context length")
+    let tokens = try shape("token_embedding.weight", 2, "the vocabulary size")
+    let lnFinal = try shape("ln_final.weight", 1, "the text width")
+    let textLayers = layerCount(in: names, prefix: "transformer.resblocks.")
+    guard textLayers > 0 else {
+        throw refuse(.missingEntry, "no text transformer blocks: tensor 'transformer.resblocks.0.attn.in_proj_weight' is missing.")
+    }
+    let arch = ResNetArchitecture(layers: layers, width: width, resolution: grid * 32, heads: max(1, width * 32 / 64),
+                                  embedDim: textProjection[1])
+    let textWidth = lnFinal[0]
+    let config = CLIPConfig(resnet: arch, contextLength: positional[0], vocabSize: tokens[0], textWidth: textWidth,
+                            textLayers: textLayers, textHeads: max(1, textWidth / 64))
+    guard config.vocabSize > CLIPTokenizer.eot else {
+        throw refuse(.unsupported,
+                     "tensor 'token_embedding.weight' has \(config.vocabSize) rows, but CLIP's BPE tokenizer (which PromptTune uses) produces ids up to \(CLIPTokenizer.eot): use a CLIP checkpoint with the standard 49408-token vocabulary.")
+    }
+    guard config.contextLength >= 3 else {
+        throw refuse(.unsupported,
+                     "tensor 'positional_embedding' gives a context length of \(config.contextLength); a prompt needs at least 3 positions (SOT, a token, EOT).")
+    }
+    guard textWidth % config.textHeads == 0 else {
+        throw refuse(.unsupported, "the text width \(textWidth) is not divisible by its \(config.textHeads) attention heads (width / 64, as openai's build_model infers them).")
+    }
+    let provenance = "\(arch.name): blocks per layer \(layers) from the visual.layer1..4 names; width \(width) from visual.layer1.0.conv1.weight \(first); "
+        + "resolution \(arch.resolution) from visual.attnpool.positional_embedding \(pool); attention-pool heads width * 32 / 64 = \(arch.heads); "
+        + "embed dim \(arch.embedDim) from text_projection \(textProjection); \(textLayers) text blocks, context \(config.contextLength), "
+        + "vocab \(config.vocabSize), text width \(textWidth)"
     return (config, provenance)
 }
 

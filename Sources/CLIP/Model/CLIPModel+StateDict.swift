@@ -16,8 +16,10 @@ extension CLIPModel {
     }
 
     /// Every tensor of `config.parameters`, by name, with the table's shape (scalars may be [] or [1]).
+    /// A ResNet CLIP's image tower is built from its checkpoint tensors (batch norms folded).
     public init(config c: CLIPConfig, tensors: [String: Tensor]) throws {
-        var model = CLIPModel.zeros(config: c)
+        let resnet = try c.resnet.map { try ResNetTower(architecture: $0, tensors: tensors) }
+        var model = CLIPModel.zeros(config: c, resnet: resnet)
         for p in c.parameters {
             guard let t = tensors[p.name] else { throw AssemblyError.missing(p.name) }
             guard t.shape == p.shape || (p.shape == [] && t.count == 1) else {

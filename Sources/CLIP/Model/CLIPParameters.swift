@@ -33,7 +33,10 @@ public struct CLIPParameter: @unchecked Sendable {
 
 extension CLIPConfig {
     /// Every tensor of a ViT CLIP model of this architecture, once, in a fixed order (image tower,
-    /// text tower, logit scale).
+    /// text tower, logit scale). A ResNet CLIP's image tensors are not parameters (its batch norms
+    /// are folded into the convolutions at load and the tower is frozen, forward only): the table
+    /// then lists the text tower and the logit scale, and `expectedCLIPTensorShapes` adds the
+    /// tower's checkpoint tensors (`ResNetArchitecture.tensorShapes`).
     public var parameters: [CLIPParameter] {
         var out: [CLIPParameter] = []
         func add(_ name: String, _ shape: [Int], _ role: CLIPParameter.Role, _ path: WritableKeyPath<CLIPModel, Tensor>) {
@@ -60,13 +63,15 @@ extension CLIPConfig {
             }
         }
         let (vw, p) = (visionWidth, patchSize)
-        add("visual.conv1.weight", [vw, 3, p, p], .matrix, \.image.patchEmbedding.weight)
-        add("visual.class_embedding", [vw], .embedding, \.image.classEmbedding)
-        add("visual.positional_embedding", [visionTokens, vw], .embedding, \.image.positionalEmbedding)
-        layerNorm("visual.ln_pre", vw, \.image.lnPre)
-        blocks("visual.transformer.resblocks.", layers: visionLayers, width: vw, \.image.transformer)
-        layerNorm("visual.ln_post", vw, \.image.lnPost)
-        add("visual.proj", [vw, embedDim], .matrix, \.image.projection)
+        if resnet == nil {
+            add("visual.conv1.weight", [vw, 3, p, p], .matrix, \.image.patchEmbedding.weight)
+            add("visual.class_embedding", [vw], .embedding, \.image.classEmbedding)
+            add("visual.positional_embedding", [visionTokens, vw], .embedding, \.image.positionalEmbedding)
+            layerNorm("visual.ln_pre", vw, \.image.lnPre)
+            blocks("visual.transformer.resblocks.", layers: visionLayers, width: vw, \.image.transformer)
+            layerNorm("visual.ln_post", vw, \.image.lnPost)
+            add("visual.proj", [vw, embedDim], .matrix, \.image.projection)
+        }
         let tw = textWidth
         add("token_embedding.weight", [vocabSize, tw], .embedding, \.text.tokenEmbedding)
         add("positional_embedding", [contextLength, tw], .embedding, \.text.positionalEmbedding)
@@ -78,9 +83,10 @@ extension CLIPConfig {
     }
 }
 
-/// Tensor names and shapes of a ViT CLIP model, in OpenAI's naming, in a fixed order.
+/// Tensor names and shapes of a CLIP model, in OpenAI's naming, in a fixed order (a ResNet
+/// tower's first).
 public func expectedCLIPTensorShapes(_ c: CLIPConfig) -> [(name: String, shape: [Int])] {
-    c.parameters.map { ($0.name, $0.shape) }
+    (c.resnet?.tensorShapes ?? []) + c.parameters.map { ($0.name, $0.shape) }
 }
 
 extension CLIPModel {
@@ -112,6 +118,17 @@ extension CLIPModel {
     /// A model of this architecture with every tensor zero: the starting point for assembling a
     /// checkpoint, and the shape of a gradient.
     public static func zeros(config c: CLIPConfig) -> CLIPModel {
+        zeros(config: c, resnet: c.resnet.map { a in
+            // Zero weights and unit variances: a tower that maps every image to c_proj's bias.
+            let tensors = Dictionary(uniqueKeysWithValues: a.tensorShapes.map { name, shape in
+                (name, name.hasSuffix("running_var") ? Tensor(shape: shape, data: .init(repeating: 1, count: shape.reduce(1, *))) : Tensor(zeros: shape))
+            })
+            return try! ResNetTower(architecture: a, tensors: tensors)
+        })
+    }
+
+    /// A zero model whose image tower is `resnet` (a ResNet CLIP), or a zero ViT.
+    static func zeros(config c: CLIPConfig, resnet: ResNetTower?) -> CLIPModel {
         func ln(_ w: Int) -> LayerNorm { LayerNorm(weight: Tensor(zeros: [w]), bias: Tensor(zeros: [w])) }
         func linear(_ out: Int, _ inp: Int) -> Linear { Linear(weight: Tensor(zeros: [out, inp]), bias: Tensor(zeros: [out])) }
         func blocks(_ layers: Int, _ w: Int, _ heads: Int) -> Transformer {
@@ -121,7 +138,7 @@ extension CLIPModel {
             })
         }
         let (vw, p) = (c.visionWidth, c.patchSize)
-        let image = ImageTower(
+        let image = resnet.map { ImageTower(resnet: $0) } ?? ImageTower(
             patchEmbedding: Linear(weight: Tensor(zeros: [vw, 3 * p * p]), bias: nil),
             classEmbedding: Tensor(zeros: [vw]), positionalEmbedding: Tensor(zeros: [c.visionTokens, vw]),
             lnPre: ln(vw), transformer: blocks(c.visionLayers, vw, c.visionHeads), lnPost: ln(vw),

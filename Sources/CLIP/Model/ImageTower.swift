@@ -13,6 +13,11 @@ public enum ImagePromptEntry: Sendable, Equatable {
 /// CLIP's vision transformer. Optional extra tokens (visual prompts) enter where `promptEntry`
 /// says, deep prompts may replace them before later blocks, and the backward returns their
 /// gradients through the frozen tower.
+///
+/// Or CLIP's ModifiedResNet (RN50, RN101, RN50x4, ...) when `resnet` is set: the forward without
+/// visual prompts runs it, and the ViT's tensors are empty. Extra tokens, deep prompts, kept caches
+/// and every backward need a ViT; the methods that use them refuse a ResNet model first
+/// (`ImageTowerError`).
 public struct ImageTower: Sendable {
     public var patchEmbedding: Linear       // W, 3*P*P (the conv1 kernel flattened; no bias)
     public var classEmbedding: Tensor       // W
@@ -22,6 +27,21 @@ public struct ImageTower: Sendable {
     public var lnPost: LayerNorm
     public var projection: Tensor           // W, E
     public let patchSize: Int
+    /// The ResNet tower, for a ResNet CLIP.
+    public var resnet: ResNetTower?
+
+    /// A ResNet CLIP's image tower (no ViT tensors; `patchSize` is the tower's downsampling, 32).
+    public init(resnet: ResNetTower) {
+        let w = resnet.architecture.featureWidth
+        self.init(patchEmbedding: Linear(weight: Tensor(zeros: [0, 0]), bias: nil), classEmbedding: Tensor(zeros: [0]),
+                  positionalEmbedding: Tensor(zeros: [0, w]), lnPre: LayerNorm(weight: Tensor(zeros: [0]), bias: Tensor(zeros: [0])),
+                  transformer: Transformer(blocks: []), lnPost: LayerNorm(weight: Tensor(zeros: [0]), bias: Tensor(zeros: [0])),
+                  projection: Tensor(zeros: [0, resnet.embedDim]), patchSize: 32)
+        self.resnet = resnet
+    }
+
+    /// Whether this is a vision transformer (visual prompts, image-tower backward), not a ResNet.
+    public var isViT: Bool { resnet == nil }
 
     public init(patchEmbedding: Linear, classEmbedding: Tensor, positionalEmbedding: Tensor, lnPre: LayerNorm,
                 transformer: Transformer, lnPost: LayerNorm, projection: Tensor, patchSize: Int) {
@@ -30,10 +50,11 @@ public struct ImageTower: Sendable {
         self.lnPost = lnPost; self.projection = projection; self.patchSize = patchSize
     }
 
-    public var width: Int { classEmbedding.count }
-    public var patchesPerImage: Int { positionalEmbedding.shape[0] - 1 }
+    /// The ViT's width; a ResNet's channels entering its attention pool.
+    public var width: Int { resnet?.architecture.featureWidth ?? classEmbedding.count }
+    public var patchesPerImage: Int { resnet.map { $0.architecture.gridSize * $0.architecture.gridSize } ?? positionalEmbedding.shape[0] - 1 }
     public var gridSize: Int { Int(Double(patchesPerImage).squareRoot().rounded()) }
-    public var resolution: Int { gridSize * patchSize }
+    public var resolution: Int { resnet?.resolution ?? gridSize * patchSize }
     /// `.half`: the pixels, the patch embeddings, the embedded tokens, ln_pre's output, every block,
     /// ln_post's output and the features (and the gradients back from the features) are rounded
     /// to fp16 values, as the reference's fp16 CLIP holds them; stored on the transformer.
@@ -101,6 +122,16 @@ public struct ImageTower: Sendable {
                         deepPrompts: [Int: Tensor] = [:], keepCaches: Bool = false,
                         keepHiddenStates: Bool = false, workspace: Workspace? = nil,
                         keepLinearInputs: Bool = true) -> (Tensor, Trace) {
+        if let resnet {
+            precondition(extraTokens == nil && deepPrompts.isEmpty && !keepCaches && !keepHiddenStates,
+                         "visual prompts, kept caches and hidden states need a ViT image tower, not \(resnet.architecture.name)")
+            // Inside the ResNet everything is fp32; the features are rounded as a ViT's would be.
+            var features = resnet.forward(pixels: pixels)
+            activationRounding.apply(&features)
+            let trace = Trace(blocks: Transformer.Trace(), lnPost: LayerNorm.Cache(input: Tensor(zeros: [0]), mean: [], rstd: []),
+                              batch: pixels.shape[0], tokens: 0, extraTokens: 0, sharedExtra: true)
+            return (features, trace)
+        }
         let b = pixels.shape[0], w = width, gg = patchesPerImage
         let weightCaches = keepCaches && keepLinearInputs
         let rounding = activationRounding
