@@ -81,6 +81,7 @@ public enum ArchitectureKind: String, Codable, Sendable, CaseIterable {
     /// `template` is the hand template of the zero-shot text features an architecture may use.
     public func make(method: Method, model: CLIPModel, tokenizer: CLIPTokenizer, classNames: [String], template: String,
                      given: ParameterSet? = nil, rng: inout SeededGenerator) throws -> any PromptArchitecture {
+        if promptsImageTower && !model.image.isViT { throw PromptError.needsViT(method: method.name, model: model.config) }
         if let given {
             let learned = Set(parameterNames(method))
             if let extra = given.names.first(where: { !learned.contains($0) }) {

@@ -61,6 +61,9 @@ public struct PromptError: Error, CustomStringConvertible, LocalizedError, Senda
         /// A method or prompt asked for what it cannot do (text features of a per-image classifier,
         /// cached features for a method that trains inside the image tower, CoCoOp's meta-net).
         case notSupported
+        /// A method that puts tokens into the image tower or trains through it (VPT, DAPT, MaPLe,
+        /// PromptSRC) given a CLIP whose image tower is not a vision transformer (RN50, ...).
+        case needsViT
         /// More than PromptTune allocates for it (class-specific contexts, NPT's anchors).
         case tooLarge
         /// A method name that does not parse (unknown base, a composition other than +npt).
@@ -80,6 +83,14 @@ public struct PromptError: Error, CustomStringConvertible, LocalizedError, Senda
 
     public var description: String { message }
     public var errorDescription: String? { message }
+
+    /// `method` needs a ViT image tower and `model` has a ResNet.
+    public static func needsViT(method: String, model: CLIPConfig, what: String = "puts prompt tokens into the image tower") -> PromptError {
+        PromptError(.needsViT,
+                    "method \(method) \(what), which needs a Vision Transformer CLIP (ViT-B/32, ViT-B/16, ViT-L/14, ...); "
+                    + "the model is \(model.imageTowerName), a ResNet, whose image tower PromptTune runs forward only for frozen features. "
+                    + "Use a ViT model, or a method whose prompts are text only (CoOp, CoCoOp, KgCoOp, DeKg, NPT, CPT).")
+    }
 }
 
 /// CoOp's prompt learner: the learnable context plus the frozen token embeddings around it.

@@ -53,6 +53,7 @@ public final class PromptTuner {
                 initialParameters: ParameterSet? = nil, prototypes: Tensor? = nil,
                 modelDigest: String = "", dataDigest: String = "") throws {
         let method = config.method
+        if method.architecture.promptsImageTower && !model.image.isViT { throw PromptError.needsViT(method: method.name, model: model.config) }
         if let problem = config.problem { throw PromptError(.invalidSetting, problem) }
         if let problem = method.aggregation?.problem { throw PromptError(.invalidSetting, problem) }
         let k = data.classNames.count, d = model.config.embedDim

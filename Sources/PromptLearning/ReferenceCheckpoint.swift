@@ -320,6 +320,7 @@ public struct TrainedPrompt: Sendable {
     /// The visual prompt tokens (N x W) checked against `model`'s image tower, or nil.
     public func visualTokens(model: CLIPModel, modelPath: String, modelDigest digest: String) throws -> Tensor? {
         guard let v = visualPrompt else { return nil }
+        if !model.image.isViT { throw PromptError.needsViT(method: method.name, model: model.config) }
         if !modelDigest.isEmpty && modelDigest != digest {
             throw PromptError(.modelMismatch, "\(path) was trained with another model than \(modelPath); give that model with --model")
         }

@@ -31,9 +31,16 @@ struct Info: ParsableCommand {
             print(try jsonText(obj))
             return
         }
-        printTable("\(path): \(weights.format), \(String(format: "%.1f", Double(params) / 1e6))M parameters", [
-            ("image tower", "ViT, \(c.imageResolution)x\(c.imageResolution) px, patch \(c.patchSize) (\(c.gridSize)x\(c.gridSize) patches)"),
-            ("", "width \(c.visionWidth), \(c.visionLayers) layers, \(c.visionHeads) heads"),
+        let image: [(String, String)]
+        if let r = c.resnet {
+            image = [("image tower", "\(r.name) (ModifiedResNet), \(r.resolution)x\(r.resolution) px, blocks per layer \(r.layers.map(String.init).joined(separator: "-"))"),
+                     ("", "width \(r.width) (\(r.featureWidth) channels into the attention pool, \(r.gridSize)x\(r.gridSize) grid), \(r.heads) heads"),
+                     ("", "forward only: text-prompt methods; VPT, DAPT, MaPLe and PromptSRC need a ViT")]
+        } else {
+            image = [("image tower", "ViT, \(c.imageResolution)x\(c.imageResolution) px, patch \(c.patchSize) (\(c.gridSize)x\(c.gridSize) patches)"),
+                     ("", "width \(c.visionWidth), \(c.visionLayers) layers, \(c.visionHeads) heads")]
+        }
+        printTable("\(path): \(weights.format), \(String(format: "%.1f", Double(params) / 1e6))M parameters", image + [
             ("text tower", "context \(c.contextLength), vocabulary \(c.vocabSize)"),
             ("", "width \(c.textWidth), \(c.textLayers) layers, \(c.textHeads) heads"),
             ("embedding", "\(c.embedDim)"),

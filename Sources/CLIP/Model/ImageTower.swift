@@ -17,7 +17,7 @@ public enum ImagePromptEntry: Sendable, Equatable {
 /// Or CLIP's ModifiedResNet (RN50, RN101, RN50x4, ...) when `resnet` is set: the forward without
 /// visual prompts runs it, and the ViT's tensors are empty. Extra tokens, deep prompts, kept caches
 /// and every backward need a ViT; the methods that use them refuse a ResNet model first
-/// (`ImageTowerError`).
+/// (PromptLearning's `PromptError.needsViT`).
 public struct ImageTower: Sendable {
     public var patchEmbedding: Linear       // W, 3*P*P (the conv1 kernel flattened; no bias)
     public var classEmbedding: Tensor       // W
