@@ -50,6 +50,14 @@ public struct Conv2D: Sendable {
                       stride: stride, padding: padding)
     }
 
+    /// The implementation oneDNN picks for a ResNet-sized convolution (3x3, 64 -> 64 channels at
+    /// 56 x 56, 32 images, ReLU), e.g. "brg_conv_fwd:avx512_core", or why none.
+    public static func oneDNNImplementation(bf16: Bool) -> String {
+        let p = OneDNNConv.Problem(batch: 32, height: 56, width: 56, inChannels: 64, outChannels: 64, kernel: 3, stride: 1,
+                                   padding: 1, relu: true, sum: false, bf16: bf16)
+        return OneDNNConv.implementation(p) ?? "none (reference code only: im2col products instead)"
+    }
+
     public var outChannels: Int { weight.shape[0] }
     public var inChannels: Int { weight.shape[1] }
     public var kernel: Int { weight.shape[2] }

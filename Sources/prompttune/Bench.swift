@@ -111,9 +111,19 @@ func printTable(_ title: String, _ rows: [(String, String)]) {
 extension Bench {
     struct Encoders: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "ViT-B/16 text tower (100 CoOp-layout prompts) and image tower (32 images), random weights.")
+            abstract: "ViT-B/16 (or RN50) text tower (100 CoOp-layout prompts) and image tower (32 images), random weights.")
+
+        /// The random model the encoders run.
+        enum ModelKind: String, ExpressibleByArgument, CaseIterable {
+            case vitB16 = "vit-b-16"
+            case rn50
+            var config: CLIPConfig { self == .rn50 ? .rn50 : .vitB16 }
+            var title: String { self == .rn50 ? "RN50" : "ViT-B/16" }
+        }
 
         @OptionGroup var bench: BenchOptions
+        @Option(name: .customLong("model-kind"), help: "vit-b-16 or rn50 (ModifiedResNet image tower; its text tower is ViT-B/16's).")
+        var modelKind: ModelKind = .vitB16
         @Option(help: "Prompts in the text batch.") var prompts = 100
         @Option(help: "Images in the image batch.") var images = 32
 
@@ -142,12 +152,13 @@ extension Bench {
 
         func run() throws {
             let gemm = try bench.configure()
-            let config = CLIPConfig.vitB16
+            let config = modelKind.config
             let model = CLIPModel.random(config: config, seed: 0)
             var rng = SeededGenerator(seed: 1)
             let (eot, tokens) = Self.coopLayout(prompts: prompts)
             let x = Tensor.randomNormal([prompts, tokens, config.textWidth], std: 0.02, using: &rng)
-            let pixels = Tensor.randomNormal([images, 3, 224, 224], using: &rng)
+            let r = config.imageResolution
+            let pixels = Tensor.randomNormal([images, 3, r, r], using: &rng)
 
             var textOut = Tensor(zeros: [0]), imageOut = Tensor(zeros: [0])
             let textS = bench.time { textOut = model.text.forward(embeddings: x, eot: eot).0 }
@@ -159,12 +170,17 @@ extension Bench {
                 "text_forward_s": textS, "image_forward_s": imageS, "text_gflops": textGF, "image_gflops": imageGF,
                 "threads": bench.threads, "prompts": prompts, "tokens": tokens, "images": images,
                 "kernels": pt_kernels_isa() == 1 ? "avx512" : "portable", "gemm": gemm.json,
-                "precision": bench.precision.rawValue,
+                "precision": bench.precision.rawValue, "model": modelKind.rawValue,
             ]
             var rows: [(String, String)] = [
                 ("text forward", String(format: "%.3f s  %6.1f GFLOP/s  (%d prompts, rows cut after each EOT, at most %d tokens)", textS, textGF, prompts, tokens)),
                 ("image forward", String(format: "%.3f s  %6.1f GFLOP/s  (%d images)", imageS, imageGF, images)),
             ]
+            if modelKind == .rn50 {
+                let conv = Conv2D.oneDNNImplementation(bf16: bench.precision == .bf16)
+                result["conv_kernel"] = conv
+                rows.append(("convolutions", "\(conv) (NHWC, batch norms folded)"))
+            }
             if bench.precision != .fp32 {
                 // What the precision changes: the features against fp32 features of the same inputs.
                 try Compute.setPrecision(.fp32)
@@ -177,7 +193,7 @@ extension Bench {
                                                          te.relative, te.minCosine, ie.relative, ie.minCosine)))
             }
             switch bench.runReference("bench_encoders.py", ["--prompts", String(prompts), "--images", String(images),
-                                                            "--precision", bench.precision.rawValue]) {
+                                                            "--precision", bench.precision.rawValue, "--model-kind", modelKind.rawValue]) {
             case .success(let ref):
                 let rt = (ref["text_forward_s"] as? Double) ?? .nan, ri = (ref["image_forward_s"] as? Double) ?? .nan
                 result["reference"] = ref
@@ -191,7 +207,7 @@ extension Bench {
                 rows.append(("PyTorch", why.reason))
             }
             if bench.json { print(try jsonText(result)) } else {
-                printTable("bench encoders: ViT-B/16, \(bench.threads) threads, \(bench.precision.rawValue) (ratio = PyTorch time / ours)", rows + gemm.rows)
+                printTable("bench encoders: \(modelKind.title), \(bench.threads) threads, \(bench.precision.rawValue) (ratio = PyTorch time / ours)", rows + gemm.rows)
             }
         }
     }

@@ -75,6 +75,17 @@ final class ResNetParityTests: XCTestCase {
         XCTAssertGreaterThan(Agreement(got, g["features"]!).maxAbs, 1e-3, "a tower without anti-aliasing must not pass the parity test")
     }
 
+    /// The bench's GFLOP/s count: RN50's convolutions as PyTorch's forward hooks count them
+    /// (10.734 GFLOP per image), plus the attention pool's products.
+    func testRN50FLOPs() {
+        let a = CLIPConfig.rn50.resnet!
+        let (t, c, e): (Double, Double, Double) = (50, 2048, 1024)
+        let keysValues: Double = 2 * t * c * c, query: Double = c * c, scores: Double = 2 * t * c, out: Double = c * e
+        let attention: Double = 2 * (keysValues + query + scores + out)
+        XCTAssertEqual(FLOPs.resnetForward(a, batch: 1), 10_734_452_736 + attention, accuracy: 1)
+        XCTAssertEqual(FLOPs.imageForward(.rn50, batch: 32), 32 * FLOPs.resnetForward(a, batch: 1), accuracy: 32)
+    }
+
     func testRN50ShapedEveryStage() throws {
         guard let dir = ProcessInfo.processInfo.environment["PROMPTTUNE_RN_GOLDENS"],
               FileManager.default.fileExists(atPath: dir + "/rn_goldens.safetensors") else {

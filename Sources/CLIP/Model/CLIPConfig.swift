@@ -52,6 +52,11 @@ public struct CLIPConfig: Equatable, Codable, Sendable {
     /// Tokens of the image tower: class token plus patches.
     public var visionTokens: Int { gridSize * gridSize + 1 }
 
+    /// RN50 as OpenAI released it (its text tower is ViT-B/16's, its embedding 1024 wide).
+    public static let rn50 = CLIPConfig(
+        resnet: ResNetArchitecture(layers: [3, 4, 6, 3], width: 64, resolution: 224, heads: 32, embedDim: 1024),
+        contextLength: 77, vocabSize: 49408, textWidth: 512, textLayers: 12, textHeads: 8)
+
     /// ViT-B/16 as OpenAI released it.
     public static let vitB16 = CLIPConfig(
         embedDim: 512, imageResolution: 224, patchSize: 16, visionWidth: 768, visionLayers: 12,

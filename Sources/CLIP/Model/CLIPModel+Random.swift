@@ -22,7 +22,7 @@ extension CLIPModel {
         }
         let (vw, p) = (c.visionWidth, c.patchSize)
         let vstd = 1 / Float(vw).squareRoot()
-        let image = ImageTower(
+        let image = c.resnet.map { ImageTower(resnet: .random(architecture: $0, using: &rng)) } ?? ImageTower(
             patchEmbedding: Linear(weight: normal([vw, 3 * p * p], 1 / Float(3 * p * p).squareRoot()), bias: nil),
             classEmbedding: normal([vw], vstd), positionalEmbedding: normal([c.visionTokens, vw], vstd),
             lnPre: ln(vw), transformer: blocks(c.visionLayers, vw, c.visionHeads), lnPost: ln(vw),
@@ -33,6 +33,31 @@ extension CLIPModel {
             transformer: blocks(c.textLayers, tw, c.textHeads), lnFinal: ln(tw),
             projection: normal([tw, c.embedDim], 1 / Float(tw).squareRoot()))
         return CLIPModel(config: c, text: text, image: image, logScale: log(100))
+    }
+}
+
+extension ResNetTower {
+    /// A tower with seeded random weights: He-initialised convolutions, batch norms with random
+    /// statistics near the identity, attention-pool projections at 1/sqrt(width).
+    public static func random(architecture a: ResNetArchitecture, using rng: inout SeededGenerator) -> ResNetTower {
+        var tensors: [String: Tensor] = [:]
+        for (name, shape) in a.tensorShapes {
+            let n = shape.reduce(1, *)
+            let t: Tensor
+            if name.hasSuffix("running_var") {
+                t = .randomUniform(shape, 0.5, 1.5, using: &rng)
+            } else if name.hasSuffix("running_mean") || (name.hasSuffix(".bias")) {
+                t = .randomNormal(shape, std: 0.02, using: &rng)
+            } else if shape.count == 1 {  // batch-norm gains
+                t = .randomNormal(shape, std: 0.1, using: &rng) + Tensor(shape: shape, data: .init(repeating: 1, count: n))
+            } else if shape.count == 4 {
+                t = .randomNormal(shape, std: (2 / Float(n / shape[0])).squareRoot(), using: &rng)
+            } else {
+                t = .randomNormal(shape, std: 1 / Float(shape[1]).squareRoot(), using: &rng)
+            }
+            tensors[name] = t
+        }
+        return try! ResNetTower(architecture: a, tensors: tensors)
     }
 }
 
@@ -56,9 +81,36 @@ public enum FLOPs {
     }
 
     public static func imageForward(_ c: CLIPConfig, batch: Int) -> Double {
+        if let r = c.resnet { return resnetForward(r, batch: batch) }
         let patches = Double(batch * (c.visionTokens - 1))
         return 2 * patches * Double(3 * c.patchSize * c.patchSize * c.visionWidth)
             + transformer(layers: c.visionLayers, lengths: Array(repeating: c.visionTokens, count: batch), width: c.visionWidth)
             + 2 * Double(batch * c.visionWidth * c.embedDim)
+    }
+
+    /// The ResNet's convolutions, the attention pool's projections and attention (pools and the
+    /// residual sums, a few hundredths of a percent, left out).
+    public static func resnetForward(_ a: ResNetArchitecture, batch: Int) -> Double {
+        var total = 0.0
+        var side = a.resolution
+        func conv(_ o: Int, _ i: Int, _ k: Int, out s: Int) { total += 2 * Double(batch * s * s * o * i * k * k) }
+        side /= 2
+        conv(a.width / 2, 3, 3, out: side); conv(a.width / 2, a.width / 2, 3, out: side); conv(a.width, a.width / 2, 3, out: side)
+        side /= 2
+        var inplanes = a.width
+        for (l, blocks) in a.layers.enumerated() {
+            let planes = a.width << l
+            for i in 0..<blocks {
+                conv(planes, inplanes, 1, out: side)
+                conv(planes, planes, 3, out: side)
+                if l > 0 && i == 0 { side /= 2 }
+                conv(planes * 4, planes, 1, out: side)
+                if i == 0 && (l > 0 || inplanes != planes * 4) { conv(planes * 4, inplanes, 1, out: side) }
+                inplanes = planes * 4
+            }
+        }
+        let (t, c) = (Double(side * side + 1), Double(a.featureWidth))
+        let b = Double(batch)
+        return total + 2 * b * (2 * t * c * c + c * c + 2 * t * c + c * Double(a.embedDim))
     }
 }
