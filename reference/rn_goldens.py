@@ -17,7 +17,7 @@ the identity. Output `rn_goldens.safetensors` holds:
 and `rn_meta.json` the architecture (layers, width, resolution, heads, embed dim).
 
 With --checkpoints, the same tower inside a whole CLIP (openai's `CLIP` class with
-vision_layers a tuple, the tiny text tower of common.CONFIGS), every weight rounded to fp16 so the
+vision_layers a tuple, the tiny text tower of common.CONFIGS, or RN50's for --config rn50), every weight rounded to fp16 so the
 formats hold the same numbers, is written as `openai.pt` (TorchScript, fp16, as OpenAI's RN50.pt),
 `state_dict.pt` (torch.save, fp32) and `open_clip_model.safetensors` (fp16), with
 `features.safetensors`: the goldens' pixels and `model.encode_image` of them in fp32.
@@ -38,8 +38,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 CONFIGS = {
-    "small": dict(layers=(2, 1, 1, 1), width=8, input_resolution=96, output_dim=32, batch=3),
-    "rn50": dict(layers=(3, 4, 6, 3), width=64, input_resolution=224, output_dim=1024, batch=2),
+    "small": dict(layers=(2, 1, 1, 1), width=8, input_resolution=96, output_dim=32, batch=3, text="tiny"),
+    # RN50 as OpenAI released it, text tower included (512 wide, 12 layers, 8 heads).
+    "rn50": dict(layers=(3, 4, 6, 3), width=64, input_resolution=224, output_dim=1024, batch=2, text="vit-b-16"),
 }
 
 
@@ -65,7 +66,7 @@ def build(cfg, seed):
 def write_checkpoints(cfg, seed, out):
     import copy
     from safetensors.torch import save_file as save
-    tiny = common.CONFIGS["tiny"]
+    tiny = common.CONFIGS[cfg["text"]]
     torch.manual_seed(seed)
     model = common.clip_model_module().CLIP(
         embed_dim=cfg["output_dim"], image_resolution=cfg["input_resolution"], vision_layers=cfg["layers"],

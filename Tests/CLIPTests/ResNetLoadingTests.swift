@@ -11,26 +11,28 @@ import XCTest
 ///
 /// CI reads the committed OpenAI TorchScript archive (Goldens/rn/checkpoint/openai.pt, fp16, laid out
 /// as OpenAI's RN50.pt); the state dict and open_clip files are checked when made:
-///   python3 reference/rn_goldens.py --checkpoints /tmp/rnckpt
+///   python3 reference/rn_goldens.py --checkpoints /tmp/rnckpt      # or --config rn50 (a whole RN50)
 ///   PROMPTTUNE_RN_CHECKPOINTS=/tmp/rnckpt swift test --filter ResNetLoadingTests
 final class ResNetLoadingTests: XCTestCase {
     static let committed = repoRoot.appendingPathComponent("Goldens/rn/checkpoint").path
     static let expected = ResNetArchitecture(layers: [2, 1, 1, 1], width: 8, resolution: 96, heads: 4, embedDim: 32)
 
-    func checkFile(_ path: String, format: CheckpointFormat, features dir: String) throws {
+    /// `expected`: the architecture the file must have (nil: whatever the features' width allows,
+    /// for files made with --config rn50).
+    func checkFile(_ path: String, format: CheckpointFormat, features dir: String, expected: ResNetArchitecture? = expected) throws {
         let weights = try loadCLIPWeights(path: path)
+        let g = try Safetensors.read(path: dir + "/features.safetensors").tensors
         XCTAssertEqual(weights.format, format)
-        XCTAssertEqual(weights.config.resnet, Self.expected)
-        XCTAssertEqual(weights.config.imageResolution, 96)
-        XCTAssertEqual(weights.config.embedDim, 32)
+        if let expected { XCTAssertEqual(weights.config.resnet, expected) }
+        XCTAssertEqual(weights.config.imageResolution, g["pixels"]!.shape[2])
+        XCTAssertEqual(weights.config.embedDim, g["features"]!.lastDim)
         XCTAssertFalse(weights.config.isViT)
         let model = try CLIPModel.load(path: path)
         XCTAssertFalse(model.image.isViT)
-        let g = try Safetensors.read(path: dir + "/features.safetensors").tensors
         assertAgrees(model.encodeImage(g["pixels"]!, chunk: 2), g["features"]!, atol: 1e-4, rtol: 1e-4, "\(format) features")
         // The text tower is the usual one.
         let text = model.encodeText([[CLIPTokenizer.sot, 320, CLIPTokenizer.eot]])
-        XCTAssertEqual(text.shape, [1, 32])
+        XCTAssertEqual(text.shape, [1, weights.config.embedDim])
         XCTAssertTrue(text.data.allSatisfy(\.isFinite))
     }
 
@@ -42,9 +44,11 @@ final class ResNetLoadingTests: XCTestCase {
         guard let dir = ProcessInfo.processInfo.environment["PROMPTTUNE_RN_CHECKPOINTS"] else {
             throw XCTSkip("set PROMPTTUNE_RN_CHECKPOINTS to a directory made by reference/rn_goldens.py --checkpoints")
         }
-        try checkFile(dir + "/state_dict.pt", format: .stateDict, features: dir)
-        try checkFile(dir + "/open_clip_model.safetensors", format: .openCLIPSafetensors, features: dir)
-        try checkFile(dir + "/openai.pt", format: .torchScript, features: dir)
+        let small = try loadCLIPWeights(path: dir + "/openai.pt").config.resnet == Self.expected
+        for (file, format) in [("state_dict.pt", CheckpointFormat.stateDict), ("open_clip_model.safetensors", .openCLIPSafetensors),
+                               ("openai.pt", .torchScript)] {
+            try checkFile(dir + "/" + file, format: format, features: dir, expected: small ? Self.expected : CLIPConfig.rn50.resnet)
+        }
     }
 
     /// A ResNet checkpoint's tensors are checked before anything is built: a missing batch-norm
