@@ -63,25 +63,47 @@ public struct Conv2D: Sendable {
     public var kernel: Int { weight.shape[2] }
     public func outputSize(_ n: Int) -> Int { (n + 2 * padding - kernel) / stride + 1 }
 
-    /// x: B, H, W, I -> B, H', W', O; `residual` (B, H', W', O) is added before the ReLU.
-    public func forward(_ x: Tensor, relu: Bool = false, residual: Tensor? = nil) -> Tensor {
-        precondition(x.rank == 4 && x.shape[3] == inChannels, "Conv2D input \(x.shape), expected [B, H, W, \(inChannels)]")
-        let (b, h, w) = (x.shape[0], x.shape[1], x.shape[2])
-        let shape = [b, outputSize(h), outputSize(w), outChannels]
-        if let residual { precondition(residual.shape == shape, "Conv2D residual \(residual.shape), expected \(shape)") }
-        // The residual is the destination's starting value (oneDNN's sum post-op reads it there).
-        var y = residual ?? Tensor(shape: shape, data: [Float](repeating: 0, count: shape.reduce(1, *)))
-        if Compute.gemmBackend == .oneDNN {
-            let p = OneDNNConv.Problem(batch: b, height: h, width: w, inChannels: inChannels, outChannels: outChannels,
-                                       kernel: kernel, stride: stride, padding: padding, relu: relu,
-                                       sum: residual != nil, bf16: Compute.precision == .bf16)
-            let done = y.withMutablePointer { py in x.withPointer { px in weight.withPointer { pw in bias.withPointer { pb in
-                OneDNNConv.run(p, src: px, weight: pw, bias: pb, dst: py, packed: packed)
-            } } } }
-            if done { return y }
+    /// x: B, H, W, I -> B, H', W', O; `residual` (B, H', W', O) is added before the ReLU. The
+    /// output's storage comes from `workspace` when given (without a residual).
+    public func forward(_ x: Tensor, relu: Bool = false, residual: Tensor? = nil, workspace: Workspace? = nil) -> Tensor {
+        if var y = residual {
+            forward(x, relu: relu, accumulatingInto: &y)
+            return y
         }
-        im2colForward(x, into: &y, relu: relu)
+        let shape = outputShape(x)
+        // oneDNN writes every value: the buffer is not cleared first.
+        var y = workspace?.tensor(shape, zeroed: false)
+            ?? Tensor(shape: shape, data: [Float](unsafeUninitializedCapacity: shape.reduce(1, *)) { _, count in count = shape.reduce(1, *) })
+        if !oneDNNForward(x, into: &y, relu: relu, sum: false) {
+            let n = y.count
+            y.withMutablePointer { p in p.update(repeating: 0, count: n) }
+            im2colForward(x, into: &y, relu: relu)
+        }
         return y
+    }
+
+    /// y = relu?(conv(x) + y) in place: y (B, H', W', O) holds the residual and receives the output
+    /// (a ResNet block's last convolution, without copying the identity branch).
+    public func forward(_ x: Tensor, relu: Bool, accumulatingInto y: inout Tensor) {
+        let shape = outputShape(x)
+        precondition(y.shape == shape, "Conv2D residual \(y.shape), expected \(shape)")
+        if !oneDNNForward(x, into: &y, relu: relu, sum: true) { im2colForward(x, into: &y, relu: relu) }
+    }
+
+    func outputShape(_ x: Tensor) -> [Int] {
+        precondition(x.rank == 4 && x.shape[3] == inChannels, "Conv2D input \(x.shape), expected [B, H, W, \(inChannels)]")
+        return [x.shape[0], outputSize(x.shape[1]), outputSize(x.shape[2]), outChannels]
+    }
+
+    /// oneDNN's primitive into `y` (its values are the residual when `sum`); false when it does not run.
+    private func oneDNNForward(_ x: Tensor, into y: inout Tensor, relu: Bool, sum: Bool) -> Bool {
+        guard Compute.gemmBackend == .oneDNN else { return false }
+        let p = OneDNNConv.Problem(batch: x.shape[0], height: x.shape[1], width: x.shape[2], inChannels: inChannels,
+                                   outChannels: outChannels, kernel: kernel, stride: stride, padding: padding, relu: relu,
+                                   sum: sum, bf16: Compute.precision == .bf16)
+        return y.withMutablePointer { py in x.withPointer { px in weight.withPointer { pw in bias.withPointer { pb in
+            OneDNNConv.run(p, src: px, weight: pw, bias: pb, dst: py, packed: packed)
+        } } } }
     }
 
     /// The fallback and reference: rows of (ky, kx, c) patches times the weight, through `gemm`.
@@ -123,13 +145,14 @@ public struct Conv2D: Sendable {
 }
 
 /// Average pooling with a square window of `size` and stride `size` (PyTorch's `AvgPool2d(size)`:
-/// no padding, a partial window at the edge dropped). x: B, H, W, C -> B, H/size, W/size, C.
-public func averagePool(_ x: Tensor, size: Int) -> Tensor {
+/// no padding, a partial window at the edge dropped). x: B, H, W, C -> B, H/size, W/size, C (from
+/// `workspace` when given).
+public func averagePool(_ x: Tensor, size: Int, workspace: Workspace? = nil) -> Tensor {
     precondition(x.rank == 4 && size >= 1, "averagePool input \(x.shape), expected [B, H, W, C]")
     if size == 1 { return x }
     let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (oh, ow) = (h / size, w / size)
-    var y = Tensor(zeros: [b, oh, ow, c])
+    var y = Workspace.tensor(workspace, [b, oh, ow, c])
     let scale = 1 / Float(size * size)
     y.withMutablePointer { py in x.withPointer { px in
         for n in 0..<b { for oy in 0..<oh { for ox in 0..<ow {

@@ -41,6 +41,11 @@ final class ResNetParityTests: XCTestCase {
         }
         XCTAssertEqual(seen, ["stem", "layer1", "layer2", "layer3", "layer4"])
         assertAgrees(features, g["features"]!, atol: tolerance, rtol: tolerance, "\(tower.architecture.name) features")
+        // Buffers reused through a workspace (a second pass takes the first's): the same numbers.
+        let workspace = Workspace()
+        XCTAssertEqual(tower.forward(pixels: g["pixels"]!, workspace: workspace), features)
+        XCTAssertEqual(tower.forward(pixels: g["pixels"]!, workspace: workspace), features)
+        XCTAssertGreaterThan(workspace.reused, 0)
     }
 
     func testSmallConfigurationEveryStage() throws {

@@ -126,7 +126,7 @@ public struct ImageTower: Sendable {
             precondition(extraTokens == nil && deepPrompts.isEmpty && !keepCaches && !keepHiddenStates,
                          "visual prompts, kept caches and hidden states need a ViT image tower, not \(resnet.architecture.name)")
             // Inside the ResNet everything is fp32; the features are rounded as a ViT's would be.
-            var features = resnet.forward(pixels: pixels)
+            var features = resnet.forward(pixels: pixels, workspace: workspace ?? Workspace())
             activationRounding.apply(&features)
             let trace = Trace(blocks: Transformer.Trace(), lnPost: LayerNorm.Cache(input: Tensor(zeros: [0]), mean: [], rstd: []),
                               batch: pixels.shape[0], tokens: 0, extraTokens: 0, sharedExtra: true)

@@ -91,12 +91,35 @@ public struct ResNetTower: Sendable {
         }
 
         // x: B, H, W, Cin -> B, H/stride, W/stride, 4 * planes
-        public func forward(_ x: Tensor) -> Tensor {
-            var out = conv1.forward(x, relu: true)
-            out = conv2.forward(out, relu: true)
-            out = averagePool(out, size: stride)
-            let identity = downsample.map { $0.forward(averagePool(x, size: stride)) } ?? x
-            return conv3.forward(out, relu: true, residual: identity)
+        public func forward(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
+            var y = x
+            forward(&y, workspace: workspace)
+            return y
+        }
+
+        /// The block in place: `x` becomes its output. Without a downsample branch the last
+        /// convolution adds into x's own storage (no copy of the identity); intermediates go back
+        /// to `workspace`.
+        public func forward(_ x: inout Tensor, workspace: Workspace? = nil) {
+            let a = conv1.forward(x, relu: true, workspace: workspace)
+            var out = conv2.forward(a, relu: true, workspace: workspace)
+            workspace?.recycle(a)
+            if stride > 1 {
+                let pooled = averagePool(out, size: stride, workspace: workspace)
+                workspace?.recycle(out)
+                out = pooled
+            }
+            if let downsample {
+                let pooled = averagePool(x, size: stride, workspace: workspace)
+                var identity = downsample.forward(pooled, workspace: workspace)
+                if stride > 1 { workspace?.recycle(pooled) }
+                conv3.forward(out, relu: true, accumulatingInto: &identity)
+                swap(&x, &identity)
+                workspace?.recycle(identity)  // the block's input
+            } else {
+                conv3.forward(out, relu: true, accumulatingInto: &x)
+            }
+            workspace?.recycle(out)
         }
     }
 
@@ -206,24 +229,33 @@ public struct ResNetTower: Sendable {
     }
 
     /// The stem: B, R, R, 3 -> B, R/4, R/4, width.
-    public func forwardStem(_ x: Tensor) -> Tensor {
+    public func forwardStem(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
         var x = x
-        for conv in stem { x = conv.forward(x, relu: true) }
-        return averagePool(x, size: 2)
+        for conv in stem {
+            let y = conv.forward(x, relu: true, workspace: workspace)
+            workspace?.recycle(x)
+            x = y
+        }
+        let pooled = averagePool(x, size: 2, workspace: workspace)
+        workspace?.recycle(x)
+        return pooled
     }
 
     /// pixels: B, 3, R, R -> features B, E (not normalised). `stages` receives the stem's and each
-    /// layer's output (B, H, W, C) when given.
-    public func forward(pixels: Tensor, stages: ((_ name: String, _ value: Tensor) -> Void)? = nil) -> Tensor {
+    /// layer's output (B, H, W, C) when given. With a `workspace` the activations reuse its buffers
+    /// (a batch of 32 at 224 px allocates gigabytes otherwise).
+    public func forward(pixels: Tensor, workspace: Workspace? = nil, stages: ((_ name: String, _ value: Tensor) -> Void)? = nil) -> Tensor {
         let r = resolution
         precondition(pixels.rank == 4 && Array(pixels.shape.dropFirst()) == [3, r, r],
                      "image tower input \(pixels.shape), expected [B, 3, \(r), \(r)]")
-        var x = forwardStem(ResNetTower.channelsLast(pixels))
+        var x = forwardStem(ResNetTower.channelsLast(pixels), workspace: workspace)
         stages?("stem", x)
         for (l, blocks) in layers.enumerated() {
-            for block in blocks { x = block.forward(x) }
+            for block in blocks { block.forward(&x, workspace: workspace) }
             stages?("layer\(l + 1)", x)
         }
-        return attentionPool.forward(x)
+        let features = attentionPool.forward(x)
+        workspace?.recycle(x)
+        return features
     }
 }
