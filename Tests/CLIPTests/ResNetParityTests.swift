@@ -91,6 +91,24 @@ final class ResNetParityTests: XCTestCase {
         XCTAssertEqual(FLOPs.imageForward(.rn50, batch: 32), 32 * FLOPs.resnetForward(a, batch: 1), accuracy: 32)
     }
 
+    /// What bf16 convolutions and products change on RN50-shaped weights, stage by stage (printed).
+    func testRN50ShapedBF16() throws {
+        guard let dir = ProcessInfo.processInfo.environment["PROMPTTUNE_RN_GOLDENS"],
+              FileManager.default.fileExists(atPath: dir + "/rn_goldens.safetensors") else {
+            throw XCTSkip("set PROMPTTUNE_RN_GOLDENS to a directory made by reference/rn_goldens.py --config rn50")
+        }
+        guard Compute.canRunBF16 else { throw XCTSkip("no bf16 kernel on this CPU") }
+        let (tower, g) = try Self.load(dir)
+        try Compute.setPrecision(.bf16)
+        defer { try? Compute.setPrecision(.fp32) }
+        let features = tower.forward(pixels: g["pixels"]!) { name, value in
+            print("bf16 \(name): \(Agreement(value, Self.nhwc(g[name]!)))")
+        }
+        let a = Agreement(features, g["features"]!)
+        print("bf16 features: \(a)")
+        XCTAssertLessThan(a.normRelative, 0.05)
+    }
+
     func testRN50ShapedEveryStage() throws {
         guard let dir = ProcessInfo.processInfo.environment["PROMPTTUNE_RN_GOLDENS"],
               FileManager.default.fileExists(atPath: dir + "/rn_goldens.safetensors") else {
