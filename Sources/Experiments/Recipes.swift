@@ -4,7 +4,9 @@ import PromptLearning
 /// The papers' training recipes, in one table. Sources:
 /// - CoOp (Zhou et al., IJCV 2022; KaiyangZhou/CoOp `configs/trainers/CoOp/*.yaml`, `scripts/coop/main.sh`):
 ///   SGD lr 0.002, batch 32; epochs by shots: 50 for 1 shot, 100 for 2 and 4, 200 for 8 and 16;
-///   ImageNet 50 at every shot count (`vit_b16_ep50`).
+///   ImageNet 50 at every shot count (`vit_b16_ep50`). The RN50 configs of CoOp's few-shot tables
+///   (`rn50_ep50.yaml`, `rn50_ep100.yaml`, `rn50.yaml`; `rn101*.yaml` likewise) hold the same lr,
+///   batch, epochs, warm-up and transforms as the ViT ones, so one recipe serves both image towers.
 /// - KgCoOp (htyao89/KgCoOp `configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml`, `scripts/base2new_train.sh`):
 ///   lr 0.002, batch 128, 100 epochs in base-to-novel; w = 8, M = 4, "a photo of a". Other protocols
 ///   take CoOp's epochs by shots and batch 32.
