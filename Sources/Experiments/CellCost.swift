@@ -247,6 +247,10 @@ public final class CostEstimator {
             kind = .probe
         default:
             let config = try runner.trainConfig(spec, datasetTemplate: template)
+            // The cell would fail the same way: say so rather than measure a method that cannot run.
+            if config.method.architecture.promptsImageTower && !runner.model.image.isViT {
+                throw PromptError.needsViT(method: config.method.name, model: runner.model.config)
+            }
             let n = files[0].images
             let usesImages = config.method.needsImages || spec.recipe.augment == .perIteration
             let batch = max(1, min(spec.recipe.batchSize, n))
