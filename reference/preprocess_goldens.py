@@ -21,7 +21,8 @@ What it makes (all under Goldens/preprocess/):
                       CenterCrop(n) (top/left =
                       int(round((size - n) / 2.0)), Python's round-half-even), convert("RGB"),
                       ToTensor (/255 in float32), Normalize(CLIP mean, std) in float32. n = 32 (the
-                      tiny model) for every fixture and n = 224 for the main ones. torchvision is not
+                      tiny model) for every fixture and n = 224 for the main ones; 288 and 448 (the
+                      RN50x4 and RN50x64 resolutions) for two (RESNET_RESOLUTIONS). torchvision is not
                       installed here, so its transforms are reproduced from their definitions.
   index.json          every file with its size, shape and dtype, and per fixture the PNG's colour
                       type, bit depth, interlacing, Pillow's mode, and how far openai's `preprocess`
@@ -241,6 +242,11 @@ def clip_transform(img, n):
     return t.sub_(mean).div_(std).numpy(), (new_w, new_h), (top, left)
 
 
+# The ResNet CLIPs' resolutions (RN50x4 288, RN50x64 448) on two fixtures: a portrait past 2:1 and a
+# photo whose shorter side (375) 448 enlarges.
+RESNET_RESOLUTIONS = {"rgb8_230x520": [288], "rgb8_500x375": [288, 448]}
+
+
 def main():
     warnings.simplefilter("ignore")  # Pillow's "Palette images with Transparency ..." advice
     os.makedirs(OUT, exist_ok=True)
@@ -276,7 +282,7 @@ def main():
                         "shape": list(rgb.shape), "dtype": "uint8"}
         base = Image.fromarray(rgb, "RGB")
         entry["preprocess"] = []
-        for n in ([224, 32] if full else [32]):
+        for n in ([224, 32] if full else [32]) + RESNET_RESOLUTIONS.get(name, []):
             t, size, (top, left) = clip_transform(base, n)
             rec = write(f"{name}.{n}.f32", t.astype("<f4").tobytes())
             rec.update(resolution=n, shape=list(t.shape), dtype="float32-le", resized_wh=list(size),
