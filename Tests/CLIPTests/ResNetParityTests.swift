@@ -54,6 +54,10 @@ final class ResNetParityTests: XCTestCase {
 
     /// The same through bf16 convolutions and products, where this CPU runs them: close, not equal.
     func testSmallConfigurationBF16() throws {
+        // bf16 runs on the oneDNN backend (another test of the process may have chosen another one).
+        let backend = Compute.gemmBackend
+        Compute.gemmBackend = .oneDNN
+        defer { Compute.gemmBackend = backend }
         guard Compute.canRunBF16 else { throw XCTSkip("no bf16 kernel on this CPU") }
         let (tower, g) = try Self.load(repoRoot.appendingPathComponent("Goldens/rn").path)
         try Compute.setPrecision(.bf16)
@@ -97,6 +101,10 @@ final class ResNetParityTests: XCTestCase {
               FileManager.default.fileExists(atPath: dir + "/rn_goldens.safetensors") else {
             throw XCTSkip("set PROMPTTUNE_RN_GOLDENS to a directory made by reference/rn_goldens.py --config rn50")
         }
+        // bf16 runs on the oneDNN backend (another test of the process may have chosen another one).
+        let backend = Compute.gemmBackend
+        Compute.gemmBackend = .oneDNN
+        defer { Compute.gemmBackend = backend }
         guard Compute.canRunBF16 else { throw XCTSkip("no bf16 kernel on this CPU") }
         let (tower, g) = try Self.load(dir)
         try Compute.setPrecision(.bf16)
