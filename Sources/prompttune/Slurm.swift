@@ -80,6 +80,10 @@ extension Run {
             throw ValidationError("--trace writes one file from one process; with --slurm many tasks would write it at once: trace a cell run with --cell N instead")
         }
         let executable = try slurm.binary()
+        // Before anything is loaded or written: without Slurm's tools there is nothing to submit to.
+        if !slurm.dryRun, let missing = ["sbatch", "squeue"].first(where: { !SlurmClient.has($0) }) {
+            throw ClusterError(.slurmMissing, "\(missing) is not on the PATH: submit from a machine of the Slurm cluster (a login node), or give --dry-run to write the scripts and submit them there with submit.sh")
+        }
         // Every path absolute: tasks start wherever Slurm starts them.
         var plan = plan
         let modelPath = URL(fileURLWithPath: plan.model ?? CLIPModel.defaultModelLocation()).standardizedFileURL.path

@@ -149,4 +149,17 @@ final class SlurmCLITests: XCTestCase {
                                "dtd-train-base-2shot-seed1.safetensors"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: ResultsFolder(out).runs.path), "no cell ran")
     }
+
+    /// Without Slurm's tools on the PATH a submission says so before anything is written.
+    func testSubmittingWithoutSlurmSaysSoAndWritesNothing() throws {
+        let dir = try makeTempDir(self, prefix: "ptslurm")
+        let data = dir.appendingPathComponent("data"), out = dir.appendingPathComponent("out")
+        try makeSyntheticDTD(in: data)
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        setenv("PATH", dir.path, 1)
+        defer { setenv("PATH", path, 1) }
+        let error = try XCTUnwrap(PromptTune.execute(Self.grid(data: data, out: out) + Self.slurmFlags + ["--executable", "/bin/true"]))
+        XCTAssertTrue(PromptTune.message(for: error).contains("sbatch is not on the PATH"), PromptTune.message(for: error))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path), "nothing written")
+    }
 }
