@@ -59,6 +59,12 @@ public struct SlurmSubmission: Codable, Equatable, Sendable {
         case resources, featuresResources = "features_resources", estimate
     }
 
+    /// The script of cells array `index` of `count`: `cells.sbatch`, or `cells-<index>.sbatch` when
+    /// the grid needs several arrays.
+    public static func cellsScript(_ index: Int, of count: Int) -> String {
+        count == 1 ? "cells.sbatch" : "cells-\(index).sbatch"
+    }
+
     /// Every job id of the submission.
     public var jobs: [String] { ([featuresJob] + arrays.map(\.job) + [reportJob]).compactMap { $0 } }
 
@@ -139,7 +145,7 @@ public final class SlurmGridSubmitter {
         var selection = SubmissionSelection(cells: [], done: [], inFlight: [], featureTasks: [])
         for i in wanted {
             let spec = cells[i]
-            if let inputs = try? runner.inputs(spec), runner.folder(for: spec).finishedRecord(for: spec, inputs: inputs) != nil {
+            if runner.finishedRecord(spec) != nil {
                 selection.done.append(i)
             } else if flying.contains(spec.identifier) {
                 selection.inFlight.append(i)
@@ -151,10 +157,7 @@ public final class SlurmGridSubmitter {
         var byDataset: [String: [Int]] = [:], order: [String] = []
         for i in selection.cells {
             let spec = cells[i]
-            let missing = try runner.featureRequests(spec).contains { r in
-                !FileManager.default.fileExists(atPath: runner.store.directory.appendingPathComponent(r.request.fileName).path)
-            }
-            guard missing else { continue }
+            guard try runner.featureRequests(spec).contains(where: { !runner.store.isCached($0.request) }) else { continue }
             if byDataset[spec.dataset] == nil { order.append(spec.dataset) }
             byDataset[spec.dataset, default: []].append(i)
         }
@@ -207,7 +210,7 @@ public final class SlurmGridSubmitter {
         }
         var names: [String] = []
         for (i, a) in arrays.enumerated() {
-            let name = arrays.count == 1 ? "cells.sbatch" : "cells-\(i).sbatch"
+            let name = SlurmSubmission.cellsScript(i, of: arrays.count)
             try writeScript(scripts.cells(a.cells, offset: a.offset, resources: resources), to: folder.appendingPathComponent(name))
             names.append(name)
         }

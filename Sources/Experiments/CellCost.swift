@@ -232,8 +232,7 @@ public final class CostEstimator {
         for (i, r) in requests.enumerated() {
             let (items, selection, _) = try runner.store.items(r.request)
             if i == 0 { trainNames = selection.classNames; template = selection.template }
-            files.append(CellPlan.File(key: r.request.fileName + (r.request.views > 1 ? "#\(spec.seed)" : ""),
-                                       url: runner.store.directory.appendingPathComponent(r.request.fileName),
+            files.append(CellPlan.File(key: r.request.key(seed: spec.seed), url: runner.store.url(for: r.request),
                                        role: r.request.split, dataset: r.request.dataset.rawValue, images: items.count,
                                        views: r.request.views, classNames: selection.classNames,
                                        sameClassesAsTraining: selection.classNames == trainNames, sample: Array(items.prefix(4)),

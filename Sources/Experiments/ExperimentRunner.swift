@@ -99,8 +99,7 @@ public final class ExperimentRunner {
                 continue
             }
             defer { lock.release() }
-            // Reused only when made from the same model, precision and data (else run again).
-            if let inputs = try? inputs(spec), let done = folder.finishedRecord(for: spec, inputs: inputs) {
+            if let done = finishedRecord(spec) {
                 events(.cellSkipped(index: i, position: position, total: indices.count, record: done))
                 records.append(done)
                 continue
@@ -127,6 +126,13 @@ public final class ExperimentRunner {
             records.append(record)
         }
         return records
+    }
+
+    /// The finished record of cell `spec` in this runner's folder, when it was made from the same
+    /// model, precision and data (else the cell runs again).
+    public func finishedRecord(_ spec: RunSpec) -> RunRecord? {
+        guard let inputs = try? inputs(spec) else { return nil }
+        return folder(for: spec).finishedRecord(for: spec, inputs: inputs)
     }
 
     /// The cell folder's lock: taken at once when free; when another process holds it, waited for
@@ -323,9 +329,7 @@ public final class ExperimentRunner {
         var seen = Set<String>(), made = 0, cached = 0
         for spec in cells {
             for (request, label) in try featureRequests(spec) {
-                // Views are seeded by the cell's seed; the test transform draws nothing (one file for every seed).
-                let key = request.fileName + (request.views > 1 ? "#\(spec.seed)" : "")
-                guard seen.insert(key).inserted else { continue }
+                guard seen.insert(request.key(seed: spec.seed)).inserted else { continue }
                 let f = try storedFeatures(request, seed: spec.seed, label: label)
                 if f.reused { cached += 1 } else { made += 1 }
             }

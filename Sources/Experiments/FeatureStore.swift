@@ -34,6 +34,10 @@ public struct FeatureRequest: Equatable, Sendable {
         if let limit { parts.append("first\(limit)") }
         return parts.joined(separator: "-") + ".safetensors"
     }
+
+    /// The request's identity within a grid whose cells are seeded `seed`: its file name, and the
+    /// seed where the views are drawn with it (the test transform draws nothing: one file for every seed).
+    public func key(seed: Int) -> String { fileName + (views > 1 ? "#\(seed)" : "") }
 }
 
 /// A features file ready to use.
@@ -74,6 +78,12 @@ public final class FeatureStore {
         return d
     }
 
+    /// Where the cache keeps the features of `r`.
+    public func url(for r: FeatureRequest) -> URL { directory.appendingPathComponent(r.fileName) }
+
+    /// Whether the cache holds the features of `r` (a file is there only once made whole).
+    public func isCached(_ r: FeatureRequest) -> Bool { FileManager.default.fileExists(atPath: url(for: r).path) }
+
     /// The images of a request, with the selection's class names and template.
     public func items(_ r: FeatureRequest) throws -> (items: [Datum], selection: Selection, loaded: LoadedDataset) {
         let loaded = try dataset(r.dataset)
@@ -92,7 +102,7 @@ public final class FeatureStore {
         guard !items.isEmpty else {
             throw ExperimentError(.missingData, "the \(r.split.rawValue) split of \(r.dataset.rawValue) holds no images for this selection (shots \(r.selection.shots.map(String.init) ?? "all"), classes \(r.selection.subset.rawValue))")
         }
-        let url = output ?? directory.appendingPathComponent(r.fileName)
+        let url = output ?? self.url(for: r)
         // The test transform draws nothing: its files carry seed 0, so every seed shares them.
         let viewSeed = r.views > 1 ? UInt64(seed ?? r.selection.seed) : 0
         let plan = ExtractionPlan(modelDigest: modelDigest, items: items, transform: r.views > 1 ? "train" : "test", views: r.views,

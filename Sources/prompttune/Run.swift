@@ -162,7 +162,7 @@ struct Run: ParsableCommand {
         let only = try cellNumbers()
         if slurm.slurm {
             if featuresOnly { throw ValidationError("--features-only runs here; --slurm submits the whole grid (its first job makes the features): give one of them") }
-            return try submitToSlurm(plan, out: out, only: only)
+            return try submitToSlurm(plan, only: only)
         }
         if featuresOnly {
             let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training)

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CLIP
 import Cluster
 import Experiments
 import Foundation
@@ -75,7 +74,7 @@ extension Run {
     }
 
     /// `--slurm`: writes the submission and submits it (or, with --dry-run, prints it).
-    func submitToSlurm(_ plan: GridPlan, out: URL, only: [Int]) throws {
+    func submitToSlurm(_ plan: GridPlan, only: [Int]) throws {
         if trace != nil {
             throw ValidationError("--trace writes one file from one process; with --slurm many tasks would write it at once: trace a cell run with --cell N instead")
         }
@@ -85,12 +84,12 @@ extension Run {
             throw ClusterError(.slurmMissing, "\(missing) is not on the PATH: submit from a machine of the Slurm cluster (a login node), or give --dry-run to write the scripts and submit them there with submit.sh")
         }
         // Every path absolute: tasks start wherever Slurm starts them.
+        let located = locations(plan)
+        let modelPath = URL(fileURLWithPath: located.model).standardizedFileURL.path
+        let root = located.root.standardizedFileURL, out = located.out.standardizedFileURL
         var plan = plan
-        let modelPath = URL(fileURLWithPath: plan.model ?? CLIPModel.defaultModelLocation()).standardizedFileURL.path
         plan.model = modelPath
-        let root = URL(fileURLWithPath: plan.root ?? ProcessInfo.processInfo.environment["DATA"] ?? FileManager.default.currentDirectoryPath).standardizedFileURL
         plan.root = root.path
-        let out = out.standardizedFileURL
         plan.out = out.path
         let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training)
         runner.useCoOpCache = !noCoopCache
@@ -125,12 +124,12 @@ extension Run {
             lines.append("  features: every file is cached; no features job")
         }
         if let e = submission.estimate, !e.derived.isEmpty {
-            lines.append("  \(e.derived.joined(separator: " and ")) from the estimates (longest cell \(ProgressBar.clock(e.cellSeconds)), largest peak \(formatBytes(e.cellPeakBytes))), \(e.margin)")
+            lines.append("  \(e.derived.joined(separator: " and ")) from the estimates (longest cell \(ProgressBar.clock(e.cellSeconds)), largest peak \(Self.memory(e.cellPeakBytes))), \(e.margin)")
         }
         if slurm.dryRun {
             lines.append("  dry run: nothing submitted; submit with: bash \(folder.appendingPathComponent("submit.sh").path)")
             print(lines.joined(separator: "\n"))
-            for name in ["features.sbatch"] + submission.arrays.indices.map { submission.arrays.count == 1 ? "cells.sbatch" : "cells-\($0).sbatch" } + ["report.sbatch", "submit.sh"] {
+            for name in ["features.sbatch"] + submission.arrays.indices.map { SlurmSubmission.cellsScript($0, of: submission.arrays.count) } + ["report.sbatch", "submit.sh"] {
                 let url = folder.appendingPathComponent(name)
                 guard let text = try? String(contentsOf: url, encoding: .utf8) else { continue }
                 print("\n# \(url.path)\n\(text)", terminator: "")
@@ -141,12 +140,6 @@ extension Run {
             print(lines.joined(separator: "\n"))
         }
     }
-}
-
-/// Bytes as MiB or GiB.
-func formatBytes(_ bytes: Int) -> String {
-    let mib = Double(bytes) / 1_048_576
-    return mib >= 1024 ? String(format: "%.1f GiB", mib / 1024) : String(format: "%.0f MiB", mib)
 }
 
 /// `prompttune status DIR`: a grid's cells, done, running, pending, failed (with their error), and
