@@ -25,6 +25,8 @@ public struct AugmentedTrainingJob {
     public var resume: Bool
     /// fp32, or the references' fp16 training approached (`TrainingPrecision`).
     public var precision: TrainingPrecision = .fp32
+    /// What runs the model (its product precision: `CPUBackend.with(precision:)`).
+    public var backend: any ComputeBackend = defaultBackend
 
     public init(modelPath: String, root: URL, dataset: DatasetName, selection: SelectionOptions, method: Method, epochs: Int,
                 learningRate: Double, batchSize: Int, template: String?, folder: RunFolder, resume: Bool) {
@@ -41,7 +43,7 @@ public struct AugmentedTrainingJob {
         guard !s.train.isEmpty else { throw ExperimentError(.missingData, "the train split of \(dataset.rawValue) holds no images for this selection") }
         let images = AugmentedImages(items: s.train, classNames: s.classNames, source: loaded.images)
         let digest = try modelDigest(modelPath)
-        let clip = try CLIPModel.load(path: modelPath)
+        let clip = try CLIPModel.load(path: modelPath).on(backend)
         var optimizer = OptimizerConfig()
         optimizer.learningRate = learningRate
         let config = TrainConfig(method: method, optimizer: optimizer, epochs: epochs, batchSize: batchSize, seed: UInt64(selection.seed),

@@ -55,13 +55,14 @@ public final class ExperimentRunner {
     var board: CellBoard?
     let events: (RunEvent) -> Void
 
+    /// `backend` runs the model (its precision keys features, cells and records).
     public init(modelPath: String, root: URL, out: URL, trainingPrecision: TrainingPrecision = .fp32,
-                events: @escaping (RunEvent) -> Void = { _ in }) throws {
+                backend: any ComputeBackend = defaultBackend, events: @escaping (RunEvent) -> Void = { _ in }) throws {
         let digest = try modelDigest(modelPath)
-        let model = trainingPrecision.model(try CLIPModel.load(path: modelPath))
+        let model = trainingPrecision.model(try CLIPModel.load(path: modelPath)).on(backend)
         // The precision keys features, cells and records: bf16 products, or fp16-reference training.
         let precision = trainingPrecision == .fp16Reference ? trainingPrecision.rawValue
-            : Compute.precision == .fp32 ? nil : Compute.precision.rawValue
+            : backend.precision == .fp32 ? nil : backend.precision.rawValue
         self.results = ResultsFolder(out)
         // Features are keyed by the model too: another checkpoint gets its own folder.
         self.store = FeatureStore(model: model, modelPath: modelPath, modelDigest: digest, root: root,

@@ -106,7 +106,7 @@ public final class FeatureStore {
         // The test transform draws nothing: its files carry seed 0, so every seed shares them.
         let viewSeed = r.views > 1 ? UInt64(seed ?? r.selection.seed) : 0
         let plan = ExtractionPlan(modelDigest: modelDigest, items: items, transform: r.views > 1 ? "train" : "test", views: r.views,
-                                  resolution: model.config.imageResolution, seed: viewSeed)
+                                  resolution: model.config.imageResolution, seed: viewSeed, precision: model.backend.precision)
         var provenance = ["dataset": r.dataset.rawValue, "root": root.path, "split": r.split.rawValue,
                           "subset": r.selection.subset.rawValue, "seed": String(r.selection.seed), "model": modelPath,
                           "model_config": String(decoding: try encodeJSON(model.config, pretty: false), as: UTF8.self),

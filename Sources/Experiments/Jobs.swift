@@ -30,6 +30,8 @@ public struct TrainingJob {
     public var resume: Bool
     /// fp32, or the references' fp16 training approached (`TrainingPrecision`).
     public var precision: TrainingPrecision = .fp32
+    /// What runs the model (its product precision: `CPUBackend.with(precision:)`).
+    public var backend: any ComputeBackend = defaultBackend
 
     public init(modelPath: String, featuresPath: String, method: Method, epochs: Int, learningRate: Double, batchSize: Int,
                 seed: UInt64, template: String?, folder: RunFolder, resume: Bool) {
@@ -47,7 +49,7 @@ public struct TrainingJob {
         let set = try FeatureSet.read(path: featuresPath)
         let digest = try modelDigest(modelPath)
         try checkFeatures(set, path: featuresPath, modelPath: modelPath, digest: digest)
-        let clip = try CLIPModel.load(path: modelPath)
+        let clip = try CLIPModel.load(path: modelPath).on(backend)
         var optimizer = OptimizerConfig()
         optimizer.learningRate = learningRate
         let datasetTemplate = set.provenance["template"] ?? "a photo of a {}."

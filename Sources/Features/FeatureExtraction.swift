@@ -20,8 +20,10 @@ public struct ExtractionPlan: Codable, Equatable, Sendable {
     /// fp32 plans are unchanged and a bf16 file is never taken for an fp32 one.
     public var precision: String?
 
-    public init(modelDigest: String, items: [Datum], transform: String, views: Int, resolution: Int, seed: UInt64) {
-        self.precision = Compute.precision == .fp32 ? nil : Compute.precision.rawValue
+    /// `precision`: the product precision of the model that encodes (its backend's).
+    public init(modelDigest: String, items: [Datum], transform: String, views: Int, resolution: Int, seed: UInt64,
+                precision: Precision = .fp32) {
+        self.precision = precision == .fp32 ? nil : precision.rawValue
         self.modelDigest = modelDigest
         let list = items.map { "\($0.path)\t\($0.label)\t\($0.className)" }.joined(separator: "\n")
         self.imagesDigest = Data(list.utf8).withUnsafeBytes { contentDigest($0) }
@@ -93,6 +95,10 @@ public func extractFeatures(model: CLIPModel, plan: ExtractionPlan, items: [Datu
                             source: any ImageSource, provenance: [String: String], output: URL, chunk: Int = 64,
                             stopAfterChunks: Int? = nil, memoryBudget: Int = defaultExtractionBudget,
                             progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> ExtractionResult {
+    let modelPrecision = model.backend.precision
+    guard plan.precision == (modelPrecision == .fp32 ? nil : modelPrecision.rawValue) else {
+        throw ExtractionError(description: "the plan for \(output.path) asks for \(plan.precision ?? "fp32") products but the model runs \(modelPrecision.rawValue) (\(model.backend.name)): make the plan with the model's precision")
+    }
     let fm = FileManager.default
     let partial = URL(fileURLWithPath: output.path + ".partial")
     let manifest = partial.appendingPathComponent("plan.json")

@@ -76,19 +76,20 @@ public final class CoCoOpArchitecture: PromptArchitecture {
         let p = 1 + m
         let groups = (0..<bias.rows).map { _ in (prefix: p, lengths: classes.map { learner.eot[$0] + 1 - p }) }
         let layout = SequenceLayout(groups: groups)
-        var rows: [Float] = []
-        rows.reserveCapacity(layout.rows * d)
-        let sos = learner.sosRow.data
-        for b in 0..<bias.rows {
-            rows += sos
-            for j in 0..<m { for x in 0..<d { rows.append(context[j * d + x] + bias[b * d + x]) } }
-            for k in classes { rows += learner.suffixRows(k).data }
+        let backend = tower.backend
+        var h = Tensor(zeros: [layout.rows, d])
+        // Per image: SOS, the context shifted by the image's bias, each class's own rows.
+        var frozen: [RowSpan] = [], shifted: [RowSpan] = [], biases: [RowSpan] = []
+        for (b, prefix) in layout.prefixes.enumerated() {
+            frozen.append(RowSpan(source: learner.sosRow, target: prefix.rowOffset, count: 1))
+            frozen += learner.suffixSpans(classes, at: prefix.rowOffset + p)
+            shifted.append(RowSpan(source: 0, target: prefix.rowOffset + 1, count: m))
+            biases += (0..<m).map { RowSpan(source: b, target: prefix.rowOffset + 1 + $0, count: 1) }
         }
-        var h = Tensor(shape: [layout.rows, d], data: rows)
-        let positions = layout.positions, pos = tower.positionalEmbedding
-        h.withMutablePointer { ph in pos.withPointer { pp in
-            for (r, t) in positions.enumerated() { for x in 0..<d { ph[r * d + x] += pp[t * d + x] } }
-        } }
+        backend.copyRows(learner.embeddings, into: &h, spans: frozen, accumulate: false)
+        backend.copyRows(context, into: &h, spans: shifted, accumulate: false)
+        backend.copyRows(bias, into: &h, spans: biases, accumulate: true)
+        tower.addPositionalEmbedding(to: &h, layout: layout)
         return (h, layout)
     }
 
@@ -103,15 +104,11 @@ public final class CoCoOpArchitecture: PromptArchitecture {
             // Each image's shifted context rows (1...M of its prefix): summed into the context, and
             // over the M rows into the image's bias.
             var dContext = Tensor(zeros: [m, d]), dBias = Tensor(zeros: [b, d])
-            for (i, prefix) in layout.prefixes.enumerated() {
-                for j in 0..<m {
-                    let src = (prefix.rowOffset + 1 + j) * d
-                    for x in 0..<d {
-                        dContext[j * d + x] += dRows[src + x]
-                        dBias[i * d + x] += dRows[src + x]
-                    }
-                }
-            }
+            tower.backend.copyRows(dRows, into: &dContext,
+                                   spans: layout.prefixes.map { RowSpan(source: $0.rowOffset + 1, target: 0, count: m) }, accumulate: true)
+            tower.backend.copyRows(dRows, into: &dBias, spans: layout.prefixes.enumerated().flatMap { i, prefix in
+                (0..<m).map { RowSpan(source: prefix.rowOffset + 1 + $0, target: i, count: 1) }
+            }, accumulate: true)
             workspace.recycle(dRows)
             // The meta-net's backward (PyTorch's ReLU passes the gradient where its input is > 0).
             let w2 = p[Self.meta2Weight]!

@@ -161,7 +161,7 @@ public final class MaPLeArchitecture: PromptArchitecture {
             // Text tower: the context rows of the shared prefix and every deep text prompt.
             var dTextDeep: [Int: Tensor] = [:]
             let dRows = text.backwardPacked(dText, releasing: &textTrace, deepPromptGrads: &dTextDeep, workspace: workspace)
-            var dContext = dRows.slice(rows: 1..<(1 + m))
+            var dContext = text.backend.gatherRows(dRows, Array(1..<(1 + m)))
             workspace.recycle(dRows)
             // Image tower: the shallow prompt and the deep image prompts, chained through the projections.
             var dRaw = Tensor(zeros: dImages!.shape)

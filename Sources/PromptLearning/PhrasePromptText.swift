@@ -17,8 +17,10 @@ struct PhrasePromptText {
     /// The shared prefix: SOS, the context rows (placeholders here), the fixed words of the init
     /// phrase after the context; P x D token embeddings, no positions.
     let prefixRows: Tensor
-    /// Each class's rows after the prefix (name, ".", EOT), token embeddings: T_k x D.
-    let suffixRows: [Tensor]
+    /// Every class's rows after the prefix (name, ".", EOT), token embeddings, one class after
+    /// another (T_k rows each: `suffixLengths`).
+    let suffixRows: Tensor
+    let suffixLengths: [Int]
     /// Token ids of every class's whole prompt, cut after its EOT (the reference's tokenized prompts).
     let tokens: [[Int]]
 
@@ -49,26 +51,24 @@ struct PhrasePromptText {
         }
         text = model.text
         contextLength = m
-        phraseContext = initText != nil ? model.text.tokenEmbedding.gatherRows(Array(prefixIds.prefix(m))) : nil
+        let backend = model.text.backend, table = model.text.tokenEmbedding
+        phraseContext = initText != nil ? backend.gatherRows(table, Array(prefixIds.prefix(m))) : nil
         tokens = zip(rows, eot).map { Array($0.0.prefix($0.1 + 1)) }
-        prefixRows = model.text.tokenEmbedding.gatherRows(Array(tokens[0].prefix(p)))
-        suffixRows = tokens.map { model.text.tokenEmbedding.gatherRows(Array($0[p...])) }
+        prefixRows = backend.gatherRows(table, Array(tokens[0].prefix(p)))
+        suffixRows = backend.gatherRows(table, tokens.flatMap { $0[p...] })
+        suffixLengths = tokens.map { $0.count - p }
     }
 
     /// The packed prompts of every class: the shared prefix (SOS, the context, the fixed words),
     /// then each class's own rows up to its EOT; positional embeddings added.
     func packedPrompts(context: Tensor) -> (Tensor, SequenceLayout) {
-        let (m, d, p) = (contextLength, text.width, prefixRows.rows)
-        let layout = SequenceLayout(prefix: p, lengths: suffixRows.map(\.rows))
-        var rows = prefixRows.data
-        rows.replaceSubrange(d..<((1 + m) * d), with: context.data)
-        rows.reserveCapacity(layout.rows * d)
-        for s in suffixRows { rows += s.data }
-        var h = Tensor(shape: [layout.rows, d], data: rows)
-        let positions = layout.positions, pos = text.positionalEmbedding
-        h.withMutablePointer { ph in pos.withPointer { pp in
-            for (r, t) in positions.enumerated() { for x in 0..<d { ph[r * d + x] += pp[t * d + x] } }
-        } }
+        let (m, p, backend) = (contextLength, prefixRows.rows, text.backend)
+        let layout = SequenceLayout(prefix: p, lengths: suffixLengths)
+        var h = Tensor(zeros: [layout.rows, text.width])
+        backend.copyRows(prefixRows, into: &h, spans: [RowSpan(source: 0, target: 0, count: p)], accumulate: false)
+        backend.copyRows(context, into: &h, spans: [RowSpan(source: 0, target: 1, count: m)], accumulate: false)
+        backend.copyRows(suffixRows, into: &h, spans: [RowSpan(source: 0, target: p, count: suffixRows.rows)], accumulate: false)
+        text.addPositionalEmbedding(to: &h, layout: layout)
         return (h, layout)
     }
 

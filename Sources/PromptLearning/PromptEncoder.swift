@@ -23,39 +23,36 @@ public struct PromptEncoder: Sendable {
     /// the caches hold only what `backward(_:releasing:learner:workspace:)` reads.
     public func forward(_ learner: PromptLearner, context: Tensor, keepCaches: Bool = true,
                         workspace: Workspace? = nil) -> (Tensor, Trace) {
-        let k = learner.classCount
+        let (h, layout, shared) = packedPrompts(learner, context: context)
+        let (features, trace) = text.forward(packed: h, layout: layout, keepCaches: keepCaches, workspace: workspace,
+                                             keepLinearInputs: workspace == nil)
+        return (features, Trace(tower: trace, shared: shared))
+    }
+
+    /// Every class's prompt as the tower's packed input rows (positional embeddings added): with a
+    /// shared context at the end, SOS and the context once as a prefix (positions 0..<P), then each
+    /// class's own rows (positions P...); otherwise each class's whole prompt.
+    func packedPrompts(_ learner: PromptLearner, context: Tensor) -> (Tensor, SequenceLayout, shared: Bool) {
+        let (k, backend) = (learner.classCount, text.backend)
+        let rows = context.reshaped([context.count / text.width, text.width])
         if learner.config.sharesPrefix {
             let p = 1 + learner.config.contextLength
             let layout = SequenceLayout(prefix: p, lengths: (0..<k).map { learner.eot[$0] + 1 - p })
-            let d = text.width
-            var rows: [Float] = []
-            rows.reserveCapacity(layout.rows * d)
-            rows += learner.sosRow.data
-            rows += context.data
-            for c in 0..<k { rows += learner.suffixRows(c).data }
-            var h = Tensor(shape: [layout.rows, d], data: rows)
-            // Positions: 0..<P for the prefix, P... for each class's own rows.
-            let pos = text.positionalEmbedding
-            h.withMutablePointer { ph in pos.withPointer { pp in
-                for i in 0..<(p * d) { ph[i] += pp[i] }
-                for c in 0..<k {
-                    let base = ph + layout.rowOffsets[c] * d, from = pp + p * d
-                    for i in 0..<(layout.lengths[c] * d) { base[i] += from[i] }
-                }
-            } }
-            let (features, trace) = text.forward(packed: h, layout: layout, keepCaches: keepCaches, workspace: workspace,
-                                                     keepLinearInputs: workspace == nil)
-            return (features, Trace(tower: trace, shared: true))
+            var h = Tensor(zeros: [layout.rows, text.width])
+            backend.copyRows(learner.embeddings, into: &h,
+                             spans: [RowSpan(source: learner.sosRow, target: 0, count: 1)] + learner.suffixSpans(0..<k, at: p),
+                             accumulate: false)
+            backend.copyRows(rows, into: &h, spans: [RowSpan(source: 0, target: 1, count: p - 1)], accumulate: false)
+            text.addPositionalEmbedding(to: &h, layout: layout)
+            return (h, layout, true)
         }
         let layout = SequenceLayout(lengths: learner.eot.map { $0 + 1 })
-        var rows: [Float] = []
-        rows.reserveCapacity(layout.rows * text.width)
-        for c in 0..<k { rows += learner.promptRows(c, context: context).data }
-        var h = Tensor(shape: [layout.rows, text.width], data: rows)
-        h.addPositions(layout, text.positionalEmbedding)
-        let (features, trace) = text.forward(packed: h, layout: layout, keepCaches: keepCaches, workspace: workspace,
-                                                     keepLinearInputs: workspace == nil)
-        return (features, Trace(tower: trace, shared: false))
+        let spans = learner.promptSpans(layout)
+        var h = Tensor(zeros: [layout.rows, text.width])
+        backend.copyRows(learner.embeddings, into: &h, spans: spans.frozen, accumulate: false)
+        backend.copyRows(rows, into: &h, spans: spans.context, accumulate: false)
+        text.addPositionalEmbedding(to: &h, layout: layout)
+        return (h, layout, false)
     }
 
     /// dFeatures: K, E -> gradient of the context (shape of `learner.context`).
@@ -75,32 +72,16 @@ public struct PromptEncoder: Sendable {
 
     /// The gradient of the packed input rows -> the context's (summed over the classes sharing it).
     private func contextGradient(_ dRows: Tensor, trace: Trace, learner: PromptLearner) -> Tensor {
-        let (m, d) = (learner.config.contextLength, text.width)
+        let m = learner.config.contextLength
+        var dContext = Tensor(zeros: learner.context.shape)
         if trace.shared {
-            return dRows.slice(rows: 1..<(1 + m))  // the prefix rows after SOS, already summed over classes
+            // The prefix rows after SOS, already summed over classes.
+            text.backend.copyRows(dRows, into: &dContext, spans: [RowSpan(source: 1, target: 0, count: m)], accumulate: false)
+            return dContext
         }
-        var dCtx = Tensor(zeros: learner.context.shape)
-        let layout = trace.tower.layout
-        for c in 0..<learner.classCount {
-            for j in 0..<m {
-                let src = (layout.rowOffsets[c] + learner.contextRow(j, classIndex: c)) * d
-                let dst = (learner.config.classSpecific ? c * m * d : 0) + j * d
-                for x in 0..<d { dCtx[dst + x] += dRows[src + x] }
-            }
-        }
-        return dCtx
-    }
-}
-
-extension Tensor {
-    /// Adds positional rows 0..<T_s to each packed sequence (no shared prefix).
-    mutating func addPositions(_ layout: SequenceLayout, _ positions: Tensor) {
-        let d = lastDim
-        withMutablePointer { ph in positions.withPointer { pp in
-            for (s, t) in layout.lengths.enumerated() {
-                let base = ph + layout.rowOffsets[s] * d
-                for i in 0..<(t * d) { base[i] += pp[i] }
-            }
-        } }
+        // Every class's context rows back onto the context, classes in order.
+        let spans = learner.promptSpans(trace.tower.layout).context.map { RowSpan(source: $0.target, target: $0.source, count: 1) }
+        text.backend.copyRows(dRows, into: &dContext, spans: spans, accumulate: true)
+        return dContext
     }
 }

@@ -106,8 +106,10 @@ public struct PromptLearner: Sendable {
     public let tokens: [[Int]]
     public let eot: [Int]
     public let nameLengths: [Int]
-    /// Frozen token embeddings of each prompt: K rows of [T_k = eot_k + 1, D]; the context rows are ignored.
-    let embeddings: [Tensor]
+    /// Frozen token embeddings of every prompt, one after another: class k's T_k = eot_k + 1 rows
+    /// from row `embeddingRows[k]` (the context rows are placeholders' embeddings, never read).
+    let embeddings: Tensor
+    let embeddingRows: [Int]
 
     /// The most context values a learner holds (class-specific contexts grow with the classes).
     public static let maxContextElements = 1 << 28
@@ -147,7 +149,7 @@ public struct PromptLearner: Sendable {
                 throw PromptError(.invalidSetting, "the context initialisation '\(initText)' is \(ids.count) tokens but the context length is \(m); make the context length \(ids.count)")
             }
             prefixText = cleaned
-            let shared = text.tokenEmbedding.gatherRows(ids)  // M, D
+            let shared = text.backend.gatherRows(text.tokenEmbedding, ids)  // M, D
             initContext = config.classSpecific
                 ? Tensor(shape: [k, m, d], data: Array((0..<k).map { _ in shared.data }.joined()))
                 : shared
@@ -174,32 +176,30 @@ public struct PromptLearner: Sendable {
         self.eot = eot
         self.tokens = zip(rows, eot).map { Array($0.0.prefix($0.1 + 1)) }
         self.nameLengths = names.map { tokenizer.encode($0).count }
-        self.embeddings = self.tokens.map { text.tokenEmbedding.gatherRows($0) }
+        self.embeddings = text.backend.gatherRows(text.tokenEmbedding, self.tokens.flatMap { $0 })
+        self.embeddingRows = Array(eot.reduce(into: [0]) { $0.append($0.last! + $1 + 1) }.dropLast())
     }
 
-    /// Rows of class k's prompt (before positional embeddings) for the given context: T_k, D.
-    func promptRows(_ k: Int, context ctx: Tensor) -> Tensor {
-        let (m, d) = (config.contextLength, width)
-        let e = embeddings[k]
-        let c = config.classSpecific ? ctx.slice(rows: k..<(k + 1)).reshaped([m, d]) : ctx
-        var out = e
-        let n = nameLengths[k]
-        // Row index of context vector j, by class-token position (CoOp's layouts).
-        for j in 0..<m {
-            let row: Int
-            switch config.position {
-            case .end: row = 1 + j
-            case .front: row = 1 + n + j
-            case .middle: row = j < m / 2 ? 1 + j : 1 + n + j
+    /// Each class's frozen prompt rows onto its sequence of `layout` (one sequence per class, no
+    /// prefix, T_k rows each), the class name moved to its place (CoOp's "front" and "middle"
+    /// positions), and `spans` for the context rows: where context row r (of `context`, flattened to
+    /// rows) goes. Rows are laid out as the concatenated `embeddings`, so the copy is one span.
+    func promptSpans(_ layout: SequenceLayout) -> (frozen: [RowSpan], context: [RowSpan]) {
+        let m = config.contextLength
+        var frozen = [RowSpan(source: 0, target: 0, count: embeddings.rows)]
+        var context: [RowSpan] = []
+        for c in 0..<classCount {
+            let r0 = layout.rowOffsets[c]
+            if config.position != .end {
+                // The class-name tokens move: front -> right after SOS; middle -> after the first half.
+                let at = config.position == .front ? 1 : 1 + m / 2
+                frozen.append(RowSpan(source: embeddingRows[c] + 1 + m, target: r0 + at, count: nameLengths[c]))
             }
-            for x in 0..<d { out[row * d + x] = c[j * d + x] }
+            for j in 0..<m {
+                context.append(RowSpan(source: config.classSpecific ? c * m + j : j, target: r0 + contextRow(j, classIndex: c), count: 1))
+            }
         }
-        if config.position != .end {
-            // The class-name tokens move: front -> right after SOS; middle -> after the first half.
-            let at = config.position == .front ? 1 : 1 + m / 2
-            for t in 0..<n { for x in 0..<d { out[(at + t) * d + x] = e[(1 + m + t) * d + x] } }
-        }
-        return out
+        return (frozen, context)
     }
 
     /// Where context vector j of class k sits in its prompt.
@@ -212,11 +212,18 @@ public struct PromptLearner: Sendable {
         }
     }
 
-    /// Frozen rows after the shared prefix for class k (name, ".", EOT): T_k - 1 - M, D.
-    func suffixRows(_ k: Int) -> Tensor {
-        embeddings[k].slice(rows: (1 + config.contextLength)..<embeddings[k].rows)
+    /// The frozen rows after the shared prefix (name, ".", EOT: T_k - 1 - M rows) of each class in
+    /// `classes`, placed one class after another from row `target`.
+    func suffixSpans(_ classes: Range<Int>, at target: Int) -> [RowSpan] {
+        let p = 1 + config.contextLength
+        var spans: [RowSpan] = [], row = target
+        for k in classes {
+            spans.append(RowSpan(source: embeddingRows[k] + p, target: row, count: eot[k] + 1 - p))
+            row += eot[k] + 1 - p
+        }
+        return spans
     }
 
-    /// The SOS embedding row: 1, D.
-    var sosRow: Tensor { embeddings[0].slice(rows: 0..<1) }
+    /// The SOS embedding row (row 0 of the frozen rows).
+    var sosRow: Int { 0 }
 }

@@ -179,7 +179,7 @@ public final class PromptSRCArchitecture: PromptArchitecture {
             var g = ParameterSet()
             var dTextDeep: [Int: Tensor] = [:]
             let dRows = text.backwardPacked(dText, releasing: &textTrace, deepPromptGrads: &dTextDeep, workspace: workspace)
-            g[ParameterName.textContext] = dRows.slice(rows: 1..<(1 + m))
+            g[ParameterName.textContext] = text.backend.gatherRows(dRows, Array(1..<(1 + m)))
             workspace.recycle(dRows)
             var dRaw = Tensor(zeros: dImages!.shape)
             L2Normalize.backward(dImages!, cache: normCache, dx: &dRaw)

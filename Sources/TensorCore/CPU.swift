@@ -91,9 +91,11 @@ public struct GEMMDiagnostics: Sendable {
     public var kernelsISA: String    // CKernels: "avx512" or "portable"
     public var cpu: String
 
-    public static func current() -> GEMMDiagnostics {
-        GEMMDiagnostics(
-            backend: Compute.gemmBackend, precision: Compute.precision,
+    /// What runs the products of `backend` (a model's, or the default one).
+    public static func current(_ backend: any ComputeBackend = defaultBackend) -> GEMMDiagnostics {
+        let cpu = backend as? CPUBackend ?? .default
+        return GEMMDiagnostics(
+            backend: cpu.gemm, precision: cpu.precision,
             oneDNN: OneDNN.isAvailable ? "\(OneDNN.version), \(OneDNN.isa)" : "unavailable",
             oneDNNKernel: OneDNN.isAvailable ? OneDNN.kernelName(bf16: false) : "-",
             oneDNNKernelBF16: OneDNN.isAvailable && CPU.hasBF16 ? OneDNN.kernelName(bf16: true) : nil,

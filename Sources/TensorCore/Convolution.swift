@@ -6,16 +6,19 @@ import Foundation
 /// bias, and optionally a residual added and a ReLU applied in the same pass: what a ResNet with
 /// frozen batch norms folded into its convolutions needs (inference only; no backward).
 ///
-/// On the oneDNN backend it runs oneDNN's convolution primitive (created once per shape and cached,
-/// the weight reordered once into the layout the kernel reads, fp32 or bf16 after
-/// `Compute.precision`); elsewhere, or where oneDNN offers only its reference code, an im2col
-/// product through `gemm`.
+/// On a CPU backend with oneDNN products it runs oneDNN's convolution primitive (created once per
+/// shape and cached, the weight reordered once into the layout the kernel reads, fp32 or bf16 after
+/// the backend's precision); elsewhere, or where oneDNN offers only its reference code, an im2col
+/// product through `gemm`. (A CPU operation: the backend interface has no convolution, as only
+/// ResNet image towers, which run forward only, need one.)
 public struct Conv2D: Sendable {
     public let weight: Tensor   // O, I, K, K (PyTorch's layout)
     public let bias: Tensor     // O
     public let stride: Int
     public let padding: Int
     let packed = PackedWeight()
+    /// Whose products run the convolution.
+    public var backend: any ComputeBackend = defaultBackend
 
     public init(weight: Tensor, bias: Tensor, stride: Int = 1, padding: Int = 0) {
         precondition(weight.rank == 4 && weight.shape[2] == weight.shape[3], "Conv2D weight \(weight.shape), expected [O, I, K, K]")
@@ -97,10 +100,10 @@ public struct Conv2D: Sendable {
 
     /// oneDNN's primitive into `y` (its values are the residual when `sum`); false when it does not run.
     private func oneDNNForward(_ x: Tensor, into y: inout Tensor, relu: Bool, sum: Bool) -> Bool {
-        guard Compute.gemmBackend == .oneDNN else { return false }
+        guard let cpu = backend as? CPUBackend, cpu.gemm == .oneDNN else { return false }
         let p = OneDNNConv.Problem(batch: x.shape[0], height: x.shape[1], width: x.shape[2], inChannels: inChannels,
                                    outChannels: outChannels, kernel: kernel, stride: stride, padding: padding, relu: relu,
-                                   sum: sum, bf16: Compute.precision == .bf16)
+                                   sum: sum, bf16: cpu.precision == .bf16)
         return y.withMutablePointer { py in x.withPointer { px in weight.withPointer { pw in bias.withPointer { pb in
             OneDNNConv.run(p, src: px, weight: pw, bias: pb, dst: py, packed: packed)
         } } } }
@@ -137,7 +140,8 @@ public struct Conv2D: Sendable {
             }
             let ohwi = weightOHWI
             patches.withPointer { pa in ohwi.withPointer { pw in
-                gemm(transB: true, m: rows, n: o, k: cols, a: pa, lda: cols, b: pw, ldb: cols, beta: 1, c: py, ldc: o)
+                gemm(transB: true, m: rows, n: o, k: cols, a: pa, lda: cols, b: pw, ldb: cols, beta: 1, c: py, ldc: o,
+                     backend: (backend as? CPUBackend ?? .default).gemm)
             } }
             if relu { for j in 0..<(rows * o) { py[j] = max(py[j], 0) } }
         }

@@ -1,5 +1,3 @@
-import CKernels
-
 /// Rows of a block's input replaced by given values before the block runs: a deep prompt
 /// (MaPLe and PromptSRC put learned rows in place of the prompt positions in later blocks).
 /// Span j is the `count` rows from packed row `starts[j]`; `values` is [count, W], one set for
@@ -21,29 +19,29 @@ public struct RowReplacement: Sendable {
     public var isShared: Bool { values.rank == 2 }
 
     /// x[starts[j] + i, :] = values[(j,) i, :]
-    func apply(to x: inout Tensor) {
-        let (n, w) = (count, x.lastDim)
-        precondition(values.lastDim == w && starts.allSatisfy { $0 >= 0 && $0 + n <= x.rows },
+    func apply(to x: inout Tensor, backend: any ComputeBackend) {
+        let n = count
+        precondition(values.lastDim == x.lastDim && starts.allSatisfy { $0 >= 0 && $0 + n <= x.rows },
                      "row replacement of \(n) rows at \(starts) into \(x.shape)")
-        x.withMutablePointer { px in values.withPointer { pv in
-            for (j, r) in starts.enumerated() {
-                (px + r * w).update(from: pv + (isShared ? 0 : j * n * w), count: n * w)
-            }
-        } }
+        backend.copyRows(values, into: &x, spans: spans, accumulate: false)
+    }
+
+    /// Span j: the values' rows for span j onto the `count` rows from `starts[j]`.
+    private var spans: [RowSpan] {
+        starts.enumerated().map { j, r in RowSpan(source: isShared ? 0 : j * count, target: r, count: count) }
     }
 
     /// Moves the replaced rows' gradient out of `dx` (the gradient of the block's input) into
     /// `grad` (shaped as `values`, accumulated into, spans in order): those rows of `dx` become zero,
     /// since what ran before the block never reached them.
-    func takeGradient(from dx: inout Tensor, into grad: inout Tensor) {
-        let (n, w) = (count, dx.lastDim)
+    func takeGradient(from dx: inout Tensor, into grad: inout Tensor, backend: any ComputeBackend) {
         precondition(grad.shape == values.shape, "deep prompt gradient \(grad.shape) vs values \(values.shape)")
-        dx.withMutablePointer { pd in grad.withMutablePointer { pg in
-            for (j, r) in starts.enumerated() {
-                pt_accumulate(pg + (isShared ? 0 : j * n * w), pd + r * w, n * w)
-                (pd + r * w).update(repeating: 0, count: n * w)
-            }
-        } }
+        let spans = self.spans
+        backend.copyRows(dx, into: &grad, spans: spans.map { RowSpan(source: $0.target, target: $0.source, count: $0.count) },
+                         accumulate: true)
+        let zeros = Tensor(zeros: [count, dx.lastDim])
+        backend.copyRows(zeros, into: &dx, spans: spans.map { RowSpan(source: 0, target: $0.target, count: $0.count) },
+                         accumulate: false)
     }
 }
 

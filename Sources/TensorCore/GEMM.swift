@@ -2,8 +2,9 @@ import CKernels
 import COpenBLAS
 import Foundation
 
-/// Which matrix multiply runs: oneDNN's matmul (the default: it picks kernels from the CPU's
-/// features), OpenBLAS (kept as fallback), or the naive loops kept as reference.
+/// Which library runs a CPU backend's matrix products: oneDNN's matmul (the default: it picks
+/// kernels from the CPU's features), OpenBLAS (kept as fallback), or the naive loops kept as
+/// reference (`CPUBackend(gemm:)`).
 public enum GEMMBackend: String, Sendable, CaseIterable {
     case oneDNN = "onednn"
     case openBLAS = "openblas"
@@ -39,36 +40,9 @@ public enum ComputeError: Error, CustomStringConvertible {
     }
 }
 
-/// Process-wide compute settings.
+/// Process-wide compute resources: the threads of the GEMM libraries' pools and of the loops
+/// between them. (Which products run, and in which precision, is a backend's: `CPUBackend`.)
 public enum Compute {
-    /// `PROMPTTUNE_GEMM=onednn|openblas|naive` chooses the start value; otherwise oneDNN when its
-    /// engine starts (see docs/BENCHMARKS.md for the measurements behind the default).
-    nonisolated(unsafe) public static var gemmBackend: GEMMBackend = {
-        if let env = ProcessInfo.processInfo.environment["PROMPTTUNE_GEMM"], let b = GEMMBackend(rawValue: env.lowercased()) {
-            return b
-        }
-        return OneDNN.isAvailable ? .oneDNN : .openBLAS
-    }()
-
-    /// The input format of products with layer weights; set it with `setPrecision`.
-    nonisolated(unsafe) public private(set) static var precision: Precision = .fp32
-
-    /// Whether `setPrecision(.bf16)` is accepted here (bf16 hardware, the oneDNN backend, and a
-    /// oneDNN bf16 kernel).
-    public static var canRunBF16: Bool { CPU.hasBF16 && gemmBackend == .oneDNN && OneDNN.hasBF16Kernel }
-
-    /// Chooses bf16 or fp32 products for `Linear`; bf16 is refused on CPUs without bf16 hardware,
-    /// on backends other than oneDNN, and where oneDNN has no bf16 kernel (its products would
-    /// otherwise fall back to fp32 unnoticed).
-    public static func setPrecision(_ p: Precision) throws {
-        if p == .bf16 {
-            guard CPU.hasBF16 else { throw ComputeError.bf16Unsupported(cpu: CPU.featureSummary) }
-            guard gemmBackend == .oneDNN, OneDNN.isAvailable else { throw ComputeError.bf16NeedsOneDNN(gemmBackend) }
-            guard OneDNN.hasBF16Kernel else { throw ComputeError.bf16NoKernel(isa: OneDNN.isa) }
-        }
-        precision = p
-    }
-
     /// Threads for compute: the GEMM pools (OpenBLAS's, oneDNN's OpenMP), and the workers of the
     /// per-head attention loops.
     public static var threads: Int {
@@ -122,7 +96,7 @@ public func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: 
                  alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                  b: UnsafePointer<Float>, ldb: Int,
                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int,
-                 backend: GEMMBackend = Compute.gemmBackend) {
+                 backend: GEMMBackend = CPUBackend.defaultGEMM) {
     if m == 0 || n == 0 { return }
     switch backend {
     case .oneDNN where m * n * k <= smallGEMMLimit, .openBLAS where m * n * k <= smallGEMMLimit:
@@ -180,7 +154,7 @@ public func batchedGEMM(batch: Int, transA: Bool = false, transB: Bool = false, 
                         alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: Int,
                         b: UnsafePointer<Float>, ldb: Int, strideB: Int,
                         beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int,
-                        backend: GEMMBackend = Compute.gemmBackend) {
+                        backend: GEMMBackend = CPUBackend.defaultGEMM) {
     for i in 0..<batch {
         gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
              a: a + i * strideA, lda: lda, b: b + i * strideB, ldb: ldb,
@@ -205,12 +179,12 @@ public struct GridGEMM: Sendable {
                                  strideB0: strideB.0, strideB1: strideB.1, strideC0: strideC.0, strideC1: strideC.1)
     }
 
-    /// Whether `run` is one oneDNN primitive here (oneDNN is the backend and offers a kernel other
-    /// than its reference code for these strides).
-    public var runsOnOneDNN: Bool { Compute.gemmBackend == .oneDNN && OneDNN.matmul(problem) != nil }
+    /// Whether `run` on `backend` is one oneDNN primitive (oneDNN is the library and offers a kernel
+    /// other than its reference code for these strides).
+    public func runsOnOneDNN(_ backend: GEMMBackend) -> Bool { backend == .oneDNN && OneDNN.matmul(problem) != nil }
 
     public func run(a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>,
-                    backend: GEMMBackend = Compute.gemmBackend) {
+                    backend: GEMMBackend = CPUBackend.defaultGEMM) {
         let p = problem
         if p.outer0 == 0 || p.outer1 == 0 || p.m == 0 || p.n == 0 { return }
         if backend == .oneDNN, OneDNN.run(p, a: a, b: b, bias: nil, c: c, packed: nil) { return }
@@ -224,16 +198,8 @@ public struct GridGEMM: Sendable {
     }
 }
 
-/// Tensor-level matrix product of 2-D tensors: op(a) @ op(b).
+/// Tensor-level matrix product of 2-D tensors on the default backend: op(a) @ op(b). For host-side
+/// work (losses, heads, analysis); a model's products run on its own backend.
 public func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) -> Tensor {
-    precondition(a.rank == 2 && b.rank == 2, "matmul needs 2-D tensors, got \(a.shape) and \(b.shape)")
-    let m = transA ? a.shape[1] : a.shape[0], k = transA ? a.shape[0] : a.shape[1]
-    let kb = transB ? b.shape[1] : b.shape[0], n = transB ? b.shape[0] : b.shape[1]
-    precondition(k == kb, "matmul: inner sizes differ (\(a.shape) x \(b.shape))")
-    var out = Tensor(zeros: [m, n])
-    a.withPointer { pa in b.withPointer { pb in out.withMutablePointer { pc in
-        gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: pa, lda: a.shape[1], b: pb, ldb: b.shape[1],
-             c: pc, ldc: n)
-    } } }
-    return out
+    defaultBackend.matmul(a, b, transA: transA, transB: transB)
 }

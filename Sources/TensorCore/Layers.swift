@@ -10,36 +10,22 @@ import Foundation
 
 /// y = x W^T + b, with W stored [Out, In] as PyTorch does.
 ///
-/// On the oneDNN backend the products read `packed`: the weight in the kernel's own layout (and in
-/// bf16 under `Compute.precision == .bf16`), made at first use and dropped when `weight` changes.
+/// `packed` is the backend's copy of the frozen weight (on the CPU, oneDNN's own layout, in bf16
+/// under bf16 products), made at first use and dropped when `weight` changes.
 public struct Linear: Sendable {
     public var weight: Tensor {  // Out, In
         didSet { packed = PackedWeight() }
     }
     public var bias: Tensor?   // Out
     public private(set) var packed = PackedWeight()
+    /// What runs the products.
+    public var backend: any ComputeBackend = defaultBackend
 
     public init(weight: Tensor, bias: Tensor?) {
         precondition(weight.rank == 2, "Linear weight must be 2-D, got \(weight.shape)")
         if let bias { precondition(bias.shape == [weight.shape[0]], "Linear bias \(bias.shape) vs weight \(weight.shape)") }
         self.weight = weight
         self.bias = bias
-    }
-
-    /// oneDNN product with the weight: forward (y = x W^T + b) or input gradient (dx += dy W).
-    /// False when it does not apply (another backend, a small product) or oneDNN declined.
-    private func oneDNNProduct(forward: Bool, rows n: Int, a: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                               bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>) -> Bool {
-        guard Compute.gemmBackend == .oneDNN, n * inFeatures * outFeatures > smallGEMMLimit else { return false }
-        let bf16 = Compute.precision == .bf16
-        // fp32 input gradients read the plain weight; the other products a packed copy.
-        let pack = forward || bf16
-        let p = forward
-            ? OneDNN.Problem(m: n, n: outFeatures, k: inFeatures, lda: inFeatures, ldb: inFeatures, ldc: outFeatures,
-                             transA: false, transB: true, alpha: 1, beta: 0, bias: bias != nil, bf16: bf16, packedB: pack)
-            : OneDNN.Problem(m: n, n: inFeatures, k: outFeatures, lda: outFeatures, ldb: inFeatures, ldc: inFeatures,
-                             transA: false, transB: false, alpha: 1, beta: 1, bias: false, bf16: bf16, packedB: pack)
-        return OneDNN.run(p, a: a, b: w, bias: bias, c: c, packed: packed)
     }
 
     public var inFeatures: Int { weight.shape[1] }
@@ -56,43 +42,20 @@ public struct Linear: Sendable {
 
     // x: N, In -> N, Out (the output's storage from `workspace` when given).
     public func forward(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
-        let n = x.rows
         precondition(x.lastDim == inFeatures, "Linear: input width \(x.lastDim), expected \(inFeatures)")
-        var y = Workspace.tensor(workspace, Array(x.shape.dropLast()) + [outFeatures], zeroed: false)  // every value written below
-        let done = y.withMutablePointer { py in x.withPointer { px in weight.withPointer { pw in
-            if let bias { return bias.withPointer { pb in oneDNNProduct(forward: true, rows: n, a: px, w: pw, bias: pb, c: py) } }
-            return oneDNNProduct(forward: true, rows: n, a: px, w: pw, bias: nil, c: py)
-        } } }
-        if done { return y }
-        y.withMutablePointer { py in
-            if let bias { bias.withPointer { pb in pt_broadcast_rows(py, pb, n, outFeatures) } }
-            x.withPointer { px in weight.withPointer { pw in
-                gemm(transB: true, m: n, n: outFeatures, k: inFeatures, a: px, lda: inFeatures,
-                     b: pw, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: py, ldc: outFeatures)
-            } }
-        }
+        var y = Workspace.tensor(workspace, Array(x.shape.dropLast()) + [outFeatures], zeroed: false)  // every value written
+        backend.linear(x, weight: weight, bias: bias, packed: packed, into: &y)
         return y
     }
 
     // dy: N, Out; x: the forward input N, In; dx: N, In (accumulated). `x` is read only for the
     // weight gradient: with `grads` nil it may be an empty placeholder.
     public func backward(_ dy: Tensor, input x: Tensor, dx: inout Tensor, grads: inout Grads?) {
-        let n = dy.rows
-        dy.withPointer { pdy in
-            dx.withMutablePointer { pdx in weight.withPointer { pw in
-                if oneDNNProduct(forward: false, rows: n, a: pdy, w: pw, bias: nil, c: pdx) { return }
-                gemm(m: n, n: inFeatures, k: outFeatures, a: pdy, lda: outFeatures, b: pw, ldb: inFeatures,
-                     beta: 1, c: pdx, ldc: inFeatures)
-            } }
-            guard grads != nil else { return }
-            x.withPointer { px in grads!.weight.withMutablePointer { pgw in
-                gemm(transA: true, m: outFeatures, n: inFeatures, k: n, a: pdy, lda: outFeatures,
-                     b: px, ldb: inFeatures, beta: 1, c: pgw, ldc: inFeatures)
-            } }
-            if grads!.bias != nil {
-                grads!.bias!.withMutablePointer { pgb in pt_colsum_accumulate(pgb, pdy, n, outFeatures) }
-            }
-        }
+        backend.linearInputGradient(dy, weight: weight, packed: packed, dx: &dx)
+        guard grads != nil else { return }
+        backend.matmul(dy.reshaped([dy.rows, outFeatures]), x.reshaped([x.rows, inFeatures]), transA: true, transB: false,
+                       alpha: 1, beta: 1, into: &grads!.weight)
+        if grads!.bias != nil { backend.columnSums(dy, accumulating: &grads!.bias!) }
     }
 }
 
@@ -121,6 +84,8 @@ public struct LayerNorm: Sendable {
     public var weight: Tensor  // C
     public var bias: Tensor    // C
     public var eps: Float
+    /// What runs the normalisation.
+    public var backend: any ComputeBackend = defaultBackend
 
     public init(weight: Tensor, bias: Tensor, eps: Float = 1e-5) {
         precondition(weight.shape == bias.shape && weight.rank == 1, "LayerNorm weight \(weight.shape) / bias \(bias.shape)")
@@ -131,10 +96,10 @@ public struct LayerNorm: Sendable {
 
     public struct Cache: Sendable {
         public var input: Tensor
-        public var mean: [Float]
-        public var rstd: [Float]
+        public var mean: Tensor  // N
+        public var rstd: Tensor  // N
 
-        public init(input: Tensor, mean: [Float], rstd: [Float]) {
+        public init(input: Tensor, mean: Tensor, rstd: Tensor) {
             self.input = input; self.mean = mean; self.rstd = rstd
         }
     }
@@ -150,43 +115,32 @@ public struct LayerNorm: Sendable {
 
     // x: N, C -> N, C
     public func forward(_ x: Tensor, workspace: Workspace? = nil) -> (Tensor, Cache) {
-        let (n, c) = (x.rows, x.lastDim)
-        precondition(c == weight.count, "LayerNorm: input width \(c), expected \(weight.count)")
-        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written below
-        var mean = [Float](repeating: 0, count: n), rstd = [Float](repeating: 0, count: n)
-        y.withMutablePointer { py in x.withPointer { px in weight.withPointer { pw in bias.withPointer { pb in
-            pt_layernorm_forward(py, &mean, &rstd, px, pw, pb, n, c, eps)
-        } } } }
+        precondition(x.lastDim == weight.count, "LayerNorm: input width \(x.lastDim), expected \(weight.count)")
+        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written
+        var mean = Tensor(zeros: [x.rows]), rstd = Tensor(zeros: [x.rows])
+        backend.layerNorm(x, weight: weight, bias: bias, eps: eps, into: &y, mean: &mean, rstd: &rstd)
         return (y, Cache(input: x, mean: mean, rstd: rstd))
     }
 
     public func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, grads: inout Grads?) {
-        let (n, c) = (dy.rows, dy.lastDim)
-        let hasGrads = grads != nil
-        var gw = grads?.weight ?? Tensor(zeros: [0]), gb = grads?.bias ?? Tensor(zeros: [0])
-        dx.withMutablePointer { pdx in dy.withPointer { pdy in cache.input.withPointer { px in
-            weight.withPointer { pw in gw.withMutablePointer { pgw in gb.withMutablePointer { pgb in
-                pt_layernorm_backward(pdx, hasGrads ? pgw : nil, hasGrads ? pgb : nil, pdy, px, pw,
-                                      cache.mean, cache.rstd, n, c)
-            } } }
-        } } }
-        if hasGrads { grads!.weight = gw; grads!.bias = gb }
+        var gw = grads?.weight, gb = grads?.bias
+        backend.layerNormBackward(dy, input: cache.input, weight: weight, mean: cache.mean, rstd: cache.rstd,
+                                  dx: &dx, dWeight: &gw, dBias: &gb)
+        if grads != nil { grads!.weight = gw!; grads!.bias = gb! }
     }
 }
 
 // MARK: - QuickGELU
 
 public enum QuickGELU {
-    public static func forward(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
-        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written below
-        y.withMutablePointer { py in x.withPointer { px in pt_quickgelu_forward(py, px, x.count) } }
+    public static func forward(_ x: Tensor, workspace: Workspace? = nil, backend: any ComputeBackend = defaultBackend) -> Tensor {
+        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written
+        backend.quickGELU(x, into: &y)
         return y
     }
 
-    public static func backward(_ dy: Tensor, input x: Tensor, dx: inout Tensor) {
-        dx.withMutablePointer { pdx in x.withPointer { px in dy.withPointer { pdy in
-            pt_quickgelu_backward(pdx, px, pdy, x.count)
-        } } }
+    public static func backward(_ dy: Tensor, input x: Tensor, dx: inout Tensor, backend: any ComputeBackend = defaultBackend) {
+        backend.quickGELUBackward(dy, input: x, dx: &dx)
     }
 
     // CLIP's `x * torch.sigmoid(1.702 * x)` on fp16 tensors is three ops, each rounded to fp16:
@@ -235,9 +189,7 @@ public enum QuickGELU {
 extension Tensor {
     /// self += other (same element count).
     public mutating func accumulate(_ other: Tensor) {
-        let n = count
-        precondition(n == other.count, "accumulate: \(shape) += \(other.shape)")
-        withMutablePointer { p in other.withPointer { q in pt_accumulate(p, q, n) } }
+        defaultBackend.add(other, to: &self)
     }
 }
 
@@ -245,20 +197,18 @@ extension Tensor {
 public enum L2Normalize {
     public struct Cache: Sendable {
         public var output: Tensor
-        public var norms: [Float]
+        public var norms: Tensor  // N
     }
 
-    public static func forward(_ x: Tensor) -> (Tensor, Cache) {
+    public static func forward(_ x: Tensor, backend: any ComputeBackend = defaultBackend) -> (Tensor, Cache) {
         var y = Tensor(zeros: x.shape)
-        var norms = [Float](repeating: 0, count: x.rows)
-        y.withMutablePointer { py in x.withPointer { px in pt_l2norm_forward(py, &norms, px, x.rows, x.lastDim) } }
+        var norms = Tensor(zeros: [x.rows])
+        backend.l2Normalize(x, into: &y, norms: &norms)
         return (y, Cache(output: y, norms: norms))
     }
 
-    public static func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor) {
-        dx.withMutablePointer { pdx in dy.withPointer { pdy in cache.output.withPointer { py in
-            pt_l2norm_backward(pdx, pdy, py, cache.norms, dy.rows, dy.lastDim)
-        } } }
+    public static func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, backend: any ComputeBackend = defaultBackend) {
+        backend.l2NormalizeBackward(dy, output: cache.output, norms: cache.norms, dx: &dx)
     }
 }
 
@@ -266,32 +216,21 @@ extension Tensor {
     /// Adds `block` (shape [T, C]) to each consecutive block of T rows: B*T, C += broadcast(T, C).
     /// Positional embeddings are added this way.
     public mutating func addToEachBlock(_ block: Tensor) {
-        let n = block.count
-        precondition(n > 0 && count % n == 0, "addToEachBlock: \(shape) is not a whole number of \(block.shape) blocks")
-        let blocks = count / n
-        withMutablePointer { p in block.withPointer { q in
-            for i in 0..<blocks { pt_accumulate(p + i * n, q, n) }
-        } }
+        defaultBackend.addBroadcast(block, to: &self)
     }
 }
 
 extension Tensor {
     /// Adds `v` (the last dimension's length) to every row (a Linear layer's bias).
     public mutating func addRowVector(_ v: Tensor) {
-        let d = lastDim, rows = count / max(1, d)
-        precondition(v.count == d, "addRowVector: \(v.count) values for rows of \(d)")
-        withMutablePointer { p in v.withPointer { pv in
-            for r in 0..<rows { for x in 0..<d { p[r * d + x] += pv[x] } }
-        } }
+        precondition(v.count == lastDim, "addRowVector: \(v.count) values for rows of \(lastDim)")
+        defaultBackend.addBroadcast(v, to: &self)
     }
 
     /// The sum of the rows (a Linear layer's bias gradient): a vector of the last dimension's length.
     public func columnSums() -> Tensor {
-        let d = lastDim
-        var out = Tensor(zeros: [d])
-        out.withMutablePointer { po in withPointer { p in
-            for r in 0..<(count / max(1, d)) { for x in 0..<d { po[x] += p[r * d + x] } }
-        } }
+        var out = Tensor(zeros: [lastDim])
+        defaultBackend.columnSums(self, accumulating: &out)
         return out
     }
 }

@@ -10,6 +10,12 @@ public struct ResidualBlock: Sendable {
         self.ln1 = ln1; self.attention = attention; self.ln2 = ln2; self.fc = fc; self.proj = proj
     }
 
+    /// What runs the block (every layer's backend).
+    public var backend: any ComputeBackend {
+        get { fc.backend }
+        set { ln1.backend = newValue; attention.backend = newValue; ln2.backend = newValue; fc.backend = newValue; proj.backend = newValue }
+    }
+
     /// ln1Out, ln2Out and gelu (and the attention's input and context) are the linear layers'
     /// inputs, read only by weight gradients: empty when the forward ran with keepLinearInputs false.
     public struct Cache: Sendable {
@@ -61,18 +67,18 @@ public struct ResidualBlock: Sendable {
         var (h, attnCache) = attention.forward(a, layout: layout, causal: causal, outputRows: outputRows,
                                                workspace: workspace, keepLinearInputs: keepLinearInputs, rounding: rounding)
         ws?.recycle(a)
-        h.accumulate(outputRows.map { x.gatherRows($0) } ?? x)
+        backend.add(outputRows.map { backend.gatherRows(x, $0) } ?? x, to: &h)
         rounding.apply(&h)
         var (b, ln2Cache) = ln2.forward(h, workspace: workspace)
         rounding.apply(&b)
         var hidden = fc.forward(b, workspace: workspace)
         rounding.apply(&hidden)
         ws?.recycle(b)
-        let g = rounding == .half ? QuickGELU.forwardHalf(hidden, workspace: workspace) : QuickGELU.forward(hidden, workspace: workspace)
+        let g = rounding == .half ? QuickGELU.forwardHalf(hidden, workspace: workspace) : QuickGELU.forward(hidden, workspace: workspace, backend: backend)
         var y = proj.forward(g, workspace: workspace)
         rounding.apply(&y)
         ws?.recycle(g)
-        y.accumulate(h)
+        backend.add(h, to: &y)
         rounding.apply(&y)
         return (y, Cache(ln1: ln1Cache, ln1Out: keepLinearInputs ? a : empty, attention: attnCache, ln2: ln2Cache,
                          ln2Out: keepLinearInputs ? b : empty, hidden: hidden, gelu: keepLinearInputs ? g : empty))
@@ -86,7 +92,7 @@ public struct ResidualBlock: Sendable {
         precondition(grads == nil || !cache.gelu.data.isEmpty, "block weight gradients need the forward run with keepLinearInputs")
         // Second residual: dh = dy + d(mlp branch)
         var dh = Workspace.tensor(workspace, dy.shape, zeroed: false)
-        dh.withMutablePointer { p in dy.withPointer { q in p.update(from: q, count: dy.count) } }
+        backend.copyRows(dy, into: &dh, spans: [RowSpan(source: 0, target: 0, count: dy.rows)], accumulate: false)
         var projGrads = grads?.proj, fcGrads = grads?.fc, ln2Grads = grads?.ln2
         var dg = Workspace.tensor(workspace, cache.hidden.shape)
         proj.backward(dy, input: cache.gelu, dx: &dg, grads: &projGrads)
@@ -95,7 +101,7 @@ public struct ResidualBlock: Sendable {
         if rounding == .half {
             QuickGELU.backwardHalf(dg, input: cache.hidden, dx: &dHidden)
         } else {
-            QuickGELU.backward(dg, input: cache.hidden, dx: &dHidden)
+            QuickGELU.backward(dg, input: cache.hidden, dx: &dHidden, backend: backend)
         }
         var dB = Workspace.tensor(workspace, cache.ln2.input.shape)
         fc.backward(dHidden, input: cache.ln2Out, dx: &dB, grads: &fcGrads)
@@ -107,7 +113,7 @@ public struct ResidualBlock: Sendable {
         var dA = Workspace.tensor(workspace, cache.ln1.input.shape)
         attention.backward(dh, cache: cache.attention, dx: &dA, grads: &attnGrads, workspace: workspace)
         rounding.apply(&dA)
-        if let rows = cache.attention.outputRows { dx.addRows(dh, at: rows) } else { dx.accumulate(dh) }
+        if let rows = cache.attention.outputRows { backend.scatterAddRows(dh, rows: rows, into: &dx) } else { backend.add(dh, to: &dx) }
         ln1.backward(dA, cache: cache.ln1, dx: &dx, grads: &ln1Grads)
         if grads != nil {
             grads!.proj = projGrads!; grads!.fc = fcGrads!; grads!.ln2 = ln2Grads!

@@ -4,6 +4,10 @@ public struct Transformer: Sendable {
     /// inside blocks are rounded to fp16 values, as the reference code's fp16 CLIP stores them
     /// (`CLIPModel.roundedToHalf()`); `.none` (default): fp32 throughout.
     public var activationRounding: ActivationRounding = .none
+    /// What runs the blocks; setting it sets every block's.
+    public var backend: any ComputeBackend = defaultBackend {
+        didSet { for i in blocks.indices { blocks[i].backend = backend } }
+    }
     public init(blocks: [ResidualBlock]) { self.blocks = blocks }
 
     public struct Trace: Sendable {
@@ -42,7 +46,7 @@ public struct Transformer: Sendable {
         trace.deepPrompts = deepPrompts
         for (i, blk) in blocks.enumerated() {
             // The previous block's output is only ours (a kept hidden state is copied on write).
-            deepPrompts.blocks[i]?.apply(to: &h)
+            deepPrompts.blocks[i]?.apply(to: &h, backend: backend)
             var (y, cache) = blk.forward(h, layout: layout, causal: causal, outputRows: i == blocks.count - 1 ? outputRows : nil,
                                          workspace: workspace, keepLinearInputs: keepLinearInputs || !keepCaches,
                                          rounding: activationRounding)
@@ -84,7 +88,7 @@ public struct Transformer: Sendable {
             activationRounding.apply(&dx)
             if let g { grads![i] = g }
             if let r = trace.deepPrompts.blocks[i] {
-                r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: Tensor(zeros: r.values.shape)])
+                r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: Tensor(zeros: r.values.shape)], backend: backend)
             }
             cache.recycle(into: workspace)
             if i != blocks.count - 1 { workspace.recycle(d) }  // the first d is the caller's
@@ -114,7 +118,7 @@ public struct Transformer: Sendable {
             activationRounding.apply(&dx)
             if let g { grads![i] = g }
             if let r = trace.deepPrompts.blocks[i] {
-                r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: Tensor(zeros: r.values.shape)])
+                r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: Tensor(zeros: r.values.shape)], backend: backend)
             }
             d = dx
         }

@@ -30,11 +30,12 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "Inputs of the products with layer weights (and the image tower's attention products): fp32 (exact) or bf16 (fp32 accumulation; PyTorch runs under autocast).")
     var precision: Precision = .fp32
 
-    /// Threads and precision for the run; the GEMM path it uses, to print.
-    func configure() throws -> GEMMDiagnostics {
+    /// Threads for the run, and the backend that runs its model at `precision`; the GEMM path
+    /// it uses, to print.
+    func configure() throws -> (gemm: GEMMDiagnostics, backend: CPUBackend) {
         Compute.threads = threads
-        try Compute.setPrecision(precision)
-        return GEMMDiagnostics.current()
+        let backend = try CPUBackend.default.with(precision: precision)
+        return (GEMMDiagnostics.current(backend), backend)
     }
 
     func validate() throws {
@@ -151,9 +152,9 @@ extension Bench {
         }
 
         func run() throws {
-            let gemm = try bench.configure()
+            let (gemm, backend) = try bench.configure()
             let config = modelKind.config
-            let model = CLIPModel.random(config: config, seed: 0)
+            let model = CLIPModel.random(config: config, seed: 0).on(backend)
             var rng = SeededGenerator(seed: 1)
             let (eot, tokens) = Self.coopLayout(prompts: prompts)
             let x = Tensor.randomNormal([prompts, tokens, config.textWidth], std: 0.02, using: &rng)
@@ -183,9 +184,8 @@ extension Bench {
             }
             if bench.precision != .fp32 {
                 // What the precision changes: the features against fp32 features of the same inputs.
-                try Compute.setPrecision(.fp32)
-                let t32 = model.text.forward(embeddings: x, eot: eot).0, i32 = model.image.forward(pixels: pixels).0
-                try Compute.setPrecision(bench.precision)
+                let exact = model.on(CPUBackend.default)
+                let t32 = exact.text.forward(embeddings: x, eot: eot).0, i32 = exact.image.forward(pixels: pixels).0
                 let te = Self.featureError(textOut, t32), ie = Self.featureError(imageOut, i32)
                 result["text_feature_error"] = ["relative": te.relative, "min_cosine": te.minCosine]
                 result["image_feature_error"] = ["relative": ie.relative, "min_cosine": ie.minCosine]

@@ -24,8 +24,8 @@ extension Bench {
         @Option(help: "Batch of image features.") var batch = 32
 
         func run() throws {
-            let gemm = try bench.configure()
-            let clip = CLIPModel.random(config: .vitB16, seed: 0)
+            let (gemm, backend) = try bench.configure()
+            let clip = CLIPModel.random(config: .vitB16, seed: 0).on(backend)
             // Class names of 1-5 tokens ("cat", "cat cat", ...), 16 shared context vectors, class at the end.
             let names = (0..<classes).map { Array(repeating: "cat", count: 1 + $0 % 5).joined(separator: " ") }
             var rng = SeededGenerator(seed: 3)

@@ -18,8 +18,8 @@ extension Bench {
         @Option(help: "Images per batch.") var batch = 32
 
         func run() throws {
-            let gemm = try bench.configure()
-            let clip = CLIPModel.random(config: .vitB16, seed: 0)
+            let (gemm, backend) = try bench.configure()
+            let clip = CLIPModel.random(config: .vitB16, seed: 0).on(backend)
             let names = (0..<classes).map { Array(repeating: "cat", count: 1 + $0 % 5).joined(separator: " ") }
             var rng = SeededGenerator(seed: 3)
             let r = clip.config.imageResolution

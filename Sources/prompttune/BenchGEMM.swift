@@ -52,21 +52,19 @@ extension Bench {
         }
 
         func run() throws {
-            let gemm = try bench.configure()
+            let (gemm, backend) = try bench.configure()
             let peak = Self.peak(threads: bench.threads)
             var rng = SeededGenerator(seed: 5)
-            let bf16 = Compute.canRunBF16
+            let bf16 = backend.canRunBF16
             var rows: [(String, String)] = []
             var results: [[String: Any]] = []
             for s in shapes {
                 let x = Tensor.randomNormal([s.rows, s.inFeatures], using: &rng)
-                let layer = Linear(weight: Tensor.randomNormal([s.outFeatures, s.inFeatures], std: 0.02, using: &rng),
+                var layer = Linear(weight: Tensor.randomNormal([s.outFeatures, s.inFeatures], std: 0.02, using: &rng),
                                    bias: Tensor.randomNormal([s.outFeatures], std: 0.02, using: &rng))
                 let flop = 2.0 * Double(s.rows * s.inFeatures * s.outFeatures)
                 func measure(_ backend: GEMMBackend, _ precision: Precision) throws -> (gflops: Double, error: Double) {
-                    Compute.gemmBackend = backend
-                    try Compute.setPrecision(precision)
-                    defer { Compute.gemmBackend = gemm.backend; try? Compute.setPrecision(gemm.precision) }
+                    layer.backend = try CPUBackend(gemm: backend).with(precision: precision)
                     // As the towers run it: the output's buffer reused from a workspace, so no
                     // fresh pages are faulted in inside the timing.
                     let workspace = Workspace()

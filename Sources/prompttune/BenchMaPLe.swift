@@ -16,8 +16,8 @@ extension Bench {
         @Option(name: .customLong("prompt-depth"), help: "Prompt depth (MaPLe's base-to-novel: 9).") var depth = 9
 
         func run() throws {
-            let gemm = try bench.configure()
-            let clip = CLIPModel.random(config: .vitB16, seed: 0)
+            let (gemm, backend) = try bench.configure()
+            let clip = CLIPModel.random(config: .vitB16, seed: 0).on(backend)
             let names = (0..<classes).map { Array(repeating: "cat", count: 1 + $0 % 5).joined(separator: " ") }
             var rng = SeededGenerator(seed: 3)
             let r = clip.config.imageResolution

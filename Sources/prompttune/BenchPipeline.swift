@@ -81,8 +81,8 @@ extension Bench {
             let paths = try Self.listImages(images, limit: limit)
             let n = paths.count
             let threads = bench.threads
-            let gemm = try bench.configure()
-            let model = CLIPModel.random(config: .vitB16, seed: 0)
+            let (gemm, backend) = try bench.configure()
+            let model = CLIPModel.random(config: .vitB16, seed: 0).on(backend)
             let r = model.config.imageResolution
             let plane = 3 * r * r
 

@@ -97,10 +97,10 @@ struct FeaturesCommand: ParsableCommand {
 
     func run() throws {
         Compute.threads = threads
-        do { try Compute.setPrecision(precision) } catch { throw ValidationError("--precision bf16: \(error)") }
+        let backend = try computeBackend(precision)
         try imageOptions.apply()
         let request = FeatureRequest(dataset: data.dataset, split: split, selection: data.selection, views: views, limit: limit)
-        let store = FeatureStore(model: try CLIPModel.load(path: model.model), modelPath: model.model,
+        let store = FeatureStore(model: try CLIPModel.load(path: model.model).on(backend), modelPath: model.model,
                                  modelDigest: try modelDigest(model.model), root: data.rootURL,
                                  directory: URL(fileURLWithPath: "features"))
         let bar = ProgressBar(total: 1, label: "features \(data.dataset.rawValue)/\(split.rawValue)", unit: "img")

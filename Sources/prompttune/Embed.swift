@@ -28,11 +28,11 @@ struct Embed: ParsableCommand {
 
     func run() throws {
         Compute.threads = threads
-        do { try Compute.setPrecision(precision) } catch { throw ValidationError("--precision bf16: \(error)") }
+        let backend = try computeBackend(precision)
         try imageOptions.apply()
         // Decode images first so a bad file fails before the model is loaded.
         let decoded = try images.map { try decodeImage(path: $0) }
-        let clip = try CLIPModel.load(path: model.model)
+        let clip = try CLIPModel.load(path: model.model).on(backend)
         let result: (text: [[Double]], image: [[Double]])
         if let prompt {
             result = try embed(clip, prompt: try TrainedPrompt.read(path: prompt), modelPath: model.model, classNames: texts, images: decoded)

@@ -8,7 +8,7 @@ enum PrecisionChoice: String, CaseIterable, ExpressibleByArgument {
     case fp32, bf16
     case fp16Reference = "fp16-reference"
 
-    /// The GEMM inputs (`Compute.setPrecision`): bf16 only for bf16.
+    /// The GEMM inputs (the backend's precision): bf16 only for bf16.
     var compute: Precision { self == .bf16 ? .bf16 : .fp32 }
     /// The training run's precision (`TrainConfig.precision`).
     var training: TrainingPrecision { self == .fp16Reference ? .fp16Reference : .fp32 }
@@ -21,4 +21,12 @@ enum PrecisionChoice: String, CaseIterable, ExpressibleByArgument {
         their movement from a CPU fp16 run of the reference code, as far as fp32's or closer, and it drops \
         the updates fp16 drops, e.g. 88-97 % in DAPT's warm-up epoch; not exact, see docs/DESIGN.md).
         """
+}
+
+/// The backend that runs a command's model with products in `precision` (`--precision`): the
+/// default CPU backend, refused with the reason where bf16 cannot run here.
+func computeBackend(_ precision: Precision) throws -> any ComputeBackend {
+    do { return try defaultBackend.withPrecision(precision) } catch {
+        throw ValidationError("--precision \(precision.rawValue): \(error)")
+    }
 }

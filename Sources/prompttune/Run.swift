@@ -154,7 +154,7 @@ struct Run: ParsableCommand {
     func run() throws {
         Compute.threads = threads
         try imageOptions.apply()
-        do { try Compute.setPrecision(precision.compute) } catch { throw ValidationError("--precision bf16: \(error)") }
+        let backend = try computeBackend(precision.compute)
         let plan = try resolvedPlan()
         let cells = try plan.cells()
         if list { return listCells(cells, plan: plan) }
@@ -165,14 +165,15 @@ struct Run: ParsableCommand {
             return try submitToSlurm(plan, only: only)
         }
         if featuresOnly {
-            let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training)
+            let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training,
+                                              backend: backend)
             runner.useCoOpCache = !noCoopCache
             return try prepareFeaturesOnly(runner, cells: cells, only: only)
         }
         let display = GridDisplay()
         let records = try removingEmptyFolderOnFailure(out) { () -> [RunRecord] in
             let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training,
-                                              events: display.handle)
+                                              backend: backend, events: display.handle)
             runner.useCoOpCache = !noCoopCache
             // Every dataset and target is looked up before anything is written.
             try runner.checkDatasets(only.isEmpty ? cells : only.filter { cells.indices.contains($0) }.map { cells[$0] })

@@ -22,7 +22,8 @@ extension Run {
         var estimates: [CellEstimate]?
         var job: (seconds: Double, peakBytes: Int)?
         do {
-            let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training)
+            let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training,
+                                              backend: try computeBackend(precision.compute))
             runner.useCoOpCache = !noCoopCache
             let estimator = CostEstimator(runner: runner, rates: CostEstimator.defaultRatesURL(results: runner.results))
             estimates = try estimator.estimate(cells)

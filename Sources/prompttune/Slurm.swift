@@ -91,7 +91,8 @@ extension Run {
         plan.model = modelPath
         plan.root = root.path
         plan.out = out.path
-        let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training)
+        let runner = try ExperimentRunner(modelPath: modelPath, root: root, out: out, trainingPrecision: precision.training,
+                                          backend: try computeBackend(precision.compute))
         runner.useCoOpCache = !noCoopCache
         let submitter = try SlurmGridSubmitter(runner: runner, plan: plan, out: out)
         let client = SlurmClient()

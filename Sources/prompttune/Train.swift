@@ -156,7 +156,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         Compute.threads = threads
-        do { try Compute.setPrecision(precision.compute) } catch { throw ValidationError("--precision bf16: \(error)") }
+        _ = try computeBackend(precision.compute)  // bf16 refused before anything is written where it cannot run
         let method = try methodOptions.resolve()
         // A run that fails before writing anything leaves no empty --out folder behind.
         let run = try removingEmptyFolderOnFailure(URL(fileURLWithPath: out)) { try prepare(method) }

@@ -12,6 +12,7 @@ extension Train {
             var job = TrainingJob(modelPath: model.model, featuresPath: features!, method: method, epochs: epochs, learningRate: lr,
                                   batchSize: batchSize, seed: seed, template: template, folder: folder, resume: resume)
             job.precision = precision.training
+            job.backend = try computeBackend(precision.compute)
             return try job.prepare()
         case .perIteration:
             let root = URL(fileURLWithPath: self.root ?? ProcessInfo.processInfo.environment["DATA"] ?? FileManager.default.currentDirectoryPath)
@@ -19,6 +20,7 @@ extension Train {
                                            selection: SelectionOptions(shots: shots, seed: Int(seed)), method: method, epochs: epochs,
                                            learningRate: lr, batchSize: batchSize, template: template, folder: folder, resume: resume)
             job.precision = precision.training
+            job.backend = try computeBackend(precision.compute)
             return try job.prepare()
         }
     }

@@ -30,7 +30,7 @@ final class ResNetParityTests: XCTestCase {
     }
 
     /// B, C, H, W (PyTorch) -> B, H, W, C (the tower's layout).
-    static func nhwc(_ t: Tensor) -> Tensor { ResNetTower.channelsLast(t) }
+    static func nhwc(_ t: Tensor) -> Tensor { channelsLast(t) }
 
     func checkEveryStage(_ dir: String, tolerance: Float) throws {
         let (tower, g) = try Self.load(dir)
@@ -54,14 +54,10 @@ final class ResNetParityTests: XCTestCase {
 
     /// The same through bf16 convolutions and products, where this CPU runs them: close, not equal.
     func testSmallConfigurationBF16() throws {
-        // bf16 runs on the oneDNN backend (another test of the process may have chosen another one).
-        let backend = Compute.gemmBackend
-        Compute.gemmBackend = .oneDNN
-        defer { Compute.gemmBackend = backend }
-        guard Compute.canRunBF16 else { throw XCTSkip("no bf16 kernel on this CPU") }
-        let (tower, g) = try Self.load(repoRoot.appendingPathComponent("Goldens/rn").path)
-        try Compute.setPrecision(.bf16)
-        defer { try? Compute.setPrecision(.fp32) }
+        // bf16 runs on oneDNN.
+        guard CPUBackend(gemm: .oneDNN).canRunBF16 else { throw XCTSkip("no bf16 kernel on this CPU") }
+        var (tower, g) = try Self.load(repoRoot.appendingPathComponent("Goldens/rn").path)
+        tower.backend = try CPUBackend(gemm: .oneDNN).with(precision: .bf16)
         let features = tower.forward(pixels: g["pixels"]!)
         assertAgrees(features, g["features"]!, atol: 2e-2, rtol: 5e-2, "bf16 features")
     }
@@ -101,14 +97,10 @@ final class ResNetParityTests: XCTestCase {
               FileManager.default.fileExists(atPath: dir + "/rn_goldens.safetensors") else {
             throw XCTSkip("set PROMPTTUNE_RN_GOLDENS to a directory made by reference/rn_goldens.py --config rn50")
         }
-        // bf16 runs on the oneDNN backend (another test of the process may have chosen another one).
-        let backend = Compute.gemmBackend
-        Compute.gemmBackend = .oneDNN
-        defer { Compute.gemmBackend = backend }
-        guard Compute.canRunBF16 else { throw XCTSkip("no bf16 kernel on this CPU") }
-        let (tower, g) = try Self.load(dir)
-        try Compute.setPrecision(.bf16)
-        defer { try? Compute.setPrecision(.fp32) }
+        // bf16 runs on oneDNN.
+        guard CPUBackend(gemm: .oneDNN).canRunBF16 else { throw XCTSkip("no bf16 kernel on this CPU") }
+        var (tower, g) = try Self.load(dir)
+        tower.backend = try CPUBackend(gemm: .oneDNN).with(precision: .bf16)
         let features = tower.forward(pixels: g["pixels"]!) { name, value in
             print("bf16 \(name): \(Agreement(value, Self.nhwc(g[name]!)))")
         }

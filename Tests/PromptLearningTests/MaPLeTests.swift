@@ -89,7 +89,7 @@ final class MaPLeTests: XCTestCase {
         }
         let h = Tensor(shape: [layout.rows, 32], data: rows).reshaped([layout.rows, 32])
         var packed = h
-        packed.addPositions(layout, Self.model.text.positionalEmbedding)
+        Self.model.text.addPositionalEmbedding(to: &packed, layout: layout)
         let deep = DeepPrompts(values: [1: p["maple.deep_text.1"]!, 2: p["maple.deep_text.2"]!], position: 1, layout: layout)
         XCTAssertEqual(deep.blocks[1]?.starts.count, 4, "one span per class without a shared prefix")
         let whole = Self.model.text.forward(packed: packed, layout: layout, deepPrompts: deep).0

@@ -74,7 +74,7 @@ final class PromptSRCTests: XCTestCase {
             rows += e.data
         }
         var packed = Tensor(shape: [layout.rows, 32], data: rows)
-        packed.addPositions(layout, Self.model.text.positionalEmbedding)
+        Self.model.text.addPositionalEmbedding(to: &packed, layout: layout)
         let deep = DeepPrompts(values: [1: p["promptsrc.deep_text.1"]!, 2: p["promptsrc.deep_text.2"]!], position: 1, layout: layout)
         let whole = Self.model.text.forward(packed: packed, layout: layout, deepPrompts: deep).0
         XCTAssertLessThan(maxDiff(a.textFeatures(p), whole), 2e-5)

@@ -6,8 +6,6 @@ import XCTest
 /// sequence has one length and the products are large (an image tower): same results as the
 /// per-head loops.
 final class AttentionGridTests: XCTestCase {
-    private let defaultBackend = Compute.gemmBackend
-    override func tearDown() { Compute.gemmBackend = defaultBackend }
 
     func testGridGEMMMatchesNaiveForEveryTranspose() {
         var rng = SeededGenerator(seed: 21)
@@ -51,12 +49,12 @@ final class AttentionGridTests: XCTestCase {
         var rng = SeededGenerator(seed: 22)
         let (b, t, c, h) = (3, 50, 128, 2)
         XCTAssertGreaterThan(t * t * (c / h), smallGEMMLimit, "the grid path needs products above the small-product limit")
-        let attn = MultiheadAttention(inProj: Linear(weight: .randomNormal([3 * c, c], std: 0.2, using: &rng), bias: .randomNormal([3 * c], std: 0.1, using: &rng)),
+        var attn = MultiheadAttention(inProj: Linear(weight: .randomNormal([3 * c, c], std: 0.2, using: &rng), bias: .randomNormal([3 * c], std: 0.1, using: &rng)),
                                       outProj: Linear(weight: .randomNormal([c, c], std: 0.2, using: &rng), bias: nil), heads: h)
         let x = Tensor.randomNormal([b * t, c], using: &rng), dy = Tensor.randomNormal([b * t, c], using: &rng)
         let layout = SequenceLayout.uniform(batch: b, tokens: t)
-        Compute.gemmBackend = .oneDNN
-        XCTAssertNotNil(attn.gridShape(layout))
+        XCTAssertNotNil(CPUBackend(gemm: .oneDNN).attentionGrid(layout, width: c, heads: h))
+        XCTAssertNil(CPUBackend(gemm: .openBLAS).attentionGrid(layout, width: c, heads: h))
         let (d, q) = (c / h, (t * 3 * c, c / h)), p = (h * t * t, t * t), ctx = (t * c, c / h)
         let scale: Float = 0.125  // 1 / sqrt(64)
         let products: [GridGEMM] = [  // as MultiheadAttention's forward and backward describe them
@@ -69,10 +67,10 @@ final class AttentionGridTests: XCTestCase {
         ]
         // oneDNN runs the forward's and backward's grid shapes with a kernel (not its reference code),
         // so the comparison below is between the two paths.
-        for (i, product) in products.enumerated() where OneDNN.isAvailable { XCTAssertTrue(product.runsOnOneDNN, "grid product \(i)") }
+        for (i, product) in products.enumerated() where OneDNN.isAvailable { XCTAssertTrue(product.runsOnOneDNN(.oneDNN), "grid product \(i)") }
         for causal in [false, true] {
             func run(_ backend: GEMMBackend) -> (y: Tensor, dx: Tensor, grads: MultiheadAttention.Grads) {
-                Compute.gemmBackend = backend
+                attn.backend = CPUBackend(gemm: backend)
                 let workspace = Workspace()
                 let (y, cache) = attn.forward(x, layout: layout, causal: causal, workspace: workspace)
                 var dx = Tensor(zeros: x.shape)
@@ -92,8 +90,7 @@ final class AttentionGridTests: XCTestCase {
     /// A bf16 grid reads both operands rounded to bfloat16 (to nearest even) and accumulates in
     /// fp32: equal, to fp32 accumulation error, to the product of the rounded operands.
     func testBF16GridReadsRoundedOperands() throws {
-        Compute.gemmBackend = .oneDNN
-        guard Compute.canRunBF16 else { throw XCTSkip("no bf16 hardware or no oneDNN bf16 kernel here") }
+        guard CPUBackend(gemm: .oneDNN).canRunBF16 else { throw XCTSkip("no bf16 hardware or no oneDNN bf16 kernel here") }
         var rng = SeededGenerator(seed: 23)
         for outer in [(2, 3), (1, 1)] {  // a grid of one product too
             let (m, n, k, ld, rowsPer) = (50, 50, 64, 3 * 64 * 3, 50)
@@ -111,28 +108,27 @@ final class AttentionGridTests: XCTestCase {
                          ldb: ld, strideB: strides, ldc: n, strideC: (outer.1 * m * n, m * n), bf16: bf16)
             }
             var got = Tensor(zeros: [outer.0 * outer.1 * m * n]), want = got
-            a.withPointer { pa in b.withPointer { pb in got.withMutablePointer { pc in product(bf16: true).run(a: pa, b: pb, c: pc) } } }
+            a.withPointer { pa in b.withPointer { pb in got.withMutablePointer { pc in product(bf16: true).run(a: pa, b: pb, c: pc, backend: .oneDNN) } } }
             ra.withPointer { pa in rb.withPointer { pb in want.withMutablePointer { pc in
                 product(bf16: false).run(a: pa, b: pb, c: pc, backend: .naive)
             } } }
             assertClose(got, want, atol: 1e-5, rtol: 1e-5, "bf16 grid vs rounded operands, grid \(outer)")
-            XCTAssertTrue(product(bf16: true).runsOnOneDNN)
+            XCTAssertTrue(product(bf16: true).runsOnOneDNN(.oneDNN))
         }
     }
 
     /// Under bf16 a tower-like attention (grid path) stays close to fp32.
     func testBF16GridAttentionIsCloseToFP32() throws {
-        Compute.gemmBackend = .oneDNN
-        guard Compute.canRunBF16 else { throw XCTSkip("no bf16 hardware or no oneDNN bf16 kernel here") }
+        guard CPUBackend(gemm: .oneDNN).canRunBF16 else { throw XCTSkip("no bf16 hardware or no oneDNN bf16 kernel here") }
         var rng = SeededGenerator(seed: 24)
         let (b, t, c, h) = (2, 50, 128, 2)
-        let attn = MultiheadAttention(inProj: Linear(weight: .randomNormal([3 * c, c], std: 0.05, using: &rng), bias: nil),
+        var attn = MultiheadAttention(inProj: Linear(weight: .randomNormal([3 * c, c], std: 0.05, using: &rng), bias: nil),
                                       outProj: Linear(weight: .randomNormal([c, c], std: 0.05, using: &rng), bias: nil), heads: h)
         let x = Tensor.randomNormal([b * t, c], using: &rng)
         let layout = SequenceLayout.uniform(batch: b, tokens: t)
+        attn.backend = CPUBackend(gemm: .oneDNN)
         let fp32 = attn.forward(x, layout: layout, causal: false).0
-        try Compute.setPrecision(.bf16)
-        defer { try? Compute.setPrecision(.fp32) }
+        attn.backend = try CPUBackend(gemm: .oneDNN).with(precision: .bf16)
         let half = attn.forward(x, layout: layout, causal: false).0
         XCTAssertNotEqual(half, fp32)
         assertClose(half, fp32, atol: 1e-2, rtol: 2e-2, "bf16 grid attention")

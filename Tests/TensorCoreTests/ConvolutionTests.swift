@@ -26,15 +26,13 @@ final class ConvolutionTests: XCTestCase {
     }
 
     func check(backend: GEMMBackend) {
-        let saved = Compute.gemmBackend
-        Compute.gemmBackend = backend
-        defer { Compute.gemmBackend = saved }
         var rng = SeededGenerator(seed: 7)
         // (in, out, kernel, stride, padding, size): the stem's 3x3 stride 2, a 3x3 pad 1, 1x1s, odd sizes.
         for (i, o, k, s, p, n) in [(3, 16, 3, 2, 1, 17), (16, 16, 3, 1, 1, 9), (16, 64, 1, 1, 0, 6), (24, 40, 1, 1, 0, 5)] {
             let x = Tensor.randomNormal([2, n, n, i], using: &rng)
-            let conv = Conv2D(weight: Tensor.randomNormal([o, i, k, k], std: 0.2, using: &rng),
+            var conv = Conv2D(weight: Tensor.randomNormal([o, i, k, k], std: 0.2, using: &rng),
                               bias: Tensor.randomNormal([o], std: 0.1, using: &rng), stride: s, padding: p)
+            conv.backend = CPUBackend(gemm: backend)
             let shape = [2, conv.outputSize(n), conv.outputSize(n), o]
             let residual = Tensor.randomNormal(shape, using: &rng)
             for (res, relu) in [(nil, false), (nil, true), (residual, true)] as [(Tensor?, Bool)] {

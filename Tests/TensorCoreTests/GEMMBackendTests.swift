@@ -13,8 +13,10 @@ final class GEMMBackendTests: XCTestCase {
     }
 
     func testOneDNNIsTheDefaultAndExactFP32() throws {
-        XCTAssertEqual(Compute.gemmBackend, .oneDNN)
-        XCTAssertEqual(Compute.precision, .fp32)
+        let backend = try XCTUnwrap(defaultBackend as? CPUBackend)
+        XCTAssertEqual(backend.gemm, .oneDNN)
+        XCTAssertEqual(backend.precision, .fp32)
+        XCTAssertEqual(backend.name, "cpu onednn fp32")
         var rng = SeededGenerator(seed: 2)
         for bias in [true, false] {
             let l = randomLinear(96, 80, bias: bias, &rng)
@@ -27,9 +29,9 @@ final class GEMMBackendTests: XCTestCase {
             var dx = Tensor.randomNormal([70, 80], using: &rng), dxNaive = dx
             var none: Linear.Grads? = nil
             l.backward(dy, input: x, dx: &dx, grads: &none)
-            Compute.gemmBackend = .naive
-            defer { Compute.gemmBackend = .oneDNN }
-            l.backward(dy, input: x, dx: &dxNaive, grads: &none)
+            var naive = l
+            naive.backend = CPUBackend(gemm: .naive)
+            naive.backward(dy, input: x, dx: &dxNaive, grads: &none)
             assertClose(dx, dxNaive, atol: 1e-4, rtol: 1e-5, "input gradient")
         }
     }
@@ -68,26 +70,27 @@ final class GEMMBackendTests: XCTestCase {
 
     func testBF16IsCloseOrRefused() throws {
         guard CPU.hasBF16 else {
-            assertThrows(try Compute.setPrecision(.bf16), contains: ["bf16 needs a CPU with AVX-512 BF16", "refused"])
+            assertThrows(try CPUBackend.default.with(precision: .bf16), contains: ["bf16 needs a CPU with AVX-512 BF16", "refused"])
             return
         }
-        guard Compute.canRunBF16 else {
+        guard CPUBackend.default.canRunBF16 else {
             // bf16 hardware, but oneDNN runs below it (e.g. ONEDNN_MAX_CPU_ISA=AVX2): refused, not run as fp32.
-            assertThrows(try Compute.setPrecision(.bf16), contains: ["no bf16 kernel", "use fp32"])
+            assertThrows(try CPUBackend.default.with(precision: .bf16), contains: ["no bf16 kernel", "use fp32"])
             return
         }
         var rng = SeededGenerator(seed: 5)
-        let l = randomLinear(128, 256, bias: true, &rng)
+        var l = randomLinear(128, 256, bias: true, &rng)
         let x = Tensor.randomNormal([100, 256], using: &rng)
-        try Compute.setPrecision(.bf16)
-        defer { try? Compute.setPrecision(.fp32) }
+        l.backend = try CPUBackend.default.with(precision: .bf16)
         let y = l.forward(x)
         let e = relativeError(y, x, l)
         XCTAssertLessThan(e, 1e-2, "bf16 inputs, fp32 accumulation")
         XCTAssertGreaterThan(e, 1e-5, "the product really ran in bf16")
-        Compute.gemmBackend = .openBLAS
-        defer { Compute.gemmBackend = .oneDNN }
-        assertThrows(try Compute.setPrecision(.bf16), contains: ["oneDNN"])
+        // The backend is the layer's: another layer, and the default, stay fp32.
+        let fp32 = randomLinear(128, 256, bias: true, &rng)
+        XCTAssertLessThan(relativeError(fp32.forward(x), x, fp32), 1e-5)
+        XCTAssertEqual(defaultBackend.precision, .fp32)
+        assertThrows(try CPUBackend(gemm: .openBLAS).with(precision: .bf16), contains: ["oneDNN"])
     }
 
     /// Debian's OpenBLAS picks Prescott (SSE3) on CPUs it does not know; re-running its dispatch
@@ -97,10 +100,9 @@ final class GEMMBackendTests: XCTestCase {
         let original = OpenBLASCheck.status.current
         defer { OpenBLASCheck.select(core: original) }
         var rng = SeededGenerator(seed: 6)
-        let l = randomLinear(96, 128, bias: true, &rng)
+        var l = randomLinear(96, 128, bias: true, &rng)
         let x = Tensor.randomNormal([90, 128], using: &rng)
-        Compute.gemmBackend = .openBLAS
-        defer { Compute.gemmBackend = .oneDNN }
+        l.backend = CPUBackend(gemm: .openBLAS)
         let weak = OpenBLASCheck.select(core: "PRESCOTT")
         guard weak.current.lowercased() == "prescott" else {
             throw XCTSkip("this OpenBLAS has no dynamic dispatch (core \(weak.current))")

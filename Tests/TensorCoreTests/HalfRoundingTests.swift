@@ -145,7 +145,7 @@ final class HalfLayerTests: XCTestCase {
         let offset = 2 * 5 * 5
         for head in 0..<2 {
             for r in 0..<20 {
-                let row = Array(cache16.probs[(offset + head * 400 + r * 20)..<(offset + head * 400 + r * 20 + 20)])
+                let row = Array(cache16.probs.data[(offset + head * 400 + r * 20)..<(offset + head * 400 + r * 20 + 20)])
                 let m = row.max()!
                 for v in row { XCTAssertEqual(v / m, roundedToHalf(v / m), accuracy: 2e-7 * max(1, abs(v / m))) }
                 XCTAssertEqual(row.reduce(0, +), 1, accuracy: 2e-3)

@@ -15,6 +15,20 @@ public struct CLIPModel: Sendable {
 
     public var logitScale: Float { exp(logScale) }
 
+    /// What runs both towers (the compute context: device, product library, precision). Setting it
+    /// sets every layer's; a model starts on `defaultBackend`.
+    public var backend: any ComputeBackend {
+        get { text.backend }
+        set { text.backend = newValue; image.backend = newValue }
+    }
+
+    /// This model on `backend`.
+    public func on(_ backend: any ComputeBackend) -> CLIPModel {
+        var m = self
+        m.backend = backend
+        return m
+    }
+
     /// Token id rows (padded to any common length) -> features B, E (not normalised).
     /// Rows are cut after the last EOT first, which the causal mask makes exact.
     public func encodeText(_ tokens: [[Int]]) -> Tensor {

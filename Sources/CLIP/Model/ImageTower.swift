@@ -40,6 +40,15 @@ public struct ImageTower: Sendable {
         self.resnet = resnet
     }
 
+    /// What runs the tower (every layer's backend).
+    public var backend: any ComputeBackend {
+        get { transformer.backend }
+        set {
+            patchEmbedding.backend = newValue; lnPre.backend = newValue; transformer.backend = newValue
+            lnPost.backend = newValue; resnet?.backend = newValue
+        }
+    }
+
     /// Whether this is a vision transformer (visual prompts, image-tower backward), not a ResNet.
     public var isViT: Bool { resnet == nil }
 
@@ -69,24 +78,8 @@ public struct ImageTower: Sendable {
         let (r, p, g) = (resolution, patchSize, gridSize)
         precondition(pixels.rank == 4 && Array(pixels.shape.dropFirst()) == [3, r, r],
                      "image tower input \(pixels.shape), expected [B, 3, \(r), \(r)]")
-        let b = pixels.shape[0]
-        let cols = 3 * p * p
-        var out = Workspace.tensor(workspace, [b * g * g, cols], zeroed: false)  // every value written below
-        pixels.withPointer { src in out.withMutablePointer { dst in
-            for i in 0..<b {
-                for gy in 0..<g {
-                    for gx in 0..<g {
-                        let row = dst + ((i * g + gy) * g + gx) * cols
-                        for ch in 0..<3 {
-                            for y in 0..<p {
-                                let s = src + ((i * 3 + ch) * r + gy * p + y) * r + gx * p
-                                (row + (ch * p + y) * p).update(from: s, count: p)
-                            }
-                        }
-                    }
-                }
-            }
-        } }
+        var out = Workspace.tensor(workspace, [pixels.shape[0] * g * g, 3 * p * p], zeroed: false)  // every value written
+        backend.patchify(pixels, patchSize: p, into: &out)
         return out
     }
 
@@ -128,7 +121,7 @@ public struct ImageTower: Sendable {
             // Inside the ResNet everything is fp32; the features are rounded as a ViT's would be.
             var features = resnet.forward(pixels: pixels, workspace: workspace ?? Workspace())
             activationRounding.apply(&features)
-            let trace = Trace(blocks: Transformer.Trace(), lnPost: LayerNorm.Cache(input: Tensor(zeros: [0]), mean: [], rstd: []),
+            let trace = Trace(blocks: Transformer.Trace(), lnPost: LayerNorm.Cache(input: Tensor(zeros: [0]), mean: Tensor(zeros: [0]), rstd: Tensor(zeros: [0])),
                               batch: pixels.shape[0], tokens: 0, extraTokens: 0, sharedExtra: true)
             return (features, trace)
         }
@@ -142,14 +135,12 @@ public struct ImageTower: Sendable {
         if !weightCaches { workspace?.recycle(patchRows) }
         // Class token then patches, plus positional embedding.
         var x = Workspace.tensor(workspace, [b * (1 + gg), w], zeroed: false)  // every value written below
-        x.withMutablePointer { px in patches.withPointer { pp in classEmbedding.withPointer { pc in
-            for i in 0..<b {
-                (px + i * (1 + gg) * w).update(from: pc, count: w)
-                (px + (i * (1 + gg) + 1) * w).update(from: pp + i * gg * w, count: gg * w)
-            }
-        } } }
+        backend.copyRows(classEmbedding, into: &x, spans: (0..<b).map { RowSpan(source: 0, target: $0 * (1 + gg), count: 1) },
+                         accumulate: false)
+        backend.copyRows(patches, into: &x, spans: (0..<b).map { RowSpan(source: $0 * gg, target: $0 * (1 + gg) + 1, count: gg) },
+                         accumulate: false)
         workspace?.recycle(patches)
-        x.addToEachBlock(positionalEmbedding)
+        backend.addBroadcast(positionalEmbedding, to: &x)
         rounding.apply(&x)
         var (h, lnPreCache) = lnPre.forward(x, workspace: workspace)
         rounding.apply(&h)
@@ -168,26 +159,25 @@ public struct ImageTower: Sendable {
             rounding.apply(&e)
             promptLnPre = cache
             var y = Workspace.tensor(workspace, [b * (1 + gg + n), w], zeroed: false)  // every value written below
-            y.withMutablePointer { py in h.withPointer { ph in e.withPointer { pe in
-                for i in 0..<b {
-                    let dst = py + i * (1 + gg + n) * w
-                    dst.update(from: ph + i * (1 + gg) * w, count: (1 + gg) * w)
-                    (dst + (1 + gg) * w).update(from: pe + (shared ? 0 : i * n * w), count: n * w)
-                }
-            } } }
+            backend.copyRows(h, into: &y, spans: (0..<b).map { RowSpan(source: $0 * (1 + gg), target: $0 * (1 + gg + n), count: 1 + gg) },
+                             accumulate: false)
+            backend.copyRows(e, into: &y, spans: (0..<b).map {
+                RowSpan(source: shared ? 0 : $0 * n, target: $0 * (1 + gg + n) + 1 + gg, count: n)
+            }, accumulate: false)
             workspace?.recycle(h)
             h = y
         } else if let extra = extraTokens {
             // Visual prompts after ln_pre, between the class token and the patches.
             var y = Workspace.tensor(workspace, [b * (1 + n + gg), w], zeroed: false)  // every value written below
-            y.withMutablePointer { py in h.withPointer { ph in extra.withPointer { pe in
-                for i in 0..<b {
-                    let dst = py + i * (1 + n + gg) * w, src = ph + i * (1 + gg) * w
-                    dst.update(from: src, count: w)
-                    (dst + w).update(from: pe + (shared ? 0 : i * n * w), count: n * w)
-                    (dst + (1 + n) * w).update(from: src + w, count: gg * w)
-                }
-            } } }
+            var spans: [RowSpan] = []
+            for i in 0..<b {
+                spans.append(RowSpan(source: i * (1 + gg), target: i * (1 + n + gg), count: 1))
+                spans.append(RowSpan(source: i * (1 + gg) + 1, target: i * (1 + n + gg) + 1 + n, count: gg))
+            }
+            backend.copyRows(h, into: &y, spans: spans, accumulate: false)
+            backend.copyRows(extra, into: &y, spans: (0..<b).map {
+                RowSpan(source: shared ? 0 : $0 * n, target: $0 * (1 + n + gg) + 1, count: n)
+            }, accumulate: false)
             workspace?.recycle(h)
             h = y
         }
@@ -203,9 +193,9 @@ public struct ImageTower: Sendable {
                                                 outputRows: keepHiddenStates ? nil : classRows,
                                                 deepPrompts: deep, keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
                                                 workspace: workspace, keepLinearInputs: keepLinearInputs)
-        var (pooled, lnCache) = lnPost.forward(keepHiddenStates ? out.gatherRows(classRows) : out)
+        var (pooled, lnCache) = lnPost.forward(keepHiddenStates ? backend.gatherRows(out, classRows) : out)
         rounding.apply(&pooled)
-        var features = matmul(pooled, projection)
+        var features = backend.matmul(pooled, projection)
         rounding.apply(&features)
         var trace = Trace(blocks: blocks, lnPost: lnCache, batch: b, tokens: t, extraTokens: n, sharedExtra: shared,
                           promptEntry: promptEntry, promptLnPre: promptLnPre)
@@ -244,7 +234,7 @@ public struct ImageTower: Sendable {
         let (b, t, w) = (trace.batch, trace.tokens, width)
         var dFeatures = dFeatures
         activationRounding.apply(&dFeatures)
-        var dPooled = matmul(dFeatures, projection, transB: true)
+        var dPooled = backend.matmul(dFeatures, projection, transB: true)
         activationRounding.apply(&dPooled)
         var dClass = Tensor(zeros: [b, w])
         var lnGrads: LayerNorm.Grads? = nil
@@ -253,7 +243,7 @@ public struct ImageTower: Sendable {
         var dOut = dClass
         if trace.blocks.outputRows == nil {
             dOut = workspace.tensor([b * t, w])
-            dOut.addRows(dClass, at: (0..<b).map { $0 * t })
+            backend.scatterAddRows(dClass, rows: (0..<b).map { $0 * t }, into: &dOut)
         }
         var none: [ResidualBlock.Grads]? = nil
         let dIn = transformer.backward(dOut, releasing: &trace.blocks, grads: &none, deepPromptGrads: &deepPromptGrads,
@@ -282,18 +272,18 @@ public struct ImageTower: Sendable {
         for i in 0..<b { rows.append(i * t); rows += (0..<gg).map { i * t + patchRow + $0 } }
         var dx = Tensor(zeros: [b * (1 + gg), w])
         var lnGrads: LayerNorm.Grads? = g!.lnPre.asGrads
-        lnPre.backward(dIn.gatherRows(rows), cache: lnPreCache, dx: &dx, grads: &lnGrads)
+        lnPre.backward(backend.gatherRows(dIn, rows), cache: lnPreCache, dx: &dx, grads: &lnGrads)
         let dExtra: Tensor? = n > 0 ? extraTokenGradient(dIn, trace: trace, lnPreGrads: &lnGrads) : nil
         g!.lnPre.set(lnGrads!)
         // x = [class; patches W_conv^T] + positional, per image.
         var dPatches = Tensor(zeros: [b * gg, w])
-        for i in 0..<b {
-            let block = dx.slice(rows: i * (1 + gg) ..< (i + 1) * (1 + gg))
-            g!.positionalEmbedding.accumulate(block)
-            g!.classEmbedding.accumulate(block.slice(rows: 0..<1))
-            dPatches.addRows(block.slice(rows: 1 ..< 1 + gg), at: Array(i * gg ..< (i + 1) * gg))
-        }
-        g!.patchEmbedding.weight.accumulate(matmul(dPatches, patches, transA: true))
+        backend.copyRows(dx, into: &g!.positionalEmbedding,
+                         spans: (0..<b).map { RowSpan(source: $0 * (1 + gg), target: 0, count: 1 + gg) }, accumulate: true)
+        backend.copyRows(dx, into: &g!.classEmbedding,
+                         spans: (0..<b).map { RowSpan(source: $0 * (1 + gg), target: 0, count: 1) }, accumulate: true)
+        backend.copyRows(dx, into: &dPatches,
+                         spans: (0..<b).map { RowSpan(source: $0 * (1 + gg) + 1, target: $0 * gg, count: gg) }, accumulate: true)
+        backend.add(backend.matmul(dPatches, patches, transA: true), to: &g!.patchEmbedding.weight)
         grads = g!
         return dExtra
     }
@@ -304,11 +294,11 @@ public struct ImageTower: Sendable {
         let (b, t, w) = (trace.batch, trace.tokens, width)
         var dFeatures = dFeatures
         activationRounding.apply(&dFeatures)
-        var dPooled = matmul(dFeatures, projection, transB: true)
+        var dPooled = backend.matmul(dFeatures, projection, transB: true)
         activationRounding.apply(&dPooled)
         if grads != nil {
             guard let pooled = trace.pooled else { preconditionFailure("weight gradients need the forward run with keepCaches") }
-            grads!.projection.accumulate(matmul(pooled, dFeatures, transA: true))
+            backend.add(backend.matmul(pooled, dFeatures, transA: true), to: &grads!.projection)
         }
         var dClass = Tensor(zeros: [b, w])
         var lnGrads = grads?.lnPost.asGrads
@@ -317,7 +307,7 @@ public struct ImageTower: Sendable {
         var dOut = dClass
         if trace.blocks.outputRows == nil {
             dOut = Tensor(zeros: [b * t, w])
-            dOut.addRows(dClass, at: (0..<b).map { $0 * t })
+            backend.scatterAddRows(dClass, rows: (0..<b).map { $0 * t }, into: &dOut)
         }
         var blockGrads = grads?.transformer.asGrads
         let dIn = transformer.backward(dOut, trace: trace.blocks, grads: &blockGrads, deepPromptGrads: &deepPromptGrads)
@@ -336,12 +326,9 @@ public struct ImageTower: Sendable {
         let (b, t, n, w, row) = (trace.batch, trace.tokens, trace.extraTokens, width, trace.promptRow)
         var dExtra = Tensor(zeros: trace.sharedExtra ? [n, w] : [b, n, w])
         // Images in order, so a shared prompt's sum is the same as element by element.
-        dExtra.withMutablePointer { pe in dIn.withPointer { pd in
-            for i in 0..<b {
-                let dst = pe + (trace.sharedExtra ? 0 : i * n * w), src = pd + (i * t + row) * w
-                for k in 0..<(n * w) { dst[k] += src[k] }
-            }
-        } }
+        backend.copyRows(dIn, into: &dExtra, spans: (0..<b).map {
+            RowSpan(source: $0 * t + row, target: trace.sharedExtra ? 0 : $0 * n, count: n)
+        }, accumulate: true)
         guard trace.promptEntry == .appendedBeforeLnPre else { return dExtra }
         // ln_pre's backward is linear in its output gradient: a shared prompt's copies, normalised
         // alike, take the sum of their gradients at once.

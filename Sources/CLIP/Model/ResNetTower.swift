@@ -134,45 +134,11 @@ public struct ResNetTower: Sendable {
 
         // x: B, G, G, C -> B, E
         public func forward(_ x: Tensor) -> Tensor {
-            let (b, c0) = (x.shape[0], x.shape[3])
-            let s = x.shape[1] * x.shape[2], t = s + 1
-            precondition(positionalEmbedding.shape == [t, c0], "attention pool input \(x.shape), positional embedding \(positionalEmbedding.shape)")
-            var tokens = Tensor(zeros: [b * t, c0])
-            tokens.withMutablePointer { pt in x.withPointer { px in positionalEmbedding.withPointer { pp in
-                for i in 0..<b {
-                    let dst = pt + i * t * c0, src = px + i * s * c0
-                    for r in 0..<s { for j in 0..<c0 { dst[j] += src[r * c0 + j] } }   // (HW+1)NC: the mean first
-                    for j in 0..<c0 { dst[j] /= Float(s) }
-                    (dst + c0).update(from: src, count: s * c0)
-                    for j in 0..<(t * c0) { dst[j] += pp[j] }
-                }
-            } } }
-            let queries = q.forward(tokens.gatherRows((0..<b).map { $0 * t }))   // B, C
-            let keys = k.forward(tokens), values = v.forward(tokens)            // B*T, C
-            let d = c0 / heads
-            let scale = 1 / Float(d).squareRoot()
-            var pooled = Tensor(zeros: [b, c0])
-            pooled.withMutablePointer { po in queries.withPointer { pq in keys.withPointer { pk in values.withPointer { pv in
-                var p = [Float](repeating: 0, count: t)
-                for i in 0..<b { for h in 0..<heads {
-                    let qh = pq + i * c0 + h * d
-                    var top = -Float.infinity
-                    for r in 0..<t {
-                        let kr = pk + (i * t + r) * c0 + h * d
-                        var dot: Float = 0
-                        for j in 0..<d { dot += qh[j] * kr[j] }
-                        p[r] = dot * scale
-                        top = max(top, p[r])
-                    }
-                    var sum: Float = 0
-                    for r in 0..<t { p[r] = exp(p[r] - top); sum += p[r] }
-                    let out = po + i * c0 + h * d
-                    for r in 0..<t {
-                        let weight = p[r] / sum, vr = pv + (i * t + r) * c0 + h * d
-                        for j in 0..<d { out[j] += weight * vr[j] }
-                    }
-                } }
-            } } } }
+            let (b, t) = (x.shape[0], x.shape[1] * x.shape[2] + 1)
+            let tokens = attentionPoolTokens(x, positionalEmbedding: positionalEmbedding)
+            let queries = q.forward(q.backend.gatherRows(tokens, (0..<b).map { $0 * t }))   // B, C
+            let keys = k.forward(tokens), values = v.forward(tokens)                       // B*T, C
+            let pooled = singleQueryAttention(queries: queries, keys: keys, values: values, heads: heads, tokens: t)
             return c.forward(pooled)
         }
     }
@@ -181,6 +147,21 @@ public struct ResNetTower: Sendable {
     public var stem: [Conv2D]          // 3x3 stride 2, 3x3, 3x3; each BN folded + ReLU; then avgpool 2
     public var layers: [[Bottleneck]]  // layer1 ... layer4
     public var attentionPool: AttentionPool
+
+    /// What runs the tower: its convolutions' and the attention pool's products.
+    public var backend: any ComputeBackend {
+        get { attentionPool.c.backend }
+        set {
+            for i in stem.indices { stem[i].backend = newValue }
+            for l in layers.indices {
+                for i in layers[l].indices {
+                    layers[l][i].conv1.backend = newValue; layers[l][i].conv2.backend = newValue
+                    layers[l][i].conv3.backend = newValue; layers[l][i].downsample?.backend = newValue
+                }
+            }
+            for keyPath in [\AttentionPool.q, \.k, \.v, \.c] { attentionPool[keyPath: keyPath].backend = newValue }
+        }
+    }
 
     public var resolution: Int { architecture.resolution }
     public var embedDim: Int { architecture.embedDim }
@@ -216,18 +197,6 @@ public struct ResNetTower: Sendable {
                                       heads: a.heads)
     }
 
-    /// pixels: B, 3, R, R (NCHW, preprocessed) -> B, R, R, 3.
-    public static func channelsLast(_ pixels: Tensor) -> Tensor {
-        let (b, c, h, w) = (pixels.shape[0], pixels.shape[1], pixels.shape[2], pixels.shape[3])
-        var out = Tensor(zeros: [b, h, w, c])
-        out.withMutablePointer { po in pixels.withPointer { pp in
-            for n in 0..<b { for ch in 0..<c { for y in 0..<h { for x in 0..<w {
-                po[((n * h + y) * w + x) * c + ch] = pp[((n * c + ch) * h + y) * w + x]
-            } } } }
-        } }
-        return out
-    }
-
     /// The stem: B, R, R, 3 -> B, R/4, R/4, width.
     public func forwardStem(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
         var x = x
@@ -248,7 +217,7 @@ public struct ResNetTower: Sendable {
         let r = resolution
         precondition(pixels.rank == 4 && Array(pixels.shape.dropFirst()) == [3, r, r],
                      "image tower input \(pixels.shape), expected [B, 3, \(r), \(r)]")
-        var x = forwardStem(ResNetTower.channelsLast(pixels), workspace: workspace)
+        var x = forwardStem(channelsLast(pixels), workspace: workspace)
         stages?("stem", x)
         for (l, blocks) in layers.enumerated() {
             for block in blocks { block.forward(&x, workspace: workspace) }

@@ -16,6 +16,12 @@ public struct TextTower: Sendable {
         self.transformer = transformer; self.lnFinal = lnFinal; self.projection = projection
     }
 
+    /// What runs the tower (every layer's backend).
+    public var backend: any ComputeBackend {
+        get { transformer.backend }
+        set { transformer.backend = newValue; lnFinal.backend = newValue }
+    }
+
     public var width: Int { tokenEmbedding.shape[1] }
     public var contextLength: Int { positionalEmbedding.shape[0] }
     /// `.half`: the packed input, every block, ln_final's output and the features (and their
@@ -30,7 +36,7 @@ public struct TextTower: Sendable {
     public func embed(_ tokens: [[Int]]) -> Tensor {
         let t = tokens.first?.count ?? 0
         precondition(tokens.allSatisfy { $0.count == t }, "embed: token rows differ in length")
-        return tokenEmbedding.gatherRows(tokens.flatMap { $0 }).reshaped([tokens.count, t, width])
+        return backend.gatherRows(tokenEmbedding, tokens.flatMap { $0 }).reshaped([tokens.count, t, width])
     }
 
     public struct Trace: Sendable {
@@ -54,8 +60,23 @@ public struct TextTower: Sendable {
         precondition(t <= contextLength, "text tower: \(t) tokens exceed the context length \(contextLength)")
         precondition(eot.count == b && eot.allSatisfy { $0 >= 0 && $0 < t }, "text tower: EOT positions \(eot) for \(b) rows of \(t) tokens")
         let layout = SequenceLayout(lengths: eot.map { $0 + 1 })
-        return forward(packed: x.packed(layout, adding: positionalEmbedding), layout: layout,
-                       keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
+        // Each row's first eot + 1 embeddings, one row after another, plus its positions.
+        var h = Tensor(zeros: [layout.rows, width])
+        backend.copyRows(x.reshaped([b * t, width]), into: &h,
+                         spans: layout.lengths.indices.map { RowSpan(source: $0 * t, target: layout.rowOffsets[$0], count: layout.lengths[$0]) },
+                         accumulate: false)
+        addPositionalEmbedding(to: &h, layout: layout)
+        return forward(packed: h, layout: layout, keepCaches: keepCaches, keepHiddenStates: keepHiddenStates)
+    }
+
+    /// Adds each packed row's positional embedding: a prefix's rows are positions 0..<P, its
+    /// sequences' own rows P, P+1, ... (`SequenceLayout.positions`).
+    public func addPositionalEmbedding(to h: inout Tensor, layout: SequenceLayout) {
+        var spans = layout.prefixes.map { RowSpan(source: 0, target: $0.rowOffset, count: $0.length) }
+        for (s, t) in layout.lengths.enumerated() {
+            spans.append(RowSpan(source: layout.prefix(of: s).length, target: layout.rowOffsets[s], count: t))
+        }
+        backend.copyRows(positionalEmbedding, into: &h, spans: spans, accumulate: true)
     }
 
     /// The transformer on packed rows that already include positional embeddings; the feature of
@@ -76,9 +97,9 @@ public struct TextTower: Sendable {
         let (out, blocks) = transformer.forward(h, layout: layout, causal: true, outputRows: keepHiddenStates ? nil : rows,
                                                 deepPrompts: deepPrompts, keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
                                                 workspace: workspace, keepLinearInputs: keepLinearInputs)
-        var (pooled, lnCache) = lnFinal.forward(keepHiddenStates ? out.gatherRows(rows) : out)
+        var (pooled, lnCache) = lnFinal.forward(keepHiddenStates ? backend.gatherRows(out, rows) : out)
         activationRounding.apply(&pooled)
-        var features = matmul(pooled, projection)
+        var features = backend.matmul(pooled, projection)
         activationRounding.apply(&features)
         return (features, Trace(blocks: blocks, lnFinal: lnCache, pooled: pooled, layout: layout, outputRows: rows))
     }
@@ -126,9 +147,9 @@ public struct TextTower: Sendable {
         let (b, c) = (trace.outputRows.count, width)
         var dFeatures = dFeatures
         activationRounding.apply(&dFeatures)
-        var dPooled = matmul(dFeatures, projection, transB: true)
+        var dPooled = backend.matmul(dFeatures, projection, transB: true)
         activationRounding.apply(&dPooled)
-        if grads != nil { grads!.projection.accumulate(matmul(trace.pooled, dFeatures, transA: true)) }
+        if grads != nil { backend.add(backend.matmul(trace.pooled, dFeatures, transA: true), to: &grads!.projection) }
         var dGathered = Tensor(zeros: [b, c])
         var lnGrads = grads?.lnFinal.asGrads
         lnFinal.backward(dPooled, cache: trace.lnFinal, dx: &dGathered, grads: &lnGrads)
@@ -136,7 +157,7 @@ public struct TextTower: Sendable {
         if grads != nil { grads!.lnFinal.set(lnGrads!) }
         guard trace.blocks.outputRows == nil else { return dGathered }
         var dOut = Tensor(zeros: [trace.layout.rows, c])
-        dOut.addRows(dGathered, at: trace.outputRows)
+        backend.scatterAddRows(dGathered, rows: trace.outputRows, into: &dOut)
         return dOut
     }
 
@@ -151,7 +172,7 @@ public struct TextTower: Sendable {
         if grads != nil {
             grads!.transformer.set(blockGrads!)
             // Row j of a prefix is position j; row j of a sequence is position (its prefix's rows) + j.
-            grads!.positionalEmbedding.addRows(dIn, at: trace.layout.positions)
+            backend.scatterAddRows(dIn, rows: trace.layout.positions, into: &grads!.positionalEmbedding)
         }
         return dIn
     }
@@ -159,7 +180,12 @@ public struct TextTower: Sendable {
     /// dFeatures: B, E -> gradient w.r.t. the input embeddings of `forward(embeddings:eot:)`,
     /// B, T, C (zero after each EOT).
     public func backward(_ dFeatures: Tensor, trace: Trace, tokens t: Int) -> Tensor {
-        backwardPacked(dFeatures, trace: trace).unpacked(trace.layout, tokens: t)
+        let layout = trace.layout, dIn = backwardPacked(dFeatures, trace: trace)
+        var out = Tensor(zeros: [layout.lengths.count * t, width])
+        backend.copyRows(dIn, into: &out,
+                         spans: layout.lengths.indices.map { RowSpan(source: layout.rowOffsets[$0], target: $0 * t, count: layout.lengths[$0]) },
+                         accumulate: false)
+        return out.reshaped([layout.lengths.count, t, width])
     }
 
     /// The full backward of `forward(embeddings: embed(tokens), eot:)`: every weight gradient,
@@ -171,7 +197,7 @@ public struct TextTower: Sendable {
         let dIn = backwardPacked(dFeatures, trace: trace, grads: &g)
         var ids: [Int] = []
         for (s, n) in trace.layout.lengths.enumerated() { ids += tokens[s].prefix(n) }
-        g!.tokenEmbedding.addRows(dIn, at: ids)
+        backend.scatterAddRows(dIn, rows: ids, into: &g!.tokenEmbedding)
         grads = g!
     }
 
