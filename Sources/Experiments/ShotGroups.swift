@@ -84,8 +84,10 @@ public enum ShotGroups {
     public static func accuracies(perClass: [String: Double], groups: [String: ShotGroup]) -> [ShotGroup: Double] {
         guard !perClass.isEmpty, perClass.keys.allSatisfy({ groups[$0] != nil }) else { return [:] }
         var sums: [ShotGroup: (Double, Int)] = [:]
-        for (name, accuracy) in perClass {
-            let g = groups[name]!
+        // Classes in name order: a dictionary's order changes with the process's hash seed, and
+        // with it the sum's last digit.
+        for name in perClass.keys.sorted() {
+            let (g, accuracy) = (groups[name]!, perClass[name]!)
             let (s, n) = sums[g] ?? (0, 0)
             sums[g] = (s + accuracy, n + 1)
         }
