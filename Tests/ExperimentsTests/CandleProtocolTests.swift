@@ -67,4 +67,14 @@ final class CandleProtocolTests: XCTestCase {
         XCTAssertEqual(test.mediumShot, test.perClassAccuracy["banded"])
         XCTAssertNotNil(test.fewShot)
     }
+
+    /// A group's mean sums its classes in name order, so it does not depend on a dictionary's
+    /// order (which changes with each process's hash seed).
+    func testShotGroupMeansSumInClassNameOrder() {
+        let names = (0..<60).map { String(format: "class%02d", $0) }
+        let perClass = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, 1 / Double(3 + 7 * $0)) })
+        let groups = Dictionary(uniqueKeysWithValues: names.map { ($0, ShotGroup.medium) })
+        let inOrder = names.reduce(0.0) { $0 + perClass[$1]! } / 60
+        XCTAssertEqual(ShotGroups.accuracies(perClass: perClass, groups: groups)[.medium], inOrder)
+    }
 }
