@@ -65,15 +65,15 @@ public struct MultiheadAttention: Sendable {
         precondition(x.rows == layout.rows && x.lastDim == c, "attention input \(x.shape) vs \(layout.rows) rows of width \(c)")
         precondition(layout.prefixes.isEmpty || causal, "a shared prefix needs causal attention")
         var qkv = inProj.forward(x, workspace: workspace)
-        rounding.apply(&qkv)
+        rounding.apply(&qkv, backend: backend)
         // Every value of both is written by the backend (the first product into each block has beta 0).
         var probs = Workspace.tensor(workspace, [layout.attentionOffsets(heads: heads).total], zeroed: false)
         var context = Workspace.tensor(workspace, [layout.rows, c], zeroed: false)
         backend.attention(qkv: qkv, layout: layout, heads: heads, causal: causal, rounding: rounding,
                           probs: &probs, context: &context)
-        rounding.apply(&context)
+        rounding.apply(&context, backend: backend)
         var y = outProj.forward(outputRows.map { backend.gatherRows(context, $0) } ?? context, workspace: workspace)
-        rounding.apply(&y)
+        rounding.apply(&y, backend: backend)
         if !keepLinearInputs {
             workspace?.recycle(context)
             return (y, Cache(input: Tensor(zeros: [0]), qkv: qkv, probs: probs, context: Tensor(zeros: [0]),

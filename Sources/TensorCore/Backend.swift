@@ -59,6 +59,15 @@ public protocol ComputeBackend: Sendable {
     func l2Normalize(_ x: Tensor, into y: inout Tensor, norms: inout Tensor)
     func l2NormalizeBackward(_ dy: Tensor, output y: Tensor, norms: Tensor, dx: inout Tensor)
 
+    // MARK: fp16 values (`ActivationRounding.half`: the references' fp16 CLIP approached in fp32)
+
+    /// Every value rounded to the nearest fp16 value, in place.
+    func roundToHalf(_ x: inout Tensor)
+    /// An fp16 CLIP's QuickGELU: fp16(x fp16(sigmoid(fp16(1.702 x)))); x holds fp16 values.
+    func quickGELUHalf(_ x: Tensor, into y: inout Tensor)
+    /// Its backward as autograd takes it through the three fp16 ops, accumulated into dx.
+    func quickGELUHalfBackward(_ dy: Tensor, input x: Tensor, dx: inout Tensor)
+
     // MARK: Element-wise and layout
 
     /// y += x (same element count).

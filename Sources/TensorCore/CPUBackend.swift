@@ -164,6 +164,46 @@ public struct CPUBackend: ComputeBackend {
         } } } }
     }
 
+    // MARK: fp16 values
+
+    public func roundToHalf(_ x: inout Tensor) { x.roundToHalf() }
+
+    // CLIP's `x * torch.sigmoid(1.702 * x)` on fp16 tensors is three ops, each rounded to fp16:
+    // t = fp16(1.702 x), s = fp16(sigmoid(t)), y = fp16(x s). The backward is autograd's through
+    // them: fp16(dy s) + fp16(fp16(fp16(dy x) (1 - s) s) 1.702), summed and rounded, with CUDA's
+    // sigmoid backward (one rounding; PyTorch's CPU kernel rounds each of its three ops).
+
+    public func quickGELUHalf(_ x: Tensor, into y: inout Tensor) {
+        var s = Self.halfSigmoid(x)
+        for i in 0..<x.count { s[i] = x[i] * s[i] }
+        s.roundToHalf()
+        y.withMutablePointer { py in s.withPointer { ps in py.update(from: ps, count: s.count) } }
+    }
+
+    public func quickGELUHalfBackward(_ dy: Tensor, input x: Tensor, dx: inout Tensor) {
+        let s = Self.halfSigmoid(x)
+        var direct = Tensor(zeros: x.shape), ds = Tensor(zeros: x.shape)
+        for i in 0..<x.count { direct[i] = dy[i] * s[i]; ds[i] = dy[i] * x[i] }
+        direct.roundToHalf(); ds.roundToHalf()
+        for i in 0..<x.count { ds[i] = ds[i] * (1 - s[i]) * s[i] }  // sigmoid_backward
+        ds.roundToHalf()
+        for i in 0..<x.count { ds[i] *= 1.702 }
+        ds.roundToHalf()
+        for i in 0..<x.count { direct[i] += ds[i] }
+        direct.roundToHalf()
+        add(direct, to: &dx)
+    }
+
+    /// fp16(sigmoid(fp16(1.702 x))).
+    static func halfSigmoid(_ x: Tensor) -> Tensor {
+        var t = x
+        for i in 0..<t.count { t[i] *= 1.702 }
+        t.roundToHalf()
+        for i in 0..<t.count { t[i] = 1 / (1 + exp(-t[i])) }
+        t.roundToHalf()
+        return t
+    }
+
     // MARK: Element-wise and layout
 
     public func add(_ x: Tensor, to y: inout Tensor) {

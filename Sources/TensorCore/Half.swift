@@ -41,9 +41,9 @@ public enum ActivationRounding: String, Sendable, Equatable, Codable {
     /// gradients between blocks, at each residual and through the MLP.
     case half
 
-    /// Rounds `t` in place when this is `.half`.
+    /// Rounds `t` in place when this is `.half` (on `backend`: a model's activations on its own).
     @inlinable
-    public func apply(_ t: inout Tensor) {
-        if self == .half { t.roundToHalf() }
+    public func apply(_ t: inout Tensor, backend: any ComputeBackend = defaultBackend) {
+        if self == .half { backend.roundToHalf(&t) }
     }
 }

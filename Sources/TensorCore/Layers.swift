@@ -149,38 +149,15 @@ public enum QuickGELU {
     // sigmoid backward (one rounding; PyTorch's CPU kernel rounds each of its three ops).
 
     /// The fp16 model's QuickGELU (`ActivationRounding.half`); x holds fp16 values.
-    public static func forwardHalf(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
-        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written below
-        var s = halfSigmoid(x)
-        for i in 0..<x.count { s[i] = x[i] * s[i] }
-        s.roundToHalf()
-        y.withMutablePointer { py in s.withPointer { ps in py.update(from: ps, count: s.count) } }
+    public static func forwardHalf(_ x: Tensor, workspace: Workspace? = nil, backend: any ComputeBackend = defaultBackend) -> Tensor {
+        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written
+        backend.quickGELUHalf(x, into: &y)
         return y
     }
 
     /// The backward of `forwardHalf`, accumulated into dx; dy holds fp16 values.
-    public static func backwardHalf(_ dy: Tensor, input x: Tensor, dx: inout Tensor) {
-        let s = halfSigmoid(x)
-        var direct = Tensor(zeros: x.shape), ds = Tensor(zeros: x.shape)
-        for i in 0..<x.count { direct[i] = dy[i] * s[i]; ds[i] = dy[i] * x[i] }
-        direct.roundToHalf(); ds.roundToHalf()
-        for i in 0..<x.count { ds[i] = ds[i] * (1 - s[i]) * s[i] }  // sigmoid_backward
-        ds.roundToHalf()
-        for i in 0..<x.count { ds[i] *= 1.702 }
-        ds.roundToHalf()
-        for i in 0..<x.count { direct[i] += ds[i] }
-        direct.roundToHalf()
-        dx.accumulate(direct)
-    }
-
-    /// fp16(sigmoid(fp16(1.702 x))).
-    static func halfSigmoid(_ x: Tensor) -> Tensor {
-        var t = x
-        for i in 0..<t.count { t[i] *= 1.702 }
-        t.roundToHalf()
-        for i in 0..<t.count { t[i] = 1 / (1 + exp(-t[i])) }
-        t.roundToHalf()
-        return t
+    public static func backwardHalf(_ dy: Tensor, input x: Tensor, dx: inout Tensor, backend: any ComputeBackend = defaultBackend) {
+        backend.quickGELUHalfBackward(dy, input: x, dx: &dx)
     }
 }
 
@@ -209,14 +186,6 @@ public enum L2Normalize {
 
     public static func backward(_ dy: Tensor, cache: Cache, dx: inout Tensor, backend: any ComputeBackend = defaultBackend) {
         backend.l2NormalizeBackward(dy, output: cache.output, norms: cache.norms, dx: &dx)
-    }
-}
-
-extension Tensor {
-    /// Adds `block` (shape [T, C]) to each consecutive block of T rows: B*T, C += broadcast(T, C).
-    /// Positional embeddings are added this way.
-    public mutating func addToEachBlock(_ block: Tensor) {
-        defaultBackend.addBroadcast(block, to: &self)
     }
 }
 

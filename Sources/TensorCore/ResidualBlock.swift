@@ -63,23 +63,23 @@ public struct ResidualBlock: Sendable {
         let ws = keepLinearInputs ? nil : workspace
         let empty = Tensor(zeros: [0])
         var (a, ln1Cache) = ln1.forward(x, workspace: workspace)
-        rounding.apply(&a)
+        rounding.apply(&a, backend: backend)
         var (h, attnCache) = attention.forward(a, layout: layout, causal: causal, outputRows: outputRows,
                                                workspace: workspace, keepLinearInputs: keepLinearInputs, rounding: rounding)
         ws?.recycle(a)
         backend.add(outputRows.map { backend.gatherRows(x, $0) } ?? x, to: &h)
-        rounding.apply(&h)
+        rounding.apply(&h, backend: backend)
         var (b, ln2Cache) = ln2.forward(h, workspace: workspace)
-        rounding.apply(&b)
+        rounding.apply(&b, backend: backend)
         var hidden = fc.forward(b, workspace: workspace)
-        rounding.apply(&hidden)
+        rounding.apply(&hidden, backend: backend)
         ws?.recycle(b)
-        let g = rounding == .half ? QuickGELU.forwardHalf(hidden, workspace: workspace) : QuickGELU.forward(hidden, workspace: workspace, backend: backend)
+        let g = rounding == .half ? QuickGELU.forwardHalf(hidden, workspace: workspace, backend: backend) : QuickGELU.forward(hidden, workspace: workspace, backend: backend)
         var y = proj.forward(g, workspace: workspace)
-        rounding.apply(&y)
+        rounding.apply(&y, backend: backend)
         ws?.recycle(g)
         backend.add(h, to: &y)
-        rounding.apply(&y)
+        rounding.apply(&y, backend: backend)
         return (y, Cache(ln1: ln1Cache, ln1Out: keepLinearInputs ? a : empty, attention: attnCache, ln2: ln2Cache,
                          ln2Out: keepLinearInputs ? b : empty, hidden: hidden, gelu: keepLinearInputs ? g : empty))
     }
@@ -96,23 +96,23 @@ public struct ResidualBlock: Sendable {
         var projGrads = grads?.proj, fcGrads = grads?.fc, ln2Grads = grads?.ln2
         var dg = Workspace.tensor(workspace, cache.hidden.shape)
         proj.backward(dy, input: cache.gelu, dx: &dg, grads: &projGrads)
-        rounding.apply(&dg)
+        rounding.apply(&dg, backend: backend)
         var dHidden = Workspace.tensor(workspace, cache.hidden.shape)
         if rounding == .half {
-            QuickGELU.backwardHalf(dg, input: cache.hidden, dx: &dHidden)
+            QuickGELU.backwardHalf(dg, input: cache.hidden, dx: &dHidden, backend: backend)
         } else {
             QuickGELU.backward(dg, input: cache.hidden, dx: &dHidden, backend: backend)
         }
         var dB = Workspace.tensor(workspace, cache.ln2.input.shape)
         fc.backward(dHidden, input: cache.ln2Out, dx: &dB, grads: &fcGrads)
-        rounding.apply(&dB)
+        rounding.apply(&dB, backend: backend)
         ln2.backward(dB, cache: cache.ln2, dx: &dh, grads: &ln2Grads)
-        rounding.apply(&dh)
+        rounding.apply(&dh, backend: backend)
         // First residual: dx += dh + d(attention branch)
         var attnGrads = grads?.attention, ln1Grads = grads?.ln1
         var dA = Workspace.tensor(workspace, cache.ln1.input.shape)
         attention.backward(dh, cache: cache.attention, dx: &dA, grads: &attnGrads, workspace: workspace)
-        rounding.apply(&dA)
+        rounding.apply(&dA, backend: backend)
         if let rows = cache.attention.outputRows { backend.scatterAddRows(dh, rows: rows, into: &dx) } else { backend.add(dh, to: &dx) }
         ln1.backward(dA, cache: cache.ln1, dx: &dx, grads: &ln1Grads)
         if grads != nil {

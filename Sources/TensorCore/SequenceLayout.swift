@@ -110,19 +110,6 @@ extension Tensor {
         } }
         return out
     }
-
-    /// The inverse of `packed`: R, C -> B, T, C with zeros after each sequence's rows.
-    public func unpacked(_ layout: SequenceLayout, tokens t: Int) -> Tensor {
-        let c = lastDim
-        precondition(rows == layout.rows, "unpacked: \(rows) rows vs layout of \(layout.rows)")
-        var out = Tensor(zeros: [layout.lengths.count, t, c])
-        out.withMutablePointer { po in withPointer { px in
-            for (i, n) in layout.lengths.enumerated() {
-                (po + i * t * c).update(from: px + layout.rowOffsets[i] * c, count: n * c)
-            }
-        } }
-        return out
-    }
 }
 
 extension Tensor {

@@ -41,7 +41,7 @@ public struct Transformer: Sendable {
         // (fresh buffers would fault in new pages every block).
         let workspace = workspace ?? (keepCaches || keepHiddenStates ? nil : Workspace())
         var h = x
-        activationRounding.apply(&h)
+        activationRounding.apply(&h, backend: backend)
         var trace = Trace()
         trace.deepPrompts = deepPrompts
         for (i, blk) in blocks.enumerated() {
@@ -85,7 +85,7 @@ public struct Transformer: Sendable {
             var dx = workspace.tensor(cache.ln1.input.shape)
             var g = grads?[i]
             blocks[i].backward(d, cache: cache, dx: &dx, grads: &g, workspace: workspace, rounding: activationRounding)
-            activationRounding.apply(&dx)
+            activationRounding.apply(&dx, backend: backend)
             if let g { grads![i] = g }
             if let r = trace.deepPrompts.blocks[i] {
                 r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: Tensor(zeros: r.values.shape)], backend: backend)
@@ -115,7 +115,7 @@ public struct Transformer: Sendable {
             var dx = Tensor(zeros: trace.caches[i].ln1.input.shape)
             var g = grads?[i]
             blocks[i].backward(d, cache: trace.caches[i], dx: &dx, grads: &g, rounding: activationRounding)
-            activationRounding.apply(&dx)
+            activationRounding.apply(&dx, backend: backend)
             if let g { grads![i] = g }
             if let r = trace.deepPrompts.blocks[i] {
                 r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: Tensor(zeros: r.values.shape)], backend: backend)

@@ -120,7 +120,7 @@ public struct ImageTower: Sendable {
                          "visual prompts, kept caches and hidden states need a ViT image tower, not \(resnet.architecture.name)")
             // Inside the ResNet everything is fp32; the features are rounded as a ViT's would be.
             var features = resnet.forward(pixels: pixels, workspace: workspace ?? Workspace())
-            activationRounding.apply(&features)
+            activationRounding.apply(&features, backend: backend)
             let trace = Trace(blocks: Transformer.Trace(), lnPost: LayerNorm.Cache(input: Tensor(zeros: [0]), mean: Tensor(zeros: [0]), rstd: Tensor(zeros: [0])),
                               batch: pixels.shape[0], tokens: 0, extraTokens: 0, sharedExtra: true)
             return (features, trace)
@@ -129,9 +129,9 @@ public struct ImageTower: Sendable {
         let weightCaches = keepCaches && keepLinearInputs
         let rounding = activationRounding
         var patchRows = patchify(pixels, workspace: workspace)
-        rounding.apply(&patchRows)
+        rounding.apply(&patchRows, backend: backend)
         var patches = patchEmbedding.forward(patchRows, workspace: workspace)  // B*G*G, W
-        rounding.apply(&patches)
+        rounding.apply(&patches, backend: backend)
         if !weightCaches { workspace?.recycle(patchRows) }
         // Class token then patches, plus positional embedding.
         var x = Workspace.tensor(workspace, [b * (1 + gg), w], zeroed: false)  // every value written below
@@ -141,9 +141,9 @@ public struct ImageTower: Sendable {
                          accumulate: false)
         workspace?.recycle(patches)
         backend.addBroadcast(positionalEmbedding, to: &x)
-        rounding.apply(&x)
+        rounding.apply(&x, backend: backend)
         var (h, lnPreCache) = lnPre.forward(x, workspace: workspace)
-        rounding.apply(&h)
+        rounding.apply(&h, backend: backend)
         if !weightCaches { lnPreCache.input = Tensor(zeros: [0]); workspace?.recycle(x) }
         var n = 0, shared = true, promptLnPre: LayerNorm.Cache? = nil
         if let extra = extraTokens {
@@ -156,7 +156,7 @@ public struct ImageTower: Sendable {
             // ln_pre is row-wise: normalising the prompt rows apart from the image's rows is the
             // same, and a shared prompt is normalised once for every image.
             var (e, cache) = lnPre.forward(extra.reshaped([extra.rows, w]))
-            rounding.apply(&e)
+            rounding.apply(&e, backend: backend)
             promptLnPre = cache
             var y = Workspace.tensor(workspace, [b * (1 + gg + n), w], zeroed: false)  // every value written below
             backend.copyRows(h, into: &y, spans: (0..<b).map { RowSpan(source: $0 * (1 + gg), target: $0 * (1 + gg + n), count: 1 + gg) },
@@ -194,9 +194,9 @@ public struct ImageTower: Sendable {
                                                 deepPrompts: deep, keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
                                                 workspace: workspace, keepLinearInputs: keepLinearInputs)
         var (pooled, lnCache) = lnPost.forward(keepHiddenStates ? backend.gatherRows(out, classRows) : out)
-        rounding.apply(&pooled)
+        rounding.apply(&pooled, backend: backend)
         var features = backend.matmul(pooled, projection)
-        rounding.apply(&features)
+        rounding.apply(&features, backend: backend)
         var trace = Trace(blocks: blocks, lnPost: lnCache, batch: b, tokens: t, extraTokens: n, sharedExtra: shared,
                           promptEntry: promptEntry, promptLnPre: promptLnPre)
         if weightCaches { trace.patches = patchRows; trace.lnPre = lnPreCache; trace.pooled = pooled }
@@ -233,13 +233,13 @@ public struct ImageTower: Sendable {
                                       workspace: Workspace) -> Tensor {
         let (b, t, w) = (trace.batch, trace.tokens, width)
         var dFeatures = dFeatures
-        activationRounding.apply(&dFeatures)
+        activationRounding.apply(&dFeatures, backend: backend)
         var dPooled = backend.matmul(dFeatures, projection, transB: true)
-        activationRounding.apply(&dPooled)
+        activationRounding.apply(&dPooled, backend: backend)
         var dClass = Tensor(zeros: [b, w])
         var lnGrads: LayerNorm.Grads? = nil
         lnPost.backward(dPooled, cache: trace.lnPost, dx: &dClass, grads: &lnGrads)
-        activationRounding.apply(&dClass)
+        activationRounding.apply(&dClass, backend: backend)
         var dOut = dClass
         if trace.blocks.outputRows == nil {
             dOut = workspace.tensor([b * t, w])
@@ -293,9 +293,9 @@ public struct ImageTower: Sendable {
     func backwardToTokens(_ dFeatures: Tensor, trace: Trace, grads: inout ImageTower?, deepPromptGrads: inout [Int: Tensor]) -> Tensor {
         let (b, t, w) = (trace.batch, trace.tokens, width)
         var dFeatures = dFeatures
-        activationRounding.apply(&dFeatures)
+        activationRounding.apply(&dFeatures, backend: backend)
         var dPooled = backend.matmul(dFeatures, projection, transB: true)
-        activationRounding.apply(&dPooled)
+        activationRounding.apply(&dPooled, backend: backend)
         if grads != nil {
             guard let pooled = trace.pooled else { preconditionFailure("weight gradients need the forward run with keepCaches") }
             backend.add(backend.matmul(pooled, dFeatures, transA: true), to: &grads!.projection)
@@ -303,7 +303,7 @@ public struct ImageTower: Sendable {
         var dClass = Tensor(zeros: [b, w])
         var lnGrads = grads?.lnPost.asGrads
         lnPost.backward(dPooled, cache: trace.lnPost, dx: &dClass, grads: &lnGrads)
-        activationRounding.apply(&dClass)
+        activationRounding.apply(&dClass, backend: backend)
         var dOut = dClass
         if trace.blocks.outputRows == nil {
             dOut = Tensor(zeros: [b * t, w])

@@ -98,9 +98,9 @@ public struct TextTower: Sendable {
                                                 deepPrompts: deepPrompts, keepCaches: keepCaches, keepHiddenStates: keepHiddenStates,
                                                 workspace: workspace, keepLinearInputs: keepLinearInputs)
         var (pooled, lnCache) = lnFinal.forward(keepHiddenStates ? backend.gatherRows(out, rows) : out)
-        activationRounding.apply(&pooled)
+        activationRounding.apply(&pooled, backend: backend)
         var features = backend.matmul(pooled, projection)
-        activationRounding.apply(&features)
+        activationRounding.apply(&features, backend: backend)
         return (features, Trace(blocks: blocks, lnFinal: lnCache, pooled: pooled, layout: layout, outputRows: rows))
     }
 
@@ -146,14 +146,14 @@ public struct TextTower: Sendable {
     private func gradientAtOutputRows(_ dFeatures: Tensor, trace: Trace, grads: inout TextTower?) -> Tensor {
         let (b, c) = (trace.outputRows.count, width)
         var dFeatures = dFeatures
-        activationRounding.apply(&dFeatures)
+        activationRounding.apply(&dFeatures, backend: backend)
         var dPooled = backend.matmul(dFeatures, projection, transB: true)
-        activationRounding.apply(&dPooled)
+        activationRounding.apply(&dPooled, backend: backend)
         if grads != nil { backend.add(backend.matmul(trace.pooled, dFeatures, transA: true), to: &grads!.projection) }
         var dGathered = Tensor(zeros: [b, c])
         var lnGrads = grads?.lnFinal.asGrads
         lnFinal.backward(dPooled, cache: trace.lnFinal, dx: &dGathered, grads: &lnGrads)
-        activationRounding.apply(&dGathered)
+        activationRounding.apply(&dGathered, backend: backend)
         if grads != nil { grads!.lnFinal.set(lnGrads!) }
         guard trace.blocks.outputRows == nil else { return dGathered }
         var dOut = Tensor(zeros: [trace.layout.rows, c])
