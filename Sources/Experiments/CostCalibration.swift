@@ -148,13 +148,13 @@ extension CostEstimator {
         let r = runner.model.config.imageResolution, batch = 8
         var rng = SeededGenerator(seed: 11)
         let pixels = Tensor.randomNormal([batch, 3, r, r], using: &rng)
-        let workspace = Workspace()
+        let workspace = Workspace(backend: runner.model.backend)
         // The first forward allocates the workspace: its peak is the one extraction pays once per chunk.
         let first = ProcessMemory.measure { runner.model.image.forward(pixels: pixels, workspace: workspace).0 }
         let seconds = timedRuns(first.seconds) { _ = runner.model.image.forward(pixels: pixels, workspace: workspace).0 }
         // Several passes through one workspace (the views of a chunk) peak higher than one.
         let repeated = ProcessMemory.measure { () -> Void in
-            let workspace = Workspace()
+            let workspace = Workspace(backend: runner.model.backend)
             for _ in 0..<2 { _ = runner.model.image.forward(pixels: pixels, workspace: workspace).0 }
             _ = runner.model.image.forward(pixels: pixels.slice(rows: 0..<(batch / 2)), workspace: workspace).0
         }
@@ -258,7 +258,7 @@ extension CostEstimator {
             let pixels = Tensor.randomNormal([batch, 3, r, r], using: &rng)
             var times: [Double] = []
             let e = ProcessMemory.measure { () -> Void in
-                let workspace = Workspace()
+                let workspace = Workspace(backend: runner.model.backend)
                 for _ in 0..<2 { times.append(wallSeconds { _ = architecture.encodeImages(parameters, pixels: pixels, workspace: workspace) }) }
                 _ = architecture.encodeImages(parameters, pixels: pixels.slice(rows: 0..<(batch / 2)), workspace: workspace)
             }

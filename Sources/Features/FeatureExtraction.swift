@@ -194,7 +194,7 @@ private func extractChunks(model: CLIPModel, plan: ExtractionPlan, items: [Datum
         } }
         var rows: [Float] = []
         rows.reserveCapacity(plan.views * n * d)
-        let workspace = Workspace()  // each view reuses the buffers of the one before
+        let workspace = Workspace(backend: model.backend)  // each view reuses the buffers of the one before
         for v in 0..<plan.views {
             let batch = Tensor(shape: [n, 3, r, r], data: Array(pixels[(v * n * 3 * r * r)..<((v + 1) * n * 3 * r * r)]))
             rows += model.image.forward(pixels: batch, workspace: workspace).0.data

@@ -77,7 +77,7 @@ public final class CoCoOpArchitecture: PromptArchitecture {
         let groups = (0..<bias.rows).map { _ in (prefix: p, lengths: classes.map { learner.eot[$0] + 1 - p }) }
         let layout = SequenceLayout(groups: groups)
         let backend = tower.backend
-        var h = Tensor(zeros: [layout.rows, d])
+        var h = backend.zeros([layout.rows, d])
         // Per image: SOS, the context shifted by the image's bias, each class's own rows.
         var frozen: [RowSpan] = [], shifted: [RowSpan] = [], biases: [RowSpan] = []
         for (b, prefix) in layout.prefixes.enumerated() {
@@ -103,7 +103,7 @@ public final class CoCoOpArchitecture: PromptArchitecture {
             let dRows = tower.backwardPacked(dText.reshaped([b * k, e]), releasing: &trace, workspace: workspace)
             // Each image's shifted context rows (1...M of its prefix): summed into the context, and
             // over the M rows into the image's bias.
-            var dContext = Tensor(zeros: [m, d]), dBias = Tensor(zeros: [b, d])
+            var dContext = tower.backend.zeros([m, d]), dBias = tower.backend.zeros([b, d])
             tower.backend.copyRows(dRows, into: &dContext,
                                    spans: layout.prefixes.map { RowSpan(source: $0.rowOffset + 1, target: 0, count: m) }, accumulate: true)
             tower.backend.copyRows(dRows, into: &dBias, spans: layout.prefixes.enumerated().flatMap { i, prefix in
@@ -133,7 +133,7 @@ public final class CoCoOpArchitecture: PromptArchitecture {
         let (_, bias) = metaNet(p, f)
         var out: [Float] = []
         out.reserveCapacity(f.rows * k * e)
-        let workspace = Workspace()
+        let workspace = Workspace(backend: tower.backend)
         for i in 0..<f.rows {
             let one = bias.slice(rows: i..<(i + 1))
             for start in stride(from: 0, to: k, by: max(1, classChunk)) {

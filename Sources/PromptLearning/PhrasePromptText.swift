@@ -64,7 +64,7 @@ struct PhrasePromptText {
     func packedPrompts(context: Tensor) -> (Tensor, SequenceLayout) {
         let (m, p, backend) = (contextLength, prefixRows.rows, text.backend)
         let layout = SequenceLayout(prefix: p, lengths: suffixLengths)
-        var h = Tensor(zeros: [layout.rows, text.width])
+        var h = backend.zeros([layout.rows, text.width])
         backend.copyRows(prefixRows, into: &h, spans: [RowSpan(source: 0, target: 0, count: p)], accumulate: false)
         backend.copyRows(context, into: &h, spans: [RowSpan(source: 0, target: 1, count: m)], accumulate: false)
         backend.copyRows(suffixRows, into: &h, spans: [RowSpan(source: 0, target: p, count: suffixRows.rows)], accumulate: false)

@@ -38,7 +38,7 @@ public struct PromptEncoder: Sendable {
         if learner.config.sharesPrefix {
             let p = 1 + learner.config.contextLength
             let layout = SequenceLayout(prefix: p, lengths: (0..<k).map { learner.eot[$0] + 1 - p })
-            var h = Tensor(zeros: [layout.rows, text.width])
+            var h = backend.zeros([layout.rows, text.width])
             backend.copyRows(learner.embeddings, into: &h,
                              spans: [RowSpan(source: learner.sosRow, target: 0, count: 1)] + learner.suffixSpans(0..<k, at: p),
                              accumulate: false)
@@ -48,7 +48,7 @@ public struct PromptEncoder: Sendable {
         }
         let layout = SequenceLayout(lengths: learner.eot.map { $0 + 1 })
         let spans = learner.promptSpans(layout)
-        var h = Tensor(zeros: [layout.rows, text.width])
+        var h = backend.zeros([layout.rows, text.width])
         backend.copyRows(learner.embeddings, into: &h, spans: spans.frozen, accumulate: false)
         backend.copyRows(rows, into: &h, spans: spans.context, accumulate: false)
         text.addPositionalEmbedding(to: &h, layout: layout)
@@ -73,7 +73,7 @@ public struct PromptEncoder: Sendable {
     /// The gradient of the packed input rows -> the context's (summed over the classes sharing it).
     private func contextGradient(_ dRows: Tensor, trace: Trace, learner: PromptLearner) -> Tensor {
         let m = learner.config.contextLength
-        var dContext = Tensor(zeros: learner.context.shape)
+        var dContext = text.backend.zeros(learner.context.shape)
         if trace.shared {
             // The prefix rows after SOS, already summed over classes.
             text.backend.copyRows(dRows, into: &dContext, spans: [RowSpan(source: 1, target: 0, count: m)], accumulate: false)

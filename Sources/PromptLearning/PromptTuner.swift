@@ -37,7 +37,7 @@ public final class PromptTuner {
     public var trace: TraceWriter?
     let featureViews: [Tensor]   // features source: per view N x D, normalised
     /// The towers' activations and backward temporaries, reused step after step.
-    let workspace = Workspace()
+    let workspace: Workspace
     let labels: [Int]
     let modelDigest: String
     let dataDigest: String
@@ -85,6 +85,7 @@ public final class PromptTuner {
         let model = config.precision.model(model)  // fp16-reference: weights and activations rounded to fp16
         self.config = config
         self.model = model
+        self.workspace = Workspace(backend: model.backend)
         self.data = data
         self.labels = data.labels
         self.modelDigest = modelDigest

@@ -111,7 +111,7 @@ public func imagePrototypes(model: CLIPModel, images: any TrainingImages, seed: 
     let r = model.config.imageResolution
     var rows: [Float] = []
     rows.reserveCapacity(n * model.config.embedDim)
-    let workspace = Workspace()  // each chunk reuses the buffers of the one before
+    let workspace = Workspace(backend: model.backend)  // each chunk reuses the buffers of the one before
     for start in stride(from: 0, to: n, by: chunk) {
         let idx = Array(start..<min(n, start + chunk))
         let (pixels, _) = try images.load(idx, seeds: idx.map { augmentationSeed(seed, epoch: -1, index: $0) }, resolution: r)

@@ -67,8 +67,8 @@ public struct MultiheadAttention: Sendable {
         var qkv = inProj.forward(x, workspace: workspace)
         rounding.apply(&qkv, backend: backend)
         // Every value of both is written by the backend (the first product into each block has beta 0).
-        var probs = Workspace.tensor(workspace, [layout.attentionOffsets(heads: heads).total], zeroed: false)
-        var context = Workspace.tensor(workspace, [layout.rows, c], zeroed: false)
+        var probs = backend.tensor(workspace, [layout.attentionOffsets(heads: heads).total], zeroed: false)
+        var context = backend.tensor(workspace, [layout.rows, c], zeroed: false)
         backend.attention(qkv: qkv, layout: layout, heads: heads, causal: causal, rounding: rounding,
                           probs: &probs, context: &context)
         rounding.apply(&context, backend: backend)
@@ -87,10 +87,10 @@ public struct MultiheadAttention: Sendable {
         let layout = cache.layout
         precondition(grads == nil || cache.hasLinearInputs,
                      "attention weight gradients need the forward run with keepLinearInputs")
-        var dContext = Workspace.tensor(workspace, [layout.rows, width])
+        var dContext = backend.tensor(workspace, [layout.rows, width])
         var outGrads = grads?.outProj
         if let rows = cache.outputRows {
-            var dRows = Tensor(zeros: [rows.count, width])
+            var dRows = backend.zeros([rows.count, width])
             outProj.backward(dy, input: grads == nil ? cache.context : backend.gatherRows(cache.context, rows), dx: &dRows,
                              grads: &outGrads)
             backend.scatterAddRows(dRows, rows: rows, into: &dContext)
@@ -99,7 +99,7 @@ public struct MultiheadAttention: Sendable {
         }
         // Every dq, dk, dv row is written with beta 0, except a shared prefix's, which accumulates
         // over sequences: only then does dqkv start from zero.
-        var dqkv = Workspace.tensor(workspace, cache.qkv.shape, zeroed: !layout.prefixes.isEmpty)
+        var dqkv = backend.tensor(workspace, cache.qkv.shape, zeroed: !layout.prefixes.isEmpty)
         backend.attentionBackward(qkv: cache.qkv, probs: cache.probs, dContext: dContext, layout: layout, heads: heads,
                                   dqkv: &dqkv, workspace: workspace)
         var inGrads = grads?.inProj

@@ -23,6 +23,13 @@ public protocol ComputeBackend: Sendable {
     /// The same backend with products in `precision`; throws where that precision cannot run.
     func withPrecision(_ precision: Precision) throws -> any ComputeBackend
 
+    // MARK: Storage
+
+    /// New storage for a tensor of `shape` on this backend: zeros when `zeroed`, else values to be
+    /// overwritten before they are read. A model's activations, caches and gradients are made here
+    /// or taken from a `Workspace` of this backend.
+    func makeTensor(_ shape: [Int], zeroed: Bool) -> Tensor
+
     // MARK: Products
 
     /// c = alpha op(a) op(b) + beta c for 2-D tensors (c's values are read only when beta != 0).
@@ -105,18 +112,26 @@ public struct RowSpan: Sendable, Equatable {
 }
 
 extension ComputeBackend {
+    /// A zero tensor of `shape` on this backend.
+    public func zeros(_ shape: [Int]) -> Tensor { makeTensor(shape, zeroed: true) }
+
+    /// Storage for `shape` from `workspace`'s pool when given, else new storage on this backend.
+    public func tensor(_ workspace: Workspace?, _ shape: [Int], zeroed: Bool = true) -> Tensor {
+        workspace?.tensor(shape, zeroed: zeroed) ?? makeTensor(shape, zeroed: zeroed)
+    }
+
     /// op(a) op(b) as a new tensor.
     public func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) -> Tensor {
         precondition(a.rank == 2 && b.rank == 2, "matmul needs 2-D tensors, got \(a.shape) and \(b.shape)")
         let m = transA ? a.shape[1] : a.shape[0], n = transB ? b.shape[0] : b.shape[1]
-        var out = Tensor(zeros: [m, n])
+        var out = makeTensor([m, n], zeroed: false)  // beta 0: every value written
         matmul(a, b, transA: transA, transB: transB, alpha: 1, beta: 0, into: &out)
         return out
     }
 
     /// x's rows `rows` as a new [rows.count, C] tensor.
     public func gatherRows(_ x: Tensor, _ rows: [Int], workspace: Workspace? = nil) -> Tensor {
-        var out = Workspace.tensor(workspace, [rows.count, x.lastDim], zeroed: false)  // every row written
+        var out = tensor(workspace, [rows.count, x.lastDim], zeroed: false)  // every row written
         gatherRows(x, rows, into: &out)
         return out
     }

@@ -51,6 +51,11 @@ public struct CPUBackend: ComputeBackend {
         self.precision = precision
     }
 
+    // MARK: Storage
+
+    /// Host memory; zero-filled whether or not `zeroed` asks for it (a fresh page costs the same).
+    public func makeTensor(_ shape: [Int], zeroed: Bool) -> Tensor { Tensor(zeros: shape) }
+
     // MARK: Products
 
     public func matmul(_ a: Tensor, _ b: Tensor, transA: Bool, transB: Bool, alpha: Float, beta: Float, into c: inout Tensor) {

@@ -39,7 +39,7 @@ public struct RowReplacement: Sendable {
         let spans = self.spans
         backend.copyRows(dx, into: &grad, spans: spans.map { RowSpan(source: $0.target, target: $0.source, count: $0.count) },
                          accumulate: true)
-        let zeros = Tensor(zeros: [count, dx.lastDim])
+        let zeros = backend.zeros([count, dx.lastDim])
         backend.copyRows(zeros, into: &dx, spans: spans.map { RowSpan(source: 0, target: $0.target, count: $0.count) },
                          accumulate: false)
     }

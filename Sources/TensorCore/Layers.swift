@@ -43,7 +43,7 @@ public struct Linear: Sendable {
     // x: N, In -> N, Out (the output's storage from `workspace` when given).
     public func forward(_ x: Tensor, workspace: Workspace? = nil) -> Tensor {
         precondition(x.lastDim == inFeatures, "Linear: input width \(x.lastDim), expected \(inFeatures)")
-        var y = Workspace.tensor(workspace, Array(x.shape.dropLast()) + [outFeatures], zeroed: false)  // every value written
+        var y = backend.tensor(workspace, Array(x.shape.dropLast()) + [outFeatures], zeroed: false)  // every value written
         backend.linear(x, weight: weight, bias: bias, packed: packed, into: &y)
         return y
     }
@@ -116,8 +116,8 @@ public struct LayerNorm: Sendable {
     // x: N, C -> N, C
     public func forward(_ x: Tensor, workspace: Workspace? = nil) -> (Tensor, Cache) {
         precondition(x.lastDim == weight.count, "LayerNorm: input width \(x.lastDim), expected \(weight.count)")
-        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written
-        var mean = Tensor(zeros: [x.rows]), rstd = Tensor(zeros: [x.rows])
+        var y = backend.tensor(workspace, x.shape, zeroed: false)  // every value written
+        var mean = backend.zeros([x.rows]), rstd = backend.zeros([x.rows])
         backend.layerNorm(x, weight: weight, bias: bias, eps: eps, into: &y, mean: &mean, rstd: &rstd)
         return (y, Cache(input: x, mean: mean, rstd: rstd))
     }
@@ -134,7 +134,7 @@ public struct LayerNorm: Sendable {
 
 public enum QuickGELU {
     public static func forward(_ x: Tensor, workspace: Workspace? = nil, backend: any ComputeBackend = defaultBackend) -> Tensor {
-        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written
+        var y = backend.tensor(workspace, x.shape, zeroed: false)  // every value written
         backend.quickGELU(x, into: &y)
         return y
     }
@@ -150,7 +150,7 @@ public enum QuickGELU {
 
     /// The fp16 model's QuickGELU (`ActivationRounding.half`); x holds fp16 values.
     public static func forwardHalf(_ x: Tensor, workspace: Workspace? = nil, backend: any ComputeBackend = defaultBackend) -> Tensor {
-        var y = Workspace.tensor(workspace, x.shape, zeroed: false)  // every value written
+        var y = backend.tensor(workspace, x.shape, zeroed: false)  // every value written
         backend.quickGELUHalf(x, into: &y)
         return y
     }
@@ -178,8 +178,8 @@ public enum L2Normalize {
     }
 
     public static func forward(_ x: Tensor, backend: any ComputeBackend = defaultBackend) -> (Tensor, Cache) {
-        var y = Tensor(zeros: x.shape)
-        var norms = Tensor(zeros: [x.rows])
+        var y = backend.zeros(x.shape)
+        var norms = backend.zeros([x.rows])
         backend.l2Normalize(x, into: &y, norms: &norms)
         return (y, Cache(output: y, norms: norms))
     }

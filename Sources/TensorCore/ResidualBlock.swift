@@ -91,26 +91,26 @@ public struct ResidualBlock: Sendable {
                          rounding: ActivationRounding = .none) {
         precondition(grads == nil || !cache.gelu.data.isEmpty, "block weight gradients need the forward run with keepLinearInputs")
         // Second residual: dh = dy + d(mlp branch)
-        var dh = Workspace.tensor(workspace, dy.shape, zeroed: false)
+        var dh = backend.tensor(workspace, dy.shape, zeroed: false)
         backend.copyRows(dy, into: &dh, spans: [RowSpan(source: 0, target: 0, count: dy.rows)], accumulate: false)
         var projGrads = grads?.proj, fcGrads = grads?.fc, ln2Grads = grads?.ln2
-        var dg = Workspace.tensor(workspace, cache.hidden.shape)
+        var dg = backend.tensor(workspace, cache.hidden.shape)
         proj.backward(dy, input: cache.gelu, dx: &dg, grads: &projGrads)
         rounding.apply(&dg, backend: backend)
-        var dHidden = Workspace.tensor(workspace, cache.hidden.shape)
+        var dHidden = backend.tensor(workspace, cache.hidden.shape)
         if rounding == .half {
             QuickGELU.backwardHalf(dg, input: cache.hidden, dx: &dHidden, backend: backend)
         } else {
             QuickGELU.backward(dg, input: cache.hidden, dx: &dHidden, backend: backend)
         }
-        var dB = Workspace.tensor(workspace, cache.ln2.input.shape)
+        var dB = backend.tensor(workspace, cache.ln2.input.shape)
         fc.backward(dHidden, input: cache.ln2Out, dx: &dB, grads: &fcGrads)
         rounding.apply(&dB, backend: backend)
         ln2.backward(dB, cache: cache.ln2, dx: &dh, grads: &ln2Grads)
         rounding.apply(&dh, backend: backend)
         // First residual: dx += dh + d(attention branch)
         var attnGrads = grads?.attention, ln1Grads = grads?.ln1
-        var dA = Workspace.tensor(workspace, cache.ln1.input.shape)
+        var dA = backend.tensor(workspace, cache.ln1.input.shape)
         attention.backward(dh, cache: cache.attention, dx: &dA, grads: &attnGrads, workspace: workspace)
         rounding.apply(&dA, backend: backend)
         if let rows = cache.attention.outputRows { backend.scatterAddRows(dh, rows: rows, into: &dx) } else { backend.add(dh, to: &dx) }

@@ -39,7 +39,7 @@ public struct Transformer: Sendable {
                      "deep prompts for blocks \(deepPrompts.blocks.keys.sorted()) of \(blocks.count)")
         // An inference forward without a workspace still reuses each block's buffers for the next
         // (fresh buffers would fault in new pages every block).
-        let workspace = workspace ?? (keepCaches || keepHiddenStates ? nil : Workspace())
+        let workspace = workspace ?? (keepCaches || keepHiddenStates ? nil : Workspace(backend: backend))
         var h = x
         activationRounding.apply(&h, backend: backend)
         var trace = Trace()
@@ -88,7 +88,7 @@ public struct Transformer: Sendable {
             activationRounding.apply(&dx, backend: backend)
             if let g { grads![i] = g }
             if let r = trace.deepPrompts.blocks[i] {
-                r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: Tensor(zeros: r.values.shape)], backend: backend)
+                r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: backend.zeros(r.values.shape)], backend: backend)
             }
             cache.recycle(into: workspace)
             if i != blocks.count - 1 { workspace.recycle(d) }  // the first d is the caller's
@@ -112,13 +112,13 @@ public struct Transformer: Sendable {
         precondition(trace.caches.count == blocks.count, "Transformer.backward needs the forward run with keepCaches")
         var d = dy
         for i in blocks.indices.reversed() {
-            var dx = Tensor(zeros: trace.caches[i].ln1.input.shape)
+            var dx = backend.zeros(trace.caches[i].ln1.input.shape)
             var g = grads?[i]
             blocks[i].backward(d, cache: trace.caches[i], dx: &dx, grads: &g, rounding: activationRounding)
             activationRounding.apply(&dx, backend: backend)
             if let g { grads![i] = g }
             if let r = trace.deepPrompts.blocks[i] {
-                r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: Tensor(zeros: r.values.shape)], backend: backend)
+                r.takeGradient(from: &dx, into: &deepPromptGrads[i, default: backend.zeros(r.values.shape)], backend: backend)
             }
             d = dx
         }

@@ -19,13 +19,15 @@ import Foundation
 ///
 /// Thread safety: a lock guards the pool, so concurrent users may share one workspace.
 public final class Workspace: @unchecked Sendable {
+    /// Where the buffers live: a tensor the pool cannot serve is made by this backend.
+    public let backend: any ComputeBackend
     private var pool: [Int: [[Float]]] = [:]
     private let lock = NSLock()
     /// Buffers handed out that came from the pool / had to be allocated (for benches and tests).
     public private(set) var reused = 0
     public private(set) var allocated = 0
 
-    public init() {}
+    public init(backend: any ComputeBackend = defaultBackend) { self.backend = backend }
 
     /// A tensor of `shape` from the pool. Values are zero when `zeroed`, otherwise unspecified
     /// (stale values of an earlier user): pass `zeroed: false` only when every value is written
@@ -36,7 +38,7 @@ public final class Workspace: @unchecked Sendable {
         let buffer = pool[n]?.popLast()
         if buffer != nil { reused += 1 } else { allocated += 1 }
         lock.unlock()
-        guard var data = buffer else { return Tensor(zeros: shape) }
+        guard var data = buffer else { return backend.makeTensor(shape, zeroed: true) }
         if zeroed {
             data.withUnsafeMutableBufferPointer { b in
                 if let base = b.baseAddress { base.update(repeating: 0, count: b.count) }

@@ -85,4 +85,59 @@ final class BackendTests: XCTestCase {
         let tokens = [[1, 5, 9, 63, 0], [1, 7, 63, 0, 0]]
         assertClose(naive.encodeText(tokens), model.encodeText(tokens), atol: 1e-4, rtol: 1e-4, "text features")
     }
+
+    /// Both towers' work goes through the model's backend: on a backend that counts its calls, a
+    /// visual-prompt forward and backward and a full text backward equal the CPU model's bit for
+    /// bit, and every kind of operation they need was called (a tower doing one on host memory
+    /// instead would leave its count at zero).
+    func testTowersRunThroughTheirBackend() {
+        let model = CLIPModel.random(config: Self.config, seed: 5)
+        let recording = RecordingBackend()
+        let recorded = model.on(recording)
+        var rng = SeededGenerator(seed: 6)
+        let pixels = Tensor.randomNormal([2, 3, 8, 8], using: &rng)
+        let extra = Tensor.randomNormal([3, 16], std: 0.1, using: &rng), deep = Tensor.randomNormal([3, 16], std: 0.1, using: &rng)
+        let dFeatures = Tensor.randomNormal([2, 8], using: &rng)
+        func visual(_ m: CLIPModel) -> (Tensor, Tensor, [Int: Tensor]) {
+            let workspace = Workspace(backend: m.backend)
+            var (f, trace) = m.image.forward(pixels: pixels, extraTokens: extra, deepPrompts: [1: deep], keepCaches: true,
+                                             workspace: workspace, keepLinearInputs: false)
+            var deepGrads: [Int: Tensor] = [:]
+            let g = m.image.backwardToExtraTokens(dFeatures, releasing: &trace, deepPromptGrads: &deepGrads, workspace: workspace)
+            return (f, g, deepGrads)
+        }
+        let (want, got) = (visual(model), visual(recorded))
+        XCTAssertEqual(got.0, want.0, "image features")
+        XCTAssertEqual(got.1, want.1, "extra tokens' gradient")
+        XCTAssertEqual(got.2, want.2, "deep prompt's gradient")
+        let imageCalls = recording.calls
+        for op in ["patchify", "copyRows", "copyRows+", "addBroadcast", "layerNorm", "layerNormBackward", "linear",
+                   "linearInputGradient", "attention", "attentionBackward", "quickGELU", "quickGELUBackward", "add",
+                   "gatherRows", "matmul", "makeTensor"] {
+            XCTAssertGreaterThan(imageCalls[op] ?? 0, 0, "image tower: \(op)")
+        }
+
+        recording.reset()
+        let tokens = [[1, 5, 9, 63, 0], [1, 7, 63, 0, 0]]
+        func text(_ m: CLIPModel) -> (Tensor, TextTower) {
+            let eot = eotPositions(tokens)
+            let (f, trace) = m.text.forward(embeddings: m.text.embed(tokens), eot: eot, keepCaches: true)
+            var grads = CLIPModel.random(config: Self.config, seed: 5).zeroGradient().text
+            m.text.backward(dFeatures, trace: trace, tokens: tokens, grads: &grads)
+            return (f, grads)
+        }
+        let (tw, tg) = (text(model), text(recorded))
+        XCTAssertEqual(tg.0, tw.0, "text features")
+        XCTAssertEqual(tg.1.tokenEmbedding, tw.1.tokenEmbedding, "token embedding gradient")
+        XCTAssertEqual(tg.1.transformer.blocks[0].fc.weight, tw.1.transformer.blocks[0].fc.weight, "a block's weight gradient")
+        for op in ["gatherRows", "copyRows", "copyRows+", "scatterAddRows", "columnSums", "attention", "attentionBackward", "matmul"] {
+            XCTAssertGreaterThan(recording.calls[op] ?? 0, 0, "text tower: \(op)")
+        }
+
+        // The fp16 model rounds its activations on its backend.
+        recording.reset()
+        _ = model.roundedToHalf().on(recording).encodeImage(pixels)
+        XCTAssertGreaterThan(recording.calls["roundToHalf"] ?? 0, 0)
+        XCTAssertGreaterThan(recording.calls["quickGELUHalf"] ?? 0, 0)
+    }
 }

@@ -157,4 +157,27 @@ final class PromptEncoderTests: XCTestCase {
         none.handTemplates = [:]
         XCTAssertEqual(try JSONDecoder().decode(Method.self, from: JSONEncoder().encode(none)).handTemplates, [:])
     }
+
+    /// The prompts are assembled and their gradient gathered through the text tower's backend:
+    /// on a backend that counts its calls, every layout (shared prefix, class in the middle,
+    /// class-specific) equals the CPU's bit for bit, with the row operations counted.
+    func testPromptsAreAssembledOnTheTowersBackend() throws {
+        let recording = RecordingBackend()
+        var text = smallModel.text
+        text.backend = recording
+        let (plain, recorded) = (PromptEncoder(text: smallModel.text), PromptEncoder(text: text))
+        var rng = SeededGenerator(seed: 10)
+        for config in [PromptConfig(contextLength: 4), PromptConfig(contextLength: 3, position: .middle),
+                       PromptConfig(contextLength: 2, classSpecific: true)] {
+            let l = try learner(config)
+            recording.reset()
+            let (f, trace) = plain.forward(l, context: l.context)
+            let (fr, tr) = recorded.forward(l, context: l.context)
+            let r = Tensor.randomNormal(f.shape, using: &rng)
+            XCTAssertEqual(fr, f, "features, \(config)")
+            XCTAssertEqual(recorded.backward(r, trace: tr, learner: l), plain.backward(r, trace: trace, learner: l), "gradient, \(config)")
+            XCTAssertGreaterThanOrEqual(recording.calls["copyRows"] ?? 0, 2, "frozen rows and context rows, \(config)")
+            XCTAssertGreaterThanOrEqual(recording.calls["copyRows+"] ?? 0, 1, "positions, \(config)")
+        }
+    }
 }

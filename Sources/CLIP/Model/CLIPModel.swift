@@ -44,7 +44,7 @@ public struct CLIPModel: Sendable {
         let b = pixels.shape[0]
         var rows: [Float] = []
         rows.reserveCapacity(b * config.embedDim)
-        let workspace = Workspace()  // each chunk reuses the buffers of the one before
+        let workspace = Workspace(backend: image.backend)  // each chunk reuses the buffers of the one before
         for start in stride(from: 0, to: b, by: chunk) {
             rows += image.forward(pixels: pixels.slice(rows: start..<min(b, start + chunk)), workspace: workspace).0.data
         }

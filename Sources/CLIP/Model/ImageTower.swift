@@ -78,7 +78,7 @@ public struct ImageTower: Sendable {
         let (r, p, g) = (resolution, patchSize, gridSize)
         precondition(pixels.rank == 4 && Array(pixels.shape.dropFirst()) == [3, r, r],
                      "image tower input \(pixels.shape), expected [B, 3, \(r), \(r)]")
-        var out = Workspace.tensor(workspace, [pixels.shape[0] * g * g, 3 * p * p], zeroed: false)  // every value written
+        var out = backend.tensor(workspace, [pixels.shape[0] * g * g, 3 * p * p], zeroed: false)  // every value written
         backend.patchify(pixels, patchSize: p, into: &out)
         return out
     }
@@ -119,7 +119,7 @@ public struct ImageTower: Sendable {
             precondition(extraTokens == nil && deepPrompts.isEmpty && !keepCaches && !keepHiddenStates,
                          "visual prompts, kept caches and hidden states need a ViT image tower, not \(resnet.architecture.name)")
             // Inside the ResNet everything is fp32; the features are rounded as a ViT's would be.
-            var features = resnet.forward(pixels: pixels, workspace: workspace ?? Workspace())
+            var features = resnet.forward(pixels: pixels, workspace: workspace ?? Workspace(backend: backend))
             activationRounding.apply(&features, backend: backend)
             let trace = Trace(blocks: Transformer.Trace(), lnPost: LayerNorm.Cache(input: Tensor(zeros: [0]), mean: Tensor(zeros: [0]), rstd: Tensor(zeros: [0])),
                               batch: pixels.shape[0], tokens: 0, extraTokens: 0, sharedExtra: true)
@@ -134,7 +134,7 @@ public struct ImageTower: Sendable {
         rounding.apply(&patches, backend: backend)
         if !weightCaches { workspace?.recycle(patchRows) }
         // Class token then patches, plus positional embedding.
-        var x = Workspace.tensor(workspace, [b * (1 + gg), w], zeroed: false)  // every value written below
+        var x = backend.tensor(workspace, [b * (1 + gg), w], zeroed: false)  // every value written below
         backend.copyRows(classEmbedding, into: &x, spans: (0..<b).map { RowSpan(source: 0, target: $0 * (1 + gg), count: 1) },
                          accumulate: false)
         backend.copyRows(patches, into: &x, spans: (0..<b).map { RowSpan(source: $0 * gg, target: $0 * (1 + gg) + 1, count: gg) },
@@ -158,7 +158,7 @@ public struct ImageTower: Sendable {
             var (e, cache) = lnPre.forward(extra.reshaped([extra.rows, w]))
             rounding.apply(&e, backend: backend)
             promptLnPre = cache
-            var y = Workspace.tensor(workspace, [b * (1 + gg + n), w], zeroed: false)  // every value written below
+            var y = backend.tensor(workspace, [b * (1 + gg + n), w], zeroed: false)  // every value written below
             backend.copyRows(h, into: &y, spans: (0..<b).map { RowSpan(source: $0 * (1 + gg), target: $0 * (1 + gg + n), count: 1 + gg) },
                              accumulate: false)
             backend.copyRows(e, into: &y, spans: (0..<b).map {
@@ -168,7 +168,7 @@ public struct ImageTower: Sendable {
             h = y
         } else if let extra = extraTokens {
             // Visual prompts after ln_pre, between the class token and the patches.
-            var y = Workspace.tensor(workspace, [b * (1 + n + gg), w], zeroed: false)  // every value written below
+            var y = backend.tensor(workspace, [b * (1 + n + gg), w], zeroed: false)  // every value written below
             var spans: [RowSpan] = []
             for i in 0..<b {
                 spans.append(RowSpan(source: i * (1 + gg), target: i * (1 + n + gg), count: 1))
@@ -236,7 +236,7 @@ public struct ImageTower: Sendable {
         activationRounding.apply(&dFeatures, backend: backend)
         var dPooled = backend.matmul(dFeatures, projection, transB: true)
         activationRounding.apply(&dPooled, backend: backend)
-        var dClass = Tensor(zeros: [b, w])
+        var dClass = backend.zeros([b, w])
         var lnGrads: LayerNorm.Grads? = nil
         lnPost.backward(dPooled, cache: trace.lnPost, dx: &dClass, grads: &lnGrads)
         activationRounding.apply(&dClass, backend: backend)
@@ -270,13 +270,13 @@ public struct ImageTower: Sendable {
         let patchRow = trace.promptEntry == .afterLnPre ? 1 + n : 1
         var rows: [Int] = []
         for i in 0..<b { rows.append(i * t); rows += (0..<gg).map { i * t + patchRow + $0 } }
-        var dx = Tensor(zeros: [b * (1 + gg), w])
+        var dx = backend.zeros([b * (1 + gg), w])
         var lnGrads: LayerNorm.Grads? = g!.lnPre.asGrads
         lnPre.backward(backend.gatherRows(dIn, rows), cache: lnPreCache, dx: &dx, grads: &lnGrads)
         let dExtra: Tensor? = n > 0 ? extraTokenGradient(dIn, trace: trace, lnPreGrads: &lnGrads) : nil
         g!.lnPre.set(lnGrads!)
         // x = [class; patches W_conv^T] + positional, per image.
-        var dPatches = Tensor(zeros: [b * gg, w])
+        var dPatches = backend.zeros([b * gg, w])
         backend.copyRows(dx, into: &g!.positionalEmbedding,
                          spans: (0..<b).map { RowSpan(source: $0 * (1 + gg), target: 0, count: 1 + gg) }, accumulate: true)
         backend.copyRows(dx, into: &g!.classEmbedding,
@@ -300,13 +300,13 @@ public struct ImageTower: Sendable {
             guard let pooled = trace.pooled else { preconditionFailure("weight gradients need the forward run with keepCaches") }
             backend.add(backend.matmul(pooled, dFeatures, transA: true), to: &grads!.projection)
         }
-        var dClass = Tensor(zeros: [b, w])
+        var dClass = backend.zeros([b, w])
         var lnGrads = grads?.lnPost.asGrads
         lnPost.backward(dPooled, cache: trace.lnPost, dx: &dClass, grads: &lnGrads)
         activationRounding.apply(&dClass, backend: backend)
         var dOut = dClass
         if trace.blocks.outputRows == nil {
-            dOut = Tensor(zeros: [b * t, w])
+            dOut = backend.zeros([b * t, w])
             backend.scatterAddRows(dClass, rows: (0..<b).map { $0 * t }, into: &dOut)
         }
         var blockGrads = grads?.transformer.asGrads
@@ -324,7 +324,7 @@ public struct ImageTower: Sendable {
 
     func extraTokenGradient(_ dIn: Tensor, trace: Trace, lnPreGrads: inout LayerNorm.Grads?) -> Tensor {
         let (b, t, n, w, row) = (trace.batch, trace.tokens, trace.extraTokens, width, trace.promptRow)
-        var dExtra = Tensor(zeros: trace.sharedExtra ? [n, w] : [b, n, w])
+        var dExtra = backend.zeros(trace.sharedExtra ? [n, w] : [b, n, w])
         // Images in order, so a shared prompt's sum is the same as element by element.
         backend.copyRows(dIn, into: &dExtra, spans: (0..<b).map {
             RowSpan(source: $0 * t + row, target: trace.sharedExtra ? 0 : $0 * n, count: n)
@@ -333,7 +333,7 @@ public struct ImageTower: Sendable {
         // ln_pre's backward is linear in its output gradient: a shared prompt's copies, normalised
         // alike, take the sum of their gradients at once.
         guard let cache = trace.promptLnPre else { preconditionFailure("appended extra tokens without ln_pre's cache") }
-        var dTokens = Tensor(zeros: [cache.input.rows, w])
+        var dTokens = backend.zeros([cache.input.rows, w])
         lnPre.backward(dExtra.reshaped([cache.input.rows, w]), cache: cache, dx: &dTokens, grads: &lnPreGrads)
         return dTokens.reshaped(dExtra.shape)
     }

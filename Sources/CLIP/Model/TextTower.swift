@@ -61,7 +61,7 @@ public struct TextTower: Sendable {
         precondition(eot.count == b && eot.allSatisfy { $0 >= 0 && $0 < t }, "text tower: EOT positions \(eot) for \(b) rows of \(t) tokens")
         let layout = SequenceLayout(lengths: eot.map { $0 + 1 })
         // Each row's first eot + 1 embeddings, one row after another, plus its positions.
-        var h = Tensor(zeros: [layout.rows, width])
+        var h = backend.zeros([layout.rows, width])
         backend.copyRows(x.reshaped([b * t, width]), into: &h,
                          spans: layout.lengths.indices.map { RowSpan(source: $0 * t, target: layout.rowOffsets[$0], count: layout.lengths[$0]) },
                          accumulate: false)
@@ -150,13 +150,13 @@ public struct TextTower: Sendable {
         var dPooled = backend.matmul(dFeatures, projection, transB: true)
         activationRounding.apply(&dPooled, backend: backend)
         if grads != nil { backend.add(backend.matmul(trace.pooled, dFeatures, transA: true), to: &grads!.projection) }
-        var dGathered = Tensor(zeros: [b, c])
+        var dGathered = backend.zeros([b, c])
         var lnGrads = grads?.lnFinal.asGrads
         lnFinal.backward(dPooled, cache: trace.lnFinal, dx: &dGathered, grads: &lnGrads)
         activationRounding.apply(&dGathered, backend: backend)
         if grads != nil { grads!.lnFinal.set(lnGrads!) }
         guard trace.blocks.outputRows == nil else { return dGathered }
-        var dOut = Tensor(zeros: [trace.layout.rows, c])
+        var dOut = backend.zeros([trace.layout.rows, c])
         backend.scatterAddRows(dGathered, rows: trace.outputRows, into: &dOut)
         return dOut
     }
@@ -181,7 +181,7 @@ public struct TextTower: Sendable {
     /// B, T, C (zero after each EOT).
     public func backward(_ dFeatures: Tensor, trace: Trace, tokens t: Int) -> Tensor {
         let layout = trace.layout, dIn = backwardPacked(dFeatures, trace: trace)
-        var out = Tensor(zeros: [layout.lengths.count * t, width])
+        var out = backend.zeros([layout.lengths.count * t, width])
         backend.copyRows(dIn, into: &out,
                          spans: layout.lengths.indices.map { RowSpan(source: layout.rowOffsets[$0], target: $0 * t, count: layout.lengths[$0]) },
                          accumulate: false)
