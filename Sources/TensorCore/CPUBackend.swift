@@ -262,7 +262,7 @@ public struct CPUBackend: ComputeBackend {
 
     public func copyRows(_ src: Tensor, into dst: inout Tensor, spans: [RowSpan], accumulate: Bool) {
         let c = dst.lastDim
-        precondition(src.lastDim == c || src.rank < 2, "copyRows: rows of \(src.shape) into \(dst.shape)")
+        precondition(src.lastDim == c, "copyRows: rows of \(src.shape) into \(dst.shape)")
         let (srcRows, dstRows, dstShape) = (src.count / max(1, c), dst.rows, dst.shape)
         dst.withMutablePointer { pd in src.withPointer { ps in
             for s in spans {
