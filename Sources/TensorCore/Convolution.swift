@@ -266,12 +266,7 @@ enum OneDNNConv {
         guard dnnl_primitive_create(&primitive, pd) == dnnl_success, let primitive else { return nil }
         var convert: dnnl_primitive_t?
         if p.bf16 {
-            var rpd: dnnl_primitive_desc_t?
-            var from = plainSrc, to = src
-            if dnnl_reorder_primitive_desc_create(&rpd, &from, engine, &to, engine, nil) == dnnl_success, let rpd {
-                _ = dnnl_primitive_create(&convert, rpd)
-                dnnl_primitive_desc_destroy(rpd)
-            }
+            convert = OneDNN.reorderPrimitive(from: plainSrc, to: src)
             guard convert != nil else { dnnl_primitive_destroy(primitive); return nil }
         }
         return Primitive(primitive: primitive, src: src, plainSrc: plainSrc, weights: weights, plainWeights: plainWeights,
@@ -281,49 +276,21 @@ enum OneDNNConv {
     /// Runs `p`; false when oneDNN cannot (the caller falls back to im2col).
     static func run(_ p: Problem, src: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                     dst: UnsafeMutablePointer<Float>, packed: PackedWeight) -> Bool {
-        guard let conv = primitive(p), let engine = OneDNN.engine,
+        guard let conv = primitive(p),
               let weightData = packed.data(desc: conv.weights, transposed: false, plain: conv.plainWeights, source: weight)
         else { return false }
-        _ = pt_omp_set_threads(Int32(Compute.gemmThreads))
-        var stream: dnnl_stream_t?
-        guard dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue) == dnnl_success else { return false }
-        defer { dnnl_stream_destroy(stream) }
-        var memories: [dnnl_memory_t?] = []
-        defer { for m in memories { dnnl_memory_destroy(m) } }
-        func memory(_ d: dnnl_memory_desc_t, _ data: UnsafeMutableRawPointer?) -> dnnl_memory_t? {
-            var d = d, m: dnnl_memory_t?
-            guard dnnl_memory_create(&m, &d, engine, data) == dnnl_success else { return nil }
-            memories.append(m)
-            return m
-        }
-        var buffers: [OneDNN.Buffer] = []
-        defer { for b in buffers { OneDNN.Buffer.giveBack(b) } }
-        func buffer(_ bytes: Int) -> UnsafeMutableRawPointer? {
-            guard let b = OneDNN.Buffer.take(bytes) else { return nil }
-            buffers.append(b)
-            return b.data
-        }
-        var input = memory(conv.plainSrc, UnsafeMutableRawPointer(mutating: src))
+        guard let run = OneDNN.Execution() else { return false }
+        var input = run.memory(conv.plainSrc, UnsafeMutableRawPointer(mutating: src))
         if let convert = conv.convert {
-            var d = conv.src
-            let converted = memory(conv.src, buffer(dnnl_memory_desc_get_size(&d)))
-            var args = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: input), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: converted)]
-            guard converted != nil, dnnl_primitive_execute(convert, stream, 2, &args) == dnnl_success else { return false }
+            guard let converted = run.converted(input, by: convert, to: conv.src) else { return false }
             input = converted
         }
-        var args = [
+        let args = [
             dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: input),
-            dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: memory(conv.weights, weightData)),
-            dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: memory(conv.bias, UnsafeMutableRawPointer(mutating: bias))),
-            dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: memory(conv.dst, dst)),
+            dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: run.memory(conv.weights, weightData)),
+            dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: run.memory(conv.bias, UnsafeMutableRawPointer(mutating: bias))),
+            dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: run.memory(conv.dst, dst)),
         ]
-        if conv.scratchpadBytes > 0 {
-            var d = dnnl_memory_desc_t()
-            _ = dnnl_memory_desc_init_by_tag(&d, 1, [Int64(conv.scratchpadBytes)], dnnl_u8, dnnl_a)
-            args.append(dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: memory(d, buffer(conv.scratchpadBytes))))
-        }
-        guard args.allSatisfy({ $0.memory != nil }) else { return false }
-        guard dnnl_primitive_execute(conv.primitive, stream, Int32(args.count), &args) == dnnl_success else { return false }
-        return dnnl_stream_wait(stream) == dnnl_success
+        return run.execute(conv.primitive, args, scratchpadBytes: conv.scratchpadBytes)
     }
 }

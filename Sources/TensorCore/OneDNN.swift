@@ -224,18 +224,10 @@ enum OneDNN {
         var primitive: dnnl_primitive_t?
         guard dnnl_primitive_create(&primitive, pd) == dnnl_success, let primitive else { return nil }
 
-        func reorder(from plain: dnnl_memory_desc_t, to target: dnnl_memory_desc_t) -> dnnl_primitive_t? {
-            var rpd: dnnl_primitive_desc_t?, made: dnnl_primitive_t?
-            var from = plain, to = target
-            guard dnnl_reorder_primitive_desc_create(&rpd, &from, engine, &to, engine, nil) == dnnl_success, let rpd
-            else { return nil }
-            defer { dnnl_primitive_desc_destroy(rpd) }
-            return dnnl_primitive_create(&made, rpd) == dnnl_success ? made : nil
-        }
         var convert: dnnl_primitive_t?, convertB: dnnl_primitive_t?
         if p.bf16 {
-            convert = reorder(from: plainSrc, to: src)
-            if !p.packedB { convertB = reorder(from: plainWeights, to: weights) }
+            convert = reorderPrimitive(from: plainSrc, to: src)
+            if !p.packedB { convertB = reorderPrimitive(from: plainWeights, to: weights) }
             guard convert != nil, p.packedB || convertB != nil else {
                 dnnl_primitive_destroy(primitive)
                 if let convert { dnnl_primitive_destroy(convert) }
@@ -250,28 +242,74 @@ enum OneDNN {
     /// Runs problem `p`; false when oneDNN cannot (the caller falls back to OpenBLAS).
     static func run(_ p: Problem, a: UnsafePointer<Float>, b: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                     c: UnsafeMutablePointer<Float>, packed: PackedWeight?) -> Bool {
-        guard let mm = matmul(p), let engine else { return false }
+        guard let mm = matmul(p) else { return false }
         var weightData = UnsafeMutableRawPointer(mutating: b)
         if p.packedB {
             guard let packed, let data = packed.data(desc: mm.weights, transposed: p.transB,
                                                     plain: mm.plainWeights, source: b) else { return false }
             weightData = data
         }
-        _ = pt_omp_set_threads(Int32(Compute.gemmThreads))
-        var stream: dnnl_stream_t?
-        guard dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue) == dnnl_success else { return false }
-        defer { dnnl_stream_destroy(stream) }
+        guard let run = Execution() else { return false }
+        var src = run.memory(mm.plainSrc, UnsafeMutableRawPointer(mutating: a))
+        if let convert = mm.convert {
+            guard let bf16 = run.converted(src, by: convert, to: mm.src) else { return false }
+            src = bf16
+        }
+        var weights = run.memory(p.packedB ? mm.weights : mm.plainWeights, weightData)
+        if let convertB = mm.convertB {
+            guard let bf16 = run.converted(weights, by: convertB, to: mm.weights) else { return false }
+            weights = bf16
+        }
+        var args = [
+            dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: src),
+            dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: weights),
+            dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: run.memory(mm.dst, c)),
+        ]
+        if p.bias, let bias { args.append(dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: run.memory(mm.bias, UnsafeMutableRawPointer(mutating: bias)))) }
+        return run.execute(mm.primitive, args, scratchpadBytes: mm.scratchpadBytes)
+    }
 
-        var memories: [dnnl_memory_t?] = []
-        defer { for m in memories { dnnl_memory_destroy(m) } }
+    /// A reorder primitive from layout `plain` to `target` (nil when oneDNN has none).
+    static func reorderPrimitive(from plain: dnnl_memory_desc_t, to target: dnnl_memory_desc_t) -> dnnl_primitive_t? {
+        guard let engine else { return nil }
+        var rpd: dnnl_primitive_desc_t?, made: dnnl_primitive_t?
+        var from = plain, to = target
+        guard dnnl_reorder_primitive_desc_create(&rpd, &from, engine, &to, engine, nil) == dnnl_success, let rpd
+        else { return nil }
+        defer { dnnl_primitive_desc_destroy(rpd) }
+        return dnnl_primitive_create(&made, rpd) == dnnl_success ? made : nil
+    }
+
+    /// One primitive's run (a matmul's or a convolution's): a stream with the GEMM thread count,
+    /// the memory objects and scratch buffers made for it, all released when the run ends.
+    final class Execution {
+        let engine: dnnl_engine_t
+        private var stream: dnnl_stream_t?
+        private var memories: [dnnl_memory_t?] = []
+        private var buffers: [Buffer] = []
+
+        init?() {
+            guard let engine = OneDNN.engine else { return nil }
+            self.engine = engine
+            _ = pt_omp_set_threads(Int32(Compute.gemmThreads))
+            guard dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue) == dnnl_success else { return nil }
+        }
+
+        deinit {
+            for b in buffers { Buffer.giveBack(b) }
+            for m in memories { dnnl_memory_destroy(m) }
+            dnnl_stream_destroy(stream)
+        }
+
+        /// A memory object of layout `d` over `data` (nil on failure).
         func memory(_ d: dnnl_memory_desc_t, _ data: UnsafeMutableRawPointer?) -> dnnl_memory_t? {
             var d = d, m: dnnl_memory_t?
             guard dnnl_memory_create(&m, &d, engine, data) == dnnl_success else { return nil }
             memories.append(m)
             return m
         }
-        var buffers: [Buffer] = []
-        defer { for b in buffers { Buffer.giveBack(b) } }
+
+        /// Scratch memory of at least `bytes`, kept for later runs once this one ends.
         func buffer(_ bytes: Int) -> UnsafeMutableRawPointer? {
             guard let b = Buffer.take(bytes) else { return nil }
             buffers.append(b)
@@ -283,32 +321,22 @@ enum OneDNN {
             var d = to
             let out = memory(to, buffer(dnnl_memory_desc_get_size(&d)))
             var args = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: from), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: out)]
-            return dnnl_primitive_execute(reorder, stream, 2, &args) == dnnl_success ? out : nil
+            return out != nil && dnnl_primitive_execute(reorder, stream, 2, &args) == dnnl_success ? out : nil
         }
-        var src = memory(mm.plainSrc, UnsafeMutableRawPointer(mutating: a))
-        if let convert = mm.convert {
-            guard let bf16 = converted(src, by: convert, to: mm.src) else { return false }
-            src = bf16
+
+        /// Runs `primitive` on `args` plus a scratchpad of `scratchpadBytes`, and waits for it;
+        /// false when any memory could not be made or oneDNN fails.
+        func execute(_ primitive: dnnl_primitive_t, _ args: [dnnl_exec_arg_t], scratchpadBytes: Int) -> Bool {
+            var args = args
+            if scratchpadBytes > 0 {
+                var d = dnnl_memory_desc_t()
+                _ = dnnl_memory_desc_init_by_tag(&d, 1, [Int64(scratchpadBytes)], dnnl_u8, dnnl_a)
+                args.append(dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: memory(d, buffer(scratchpadBytes))))
+            }
+            guard args.allSatisfy({ $0.memory != nil }) else { return false }
+            guard dnnl_primitive_execute(primitive, stream, Int32(args.count), &args) == dnnl_success else { return false }
+            return dnnl_stream_wait(stream) == dnnl_success
         }
-        var weights = memory(p.packedB ? mm.weights : mm.plainWeights, weightData)
-        if let convertB = mm.convertB {
-            guard let bf16 = converted(weights, by: convertB, to: mm.weights) else { return false }
-            weights = bf16
-        }
-        var args = [
-            dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: src),
-            dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: weights),
-            dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: memory(mm.dst, c)),
-        ]
-        if p.bias, let bias { args.append(dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: memory(mm.bias, UnsafeMutableRawPointer(mutating: bias)))) }
-        if mm.scratchpadBytes > 0 {
-            var d = dnnl_memory_desc_t()
-            _ = dnnl_memory_desc_init_by_tag(&d, 1, [Int64(mm.scratchpadBytes)], dnnl_u8, dnnl_a)
-            args.append(dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: memory(d, buffer(mm.scratchpadBytes))))
-        }
-        guard args.allSatisfy({ $0.memory != nil }) else { return false }
-        guard dnnl_primitive_execute(mm.primitive, stream, Int32(args.count), &args) == dnnl_success else { return false }
-        return dnnl_stream_wait(stream) == dnnl_success
     }
 
     /// Scratch memory kept between calls (scratchpads and bf16 copies of A reach megabytes, and a
