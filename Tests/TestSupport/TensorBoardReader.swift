@@ -8,17 +8,8 @@ import XCTest
 /// variable CI set), where that is a failure: CI installs tensorboard (.ci/install-deps).
 public func tensorBoardScalars(_ dir: URL) throws -> [String: [String: [(step: Int, value: Float)]]] {
     func python(_ args: [String]) throws -> (status: Int32, out: Data, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3"] + args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, data, String(decoding: e, as: UTF8.self))
+        let r = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["python3"] + args)
+        return (r.status, r.out, r.errText)
     }
     let probe = try? python(["-c", "import tensorboard"])
     if probe?.status != 0 {

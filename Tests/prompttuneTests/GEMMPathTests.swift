@@ -9,18 +9,9 @@ final class GEMMPathTests: XCTestCase {
     func binary() throws -> URL { try prompttuneBinary() }
 
     func run(_ args: [String], env: [String: String]) throws -> (out: String, err: String) {
-        let p = Process()
-        p.executableURL = try binary()
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, String(decoding: e, as: UTF8.self))
-        return (String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        let r = try runProcess(try binary(), args, environment: env)
+        XCTAssertEqual(r.status, 0, r.errText)
+        return (r.outText, r.errText)
     }
 
     /// OPENBLAS_CORETYPE=PRESCOTT imitates Debian's misdetection (SSE3 kernels). The user's value is

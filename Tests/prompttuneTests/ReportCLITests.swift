@@ -20,16 +20,9 @@ final class ReportCLITests: XCTestCase {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         try JSONEncoder().encode(record).write(to: folder.appendingPathComponent("record.json"))
 
-        let p = Process()
-        p.executableURL = try prompttuneBinary()
-        p.arguments = ["report", dir.path]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, output)
+        let r = try runProcess(try prompttuneBinary(), ["report", dir.path], mergingErrors: true)
+        let output = r.outText
+        XCTAssertEqual(r.status, 0, output)
         XCTAssertTrue(output.hasPrefix("# PromptTune results\n"), output)
         XCTAssertTrue(output.contains("| coop | 50.00 |\n\n1 records (1 finished, 0 failed)\n"), output)
     }

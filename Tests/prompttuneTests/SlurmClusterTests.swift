@@ -35,16 +35,8 @@ final class SlurmClusterTests: XCTestCase {
 
     @discardableResult
     static func shell(_ command: String) throws -> (status: Int32, out: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = ["-c", command]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, out)
+        let r = try runProcess(URL(fileURLWithPath: "/bin/bash"), ["-c", command], mergingErrors: true)
+        return (r.status, r.outText)
     }
 
     func binary() throws -> URL { try prompttuneBinary() }
