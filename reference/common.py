@@ -60,17 +60,15 @@ def tokenize(texts, context_length=77):
     return out
 
 
-def build_random_clip(config, seed):
-    """openai's CLIP with seeded random weights, every weight rounded to an fp16 value so that the
-    fp16 TorchScript archive and the fp32 formats hold exactly the same numbers."""
-    torch.manual_seed(seed)
-    cfg = CONFIGS[config]
-    model = clip_model_module().CLIP(**cfg).float().eval()
+def give_clip_like_values(model, transformer_width, skip=()):
+    """The packaged openai code leaves some tensors at torch.empty (positional_embedding,
+    text_projection) and LayerNorms/biases at 1/0, which would hide a swapped weight and bias in a
+    parity test: every parameter whose name does not start with one of `skip` gets non-trivial
+    values at CLIP-like scales (drawn from torch's global generator, in parameter order)."""
     with torch.no_grad():
-        # The packaged openai code leaves some tensors at torch.empty (positional_embedding,
-        # text_projection) and LayerNorms/biases at 1/0, which would hide a swapped weight and bias
-        # in a parity test. Give every tensor non-trivial values at CLIP-like scales.
         for name, p in model.named_parameters():
+            if name.startswith(tuple(skip)):
+                continue
             if name.endswith("bias"):
                 p.normal_(0, 0.02)
             elif "ln_" in name:  # LayerNorm weights (ln_pre, ln_1, ln_2, ln_post, ln_final)
@@ -78,9 +76,19 @@ def build_random_clip(config, seed):
             elif name == "positional_embedding":
                 p.normal_(0, 0.01)
             elif name == "text_projection":
-                p.normal_(0, cfg["transformer_width"] ** -0.5)
+                p.normal_(0, transformer_width ** -0.5)
             elif name == "logit_scale":
                 p.fill_(4.6052)  # log(100), the value trained CLIP models end at
+
+
+def build_random_clip(config, seed):
+    """openai's CLIP with seeded random weights, every weight rounded to an fp16 value so that the
+    fp16 TorchScript archive and the fp32 formats hold exactly the same numbers."""
+    torch.manual_seed(seed)
+    cfg = CONFIGS[config]
+    model = clip_model_module().CLIP(**cfg).float().eval()
+    with torch.no_grad():
+        give_clip_like_values(model, cfg["transformer_width"])
         for p in model.parameters():
             assert torch.isfinite(p).all()
             p.copy_(p.half().float())

@@ -79,19 +79,7 @@ def write_checkpoints(cfg, seed, out):
         # The packaged code leaves positional_embedding and text_projection at torch.empty (zeros
         # here, which give zero text features): CLIP-like scales for the text tower, as
         # common.build_random_clip gives them.
-        for name, p in model.named_parameters():
-            if name.startswith("visual."):
-                continue
-            if name.endswith("bias"):
-                p.normal_(0, 0.02)
-            elif "ln_" in name:
-                p.normal_(1, 0.1)
-            elif name == "positional_embedding":
-                p.normal_(0, 0.01)
-            elif name == "text_projection":
-                p.normal_(0, tiny["transformer_width"] ** -0.5)
-            elif name == "logit_scale":
-                p.fill_(4.6052)
+        common.give_clip_like_values(model, tiny["transformer_width"], skip=("visual.",))
         for t in list(model.parameters()) + list(model.buffers()):
             if t.is_floating_point():
                 t.copy_(t.half().float())
