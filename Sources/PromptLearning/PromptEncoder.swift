@@ -34,7 +34,6 @@ public struct PromptEncoder: Sendable {
     /// class's own rows (positions P...); otherwise each class's whole prompt.
     func packedPrompts(_ learner: PromptLearner, context: Tensor) -> (Tensor, SequenceLayout, shared: Bool) {
         let (k, backend) = (learner.classCount, text.backend)
-        let rows = context.reshaped([context.count / text.width, text.width])
         if learner.config.sharesPrefix {
             let p = 1 + learner.config.contextLength
             let layout = SequenceLayout(prefix: p, lengths: (0..<k).map { learner.eot[$0] + 1 - p })
@@ -42,7 +41,7 @@ public struct PromptEncoder: Sendable {
             backend.copyRows(learner.embeddings, into: &h,
                              spans: [RowSpan(source: learner.sosRow, target: 0, count: 1)] + learner.suffixSpans(0..<k, at: p),
                              accumulate: false)
-            backend.copyRows(rows, into: &h, spans: [RowSpan(source: 0, target: 1, count: p - 1)], accumulate: false)
+            backend.copyRows(context, into: &h, spans: [RowSpan(source: 0, target: 1, count: p - 1)], accumulate: false)
             text.addPositionalEmbedding(to: &h, layout: layout)
             return (h, layout, true)
         }
@@ -50,7 +49,7 @@ public struct PromptEncoder: Sendable {
         let spans = learner.promptSpans(layout)
         var h = backend.zeros([layout.rows, text.width])
         backend.copyRows(learner.embeddings, into: &h, spans: spans.frozen, accumulate: false)
-        backend.copyRows(rows, into: &h, spans: spans.context, accumulate: false)
+        backend.copyRows(context, into: &h, spans: spans.context, accumulate: false)
         text.addPositionalEmbedding(to: &h, layout: layout)
         return (h, layout, false)
     }

@@ -40,7 +40,7 @@ public protocol ComputeBackend: Sendable {
     func linearInputGradient(_ dy: Tensor, weight: Tensor, packed: PackedWeight, dx: inout Tensor)
     /// Multi-head self-attention between the fused in- and out-projections: per sequence of
     /// `layout` and head, probs = softmax(q k^T / sqrt(d) [causal]) and context = probs v, reading
-    /// q, k, v from the rows of `qkv` (R x 3C). `probs` holds `attentionProbabilityCount` values.
+    /// q, k, v from the rows of `qkv` (R x 3C). `probs` holds `layout.attentionOffsets(heads:).total` values.
     func attention(qkv: Tensor, layout: SequenceLayout, heads: Int, causal: Bool, rounding: ActivationRounding,
                    probs: inout Tensor, context: inout Tensor)
     /// The attention's backward: dqkv (R x 3C) from dContext; written whole, except that a shared

@@ -82,7 +82,7 @@ extension CPUBackend {
         let longest = max(layout.prefixes.map { $0.length * $0.length }.max() ?? 0,
                           layout.lengths.indices.map { layout.lengths[$0] * (layout.prefix(of: $0).length + layout.lengths[$0]) }.max() ?? 0)
         let workers = min(Self.attentionWorkers, h)
-        var scratch = Workspace.tensor(workspace, [workers * longest], zeroed: false)  // each product writes before reading
+        var scratch = tensor(workspace, [workers * longest], zeroed: false)  // each product writes before reading
         qkv.withPointer { pqkv in probs.withPointer { pp in dContext.withPointer { pdctx in
             dqkv.withMutablePointer { pdqkv in scratch.withMutablePointer { sbuf in
                 let ldq = 3 * c
@@ -201,7 +201,7 @@ extension CPUBackend {
         let dKeys = GridGEMM(outer: grid, transA: true, m: t, n: d, k: t, alpha: scale, lda: t, strideA: probStrides,
                              ldb: ldq, strideB: qkvStrides, ldc: ldq, strideC: qkvStrides, bf16: bf16)
         guard [dScoresProduct, dValues, dQueries, dKeys].allSatisfy({ $0.runsOnOneDNN(gemm) }) else { return false }
-        var dScores = Workspace.tensor(workspace, [batch * h * t * t], zeroed: false)  // written by the first product
+        var dScores = tensor(workspace, [batch * h * t * t], zeroed: false)  // written by the first product
         qkv.withPointer { pqkv in probs.withPointer { s in dContext.withPointer { pdctx in
             dqkv.withMutablePointer { pdqkv in dScores.withMutablePointer { ds in
                 dScoresProduct.run(a: pdctx, b: pqkv + 2 * c, c: ds, backend: gemm)

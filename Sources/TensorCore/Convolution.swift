@@ -156,7 +156,7 @@ public func averagePool(_ x: Tensor, size: Int, workspace: Workspace? = nil) -> 
     if size == 1 { return x }
     let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (oh, ow) = (h / size, w / size)
-    var y = Workspace.tensor(workspace, [b, oh, ow, c])
+    var y = CPUBackend.default.tensor(workspace, [b, oh, ow, c])
     let scale = 1 / Float(size * size)
     y.withMutablePointer { py in x.withPointer { px in
         for n in 0..<b { for oy in 0..<oh { for ox in 0..<ow {

@@ -69,11 +69,3 @@ public final class Workspace: @unchecked Sendable {
         return pool.reduce(0) { $0 + $1.key * $1.value.count } * MemoryLayout<Float>.stride
     }
 }
-
-extension Workspace {
-    /// `ws.tensor(shape)` when a workspace is given, else a fresh zero tensor.
-    @inlinable
-    public static func tensor(_ ws: Workspace?, _ shape: [Int], zeroed: Bool = true) -> Tensor {
-        ws?.tensor(shape, zeroed: zeroed) ?? Tensor(zeros: shape)
-    }
-}

@@ -20,7 +20,7 @@ final class WorkspaceTests: XCTestCase {
         ws.recycle(b)
         let c = ws.tensor([6])  // zeroed on request
         XCTAssertEqual(c.data, [Float](repeating: 0, count: 6))
-        XCTAssertEqual(Workspace.tensor(nil, [4]).data, [0, 0, 0, 0])
+        XCTAssertEqual(CPUBackend.default.tensor(nil, [4]).data, [0, 0, 0, 0])
         ws.recycle(c)
         XCTAssertEqual(ws.pooledBytes, 6 * 4)
         ws.reset()
